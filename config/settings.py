@@ -1,0 +1,347 @@
+"""The settings model. Every key is declared once here with its type, default and prose.
+
+`--help`, docs and validation all come from these fields, as gunicorn's `Setting`
+classes do. Secrets are SecretStr so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from config.errors import ConfigError
+
+ENV_PREFIX = "BOTVISOR_"
+#: Environment variables with our prefix that are not settings keys.
+ENV_NOT_SETTINGS = frozenset({"BOTVISOR_CONFIG", "BOTVISOR_WORKER_INDEX"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Rate(_Section):
+    """At most `limit` messages in any window of `period_s` seconds."""
+
+    limit: int = Field(ge=1, le=100_000, description="Messages allowed per window.")
+    period_s: float = Field(gt=0, le=3600, description="Window length in seconds.")
+
+
+class RedisSection(_Section):
+    url: str | None = Field(
+        None,
+        description="redis:// or unix:// URL. Unset: a private Redis is started in state.dir.",
+    )
+    prefix: str = Field(
+        "botvisor:", min_length=1, description="Prefix of every key and channel we use."
+    )
+    timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of one Redis command.")
+
+
+class DatabaseSection(_Section):
+    url: SecretStr | None = Field(
+        None,
+        description="postgresql:// DSN. Unset: a private PostgreSQL is started in state.dir.",
+    )
+    pool_max: int = Field(4, ge=1, le=100, description="Connections per process.")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one SQL command.")
+
+
+class TelegramSection(_Section):
+    api_base: str = Field(
+        "https://api.telegram.org",
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="Bot API server base URL (the emulator's URL in tests and demo).",
+    )
+    poll_timeout_s: int = Field(
+        25, ge=0, le=50, description="getUpdates long-poll timeout; Telegram caps it at 50."
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Timeout of one Bot API call other than getUpdates."
+    )
+    max_retries: int = Field(
+        3, ge=0, le=20, description="Retries of one call after a 429 or a network error."
+    )
+    connections_per_worker: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="HTTP pool size per worker; 0 sizes it for the worker's long polls.",
+    )
+
+
+class WorkersSection(_Section):
+    count: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=256,
+        description="Worker processes (default: number of CPUs).",
+    )
+    shards: int = Field(64, ge=1, le=65_536, description="Shards per deployment; fixed.")
+    heartbeat_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often each worker writes its heartbeat."
+    )
+    heartbeat_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="A worker silent this long is hung and is killed."
+    )
+    boot_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="A worker not ready this long after spawn is killed."
+    )
+    restart_max: int = Field(5, ge=1, le=1000, description="Restarts allowed within restart_within_s.")
+    restart_within_s: float = Field(
+        60.0, gt=0, le=86_400, description="Window of the restart intensity."
+    )
+    reconcile_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="Registry re-read period; bounds a lost hint's delay."
+    )
+
+
+class HttpSection(_Section):
+    host: str = Field("127.0.0.1", description="Address of health, metrics and admin API.")
+    port: int = Field(8080, ge=0, le=65_535, description="Port; 0 picks a free one.")
+
+
+class RateLimitSection(_Section):
+    per_bot: Rate = Field(
+        Rate(limit=30, period_s=1.0), description="Per bot, all chats (Telegram: 30/s)."
+    )
+    per_chat: Rate = Field(
+        Rate(limit=1, period_s=1.0), description="Per private chat (Telegram: 1/s)."
+    )
+    per_group: Rate = Field(
+        Rate(limit=20, period_s=60.0), description="Per group chat (Telegram: 20/min)."
+    )
+    margin_s: float = Field(
+        0.025,
+        ge=0,
+        le=5,
+        description="Added to every window so network jitter never crosses a limit.",
+    )
+    idle_keys_max: int = Field(
+        100_000, ge=100, description="Idle chat keys kept per bot before eviction."
+    )
+
+
+class ContextSection(_Section):
+    dialog_ttl_s: int = Field(7200, ge=1, description="TTL of dialog state in Redis.")
+    messages_ttl_s: int = Field(86_400, ge=1, description="TTL of recent messages in Redis.")
+    prefs_ttl_s: int = Field(2_592_000, ge=1, description="TTL of preferences in Redis.")
+    cache_entries: int = Field(1000, ge=0, description="Chats cached in each actor's LRU.")
+    cache_bytes: int = Field(1_048_576, ge=0, description="Bytes cached in each actor's LRU.")
+    max_messages: int = Field(50, ge=1, le=10_000, description="Recent messages kept per chat.")
+
+
+class OpenAISection(_Section):
+    base_url: str | None = Field(None, description="OpenAI-compatible API base URL.")
+    api_key: SecretStr | None = Field(None, description="API key for base_url.")
+    model: str = Field("gpt-4o-mini", min_length=1, description="Default model.")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Timeout of one completion.")
+
+
+class SecuritySection(_Section):
+    encryption_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Base64 of 32 bytes encrypting bot tokens at rest. "
+            "Unset: a key file is created in state.dir."
+        ),
+    )
+    admin_key: SecretStr | None = Field(None, description="Bearer key of the admin API.")
+
+
+class LogSection(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: readable on a TTY, JSON otherwise."
+    )
+
+
+class ShutdownSection(_Section):
+    grace_s: float = Field(
+        10.0, gt=0, le=3600, description="SIGTERM: time in-flight handlers get to finish."
+    )
+
+
+class BotsSection(_Section):
+    chat_queue_max: int = Field(
+        100, ge=1, le=100_000, description="Updates queued per chat before polling pauses."
+    )
+    inflight_max: int = Field(
+        200, ge=1, le=100_000, description="Unfinished updates per bot before polling pauses."
+    )
+    spawn_concurrency: int = Field(
+        256, ge=1, le=100_000, description="getMe handshakes run at once when a worker boots."
+    )
+    backoff_min_s: float = Field(0.5, gt=0, le=3600, description="First actor restart delay.")
+    backoff_max_s: float = Field(30.0, gt=0, le=86_400, description="Longest restart delay.")
+
+
+class MetricsSection(_Section):
+    per_bot_labels: bool = Field(False, description="Label metrics by bot id (many series).")
+
+
+class StateSection(_Section):
+    dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("STATE_DIRECTORY", ".botvisor")),
+        description="State directory: embedded servers, key file, metrics files.",
+    )
+
+
+class Settings(_Section):
+    """All of botvisor's configuration. Frozen: reload builds a new one."""
+
+    redis: RedisSection = RedisSection()
+    database: DatabaseSection = DatabaseSection()
+    telegram: TelegramSection = TelegramSection()
+    workers: WorkersSection = WorkersSection()
+    http: HttpSection = HttpSection()
+    ratelimit: RateLimitSection = RateLimitSection()
+    context: ContextSection = ContextSection()
+    openai: OpenAISection = OpenAISection()
+    security: SecuritySection = SecuritySection()
+    log: LogSection = LogSection()
+    shutdown: ShutdownSection = ShutdownSection()
+    bots: BotsSection = BotsSection()
+    metrics: MetricsSection = MetricsSection()
+    state: StateSection = StateSection()
+
+    @model_validator(mode="after")
+    def _shards_exceed_workers(self) -> Settings:
+        if self.workers.shards < self.workers.count:
+            raise ValueError(
+                f"workers.shards ({self.workers.shards}) must be at least "
+                f"workers.count ({self.workers.count})"
+            )
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain data with secrets revealed: only for handing to our own worker processes."""
+        return _reveal(self.model_dump(mode="python"))
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """BOTVISOR_SECTION__KEY[__SUBKEY]=value -> nested dict; unknown names are errors."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment {name}: conflicts with another variable")
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(err: ValidationError, origin: Mapping[tuple[str, ...], str]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        key = ".".join(loc) or "(top level)"
+        where = origin.get(loc, "")
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
+            lines.append(f"{key}: unknown key{where}; allowed here: {allowed}")
+        else:
+            lines.append(f"{key}: {e['msg']}{where}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _origins(tree: Mapping[str, Any], label: str, prefix: tuple[str, ...] = ()) -> dict:
+    out: dict[tuple[str, ...], str] = {}
+    for k, v in tree.items():
+        loc = (*prefix, k)
+        if isinstance(v, Mapping):
+            out.update(_origins(v, label, loc))
+        out[loc] = label
+    return out
+
+
+def load_settings(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read TOML `path` (or ./botvisor.toml if present), overlay environment and overrides.
+
+    Raises ConfigError naming every bad key and what is allowed.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    if path is None and environ.get("BOTVISOR_CONFIG"):
+        path = environ["BOTVISOR_CONFIG"]
+    if path is None and Path("botvisor.toml").is_file():
+        path = Path("botvisor.toml")
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p}: not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from None
+        origin.update(_origins(data, f" (in {p})"))
+    env_tree = _env_overrides(environ)
+    origin.update(_env_origins(env_tree))
+    # Start from the defaults so a partial nested value (one field of a Rate) keeps the rest.
+    data = _merge(_merge(Settings().model_dump(), data), env_tree)
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+
+
+def _env_origins(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict:
+    out: dict[tuple[str, ...], str] = {}
+    for k, v in tree.items():
+        loc = (*prefix, k)
+        if isinstance(v, Mapping):
+            out.update(_env_origins(v, loc))
+        out[loc] = f" (from environment {ENV_PREFIX}{'__'.join(loc).upper()})"
+    return out
