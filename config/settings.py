@@ -170,9 +170,6 @@ class ShutdownSection(_Section):
 
 
 class BotsSection(_Section):
-    chat_queue_max: int = Field(
-        100, ge=1, le=100_000, description="Updates queued per chat before polling pauses."
-    )
     inflight_max: int = Field(
         200, ge=1, le=100_000, description="Unfinished updates per bot before polling pauses."
     )

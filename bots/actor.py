@@ -1,0 +1,237 @@
+"""A bot actor: one per token. getMe handshake, long polling, per-chat handling.
+
+Shape after pykka: `run_once()` = `_setup()` (getMe) -> `_running()` (poll loop)
+-> `_teardown()` (drain handlers, confirm what was handled). Supervision (restart
+with backoff, 401 -> disabled) lives in `bots.supervise`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import structlog
+
+from bots.api import TRANSIENT, BotApi, TelegramError
+from bots.dispatch import ChatDispatcher
+from bots.handlers import BotContext, Handler
+from bots.token import BotToken
+from bots.update import Incoming
+
+log = structlog.get_logger(__name__)
+
+
+class ActorState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    DISABLED = "disabled"
+
+
+_ALLOWED: Final[Mapping[ActorState, frozenset[ActorState]]] = {
+    ActorState.STARTING: frozenset(
+        {ActorState.RUNNING, ActorState.BACKOFF, ActorState.DISABLED, ActorState.STOPPING}
+    ),
+    ActorState.RUNNING: frozenset({ActorState.BACKOFF, ActorState.DISABLED, ActorState.STOPPING}),
+    ActorState.BACKOFF: frozenset({ActorState.STARTING, ActorState.STOPPING}),
+    ActorState.STOPPING: frozenset({ActorState.STOPPED}),
+    ActorState.STOPPED: frozenset(),
+    ActorState.DISABLED: frozenset({ActorState.STOPPING, ActorState.STOPPED}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BotSpec:
+    """What the registry says a bot should be. `revision` changes on every edit."""
+
+    bot_id: int
+    token: BotToken
+    handler: str
+    settings: Mapping[str, Any]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class PollConfig:
+    poll_timeout_s: int
+    inflight_max: int
+    grace_s: float
+    handler_retries: int = 3
+
+
+class BotActor:
+    """Runs in the actor's own task (plus one task per busy chat)."""
+
+    def __init__(self, spec: BotSpec, api: BotApi, handler: Handler, poll: PollConfig) -> None:
+        self.spec = spec
+        self.api = api
+        self.handler = handler
+        self.poll = poll
+        self.state = ActorState.STARTING
+        self.reason = ""
+        self.username = ""
+        self.changed = asyncio.Event()  # set on every state change (tests and spawn wait on it)
+        self._stop = asyncio.Event()
+        self._dispatcher: ChatDispatcher | None = None
+        self.stats = ActorStats()
+        self._log = log.bind(bot_id=spec.bot_id)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def set_state(self, new: ActorState, reason: str = "") -> None:
+        """The only writer of `state`: checks the transition table and logs it once."""
+        if new is self.state:
+            return
+        if new not in _ALLOWED[self.state]:
+            raise IllegalTransition(f"bot {self.spec.bot_id}: {self.state} -> {new}")
+        self._log.info("actor.state", old=str(self.state), new=str(new), reason=reason)
+        self.state, self.reason = new, reason
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask the actor to stop polling, finish in-flight handlers and confirm them."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    async def wait_stop(self, timeout: float) -> bool:
+        """Sleep up to `timeout` unless a stop is requested first; True if it was."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._stop.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def run_once(self) -> None:
+        """One life of the actor. Returns on a requested stop; raises on failure."""
+        self._dispatcher = ChatDispatcher(self.spec.bot_id, self._handle, self.stats)
+        try:
+            await self._setup()
+            await self._running()
+        finally:
+            await asyncio.shield(self._teardown())
+
+    async def _setup(self) -> None:
+        me = await self.api.call("getMe")
+        self.username = str(me.get("username", "")) if isinstance(me, dict) else ""
+        self.set_state(ActorState.RUNNING, "getMe ok")
+
+    async def _running(self) -> None:
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                mark = dispatcher.progress()
+                if dispatcher.inflight() >= self.poll.inflight_max:
+                    await self._race(dispatcher.wait_progress(mark), stop_wait)
+                    continue
+                params: dict[str, Any] = {
+                    "timeout": self.poll.poll_timeout_s,
+                    "limit": min(100, self.poll.inflight_max - dispatcher.inflight()),
+                }
+                offset = dispatcher.watermark()
+                if offset is not None:
+                    params["offset"] = offset
+                poll = asyncio.ensure_future(
+                    self.api.call("getUpdates", params, timeout=self.poll.poll_timeout_s + 10)
+                )
+                done = await self._race(poll, stop_wait)
+                if poll not in done:
+                    break  # stop requested: the cancelled poll confirmed nothing
+                updates = poll.result()
+                if not isinstance(updates, list):
+                    raise TelegramError(self.spec.bot_id, "getUpdates", 200, "result is not a list")
+                if updates and dispatcher.submit(updates) == 0:
+                    # only re-deliveries of updates still in flight: wait for one to finish
+                    # rather than re-poll in a hot loop
+                    await self._race(dispatcher.wait_progress(mark), stop_wait)
+        finally:
+            stop_wait.cancel()
+
+    @staticmethod
+    async def _race(
+        aw: Any, stop_wait: asyncio.Future[Any]
+    ) -> set[asyncio.Future[Any]]:
+        fut = asyncio.ensure_future(aw)
+        try:
+            done, _ = await asyncio.wait({fut, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not fut.done():
+                fut.cancel()
+                await asyncio.gather(fut, return_exceptions=True)
+        return done
+
+    async def _teardown(self) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        finished = await dispatcher.drain(self.poll.grace_s)
+        if not finished:
+            self._log.warning("actor.drain_timeout", grace_s=self.poll.grace_s)
+        offset = dispatcher.watermark()
+        if offset is not None and self.state is not ActorState.DISABLED:
+            # Confirm what was handled, so a clean stop causes no re-deliveries.
+            try:
+                await self.api.call(
+                    "getUpdates", {"offset": offset, "timeout": 0, "limit": 1}, timeout=5
+                )
+            except (TelegramError, *TRANSIENT) as exc:
+                self._log.info("actor.confirm_failed", error=type(exc).__name__)
+
+    # -- handling ---------------------------------------------------------------------------
+
+    async def _handle(self, update: Incoming) -> None:
+        """Runs in the chat's task. Retries transient failures; never raises."""
+        ctx = BotContext(self.spec.bot_id, self.username, self.api, self.spec.settings)
+        for attempt in range(self.poll.handler_retries + 1):
+            try:
+                await self.handler.handle(update, ctx)
+            except TRANSIENT as exc:
+                if attempt == self.poll.handler_retries:
+                    self.stats.dropped += 1
+                    self._log.error("update.dropped", update_id=update.update_id,
+                                    error=str(exc))
+                    return
+                await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
+            except TelegramError as exc:
+                self.stats.handler_errors += 1
+                self._log.warning("update.telegram_error", update_id=update.update_id,
+                                  code=exc.code, description=exc.description)
+                return
+            except Exception:
+                self.stats.handler_errors += 1
+                self._log.exception("update.handler_error", update_id=update.update_id)
+                return
+            else:
+                break
+        self.stats.handled += 1
+        self.stats.latency.append(time.perf_counter() - update.received)
+
+
+class ActorStats:
+    """Plain counters on the hot path; the worker takes and zeroes them every heartbeat."""
+
+    __slots__ = ("dropped", "duplicates", "handled", "handler_errors", "latency", "received")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.duplicates = 0
+        self.handled = 0
+        self.handler_errors = 0
+        self.dropped = 0
+        self.latency: list[float] = []

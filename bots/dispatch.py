@@ -1,0 +1,125 @@
+"""Per-chat ordered handling for one bot, and the offset watermark that confirms updates.
+
+Updates of one chat run one after another; chats run in parallel. An update is
+confirmed to Telegram (the next getUpdates offset passes it) only once it has been
+handled, so a process killed mid-way loses nothing: Telegram hands the unconfirmed
+updates to the next poller. Re-delivered ones this process already has are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from bots.update import Incoming
+
+if TYPE_CHECKING:
+    from bots.actor import ActorStats
+
+log = structlog.get_logger(__name__)
+
+
+class ChatDispatcher:
+    """Runs in the actor's tasks. One per actor run."""
+
+    def __init__(
+        self, bot_id: int, handle: Callable[[Incoming], Awaitable[None]], stats: ActorStats
+    ) -> None:
+        self._bot_id = bot_id
+        self._handle = handle
+        self._chats: dict[int, deque[Incoming]] = {}
+        self._arrival: deque[int] = deque()  # unconfirmed update ids, oldest first
+        self._done: set[int] = set()
+        self._max_seen = -1
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._progress = asyncio.Event()
+        self._finished = 0
+        self._stats = stats
+
+    def submit(self, updates: list[dict[str, Any]]) -> int:
+        """Queue new updates; returns how many were new. Never blocks."""
+        fresh = 0
+        now = time.perf_counter()
+        for raw in updates:
+            update_id = raw.get("update_id")
+            if not isinstance(update_id, int) or update_id <= self._max_seen:
+                self._stats.duplicates += 1  # re-delivered while unconfirmed: already queued or done
+                continue
+            self._max_seen = update_id
+            update = Incoming(raw, now)
+            self._arrival.append(update_id)
+            queue = self._chats.get(update.chat_id)
+            if queue is None:
+                queue = self._chats[update.chat_id] = deque()
+                queue.append(update)
+                task = asyncio.create_task(
+                    self._run_chat(update.chat_id, queue),
+                    name=f"bot:{self._bot_id}:chat:{update.chat_id}",
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                queue.append(update)
+            fresh += 1
+        self._stats.received += fresh
+        return fresh
+
+    def inflight(self) -> int:
+        """Updates received and not yet handled."""
+        return len(self._arrival) - len(self._done)
+
+    def watermark(self) -> int | None:
+        """The getUpdates offset: the oldest unhandled update, else one past the newest."""
+        arrival, done = self._arrival, self._done
+        while arrival and arrival[0] in done:
+            done.discard(arrival.popleft())
+        if arrival:
+            return arrival[0]
+        return self._max_seen + 1 if self._max_seen >= 0 else None
+
+    def progress(self) -> int:
+        """A mark for `wait_progress`: how many updates have finished so far."""
+        return self._finished
+
+    async def wait_progress(self, since: int) -> None:
+        """Wait until an update finishes after mark `since` (at once if one already has)."""
+        while self._finished == since:
+            self._progress.clear()
+            await self._progress.wait()
+
+    async def drain(self, timeout: float) -> bool:
+        """Let in-flight handlers finish up to `timeout`, then cancel the rest.
+
+        Returns True when everything finished. Cancelled updates stay unconfirmed.
+        """
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel(msg="drain timeout")
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                return False
+        return True
+
+    async def _run_chat(self, chat_id: int, queue: deque[Incoming]) -> None:
+        try:
+            while queue:
+                update = queue[0]
+                try:
+                    await self._handle(update)
+                except Exception:
+                    # the handle wrapper logs and classifies; this is a last guard
+                    log.exception("update.handler_crashed", bot_id=self._bot_id)
+                queue.popleft()
+                self._done.add(update.update_id)
+                self._finished += 1
+                self._progress.set()
+        finally:
+            if self._chats.get(chat_id) is queue:
+                del self._chats[chat_id]

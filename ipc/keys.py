@@ -1,0 +1,21 @@
+"""Every Redis key and channel botvisor uses, in one place (arq's constants.py idea).
+
+No f-string key is built anywhere else.
+"""
+
+from __future__ import annotations
+
+
+def control_channel(prefix: str) -> str:
+    """Pub/sub channel carrying hints ("reconcile now"); never the source of truth."""
+    return f"{prefix}ctl"
+
+
+def heartbeat_key(prefix: str, host: str, worker: int) -> str:
+    """A worker's liveness record, written from its event loop with a TTL."""
+    return f"{prefix}hb:{host}:{worker}"
+
+
+def context_key(prefix: str, bot_id: int, chat_id: int, namespace: str) -> str:
+    """Conversation context of one chat: namespace is dialog, messages or prefs."""
+    return f"{prefix}ctx:{bot_id}:{chat_id}:{namespace}"

@@ -1,0 +1,170 @@
+"""A worker's bots: one BotHandle per bot id, started, retuned and stopped by plan.
+
+Runs in the worker's event loop. Owns no process state; the worker owns the
+HTTP pool and hands it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from bots.actor import ActorState, BotActor, BotSpec, PollConfig
+from bots.api import BotApi
+from bots.handlers import UnknownHandler, make_handler
+from bots.policy import BackoffConfig
+from bots.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
+from config import Settings
+from ratelimit import BotLimiter, Limits, Rate
+from supervisor.plan import Plan
+
+log = structlog.get_logger(__name__)
+
+
+def limits_for(settings: Settings, bot_settings: Mapping[str, Any]) -> Limits:
+    """Deployment limits, overridden per bot by its settings' `ratelimit` object
+    (e.g. {"ratelimit": {"per_bot": {"limit": 1000, "period_s": 1}}} for paid broadcasts)."""
+    rl = settings.ratelimit
+    own = bot_settings.get("ratelimit") if isinstance(bot_settings, Mapping) else None
+    own = own if isinstance(own, Mapping) else {}
+
+    def rate(name: str, default: Any) -> Rate:
+        o = own.get(name)
+        if isinstance(o, Mapping):
+            return Rate(int(o.get("limit", default.limit)), float(o.get("period_s", default.period_s)))
+        return Rate(default.limit, default.period_s)
+
+    return Limits(
+        per_bot=rate("per_bot", rl.per_bot),
+        per_chat=rate("per_chat", rl.per_chat),
+        per_group=rate("per_group", rl.per_group),
+        margin_s=rl.margin_s,
+        idle_keys_max=rl.idle_keys_max,
+    )
+
+
+@dataclass(slots=True)
+class Totals:
+    """Cumulative counters of this worker (heartbeats carry them; the master diffs)."""
+
+    received: int = 0
+    duplicates: int = 0
+    handled: int = 0
+    dropped: int = 0
+    handler_errors: int = 0
+    sent: int = 0
+    telegram_429: int = 0
+    conflicts: int = 0
+    limiter_waits: int = 0
+    restarts: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class Fleet:
+    def __init__(
+        self, settings: Settings, session: aiohttp.ClientSession, on_disabled: OnDisabled
+    ) -> None:
+        self.settings = settings
+        self.session = session
+        self.on_disabled = on_disabled
+        self.handles: dict[int, BotHandle] = {}
+        self.totals = Totals()
+        self._spawn_gate = asyncio.Semaphore(settings.bots.spawn_concurrency)
+
+    def running_specs(self) -> dict[int, BotSpec]:
+        return {bot_id: h.actor.spec for bot_id, h in self.handles.items()}
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(str(h.state) for h in self.handles.values())
+        return {str(s): c.get(str(s), 0) for s in ActorState}
+
+    def retune_all(self, settings: Settings) -> None:
+        """New deployment settings (reload): new limits for every bot, in place."""
+        self.settings = settings
+        for h in self.handles.values():
+            h.actor.api.limiter.retune(limits_for(settings, h.actor.spec.settings))
+
+    async def apply(self, plan: Plan) -> None:
+        """Stop before start, so a restarted bot never polls twice."""
+        doomed = [*plan.stop, *(s.bot_id for s in plan.restart)]
+        await asyncio.gather(*(self._stop(bot_id) for bot_id in doomed))
+        for spec in plan.retune:
+            handle = self.handles.get(spec.bot_id)
+            if handle is not None:
+                handle.actor.spec = spec
+                handle.actor.api.limiter.retune(limits_for(self.settings, spec.settings))
+        await asyncio.gather(*(self._start(spec) for spec in [*plan.start, *plan.restart]))
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self._stop(bot_id) for bot_id in list(self.handles)))
+
+    async def _stop(self, bot_id: int) -> None:
+        handle = self.handles.get(bot_id)
+        if handle is None:
+            return
+        await handle.stop()
+        self._fold(handle)
+        self.handles.pop(bot_id, None)
+
+    async def _start(self, spec: BotSpec) -> None:
+        if spec.bot_id in self.handles:
+            return
+        try:
+            handler = make_handler(spec.handler)
+        except UnknownHandler as exc:
+            await self.on_disabled(spec.bot_id, str(exc))
+            return
+        tg = self.settings.telegram
+        limiter = BotLimiter(limits_for(self.settings, spec.settings))
+        api = BotApi(
+            self.session, tg.api_base, spec.token, limiter,
+            request_timeout=tg.request_timeout_s, max_retries=tg.max_retries,
+        )
+        poll = PollConfig(
+            poll_timeout_s=tg.poll_timeout_s,
+            inflight_max=self.settings.bots.inflight_max,
+            grace_s=self.settings.shutdown.grace_s,
+        )
+        handle = BotHandle(BotActor(spec, api, handler, poll))
+        self.handles[spec.bot_id] = handle
+        backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
+        async with self._spawn_gate:
+            try:
+                await spawn(handle, backoff, self.on_disabled)
+            except SpawnRejected as exc:
+                log.warning("bot.rejected", bot_id=spec.bot_id, reason=exc.reason)
+
+    def harvest(self) -> list[float]:
+        """Fold every actor's counters into `totals`; returns the new latency samples."""
+        for handle in self.handles.values():
+            self._fold(handle)
+        samples, self.totals.latencies = self.totals.latencies, []
+        return samples
+
+    def _fold(self, handle: BotHandle) -> None:
+        """Take and zero the actor's counters (the hot path only ever increments them)."""
+        t, a, api = self.totals, handle.actor.stats, handle.actor.api.stats
+        t.received += a.received
+        t.duplicates += a.duplicates
+        t.handled += a.handled
+        t.dropped += a.dropped
+        t.handler_errors += a.handler_errors
+        a.received = a.duplicates = a.handled = a.dropped = a.handler_errors = 0
+        if a.latency:
+            t.latencies.extend(a.latency)
+            a.latency = []
+        t.sent += api.sent
+        t.telegram_429 += api.telegram_429
+        api.sent = api.telegram_429 = 0
+        waits = handle.actor.api.limiter.statistics().waits
+        t.limiter_waits += waits - handle.limiter_waits_seen
+        handle.limiter_waits_seen = waits
+        t.conflicts += handle.conflicts
+        t.restarts += handle.restarts
+        handle.conflicts = handle.restarts = 0

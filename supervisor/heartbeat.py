@@ -1,0 +1,39 @@
+"""The heartbeat record a worker writes and the master reads (JSON in a Redis key)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    index: int
+    pid: int
+    #: booting | ready | draining
+    state: str
+    shards: list[int]
+    desired: int
+    bots: dict[str, int]
+    loop_lag_s: float
+    at: float  # wall clock (time.time()) of writing
+    totals: dict[str, int] = field(default_factory=dict)
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> Heartbeat | None:
+        try:
+            data: Any = orjson.loads(raw)
+            return cls(**data)
+        except (orjson.JSONDecodeError, TypeError):
+            return None
+
+    @property
+    def running(self) -> int:
+        return self.bots.get("running", 0)

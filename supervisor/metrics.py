@@ -1,0 +1,91 @@
+"""Prometheus metrics for the whole host, in prometheus_client's multiprocess mode.
+
+Workers write to mmap files in PROMETHEUS_MULTIPROC_DIR (set by the master before
+it spawns them); the master's /metrics merges them. The hot path never touches
+these objects: workers fold plain counters into them once per heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def prepare_dir(state_dir: Path) -> Path:
+    """Runs in the master before anything imports prometheus_client. Wipes old files."""
+    path = Path(state_dir).absolute() / f"metrics-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[ENV] = str(path)
+    return path
+
+
+@cache
+def metrics() -> SimpleNamespace:
+    """The metric objects, created once per process (after ENV is set)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    return SimpleNamespace(
+        updates_received=Counter(
+            "botvisor_updates_received_total", "Updates received from Telegram (new ones)."
+        ),
+        updates_duplicate=Counter(
+            "botvisor_updates_duplicate_total", "Re-delivered updates dropped as duplicates."
+        ),
+        updates_handled=Counter("botvisor_updates_handled_total", "Updates handled."),
+        updates_dropped=Counter(
+            "botvisor_updates_dropped_total", "Updates given up after transient failures."
+        ),
+        handler_errors=Counter("botvisor_handler_errors_total", "Handler failures."),
+        messages_sent=Counter("botvisor_messages_sent_total", "Messages sent to Telegram."),
+        telegram_429=Counter("botvisor_telegram_429_total", "429 answers from Telegram."),
+        conflicts=Counter("botvisor_telegram_conflicts_total", "409 answers to getUpdates."),
+        limiter_waits=Counter(
+            "botvisor_limiter_waits_total", "Sends that waited for the rate limiter."
+        ),
+        actor_restarts=Counter("botvisor_actor_restarts_total", "Bot actor restarts."),
+        latency=Histogram(
+            "botvisor_update_latency_seconds",
+            "From receiving an update to finishing its handler.",
+            buckets=LATENCY_BUCKETS,
+        ),
+        bots=Gauge(
+            "botvisor_bots", "Bot actors by state.", ["state"], multiprocess_mode="livesum"
+        ),
+        loop_lag=Gauge(
+            "botvisor_worker_loop_lag_seconds",
+            "Event loop lag measured by each worker's heartbeat.",
+            ["worker"],
+            multiprocess_mode="livemax",
+        ),
+        worker_restarts=Counter(
+            "botvisor_worker_restarts_total", "Worker processes restarted by the master."
+        ),
+        workers=Gauge(
+            "botvisor_workers", "Worker processes alive.", multiprocess_mode="livesum"
+        ),
+    )
+
+
+def render() -> bytes:
+    """Runs in the master: the merged text exposition of every process."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def mark_dead(pid: int) -> None:
+    """Runs in the master when a worker exits: drop its live gauges."""
+    from prometheus_client.multiprocess import mark_process_dead
+
+    mark_process_dead(pid)

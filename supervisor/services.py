@@ -1,0 +1,80 @@
+"""Where Redis and PostgreSQL come from: configured URLs, or private embedded servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from pydantic import SecretStr
+
+from config import Settings
+from ipc import keys
+from ipc.messages import Reconcile, encode
+from supervisor.migrate import migrate
+from supervisor.registry import Registry
+from supervisor.tokenbox import open_tokenbox
+
+log = structlog.get_logger(__name__)
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, redis: bool = True, postgres: bool = True
+) -> AsyncIterator[Settings]:
+    """Yield settings whose URLs point at real servers, starting embedded ones for unset URLs."""
+    need_redis = redis and settings.redis.url is None
+    need_pg = postgres and settings.database.url is None
+    if not (need_redis or need_pg):
+        yield settings
+        return
+    from supervisor.embedded import open_embedded
+
+    state_dir = Path(settings.state.dir).absolute()
+    async with open_embedded(state_dir, redis=need_redis, postgres=need_pg) as emb:
+        update = {}
+        if need_redis:
+            update["redis"] = settings.redis.model_copy(update={"url": emb.redis_url})
+        if need_pg:
+            update["database"] = settings.database.model_copy(
+                update={"url": SecretStr(emb.database_url or "")}
+            )
+        yield settings.model_copy(update=update)
+
+
+@asynccontextmanager
+async def open_registry(settings: Settings, *, apply_migrations: bool = True) -> AsyncIterator[Registry]:
+    """A pool on the configured database, migrated, wrapped in a Registry."""
+    assert settings.database.url is not None
+    pool = await asyncpg.create_pool(
+        settings.database.url.get_secret_value(), min_size=1, max_size=settings.database.pool_max,
+        command_timeout=settings.database.timeout_s, timeout=settings.database.timeout_s,
+    )
+    try:
+        if apply_migrations:
+            async with pool.acquire(timeout=settings.database.timeout_s) as conn:
+                await migrate(conn)
+        yield Registry(pool, open_tokenbox(settings), settings.database.timeout_s)
+    finally:
+        await pool.close()
+
+
+async def publish_hint(settings: Settings, bots: tuple[int, ...] = ()) -> bool:
+    """Tell workers to reconcile now. A lost hint only delays the change by one interval."""
+    assert settings.redis.url is not None
+    client = aioredis.from_url(
+        settings.redis.url, socket_timeout=settings.redis.timeout_s,
+        socket_connect_timeout=settings.redis.timeout_s,
+    )
+    try:
+        await client.publish(keys.control_channel(settings.redis.prefix), encode(Reconcile(bots=bots)))
+        return True
+    except (aioredis.RedisError, OSError) as exc:
+        log.warning("hint.not_sent", error=type(exc).__name__,
+                    effect="workers pick the change up at their next reconcile")
+        return False
+    finally:
+        await client.aclose()

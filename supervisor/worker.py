@@ -1,0 +1,294 @@
+"""A worker process: hosts the bot actors of its shards. Started by the master as
+`python -m supervisor.worker --index W --count N`, settings as the first line on stdin.
+
+Must-live services (heartbeat, control subscriber, reconciler, master pipe) run in
+one TaskGroup: if one dies the worker dies and the master restarts it. Bot actors
+run under `bots.supervise` and never reach the TaskGroup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+import structlog
+
+from config import ConfigError, Settings
+from ipc import keys
+from ipc.messages import BadMessage, Reconcile, decode
+from supervisor.exitcodes import ExitCode
+from supervisor.fleet import Fleet
+from supervisor.heartbeat import Heartbeat
+from supervisor.plan import plan_changes
+from supervisor.registry import BotState, Registry
+from supervisor.shards import shards_of_worker
+from supervisor.ticker import ticker
+from supervisor.tokenbox import open_tokenbox
+
+log = structlog.get_logger(__name__)
+
+
+def raise_nofile_limit() -> int:
+    """Long polls hold a socket per bot: lift the soft fd limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+class Worker:
+    def __init__(self, settings: Settings, index: int, count: int) -> None:
+        self.settings = settings
+        self.index = index
+        self.count = count
+        self.shards = shards_of_worker(index, count, settings.workers.shards)
+        self.host = socket.gethostname()
+        self.state = "booting"
+        self.desired = 0
+        self.loop_lag = 0.0
+        self._drain = asyncio.Event()
+        self._reconcile_now = asyncio.Event()
+        self._ppid = os.getppid()
+        self._window: list[float] = []
+        self._log = log.bind(worker=index)
+
+    # -- entry ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._drain.set)
+        # Ctrl-C reaches the whole process group; the master decides, workers wait for it.
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
+        raise_nofile_limit()
+        s = self.settings
+        assert s.redis.url is not None and s.database.url is not None
+        connector = aiohttp.TCPConnector(
+            limit=s.telegram.connections_per_worker,  # 0: no cap; one socket per long poll
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            keepalive_timeout=max(30.0, s.telegram.poll_timeout_s + 5.0),
+        )
+        redis = aioredis.from_url(
+            s.redis.url, socket_timeout=s.redis.timeout_s, socket_connect_timeout=s.redis.timeout_s
+        )
+        pool = await asyncpg.create_pool(
+            s.database.url.get_secret_value(), min_size=1, max_size=s.database.pool_max,
+            command_timeout=s.database.timeout_s, timeout=s.database.timeout_s,
+        )
+        try:
+            async with aiohttp.ClientSession(connector=connector) as session:
+                self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
+                self.fleet = Fleet(s, session, self._on_disabled)
+                self.redis = redis
+                await self._serve()
+        finally:
+            await pool.close()
+            await redis.aclose()
+
+    async def _serve(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            services = [
+                tg.create_task(self._heartbeat_loop(), name="worker:heartbeat"),
+                tg.create_task(self._control_loop(), name="worker:control"),
+                tg.create_task(self._master_pipe(), name="worker:master-pipe"),
+                tg.create_task(self._reconcile_loop(), name="worker:reconcile"),
+            ]
+            await self._drain.wait()
+            self.state = "draining"
+            self._log.info("worker.draining", bots=len(self.fleet.handles))
+            await self.fleet.stop_all()
+            self.fleet.harvest()
+            await self._write_heartbeat()
+            for task in services:
+                task.cancel(msg="drain complete")
+        self._log.info("worker.stopped")
+
+    # -- services ---------------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        """Desired state from PostgreSQL on every hint and every interval; plan, then apply."""
+        async for _ in ticker(self.settings.workers.reconcile_interval_s, self._reconcile_now):
+            if self._drain.is_set():
+                return
+            try:
+                desired = await self.registry.desired(self.shards, self.settings.workers.shards)
+            except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                self._log.warning("reconcile.registry_unavailable", error=type(exc).__name__)
+                continue
+            for bot_id in self.registry.undecryptable:
+                self._log.error("reconcile.token_undecryptable", bot_id=bot_id)
+            self.desired = len(desired)
+            plan = plan_changes(desired, self.fleet.running_specs())
+            if plan:
+                self._log.info("reconcile.apply", start=len(plan.start), stop=len(plan.stop),
+                               restart=len(plan.restart), retune=len(plan.retune))
+                await self.fleet.apply(plan)
+            if self.state == "booting":
+                self.state = "ready"
+                self._log.info("worker.ready", bots=len(self.fleet.handles))
+                await self._write_heartbeat()
+
+    async def _heartbeat_loop(self) -> None:
+        """Written from this loop, so a blocked loop shows as a stale heartbeat."""
+        interval = self.settings.workers.heartbeat_interval_s
+        expected = time.monotonic()
+        async for now in ticker(interval):
+            self.loop_lag = max(0.0, now - expected)
+            expected = now + interval
+            if os.getppid() != self._ppid:
+                self._log.error("worker.orphaned")
+                self._drain.set()
+            await self._write_heartbeat()
+
+    async def _write_heartbeat(self) -> None:
+        from supervisor.metrics import metrics
+
+        samples = self.fleet.harvest()
+        m = metrics()
+        t = self.fleet.totals
+        self._window = (self._window + samples)[-2000:]
+        window = sorted(self._window)
+        if samples:
+            for v in samples:
+                m.latency.observe(v)
+        hb = Heartbeat(
+            index=self.index, pid=os.getpid(), state=self.state, shards=self.shards,
+            desired=self.desired, bots=self.fleet.counts(), loop_lag_s=round(self.loop_lag, 4),
+            at=time.time(),
+            totals={k: getattr(t, k) for k in (
+                "received", "duplicates", "handled", "dropped", "handler_errors", "sent",
+                "telegram_429", "conflicts", "limiter_waits", "restarts")},
+            p50_ms=round(_percentile(window, 0.5) * 1000, 2),
+            p99_ms=round(_percentile(window, 0.99) * 1000, 2),
+        )
+        self._export(hb)
+        key = keys.heartbeat_key(self.settings.redis.prefix, self.host, self.index)
+        ttl = max(int(self.settings.workers.heartbeat_timeout_s * 3), 3)
+        try:
+            await self.redis.set(key, hb.dumps(), ex=ttl)
+        except (aioredis.RedisError, OSError) as exc:
+            self._log.warning("heartbeat.redis_unavailable", error=type(exc).__name__)
+
+    def _export(self, hb: Heartbeat) -> None:
+        from supervisor.metrics import metrics
+
+        m = metrics()
+        prev = getattr(self, "_exported", {})
+        for name, counter in (
+            ("received", m.updates_received), ("duplicates", m.updates_duplicate),
+            ("handled", m.updates_handled), ("dropped", m.updates_dropped),
+            ("handler_errors", m.handler_errors), ("sent", m.messages_sent),
+            ("telegram_429", m.telegram_429), ("conflicts", m.conflicts),
+            ("limiter_waits", m.limiter_waits), ("restarts", m.actor_restarts),
+        ):
+            delta = hb.totals[name] - prev.get(name, 0)
+            if delta > 0:
+                counter.inc(delta)
+        self._exported = dict(hb.totals)
+        for state, n in hb.bots.items():
+            m.bots.labels(state=state).set(n)
+        m.loop_lag.labels(worker=str(self.index)).set(hb.loop_lag_s)
+
+    async def _control_loop(self) -> None:
+        """Hints over pub/sub. At-most-once delivery is fine: the timer reconciles anyway."""
+        channel = keys.control_channel(self.settings.redis.prefix)
+        delay = 0.5
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(channel)
+                    delay = 0.5
+                    self._reconcile_now.set()  # we may have missed hints while away
+                    while True:
+                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                        if msg is not None:
+                            self._on_control(msg.get("data"))
+            except (aioredis.RedisError, OSError) as exc:
+                self._log.warning("control.redis_unavailable", error=type(exc).__name__,
+                                  retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _on_control(self, data: Any) -> None:
+        try:
+            message = decode(data)
+        except BadMessage as exc:
+            self._log.warning("control.bad_message", error=str(exc))
+            return
+        if isinstance(message, Reconcile):
+            self._reconcile_now.set()
+
+    async def _master_pipe(self) -> None:
+        """Line-delimited JSON from the master on stdin; EOF means the master is gone."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                self._log.warning("worker.master_gone")
+                self._drain.set()
+                return
+            try:
+                msg = orjson.loads(line)
+                if msg.get("type") == "settings":
+                    self._reload(Settings.model_validate(msg["settings"]))
+            except (orjson.JSONDecodeError, ValueError, KeyError, AttributeError) as exc:
+                self._log.warning("worker.bad_master_message", error=type(exc).__name__)
+
+    def _reload(self, settings: Settings) -> None:
+        from config.logging import set_level
+
+        self.settings = settings
+        set_level(settings.log.level)
+        self.fleet.retune_all(settings)
+        self._log.info("worker.reloaded")
+
+    async def _on_disabled(self, bot_id: int, reason: str) -> None:
+        await self.registry.set_state(bot_id, BotState.DISABLED, reason)
+        self._reconcile_now.set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="botvisor-worker", description=__doc__)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    args = parser.parse_args(argv)
+    from config.logging import configure_logging
+
+    line = sys.stdin.buffer.readline()
+    try:
+        settings = Settings.model_validate(orjson.loads(line)["settings"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        print(f"worker: bad settings from master: {exc}", file=sys.stderr)
+        raise SystemExit(ExitCode.CONFIG) from None
+    configure_logging(settings.log.level, settings.log.format)
+    structlog.contextvars.bind_contextvars(worker=args.index)
+    try:
+        import uvloop
+
+        uvloop.run(Worker(settings, args.index, args.count).run())
+    except ConfigError as exc:
+        log.error("worker.config_error", error=str(exc))
+        raise SystemExit(ExitCode.CONFIG) from None
+
+
+if __name__ == "__main__":
+    main()
