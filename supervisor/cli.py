@@ -129,7 +129,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         case "emulator":
             from bots.emulator import run_emulator
 
-            run_emulator(args.host, args.port, limits=not args.no_limits)
+            run_emulator(args.host, args.port, rate_limits=not args.no_limits)
             return 0
         case "bots":
             from supervisor.admin_cli import bots_command

@@ -1,0 +1,1 @@
+"""Bot actors, the Telegram client side, and the Bot API emulator."""

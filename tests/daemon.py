@@ -1,0 +1,150 @@
+"""Test harness: run the real daemon (`botvisor run`) as a child process.
+
+Readiness comes from the systemd notify protocol: the harness binds a datagram
+socket, names it in NOTIFY_SOCKET and waits for READY=1 — an event, not a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NotifySocket:
+    """A real AF_UNIX datagram socket standing in for systemd's."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    async def wait_for(self, field_: str, timeout: float) -> list[str]:
+        """Wait for a datagram containing the line `field_` (e.g. READY=1)."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while True:
+                for i, msg in enumerate(self.messages):
+                    if field_ in msg.split("\n"):
+                        del self.messages[: i + 1]
+                        return msg.split("\n")
+                data = await loop.sock_recv(self.sock, 4096)
+                self.messages.append(data.decode())
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+@dataclass
+class Daemon:
+    proc: asyncio.subprocess.Process
+    http: str
+    notify: NotifySocket
+    log_path: Path
+    session: aiohttp.ClientSession = field(repr=False)
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.session.get(self.http + path, timeout=aiohttp.ClientTimeout(total=10)) as r:
+            body = await r.read()
+            if r.content_type == "application/json":
+                return r.status, orjson.loads(body)
+            return r.status, body.decode()
+
+    async def status(self) -> dict[str, Any]:
+        code, data = await self.get("/v1/status")
+        assert code == 200, data
+        return data
+
+    async def wait_status(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        """Status once `predicate` holds; heartbeats refresh it once a second, so poll it."""
+        async with asyncio.timeout(timeout):
+            while not predicate(data := await self.status()):
+                await asyncio.sleep(0.1)
+        return data
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        async with asyncio.timeout(timeout):
+            return await self.proc.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def daemon_env(settings: Settings, api_base: str, http_port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTVISOR_")}
+    env.update({
+        "BOTVISOR_REDIS__URL": settings.redis.url or "",
+        "BOTVISOR_REDIS__PREFIX": settings.redis.prefix,
+        "BOTVISOR_DATABASE__URL": settings.database.url.get_secret_value() if settings.database.url else "",
+        "BOTVISOR_STATE__DIR": str(settings.state.dir),
+        "BOTVISOR_TELEGRAM__API_BASE": api_base,
+        "BOTVISOR_HTTP__PORT": str(http_port),
+        "BOTVISOR_WORKERS__COUNT": str(settings.workers.count),
+        "BOTVISOR_WORKERS__SHARDS": str(settings.workers.shards),
+        "BOTVISOR_LOG__FORMAT": "json",
+        "BOTVISOR_SHUTDOWN__GRACE_S": str(settings.shutdown.grace_s),
+        "BOTVISOR_TELEGRAM__POLL_TIMEOUT_S": str(settings.telegram.poll_timeout_s),
+    })
+    env.update(extra)
+    return env
+
+
+@asynccontextmanager
+async def start_daemon(
+    settings: Settings, api_base: str, tmp: Path, *, ready_timeout: float = 60, **extra_env: str
+) -> AsyncIterator[Daemon]:
+    port = free_port()
+    notify = NotifySocket(tmp / f"notify-{port}.sock")
+    env = daemon_env(settings, api_base, port, NOTIFY_SOCKET=str(notify.path), **extra_env)
+    log_path = tmp / f"daemon-{port}.log"
+    with open(log_path, "wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "supervisor.cli", "run",
+            env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+        )
+    session = aiohttp.ClientSession()
+    daemon = Daemon(proc, f"http://127.0.0.1:{port}", notify, log_path, session)
+    try:
+        try:
+            await notify.wait_for("READY=1", ready_timeout)
+        except TimeoutError:
+            raise AssertionError(f"daemon not ready in {ready_timeout}s:\n{daemon.log_text()[-3000:]}") from None
+        yield daemon
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(30):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await session.close()
+        notify.close()
