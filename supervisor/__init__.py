@@ -1,0 +1,1 @@
+"""The supervisor: spawns and watches worker processes, plans shards, runs the CLI."""
