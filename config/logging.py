@@ -1,0 +1,312 @@
+"""Logging: structlog for our code, stdlib records rendered by the same chain, tokens redacted.
+
+Runs in every process (master and each worker) at start, and again on config reload.
+Every line has one shape: JSON (orjson) when the stream is not a TTY or `fmt="json"`,
+structlog's ConsoleRenderer on a TTY. Imports nothing of ours.
+
+Why the level lives in a module global rather than in the logger class: structlog's
+filtering loggers fix the level in their class, and a logger bound once per actor
+(`log.bind(bot_id=...)`) or cached on first use would never see a reload. Our wrapper
+class is the NOTSET filtering logger with each method gated on `_level`, so a call
+below the level still costs one comparison, and `set_level` reaches every logger.
+For the same reason the output object and the processor list are stable: reconfigure
+swaps the stream and mutates the list in place (as `structlog.testing.capture_logs` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, Final, Literal, TextIO
+
+import orjson
+import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+__all__ = [
+    "TOKEN_PATTERN",
+    "configure_logging",
+    "redact_tokens",
+    "reset_logging",
+    "set_level",
+]
+
+#: A Telegram bot token: `<bot id>:<secret>`. The id is kept, the secret is masked.
+TOKEN_PATTERN: Final = re.compile(r"(\d{5,}):[A-Za-z0-9_-]{30,}")
+_MASK: Final = r"\1:***"
+_MAX_DEPTH: Final = 8
+
+_LEVELS: Final[dict[str, int]] = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
+
+#: The lowest level logged; read by every gated logger method on every call.
+_level: int = logging.INFO
+_stream: TextIO | None = None
+_handler: logging.Handler | None = None
+_write_lock: Final = threading.Lock()
+
+
+def _mask(text: str) -> str:
+    return TOKEN_PATTERN.sub(_MASK, text) if ":" in text else text
+
+
+def _scrub(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return _mask(value)
+    if depth >= _MAX_DEPTH:
+        return value
+    kind = type(value)
+    if kind is dict:
+        return {k: _scrub(v, depth + 1) for k, v in value.items()}
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return kind(_scrub(v, depth + 1) for v in value)
+    # Subclasses (namedtuples, custom mappings) are left whole; `_RedactRendered` masks them.
+    return value
+
+
+def redact_tokens(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Mask bot tokens in every string value, nested ones and exception text included.
+
+    A safety net: code binds `bot_id`, never the token (STYLE 15). Objects that are not
+    strings (a URL, an exception) are caught after rendering by `_RedactRendered`.
+    """
+    for key, value in event_dict.items():
+        event_dict[key] = _scrub(value, 0)
+    return event_dict
+
+
+class _RedactRendered:
+    """Wraps the renderer and masks tokens in the finished line.
+
+    Catches values whose str/repr carries a token (a yarl.URL, an aiohttp error).
+    """
+
+    def __init__(self, renderer: Callable[[WrappedLogger, str, EventDict], str | bytes]) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+        line = self._renderer(logger, method_name, event_dict)
+        return _mask(line.decode() if isinstance(line, bytes) else line)
+
+
+def _orjson_dumps(obj: Any, **kwargs: Any) -> str:
+    return orjson.dumps(obj, **kwargs).decode()
+
+
+def _write_line(line: str) -> None:
+    """Write one finished line to the current stream; called from any thread.
+
+    Native structlog events and stdlib records share this lock so lines never interleave.
+    A closed or broken stream must not raise into the code that logged.
+    """
+    stream = _stream if _stream is not None else sys.stderr
+    with _write_lock, suppress(OSError, ValueError):
+        stream.write(line + "\n")
+        stream.flush()
+
+
+class _Output:
+    """The structlog logger object: one per name, stable across reconfigure."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or "botvisor"
+
+    def msg(self, message: str) -> None:
+        _write_line(message)
+
+    debug = info = warning = warn = error = critical = fatal = exception = log = msg
+
+
+class _SharedStream:
+    """What the stdlib handler writes to: the same stream and lock as `_Output`."""
+
+    def write(self, text: str) -> None:
+        _write_line(text.removesuffix("\n"))
+
+    def flush(self) -> None:
+        """Each write already flushed."""
+
+
+def _gate(
+    level: int, sync: Callable[..., Any], asyn: Callable[..., Any]
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    def meth(self: Any, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if level < _level:
+            return None
+        return sync(self, event, *args, **kw)
+
+    async def ameth(self: Any, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if level < _level:
+            return None
+        return await asyn(self, event, *args, **kw)
+
+    return meth, ameth
+
+
+def _make_gated_logger() -> type[FilteringBoundLogger]:
+    ungated: Any = structlog.make_filtering_bound_logger(logging.NOTSET)
+    meths: dict[str, Any] = {}
+    for name, level in _LEVELS.items():
+        lower = name.lower()
+        meths[lower], meths[f"a{lower}"] = _gate(
+            level, getattr(ungated, lower), getattr(ungated, f"a{lower}")
+        )
+    for alias, target in (("warn", "warning"), ("fatal", "critical"), ("msg", "info")):
+        meths[alias], meths[f"a{alias}"] = meths[target], meths[f"a{target}"]
+
+    def log(self: Any, level: int, event: str, *args: Any, **kw: Any) -> Any:
+        if level < _level:
+            return None
+        return ungated.log(self, level, event, *args, **kw)
+
+    async def alog(self: Any, level: int, event: str, *args: Any, **kw: Any) -> Any:
+        if level < _level:
+            return None
+        return await ungated.alog(self, level, event, *args, **kw)
+
+    meths.update(
+        log=log,
+        alog=alog,
+        is_enabled_for=lambda self, level: level >= _level,
+        get_effective_level=lambda self: _level,
+    )
+    # `exception`/`aexception` are inherited and call the gated `error`.
+    return type("BoundLoggerGated", (ungated,), meths)
+
+
+_GatedLogger: Final = _make_gated_logger()
+
+
+def _level_number(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    try:
+        return _LEVELS[level.upper()]
+    except KeyError:
+        allowed = ", ".join(_LEVELS)
+        raise ValueError(f"unknown log level {level!r}; use one of {allowed}") from None
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _renderer(fmt: str, stream: TextIO) -> _RedactRendered:
+    if fmt == "auto":
+        fmt = "console" if _is_tty(stream) else "json"
+    if fmt == "console":
+        return _RedactRendered(structlog.dev.ConsoleRenderer(colors=_is_tty(stream)))
+    if fmt == "json":
+        return _RedactRendered(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
+    raise ValueError(f"unknown log format {fmt!r}; use auto, json or console")
+
+
+def configure_logging(
+    level: str = "INFO",
+    fmt: Literal["auto", "json", "console"] = "auto",
+    *,
+    stream: TextIO | None = None,
+) -> None:
+    """Set up structlog and the stdlib root logger; safe to call again on reload.
+
+    Runs in the main thread of any of our processes, before or after the loop starts.
+    `stream` defaults to sys.stderr. Loggers made or cached before a reconfigure
+    write with the new format, level and stream.
+    """
+    global _level, _stream, _handler
+    number = _level_number(level)
+    target = stream if stream is not None else sys.stderr
+    renderer = _renderer(fmt, target)
+
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    # Both chains end with the same tail, so every line has one shape.
+    tail: list[Processor] = [
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        redact_tokens,
+        renderer,
+    ]
+    native: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
+        timestamper,
+        *tail,
+    ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+    )
+    handler = logging.StreamHandler(_SharedStream())
+    handler.setFormatter(formatter)
+
+    with _write_lock:
+        _stream = stream
+    _level = number
+    # Bound and cached loggers hold a reference to this list: mutate it, don't replace it.
+    processors = structlog.get_config()["processors"]
+    if not isinstance(processors, list):
+        processors = []
+    processors[:] = native
+    structlog.configure(
+        processors=processors,
+        wrapper_class=_GatedLogger,
+        context_class=dict,
+        logger_factory=_Output,
+        cache_logger_on_first_use=True,
+    )
+
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(number)
+    _handler = handler
+    logging.captureWarnings(True)
+
+
+def set_level(level: str | int) -> None:
+    """Change the lowest level logged, for structlog and stdlib alike; takes effect at once.
+
+    Runs on config reload in any thread; existing and cached loggers follow it.
+    """
+    global _level
+    number = _level_number(level)
+    _level = number
+    logging.getLogger().setLevel(number)
+
+
+def reset_logging() -> None:
+    """Undo `configure_logging`: remove our handler, restore structlog's defaults.
+
+    For tests and for embedding botvisor in another program's logging.
+    """
+    global _level, _stream, _handler
+    if _handler is not None:
+        logging.getLogger().removeHandler(_handler)
+        _handler = None
+    logging.captureWarnings(False)
+    with _write_lock:
+        _stream = None
+    _level = logging.NOTSET
+    ours: list[Processor] = structlog.get_config()["processors"]
+    structlog.reset_defaults()
+    # Loggers cached while we were configured still hold our list: give it the defaults.
+    ours[:] = structlog.get_config()["processors"]
