@@ -99,10 +99,12 @@ class Daemon:
 
 def daemon_env(settings: Settings, api_base: str, http_port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTVISOR_")}
+    if settings.redis.url is not None:
+        env["BOTVISOR_REDIS__URL"] = settings.redis.url
+    if settings.database.url is not None:
+        env["BOTVISOR_DATABASE__URL"] = settings.database.url.get_secret_value()
     env.update({
-        "BOTVISOR_REDIS__URL": settings.redis.url or "",
         "BOTVISOR_REDIS__PREFIX": settings.redis.prefix,
-        "BOTVISOR_DATABASE__URL": settings.database.url.get_secret_value() if settings.database.url else "",
         "BOTVISOR_STATE__DIR": str(settings.state.dir),
         "BOTVISOR_TELEGRAM__API_BASE": api_base,
         "BOTVISOR_HTTP__PORT": str(http_port),
