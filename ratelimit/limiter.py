@@ -1,0 +1,288 @@
+"""Outgoing rate limiting for one bot: the bot scope plus one scope per chat.
+
+Runs in the bot actor's event loop; `acquire` is awaited at the session seam
+before every Bot API call that sends to a chat.
+
+Composition: a caller takes its chat's FIFO lock, sleeps until the chat window
+allows, then joins the bot's FIFO lock, sleeps until the bot window allows and
+records the same grant time (`now`) in both windows before returning. Grants are
+therefore made only at the moment the message may go out, never in advance, so
+a later 429 (`penalize`) or `retune` applies to every caller still waiting, and
+every window logs the actual send time. A chat has at most one caller in the
+bot queue at a time, so chats share the bot's rate in turn and one busy group
+cannot starve the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Self
+
+from ratelimit.window import Window
+
+if TYPE_CHECKING:
+    from config.settings import RateLimitSection
+
+ChatScope = Literal["private", "group"]
+
+#: Non-idle keys moved out of the way per acquire once over idle_keys_max.
+_ROTATIONS_PER_SWEEP = 2
+
+
+def chat_scope(chat_id: int | None) -> ChatScope | None:
+    """Which per-chat limit applies: private chats are positive ids, groups and channels negative."""
+    if chat_id is None:
+        return None
+    if chat_id > 0:
+        return "private"
+    if chat_id < 0:
+        return "group"
+    raise ValueError("chat_id 0 is not a Telegram chat; pass None for a call without a chat")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `limit` messages in any window of `period_s` seconds."""
+
+    limit: int
+    period_s: float
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"Rate.limit must be >= 1, got {self.limit}")
+        if not 0 < self.period_s < float("inf"):
+            raise ValueError(
+                f"Rate.period_s must be a positive number of seconds, got {self.period_s}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits of one bot. `margin_s` is added to every period to absorb network jitter."""
+
+    per_bot: Rate
+    per_chat: Rate
+    per_group: Rate
+    margin_s: float = 0.025
+    #: Past this many chat keys, busy keys at the front are rotated so idle ones get evicted.
+    idle_keys_max: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin_s < float("inf"):
+            raise ValueError(f"Limits.margin_s must be >= 0 seconds, got {self.margin_s}")
+        if self.idle_keys_max < 0:
+            raise ValueError(f"Limits.idle_keys_max must be >= 0, got {self.idle_keys_max}")
+
+    @classmethod
+    def from_settings(cls, section: RateLimitSection) -> Self:
+        """Build from the `ratelimit` config section (the one home of the numbers)."""
+        return cls(
+            per_bot=Rate(section.per_bot.limit, section.per_bot.period_s),
+            per_chat=Rate(section.per_chat.limit, section.per_chat.period_s),
+            per_group=Rate(section.per_group.limit, section.per_group.period_s),
+            margin_s=section.margin_s,
+            idle_keys_max=section.idle_keys_max,
+        )
+
+    @classmethod
+    def telegram_defaults(cls) -> Self:
+        """Telegram's documented limits (30/s per bot, 1/s per chat, 20/min per group), from config defaults."""
+        from config.settings import RateLimitSection
+
+        return cls.from_settings(RateLimitSection.model_validate({}))
+
+    def rate_for(self, chat_id: int) -> Rate:
+        return self.per_chat if chat_scope(chat_id) == "private" else self.per_group
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterStats:
+    #: Grants made.
+    acquires: int
+    #: Grants whose caller had to sleep for a window or a 429.
+    waits: int
+    #: Time from calling acquire to its grant, summed over grants.
+    wait_seconds_total: float
+    #: 429s reported through penalize.
+    penalties: int
+    #: Chat keys held (busy ones plus idle ones not yet evicted).
+    chat_keys: int
+    #: Callers inside acquire right now.
+    waiting: int
+
+
+class _ChatKey:
+    """One chat's window, and its FIFO lock while anyone is using the key."""
+
+    __slots__ = ("lock", "users", "window")
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        # Created by the first caller and dropped by the last, so idle keys stay small.
+        self.lock: asyncio.Lock | None = None
+        self.users = 0
+
+
+class BotLimiter:
+    """Telegram's outgoing limits for one bot; one instance per bot actor."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._sleep = sleep
+        self._bot = Window(limits.per_bot.limit, limits.per_bot.period_s + limits.margin_s)
+        self._bot_lock = asyncio.Lock()
+        # Least recently used first, so idle keys collect at the front.
+        self._keys: OrderedDict[int, _ChatKey] = OrderedDict()
+        self._acquires = 0
+        self._waits = 0
+        self._wait_seconds_total = 0.0
+        self._penalties = 0
+        self._waiting = 0
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    async def acquire(self, chat_id: int | None) -> None:
+        """Return when one message to `chat_id` may be sent now (None: no chat scope).
+
+        Runs in the actor's event loop. Callers to the same chat are granted in
+        call order. A cancelled caller leaves no trace and no slot behind.
+        """
+        start = self._clock()
+        self._waiting += 1
+        key = None if chat_id is None else self._enter(chat_id, start)
+        try:
+            if key is None:
+                async with self._bot_lock:
+                    slept = await self._wait_for(self._bot)
+                    grant = self._bot.reserve(self._clock())
+            else:
+                grant, slept = await self._acquire_chat(key)
+        finally:
+            self._waiting -= 1
+            if key is not None:
+                self._leave(key)
+        self._acquires += 1
+        self._waits += slept
+        self._wait_seconds_total += grant - start
+
+    async def _acquire_chat(self, key: _ChatKey) -> tuple[float, bool]:
+        assert key.lock is not None  # set by _enter while users > 0
+        slept = False
+        async with key.lock:
+            while True:
+                # Wait for the chat outside the bot queue, so one slow group never
+                # holds up the bot's other chats.
+                slept = await self._wait_for(key.window) or slept
+                async with self._bot_lock:
+                    slept = await self._wait_for(self._bot) or slept
+                    now = self._clock()
+                    if key.window.earliest(now) <= now:
+                        grant = self._bot.reserve(now)
+                        key.window.reserve(grant)
+                        return grant, slept
+                # A 429 or retune closed the chat while we queued for the bot: wait again.
+
+    async def _wait_for(self, window: Window) -> bool:
+        """Sleep until `window` allows a grant; True if it had to sleep.
+
+        Sleeps again only if the deadline moved while it slept (a 429 or a
+        retune) or the sleep returned a hair early; it never polls.
+        """
+        slept = False
+        while True:
+            now = self._clock()
+            t = window.earliest(now)
+            if t <= now:
+                return slept
+            slept = True
+            await self._sleep(t - now)
+
+    def penalize(self, chat_id: int | None, retry_after: float) -> None:
+        """Telegram answered 429: nothing more for this bot (and chat) before now + retry_after.
+
+        Runs in the actor's event loop; never blocks. A deadline, not an event:
+        callers finishing concurrently cannot lift it early (python-telegram-bot#5338).
+        """
+        until = self._clock() + retry_after
+        self._penalties += 1
+        self._bot.block_until(until)
+        if chat_id is not None:
+            self._key(chat_id).window.block_until(until)
+
+    def retune(self, limits: Limits) -> None:
+        """Apply new limits in place, keeping what was already sent (a bot's settings changed).
+
+        Callers already asleep wake at their old deadline and re-check.
+        """
+        self._limits = limits
+        self._bot.retune(limits.per_bot.limit, limits.per_bot.period_s + limits.margin_s)
+        for chat_id, key in self._keys.items():
+            rate = limits.rate_for(chat_id)
+            key.window.retune(rate.limit, rate.period_s + limits.margin_s)
+
+    def statistics(self) -> LimiterStats:
+        return LimiterStats(
+            acquires=self._acquires,
+            waits=self._waits,
+            wait_seconds_total=self._wait_seconds_total,
+            penalties=self._penalties,
+            chat_keys=len(self._keys),
+            waiting=self._waiting,
+        )
+
+    def _key(self, chat_id: int) -> _ChatKey:
+        key = self._keys.get(chat_id)
+        if key is None:
+            rate = self._limits.rate_for(chat_id)
+            key = _ChatKey(Window(rate.limit, rate.period_s + self._limits.margin_s))
+            self._keys[chat_id] = key
+        else:
+            self._keys.move_to_end(chat_id)
+        return key
+
+    def _enter(self, chat_id: int, now: float) -> _ChatKey:
+        key = self._key(chat_id)
+        key.users += 1
+        if key.lock is None:
+            key.lock = asyncio.Lock()
+        # After marking the key used, so the sweep can never drop it under us.
+        self._sweep(now)
+        return key
+
+    def _leave(self, key: _ChatKey) -> None:
+        key.users -= 1
+        if key.users == 0:
+            key.lock = None  # nobody holds or waits on it
+
+    def _sweep(self, now: float) -> None:
+        """Evict idle keys from the LRU front; amortised O(1) per acquire.
+
+        A key that is busy (callers inside acquire) or still constrains sends
+        stops the sweep. Past idle_keys_max such keys are rotated to the back, a
+        few per call, so idle keys queued behind them are still reached.
+        """
+        keys = self._keys
+        rotations = _ROTATIONS_PER_SWEEP
+        while keys:
+            chat_id = next(iter(keys))
+            key = keys[chat_id]
+            if key.users == 0 and key.window.idle(now):
+                del keys[chat_id]
+            elif rotations and len(keys) > self._limits.idle_keys_max:
+                keys.move_to_end(chat_id)
+                rotations -= 1
+            else:
+                return
