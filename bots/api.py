@@ -147,7 +147,7 @@ class BotApi:
         """
         attempt = 0
         while True:
-            await self._limiter.acquire(chat_id)
+            granted = await self._limiter.acquire(chat_id)
             try:
                 result = await self.call(method, params)
             except RetryAfter as exc:
@@ -162,6 +162,9 @@ class BotApi:
             else:
                 self.stats.sent += 1
                 return result
+            finally:
+                # count the message from its answer, not its grant (see Window.settle)
+                self._limiter.settle(chat_id, granted)
             attempt += 1
 
     async def send_message(

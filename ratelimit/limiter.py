@@ -154,11 +154,12 @@ class BotLimiter:
     def limits(self) -> Limits:
         return self._limits
 
-    async def acquire(self, chat_id: int | None) -> None:
+    async def acquire(self, chat_id: int | None) -> float:
         """Return when one message to `chat_id` may be sent now (None: no chat scope).
 
         Runs in the actor's event loop. Callers to the same chat are granted in
         call order. A cancelled caller leaves no trace and no slot behind.
+        Returns the grant time, for `settle` once the request has been answered.
         """
         start = self._clock()
         self._waiting += 1
@@ -177,6 +178,19 @@ class BotLimiter:
         self._acquires += 1
         self._waits += slept
         self._wait_seconds_total += grant - start
+        return grant
+
+    def settle(self, chat_id: int | None, granted: float) -> None:
+        """The request granted at `granted` was answered now: count it from now on.
+
+        Runs in the actor's event loop; never blocks. See `Window.settle`.
+        """
+        done = self._clock()
+        self._bot.settle(granted, done)
+        if chat_id is not None:
+            key = self._keys.get(chat_id)
+            if key is not None:
+                key.window.settle(granted, done)
 
     async def _acquire_chat(self, key: _ChatKey) -> tuple[float, bool]:
         assert key.lock is not None  # set by _enter while users > 0

@@ -82,13 +82,32 @@ class Window:
             self._head = (self._head + 1) % self._limit
         return t
 
+    def settle(self, granted: float, done: float) -> None:
+        """Move a grant to the time its request finished.
+
+        The server counts a message when it arrives, which is somewhere between our
+        grant and the answer. Recording the answer's time is the conservative bound,
+        so a request delayed on its way (a busy loop, a slow socket) can never make
+        a later, faster one land inside its window. Safe out of order: a slot is only
+        reused once its (settled) time has left the window.
+        """
+        times = self._times
+        n = len(times)
+        for back in range(1, n + 1):  # newest first: the grant is almost always recent
+            i = (self._head - back) % n
+            if times[i] == granted:
+                if done > granted:
+                    times[i] = done
+                return
+
     def block_until(self, t: float) -> None:
         """No grant before `t` (a 429). Only ever extends the deadline."""
         self.blocked_until = max(self.blocked_until, t)
 
     def idle(self, now: float) -> bool:
         """True when this window constrains nothing any more, so it can be dropped."""
-        return self.last() + self._period <= now and self.blocked_until <= now
+        newest = max(self._times, default=-math.inf)  # settled grants may be out of order
+        return newest + self._period <= now and self.blocked_until <= now
 
     def retune(self, limit: int, period: float) -> None:
         """Change the rate in place; the new rule also counts what was already sent.
