@@ -78,8 +78,18 @@ def rss_mb(pid: int) -> float:
 
 def start_emulator(host: str) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bots.emulator", "--host", host, "--port", "0",
-         "--no-limits", "--sent-log-limit", "100"],
+        [
+            sys.executable,
+            "-m",
+            "bots.emulator",
+            "--host",
+            host,
+            "--port",
+            "0",
+            "--no-limits",
+            "--sent-log-limit",
+            "100",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
     )
@@ -116,14 +126,23 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 async def send_loop(
-    host: str, port: int, token: str, chats: int, deadline: float, lat: list[float],
+    host: str,
+    port: int,
+    token: str,
+    chats: int,
+    deadline: float,
+    lat: list[float],
     counts: list[int],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     base = random.randrange(1, 10**9)
     reqs = [
-        _request(host, port, f"/bot{token}/sendMessage",
-                 orjson.dumps({"chat_id": base + c, "text": f"benchmark message {c}"}))
+        _request(
+            host,
+            port,
+            f"/bot{token}/sendMessage",
+            orjson.dumps({"chat_id": base + c, "text": f"benchmark message {c}"}),
+        )
         for c in range(chats)
     ]
     i = 0
@@ -147,8 +166,9 @@ async def send_loop(
     counts[1] += bad
 
 
-def sender_process(host: str, port: int, tokens: list[str], chats: int, seconds: float,
-                   out: Any) -> None:
+def sender_process(
+    host: str, port: int, tokens: list[str], chats: int, seconds: float, out: Any
+) -> None:
     _raise_nofile()
     loop = _new_loop()
     asyncio.set_event_loop(loop)
@@ -164,11 +184,14 @@ def sender_process(host: str, port: int, tokens: list[str], chats: int, seconds:
     loop.run_until_complete(main())
     loop.close()
     lat.sort()
-    out.put({
-        "ok": counts[0], "errors": counts[1],
-        "lat_p50_ms": round(lat[len(lat) // 2] * 1000, 3) if lat else None,
-        "lat_p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3) if lat else None,
-    })
+    out.put(
+        {
+            "ok": counts[0],
+            "errors": counts[1],
+            "lat_p50_ms": round(lat[len(lat) // 2] * 1000, 3) if lat else None,
+            "lat_p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3) if lat else None,
+        }
+    )
 
 
 async def idle_poll(
@@ -217,9 +240,11 @@ async def bench(args: argparse.Namespace, host: str, port: int, pid: int) -> dic
         tokens = [b.token for b in senders]
         shares = [tokens[i :: args.client_procs] for i in range(args.client_procs)]
         procs = [
-            ctx.Process(target=sender_process,
-                        args=(host, port, share, args.chats, total, out), daemon=True)
-            for share in shares if share
+            ctx.Process(
+                target=sender_process, args=(host, port, share, args.chats, total, out), daemon=True
+            )
+            for share in shares
+            if share
         ]
         for p in procs:
             p.start()
@@ -238,11 +263,13 @@ async def bench(args: argparse.Namespace, host: str, port: int, pid: int) -> dic
             w1 = time.perf_counter()
             dt = n1 - n0
             sent = s1["sent"] - s0["sent"]
-            runs.append({
-                "send_rps": round(sent / dt, 1),
-                "server_cpu_pct": round(100 * (c1 - c0) / (w1 - w0), 1),
-                "send_per_cpu_s": round(sent / (c1 - c0), 1) if c1 > c0 else 0.0,
-            })
+            runs.append(
+                {
+                    "send_rps": round(sent / dt, 1),
+                    "server_cpu_pct": round(100 * (c1 - c0) / (w1 - w0), 1),
+                    "send_per_cpu_s": round(sent / (c1 - c0), 1) if c1 > c0 else 0.0,
+                }
+            )
             print(f"run {len(runs)}: {runs[-1]}", file=sys.stderr, flush=True)
         polling_after = (await ctl.totals())["polling_now"]
         rss_end = rss_mb(pid)
@@ -283,10 +310,15 @@ async def bench(args: argparse.Namespace, host: str, port: int, pid: int) -> dic
 
 def main() -> None:
     p = argparse.ArgumentParser(
-        description="Measure the Bot API emulator's sendMessage ceiling with idle long polls parked.")
-    p.add_argument("--senders", type=int, default=64, help="concurrent sendMessage loops (one bot each)")
+        description="Measure the Bot API emulator's sendMessage ceiling with idle long polls parked."
+    )
+    p.add_argument(
+        "--senders", type=int, default=64, help="concurrent sendMessage loops (one bot each)"
+    )
     p.add_argument("--polls", type=int, default=5000, help="idle long polls parked meanwhile")
-    p.add_argument("--chats", type=int, default=200, help="distinct chats each sender cycles through")
+    p.add_argument(
+        "--chats", type=int, default=200, help="distinct chats each sender cycles through"
+    )
     p.add_argument("--client-procs", type=int, default=1, help="client processes for the senders")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3.0, help="length of one measured window")

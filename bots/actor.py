@@ -164,9 +164,7 @@ class BotActor:
             stop_wait.cancel()
 
     @staticmethod
-    async def _race(
-        aw: Any, stop_wait: asyncio.Future[Any]
-    ) -> set[asyncio.Future[Any]]:
+    async def _race(aw: Any, stop_wait: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
         fut = asyncio.ensure_future(aw)
         try:
             done, _ = await asyncio.wait({fut, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -204,16 +202,19 @@ class BotActor:
             except TRANSIENT as exc:
                 if attempt == self.poll.handler_retries:
                     self.stats.dropped += 1
-                    self._log.error("update.dropped", update_id=update.update_id,
-                                    error=str(exc))
+                    self._log.error("update.dropped", update_id=update.update_id, error=str(exc))
                     return
                 await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
             except TelegramError as exc:
                 self.stats.handler_errors += 1
-                self._log.warning("update.telegram_error", update_id=update.update_id,
-                                  code=exc.code, description=exc.description)
+                self._log.warning(
+                    "update.telegram_error",
+                    update_id=update.update_id,
+                    code=exc.code,
+                    description=exc.description,
+                )
                 return
-            except Exception:
+            except Exception:  # noqa: BLE001 - a handler bug fails one update, not the bot
                 self.stats.handler_errors += 1
                 self._log.exception("update.handler_error", update_id=update.update_id)
                 return

@@ -134,7 +134,9 @@ class BotApi:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise ServerError(self.bot_id, method, status, f"non-JSON answer (HTTP {status})") from None
+            raise ServerError(
+                self.bot_id, method, status, f"non-JSON answer (HTTP {status})"
+            ) from None
         if status == 200 and isinstance(payload, dict) and payload.get("ok") is True:
             return payload.get("result")
         raise _error(self.bot_id, method, status, payload)
@@ -172,7 +174,10 @@ class BotApi:
     ) -> Any:
         params: dict[str, Any] = {"chat_id": chat_id, "text": text, **extra}
         if reply_to is not None:
-            params["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
+            params["reply_parameters"] = {
+                "message_id": reply_to,
+                "allow_sending_without_reply": True,
+            }
         return await self.send("sendMessage", params, chat_id)
 
 
@@ -192,8 +197,14 @@ async def fetch_me(
     """getMe for a token being registered. Raises TokenRejected for a dead token."""
     from ratelimit import Limits
 
-    api = BotApi(session, api_base, token, BotLimiter(Limits.telegram_defaults()),
-                 request_timeout=timeout, max_retries=0)
+    api = BotApi(
+        session,
+        api_base,
+        token,
+        BotLimiter(Limits.telegram_defaults()),
+        request_timeout=timeout,
+        max_retries=0,
+    )
     me = await api.call("getMe")
     if not isinstance(me, dict):
         raise ServerError(token.bot_id, "getMe", 200, "result is not an object")

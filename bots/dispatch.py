@@ -48,7 +48,9 @@ class ChatDispatcher:
         for raw in updates:
             update_id = raw.get("update_id")
             if not isinstance(update_id, int) or update_id <= self._max_seen:
-                self._stats.duplicates += 1  # re-delivered while unconfirmed: already queued or done
+                self._stats.duplicates += (
+                    1  # re-delivered while unconfirmed: already queued or done
+                )
                 continue
             self._max_seen = update_id
             update = Incoming(raw, now)

@@ -66,10 +66,10 @@ async def supervise(handle: BotHandle, backoff: BackoffConfig, on_disabled: OnDi
             actor.set_state(ActorState.DISABLED, reason)
             try:
                 await on_disabled(actor.spec.bot_id, reason)
-            except Exception:
+            except Exception:  # noqa: BLE001 - recording is best effort; the actor stays disabled
                 blog.exception("actor.disable_record_failed")
             return  # stays DISABLED: a revoked token never comes back
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the supervision boundary: no actor failure escapes
             if time.monotonic() - started > STABLE_AFTER_S:
                 policy.reset()
             delay = policy.next_delay()
@@ -77,8 +77,12 @@ async def supervise(handle: BotHandle, backoff: BackoffConfig, on_disabled: OnDi
                 handle.conflicts += 1
                 blog.warning("actor.conflict", description=exc.description, retry_in_s=delay)
             else:
-                blog.warning("actor.crashed", error=str(exc), kind=type(exc).__name__,
-                             retry_in_s=round(delay, 2))
+                blog.warning(
+                    "actor.crashed",
+                    error=str(exc),
+                    kind=type(exc).__name__,
+                    retry_in_s=round(delay, 2),
+                )
             if actor.stop_requested:
                 break
             actor.set_state(ActorState.BACKOFF, type(exc).__name__)

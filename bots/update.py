@@ -11,8 +11,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiogram.types import Update as AiogramUpdate
 
-_MESSAGE_KINDS = ("message", "edited_message", "channel_post", "edited_channel_post",
-                  "business_message")
+_MESSAGE_KINDS = (
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_message",
+)
 
 
 class Incoming:

@@ -92,7 +92,9 @@ class WorkersSection(_Section):
     boot_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="A worker not ready this long after spawn is killed."
     )
-    restart_max: int = Field(5, ge=1, le=1000, description="Restarts allowed within restart_within_s.")
+    restart_max: int = Field(
+        5, ge=1, le=1000, description="Restarts allowed within restart_within_s."
+    )
     restart_within_s: float = Field(
         60.0, gt=0, le=86_400, description="Window of the restart intensity."
     )

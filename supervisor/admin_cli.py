@@ -56,8 +56,10 @@ async def bots_command(settings: Settings, args: argparse.Namespace) -> int:
                 else:
                     _out(f"{'ID':>12}  {'USERNAME':<24} {'HANDLER':<8} {'STATE':<9} REASON")
                     for b in bots:
-                        _out(f"{b.id:>12}  {b.username:<24} {b.handler:<8} {b.state:<9} "
-                             f"{b.disabled_reason or ''}")
+                        _out(
+                            f"{b.id:>12}  {b.username:<24} {b.handler:<8} {b.state:<9} "
+                            f"{b.disabled_reason or ''}"
+                        )
                     _out(f"{len(bots)} bot(s)")
                 return 0
             case "show":
@@ -98,18 +100,22 @@ async def _add(settings: Settings, registry: Registry, args: argparse.Namespace)
         return ExitCode.FAILURE
     async with aiohttp.ClientSession() as session:
         try:
-            me = await fetch_me(session, settings.telegram.api_base, token,
-                                settings.telegram.request_timeout_s)
+            me = await fetch_me(
+                session, settings.telegram.api_base, token, settings.telegram.request_timeout_s
+            )
         except TokenRejected:
-            _err(f"Telegram rejected the token of bot {token.bot_id} (401): "
-                 "check it with @BotFather; revoked tokens never work again")
+            _err(
+                f"Telegram rejected the token of bot {token.bot_id} (401): "
+                "check it with @BotFather; revoked tokens never work again"
+            )
             return ExitCode.FAILURE
         except (TelegramError, BotNetworkError) as exc:
             _err(f"could not check the token with getMe at {settings.telegram.api_base}: {exc}")
             return ExitCode.FAILURE
     try:
-        record = await registry.add(token, username=str(me.get("username", "")),
-                                    handler=args.handler, settings=extra)
+        record = await registry.add(
+            token, username=str(me.get("username", "")), handler=args.handler, settings=extra
+        )
     except AlreadyRegistered as exc:
         _err(str(exc))
         return ExitCode.FAILURE
@@ -144,8 +150,12 @@ async def _import(settings: Settings, registry: Registry, args: argparse.Namespa
             async def check(token: BotToken) -> bool:
                 async with gate:
                     try:
-                        me = await fetch_me(session, settings.telegram.api_base, token,
-                                            settings.telegram.request_timeout_s)
+                        me = await fetch_me(
+                            session,
+                            settings.telegram.api_base,
+                            token,
+                            settings.telegram.request_timeout_s,
+                        )
                     except TokenRejected:
                         _err(f"bot {token.bot_id}: token rejected by Telegram (skipped)")
                         return False
@@ -158,20 +168,24 @@ async def _import(settings: Settings, registry: Registry, args: argparse.Namespa
             results = await asyncio.gather(*(check(t) for t in tokens))
         rejected = results.count(False)
         tokens = [t for t, ok in zip(tokens, results, strict=True) if ok]
-    added = await registry.add_many([(t, usernames.get(t.bot_id, "")) for t in tokens],
-                                    handler=args.handler)
+    added = await registry.add_many(
+        [(t, usernames.get(t.bot_id, "")) for t in tokens], handler=args.handler
+    )
     await publish_hint(settings)
-    _out(f"imported {added} bot(s); {len(tokens) - added} already registered, "
-         f"{rejected} rejected, {bad} bad line(s)")
+    _out(
+        f"imported {added} bot(s); {len(tokens) - added} already registered, "
+        f"{rejected} rejected, {bad} bad line(s)"
+    )
     return 0 if not (bad or rejected) else ExitCode.FAILURE
 
 
 async def status(settings: Settings, as_json: bool) -> int:
     url = f"http://{settings.http.host}:{settings.http.port}/v1/status"
     try:
-        async with aiohttp.ClientSession() as session, session.get(
-            url, timeout=aiohttp.ClientTimeout(total=5)
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp,
+        ):
             data = await resp.json(loads=orjson.loads)
     except (aiohttp.ClientError, TimeoutError) as exc:
         _err(f"no daemon answers at {url} ({type(exc).__name__}); is `botvisor run` running?")
@@ -182,9 +196,11 @@ async def status(settings: Settings, as_json: bool) -> int:
     _out(f"ready: {data['ready']} ({data['reason']}), worker restarts: {data['worker_restarts']}")
     _out(f"{'WORKER':>6} {'PID':>8} {'STATE':<9} {'BOTS':>11} {'LAG ms':>7} {'P99 ms':>7}")
     for w in data["workers"]:
-        _out(f"{w['index']:>6} {w['pid'] or '-':>8} {w['state']:<9} "
-             f"{w['bots_running']:>5}/{w['bots_desired']:<5} {w['loop_lag_ms'] or 0:>7} "
-             f"{w['p99_ms'] or 0:>7}")
+        _out(
+            f"{w['index']:>6} {w['pid'] or '-':>8} {w['state']:<9} "
+            f"{w['bots_running']:>5}/{w['bots_desired']:<5} {w['loop_lag_ms'] or 0:>7} "
+            f"{w['p99_ms'] or 0:>7}"
+        )
     _out(f"bots by state: {data['bots_by_state']}")
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -29,23 +28,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML config file (default ./botvisor.toml)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("run", help="run the daemon (master + workers) in the foreground",
-                   description="Run the master, its workers and the HTTP endpoints until "
-                   "SIGTERM (drain, exit 0). SIGHUP reloads the configuration.")
+    sub.add_parser(
+        "run",
+        help="run the daemon (master + workers) in the foreground",
+        description="Run the master, its workers and the HTTP endpoints until "
+        "SIGTERM (drain, exit 0). SIGHUP reloads the configuration.",
+    )
     sub.add_parser("migrate", help="apply pending database migrations and exit")
 
-    demo = sub.add_parser("demo", help="run a self-contained demo against the emulator",
-                          description="Embedded services, the Bot API emulator, the daemon "
-                          "and simulated users; a live view, then a summary.")
+    demo = sub.add_parser(
+        "demo",
+        help="run a self-contained demo against the emulator",
+        description="Embedded services, the Bot API emulator, the daemon "
+        "and simulated users; a live view, then a summary.",
+    )
     demo.add_argument("--bots", type=int, default=200, help="bots to register (default 200)")
-    demo.add_argument("--duration", type=float, default=60.0,
-                      help="seconds of simulated traffic (default 60)")
-    demo.add_argument("--rate", type=float, default=0.0,
-                      help="user messages per second in total (default: 2 per bot per second, "
-                      "at most 1000)")
+    demo.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of simulated traffic (default 60)"
+    )
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="user messages per second in total (default: 2 per bot per second, at most 1000)",
+    )
     demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    demo.add_argument("--json", action="store_true",
-                      help="print the summary as one JSON object on the last line")
+    demo.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object on the last line"
+    )
 
     st = sub.add_parser("status", help="show workers and bots of the running daemon")
     st.add_argument("--json", action="store_true", help="print JSON")
@@ -61,18 +71,29 @@ def _parser() -> argparse.ArgumentParser:
     add = bsub.add_parser("add", help="register a bot (checks the token with getMe)")
     add.add_argument("--token", required=True, help="the token BotFather gave you")
     add.add_argument("--handler", default="echo", help="what the bot does (default echo)")
-    add.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="a handler setting; repeatable")
+    add.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a handler setting; repeatable",
+    )
     imp = bsub.add_parser("import", help="register many bots from a file, one token a line")
     imp.add_argument("file", type=Path)
     imp.add_argument("--handler", default="echo")
-    imp.add_argument("--no-check", action="store_true",
-                     help="skip the getMe check (faster for thousands of known-good tokens)")
+    imp.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the getMe check (faster for thousands of known-good tokens)",
+    )
     lst = bsub.add_parser("list", help="list registered bots")
     lst.add_argument("--json", action="store_true")
-    for name, text in (("show", "show one bot"), ("remove", "unregister a bot"),
-                       ("pause", "stop a bot's polling, keep it registered"),
-                       ("resume", "resume a paused bot")):
+    for name, text in (
+        ("show", "show one bot"),
+        ("remove", "unregister a bot"),
+        ("pause", "stop a bot's polling, keep it registered"),
+        ("resume", "resume a paused bot"),
+    ):
         cmd = bsub.add_parser(name, help=text)
         cmd.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
     return p

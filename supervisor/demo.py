@@ -31,6 +31,11 @@ from supervisor.services import open_registry, open_services
 log = structlog.get_logger(__name__)
 
 
+def log_fd(path: Path) -> int:
+    """A file descriptor for a child's output; the caller closes it once the child runs."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,12 +74,21 @@ class Demo:
         )
         async with open_services(demo_settings) as live:
             emu_port, http_port = free_port(), free_port()
-            emulator = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bots.emulator", "--host", "127.0.0.1",
-                "--port", str(emu_port),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=open(self.state_dir / "emulator.log", "wb"),  # noqa: SIM115
-            )
+            fd = log_fd(self.state_dir / "emulator.log")
+            try:
+                emulator = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bots.emulator",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(emu_port),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=fd,
+                )
+            finally:
+                os.close(fd)
             master: asyncio.subprocess.Process | None = None
             try:
                 base = f"http://127.0.0.1:{emu_port}"
@@ -85,9 +99,11 @@ class Demo:
                     await self._register(live, [b.token for b in bots])
                     master = await self._start_master(live, base, http_port)
                     status_url = f"http://127.0.0.1:{http_port}"
-                    self._say(f"demo: {self.n_bots} bots, {self.args.workers} workers, "
-                              f"{self.rate:g} msg/s for {self.args.duration:g} s; "
-                              f"state in {self.state_dir}")
+                    self._say(
+                        f"demo: {self.n_bots} bots, {self.args.workers} workers, "
+                        f"{self.rate:g} msg/s for {self.args.duration:g} s; "
+                        f"state in {self.state_dir}"
+                    )
                     started = time.monotonic()
                     if not await _wait_http(f"{status_url}/readyz", 120):
                         self._say("demo: the daemon did not become ready within 120 s")
@@ -117,24 +133,38 @@ class Demo:
                 await registry.remove(record.id)
             await registry.add_many([(BotToken(t), f"demo_{i}_bot") for i, t in enumerate(tokens)])
 
-    async def _start_master(self, live: Settings, api_base: str, http_port: int) -> asyncio.subprocess.Process:
+    async def _start_master(
+        self, live: Settings, api_base: str, http_port: int
+    ) -> asyncio.subprocess.Process:
         env = dict(os.environ)
-        env.update({
-            "BOTVISOR_REDIS__URL": live.redis.url or "",
-            "BOTVISOR_DATABASE__URL": live.database.url.get_secret_value() if live.database.url else "",
-            "BOTVISOR_REDIS__PREFIX": f"botvisor-demo-{os.getpid()}:",
-            "BOTVISOR_TELEGRAM__API_BASE": api_base,
-            "BOTVISOR_HTTP__PORT": str(http_port),
-            "BOTVISOR_HTTP__HOST": "127.0.0.1",
-            "BOTVISOR_WORKERS__COUNT": str(self.args.workers),
-            "BOTVISOR_STATE__DIR": str(self.state_dir),
-            "BOTVISOR_LOG__FORMAT": "json",
-        })
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "supervisor.cli", "run", env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=open(self.state_dir / "daemon.log", "wb"),  # noqa: SIM115
+        env.update(
+            {
+                "BOTVISOR_REDIS__URL": live.redis.url or "",
+                "BOTVISOR_DATABASE__URL": live.database.url.get_secret_value()
+                if live.database.url
+                else "",
+                "BOTVISOR_REDIS__PREFIX": f"botvisor-demo-{os.getpid()}:",
+                "BOTVISOR_TELEGRAM__API_BASE": api_base,
+                "BOTVISOR_HTTP__PORT": str(http_port),
+                "BOTVISOR_HTTP__HOST": "127.0.0.1",
+                "BOTVISOR_WORKERS__COUNT": str(self.args.workers),
+                "BOTVISOR_STATE__DIR": str(self.state_dir),
+                "BOTVISOR_LOG__FORMAT": "json",
+            }
         )
+        fd = log_fd(self.state_dir / "daemon.log")
+        try:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "supervisor.cli",
+                "run",
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=fd,
+            )
+        finally:
+            os.close(fd)
 
     async def _traffic(self, emu: EmulatorControl, bots: list[Any], status_url: str) -> None:
         """Users write at `rate` msg/s across many chats (each chat well under 1 msg/s)."""
@@ -151,8 +181,10 @@ class Demo:
             batch = int(owed)
             owed -= batch
             if batch:
-                msgs = [{"bot_id": b, "chat_id": c, "text": f"hello {self.injected + i}"}
-                        for i, (b, c) in enumerate(itertools.islice(cycle, batch))]
+                msgs = [
+                    {"bot_id": b, "chat_id": c, "text": f"hello {self.injected + i}"}
+                    for i, (b, c) in enumerate(itertools.islice(cycle, batch))
+                ]
                 await emu.inject(msgs)
                 self.injected += batch
             if now >= next_view:
@@ -172,9 +204,10 @@ class Demo:
 
     async def _refresh_status(self, status_url: str) -> None:
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with aiohttp.ClientSession() as s, s.get(
-                f"{status_url}/v1/status", timeout=aiohttp.ClientTimeout(total=3)
-            ) as r:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(f"{status_url}/v1/status", timeout=aiohttp.ClientTimeout(total=3)) as r,
+            ):
                 self.last_status = await r.json(loads=orjson.loads)
 
     async def _stop_master(self, master: asyncio.subprocess.Process) -> int:
@@ -192,11 +225,13 @@ class Demo:
 
     def _show(self, stats: dict[str, Any], elapsed: float) -> None:
         prev = getattr(self, "_prev_totals", {})
-        lines = [f"t={elapsed:5.1f}s  injected {stats['totals']['injected']}  "
-                 f"replied {stats['totals']['replied']}  429s {stats['totals']['telegram_429']}  "
-                 f"p99 {stats['totals']['p99_ms']:.1f} ms",
-                 f"{'worker':>6} {'pid':>8} {'state':<8} {'bots':>9} {'upd/s':>7} {'repl/s':>7} "
-                 f"{'waits':>6} {'429s':>5} {'p99 ms':>7}"]
+        lines = [
+            f"t={elapsed:5.1f}s  injected {stats['totals']['injected']}  "
+            f"replied {stats['totals']['replied']}  429s {stats['totals']['telegram_429']}  "
+            f"p99 {stats['totals']['p99_ms']:.1f} ms",
+            f"{'worker':>6} {'pid':>8} {'state':<8} {'bots':>9} {'upd/s':>7} {'repl/s':>7} "
+            f"{'waits':>6} {'429s':>5} {'p99 ms':>7}",
+        ]
         cur: dict[int, dict[str, int]] = {}
         for w in self.last_status.get("workers", []):
             t = w.get("totals") or {}

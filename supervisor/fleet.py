@@ -37,7 +37,9 @@ def limits_for(settings: Settings, bot_settings: Mapping[str, Any]) -> Limits:
     def rate(name: str, default: Any) -> Rate:
         o = own.get(name)
         if isinstance(o, Mapping):
-            return Rate(int(o.get("limit", default.limit)), float(o.get("period_s", default.period_s)))
+            return Rate(
+                int(o.get("limit", default.limit)), float(o.get("period_s", default.period_s))
+            )
         return Rate(default.limit, default.period_s)
 
     return Limits(
@@ -123,8 +125,12 @@ class Fleet:
         tg = self.settings.telegram
         limiter = BotLimiter(limits_for(self.settings, spec.settings))
         api = BotApi(
-            self.session, tg.api_base, spec.token, limiter,
-            request_timeout=tg.request_timeout_s, max_retries=tg.max_retries,
+            self.session,
+            tg.api_base,
+            spec.token,
+            limiter,
+            request_timeout=tg.request_timeout_s,
+            max_retries=tg.max_retries,
         )
         poll = PollConfig(
             poll_timeout_s=tg.poll_timeout_s,

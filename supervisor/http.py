@@ -58,30 +58,34 @@ async def status(request: web.Request) -> web.Response:
     workers = []
     for slot in master.slots:
         hb = slot.heartbeat
-        workers.append({
-            "index": slot.index,
-            "pid": slot.pid,
-            "state": "down" if slot.pid is None else (hb.state if hb else "starting"),
-            "shards": hb.shards if hb else [],
-            "bots_running": hb.running if hb else 0,
-            "bots_desired": hb.desired if hb else 0,
-            "bots": hb.bots if hb else {},
-            "loop_lag_ms": round(hb.loop_lag_s * 1000, 2) if hb else None,
-            "heartbeat_age_s": round(now - slot.heartbeat_seen, 2) if hb else None,
-            "totals": hb.totals if hb else {},
-            "p50_ms": hb.p50_ms if hb else None,
-            "p99_ms": hb.p99_ms if hb else None,
-        })
+        workers.append(
+            {
+                "index": slot.index,
+                "pid": slot.pid,
+                "state": "down" if slot.pid is None else (hb.state if hb else "starting"),
+                "shards": hb.shards if hb else [],
+                "bots_running": hb.running if hb else 0,
+                "bots_desired": hb.desired if hb else 0,
+                "bots": hb.bots if hb else {},
+                "loop_lag_ms": round(hb.loop_lag_s * 1000, 2) if hb else None,
+                "heartbeat_age_s": round(now - slot.heartbeat_seen, 2) if hb else None,
+                "totals": hb.totals if hb else {},
+                "p50_ms": hb.p50_ms if hb else None,
+                "p99_ms": hb.p99_ms if hb else None,
+            }
+        )
     ready, reason = master.readiness()
-    return _json({
-        "ready": ready,
-        "reason": reason,
-        "uptime_s": round(now - master.started, 1),
-        "worker_restarts": master.worker_restarts,
-        "workers": workers,
-        "bots_by_state": counts,
-        "registry_error": registry_error,
-    })
+    return _json(
+        {
+            "ready": ready,
+            "reason": reason,
+            "uptime_s": round(now - master.started, 1),
+            "worker_restarts": master.worker_restarts,
+            "workers": workers,
+            "bots_by_state": counts,
+            "registry_error": registry_error,
+        }
+    )
 
 
 def make_app(master: Master, registry: Registry | None) -> web.Application:

@@ -99,7 +99,8 @@ class Master:
         self._last_watchdog = 0.0
         self._force = False
         self._redis = aioredis.from_url(
-            settings.redis.url or "", socket_timeout=settings.redis.timeout_s,
+            settings.redis.url or "",
+            socket_timeout=settings.redis.timeout_s,
             socket_connect_timeout=settings.redis.timeout_s,
         )
         self._log = log.bind(role="master")
@@ -150,14 +151,21 @@ class Master:
         """Runs in the master; a fresh interpreter per worker (no fork in a running loop)."""
         self._age += 1
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "supervisor.worker",
-            "--index", str(slot.index), "--count", str(len(self.slots)),
+            sys.executable,
+            "-m",
+            "supervisor.worker",
+            "--index",
+            str(slot.index),
+            "--count",
+            str(len(self.slots)),
             stdin=asyncio.subprocess.PIPE,
         )
         slot.proc, slot.age, slot.spawned_at = proc, self._age, time.monotonic()
         slot.heartbeat, slot.aborted_at = None, None
         self._send(slot, {"type": "settings", "settings": self.settings.to_json_dict()})
-        slot.watcher = asyncio.create_task(self._watch(slot.index, proc), name=f"watch:{slot.index}")
+        slot.watcher = asyncio.create_task(
+            self._watch(slot.index, proc), name=f"watch:{slot.index}"
+        )
         self._log.info("worker.spawned", worker=slot.index, pid=proc.pid, age=slot.age)
         from supervisor.metrics import metrics
 
@@ -183,8 +191,9 @@ class Master:
         slot.proc = None
         if self.draining:
             return
-        self._log.error("worker.died", worker=event.index, pid=event.pid,
-                        returncode=event.returncode)
+        self._log.error(
+            "worker.died", worker=event.index, pid=event.pid, returncode=event.returncode
+        )
         now = time.monotonic()
         if not self.intensity.record(now):
             raise HaltMaster(
@@ -195,7 +204,9 @@ class Master:
         # first restart at once (its bots must poll again within a second), then back off
         if now - slot.spawned_at > self.intensity.within_s:
             slot.restarts_in_row = 0
-        slot.respawn_at = now + (0 if slot.restarts_in_row == 0 else min(0.5 * 2**slot.restarts_in_row, 10))
+        slot.respawn_at = now + (
+            0 if slot.restarts_in_row == 0 else min(0.5 * 2**slot.restarts_in_row, 10)
+        )
         slot.restarts_in_row += 1
         self.worker_restarts += 1
         metrics().worker_restarts.inc()
@@ -225,7 +236,10 @@ class Master:
             if slot.heartbeat is None:
                 stale = now - slot.spawned_at > w.boot_timeout_s
             elif slot.heartbeat.state == "booting":
-                stale = now - slot.spawned_at > w.boot_timeout_s and now - slot.heartbeat_seen > w.heartbeat_timeout_s
+                stale = (
+                    now - slot.spawned_at > w.boot_timeout_s
+                    and now - slot.heartbeat_seen > w.heartbeat_timeout_s
+                )
             else:
                 stale = now - slot.heartbeat_seen > w.heartbeat_timeout_s
             if stale:
@@ -236,7 +250,9 @@ class Master:
 
     async def read_heartbeats(self) -> None:
         """One MGET for all workers, never a serial ping per worker."""
-        names = [keys.heartbeat_key(self.settings.redis.prefix, self.host, s.index) for s in self.slots]
+        names = [
+            keys.heartbeat_key(self.settings.redis.prefix, self.host, s.index) for s in self.slots
+        ]
         try:
             async with asyncio.timeout(self.settings.redis.timeout_s):
                 raw = await self._redis.mget(names)
@@ -299,8 +315,11 @@ class Master:
         from config.logging import set_level
 
         if new.workers.count != self.settings.workers.count:
-            self._log.warning("master.reload_worker_count_ignored",
-                              running=self.settings.workers.count, requested=new.workers.count)
+            self._log.warning(
+                "master.reload_worker_count_ignored",
+                running=self.settings.workers.count,
+                requested=new.workers.count,
+            )
             new = new.model_copy(update={"workers": self.settings.workers})
         self.settings = new
         set_level(new.log.level)

@@ -56,9 +56,7 @@ def metrics() -> SimpleNamespace:
             "From receiving an update to finishing its handler.",
             buckets=LATENCY_BUCKETS,
         ),
-        bots=Gauge(
-            "botvisor_bots", "Bot actors by state.", ["state"], multiprocess_mode="livesum"
-        ),
+        bots=Gauge("botvisor_bots", "Bot actors by state.", ["state"], multiprocess_mode="livesum"),
         loop_lag=Gauge(
             "botvisor_worker_loop_lag_seconds",
             "Event loop lag measured by each worker's heartbeat.",
@@ -68,9 +66,7 @@ def metrics() -> SimpleNamespace:
         worker_restarts=Counter(
             "botvisor_worker_restarts_total", "Worker processes restarted by the master."
         ),
-        workers=Gauge(
-            "botvisor_workers", "Worker processes alive.", multiprocess_mode="livesum"
-        ),
+        workers=Gauge("botvisor_workers", "Worker processes alive.", multiprocess_mode="livesum"),
     )
 
 

@@ -53,7 +53,8 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 await conn.execute(m.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    m.version, m.name,
+                    m.version,
+                    m.name,
                 )
             log.info("migration.applied", name=m.name)
             applied.append(m.name)

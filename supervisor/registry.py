@@ -101,8 +101,13 @@ class Registry:
             "INSERT INTO bots (id, owner_id, username, token_encrypted, key_id, handler, settings)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO NOTHING"
             f" RETURNING {_COLUMNS}",
-            token.bot_id, owner_id, username, self._box.encrypt(token), self._box.key_id,
-            handler, json.dumps(dict(settings or {})),
+            token.bot_id,
+            owner_id,
+            username,
+            self._box.encrypt(token),
+            self._box.key_id,
+            handler,
+            json.dumps(dict(settings or {})),
             timeout=self._timeout,
         )
         if row is None:
@@ -111,15 +116,14 @@ class Registry:
 
     async def add_many(self, items: Sequence[tuple[BotToken, str]], handler: str = "echo") -> int:
         """Bulk insert (token, username) pairs; existing bots are skipped. Returns rows added."""
-        rows = [
-            (t.bot_id, u, self._box.encrypt(t), self._box.key_id, handler) for t, u in items
-        ]
+        rows = [(t.bot_id, u, self._box.encrypt(t), self._box.key_id, handler) for t, u in items]
         async with self._pool.acquire(timeout=self._timeout) as conn:
             before = await conn.fetchval("SELECT count(*) FROM bots", timeout=self._timeout)
             await conn.executemany(
                 "INSERT INTO bots (id, username, token_encrypted, key_id, handler)"
                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-                rows, timeout=self._timeout * 10,
+                rows,
+                timeout=self._timeout * 10,
             )
             after = await conn.fetchval("SELECT count(*) FROM bots", timeout=self._timeout)
         return int(after - before)
@@ -137,7 +141,8 @@ class Registry:
             )
         else:
             rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM bots WHERE owner_id = $1 ORDER BY id", owner_id,
+                f"SELECT {_COLUMNS} FROM bots WHERE owner_id = $1 ORDER BY id",
+                owner_id,
                 timeout=self._timeout,
             )
         return [_record(r) for r in rows]
@@ -152,7 +157,10 @@ class Registry:
         status = await self._pool.execute(
             "UPDATE bots SET state = $2, disabled_reason = $3, revision = revision + 1,"
             " updated_at = now() WHERE id = $1",
-            bot_id, str(state), reason, timeout=self._timeout,
+            bot_id,
+            str(state),
+            reason,
+            timeout=self._timeout,
         )
         return status.endswith(" 1")
 
@@ -170,7 +178,9 @@ class Registry:
         rows = await self._pool.fetch(
             "SELECT id, token_encrypted, handler, settings, revision FROM bots"
             " WHERE state = 'active' AND (id % $1) = ANY($2::int[])",
-            total_shards, list(shards), timeout=self._timeout,
+            total_shards,
+            list(shards),
+            timeout=self._timeout,
         )
         out: dict[int, BotSpec] = {}
         self.undecryptable = []

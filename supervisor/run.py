@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -34,7 +35,7 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
         def reload_settings() -> Settings:
             new = load_settings(config_path)
             # servers we started ourselves stay the ones in use
-            update = {}
+            update: dict[str, Any] = {}
             if new.redis.url is None:
                 update["redis"] = new.redis.model_copy(update={"url": embedded["redis"]})
             if new.database.url is None:

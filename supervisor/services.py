@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -35,7 +36,7 @@ async def open_services(
 
     state_dir = Path(settings.state.dir).absolute()
     async with open_embedded(state_dir, redis=need_redis, postgres=need_pg) as emb:
-        update = {}
+        update: dict[str, Any] = {}
         if need_redis:
             update["redis"] = settings.redis.model_copy(update={"url": emb.redis_url})
         if need_pg:
@@ -46,12 +47,17 @@ async def open_services(
 
 
 @asynccontextmanager
-async def open_registry(settings: Settings, *, apply_migrations: bool = True) -> AsyncIterator[Registry]:
+async def open_registry(
+    settings: Settings, *, apply_migrations: bool = True
+) -> AsyncIterator[Registry]:
     """A pool on the configured database, migrated, wrapped in a Registry."""
     assert settings.database.url is not None
     pool = await asyncpg.create_pool(
-        settings.database.url.get_secret_value(), min_size=1, max_size=settings.database.pool_max,
-        command_timeout=settings.database.timeout_s, timeout=settings.database.timeout_s,
+        settings.database.url.get_secret_value(),
+        min_size=1,
+        max_size=settings.database.pool_max,
+        command_timeout=settings.database.timeout_s,
+        timeout=settings.database.timeout_s,
     )
     try:
         if apply_migrations:
@@ -66,15 +72,21 @@ async def publish_hint(settings: Settings, bots: tuple[int, ...] = ()) -> bool:
     """Tell workers to reconcile now. A lost hint only delays the change by one interval."""
     assert settings.redis.url is not None
     client = aioredis.from_url(
-        settings.redis.url, socket_timeout=settings.redis.timeout_s,
+        settings.redis.url,
+        socket_timeout=settings.redis.timeout_s,
         socket_connect_timeout=settings.redis.timeout_s,
     )
     try:
-        await client.publish(keys.control_channel(settings.redis.prefix), encode(Reconcile(bots=bots)))
+        await client.publish(
+            keys.control_channel(settings.redis.prefix), encode(Reconcile(bots=bots))
+        )
         return True
     except (aioredis.RedisError, OSError) as exc:
-        log.warning("hint.not_sent", error=type(exc).__name__,
-                    effect="workers pick the change up at their next reconcile")
+        log.warning(
+            "hint.not_sent",
+            error=type(exc).__name__,
+            effect="workers pick the change up at their next reconcile",
+        )
         return False
     finally:
         await client.aclose()

@@ -89,8 +89,11 @@ class Worker:
             s.redis.url, socket_timeout=s.redis.timeout_s, socket_connect_timeout=s.redis.timeout_s
         )
         pool = await asyncpg.create_pool(
-            s.database.url.get_secret_value(), min_size=1, max_size=s.database.pool_max,
-            command_timeout=s.database.timeout_s, timeout=s.database.timeout_s,
+            s.database.url.get_secret_value(),
+            min_size=1,
+            max_size=s.database.pool_max,
+            command_timeout=s.database.timeout_s,
+            timeout=s.database.timeout_s,
         )
         try:
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -137,8 +140,13 @@ class Worker:
             self.desired = len(desired)
             plan = plan_changes(desired, self.fleet.running_specs())
             if plan:
-                self._log.info("reconcile.apply", start=len(plan.start), stop=len(plan.stop),
-                               restart=len(plan.restart), retune=len(plan.retune))
+                self._log.info(
+                    "reconcile.apply",
+                    start=len(plan.start),
+                    stop=len(plan.stop),
+                    restart=len(plan.restart),
+                    retune=len(plan.retune),
+                )
                 await self.fleet.apply(plan)
             if self.state == "booting":
                 self.state = "ready"
@@ -169,12 +177,29 @@ class Worker:
             for v in samples:
                 m.latency.observe(v)
         hb = Heartbeat(
-            index=self.index, pid=os.getpid(), state=self.state, shards=self.shards,
-            desired=self.desired, bots=self.fleet.counts(), loop_lag_s=round(self.loop_lag, 4),
+            index=self.index,
+            pid=os.getpid(),
+            state=self.state,
+            shards=self.shards,
+            desired=self.desired,
+            bots=self.fleet.counts(),
+            loop_lag_s=round(self.loop_lag, 4),
             at=time.time(),
-            totals={k: getattr(t, k) for k in (
-                "received", "duplicates", "handled", "dropped", "handler_errors", "sent",
-                "telegram_429", "conflicts", "limiter_waits", "restarts")},
+            totals={
+                k: getattr(t, k)
+                for k in (
+                    "received",
+                    "duplicates",
+                    "handled",
+                    "dropped",
+                    "handler_errors",
+                    "sent",
+                    "telegram_429",
+                    "conflicts",
+                    "limiter_waits",
+                    "restarts",
+                )
+            },
             p50_ms=round(_percentile(window, 0.5) * 1000, 2),
             p99_ms=round(_percentile(window, 0.99) * 1000, 2),
         )
@@ -192,11 +217,16 @@ class Worker:
         m = metrics()
         prev = getattr(self, "_exported", {})
         for name, counter in (
-            ("received", m.updates_received), ("duplicates", m.updates_duplicate),
-            ("handled", m.updates_handled), ("dropped", m.updates_dropped),
-            ("handler_errors", m.handler_errors), ("sent", m.messages_sent),
-            ("telegram_429", m.telegram_429), ("conflicts", m.conflicts),
-            ("limiter_waits", m.limiter_waits), ("restarts", m.actor_restarts),
+            ("received", m.updates_received),
+            ("duplicates", m.updates_duplicate),
+            ("handled", m.updates_handled),
+            ("dropped", m.updates_dropped),
+            ("handler_errors", m.handler_errors),
+            ("sent", m.messages_sent),
+            ("telegram_429", m.telegram_429),
+            ("conflicts", m.conflicts),
+            ("limiter_waits", m.limiter_waits),
+            ("restarts", m.actor_restarts),
         ):
             delta = hb.totals[name] - prev.get(name, 0)
             if delta > 0:
@@ -221,8 +251,9 @@ class Worker:
                         if msg is not None:
                             self._on_control(msg.get("data"))
             except (aioredis.RedisError, OSError) as exc:
-                self._log.warning("control.redis_unavailable", error=type(exc).__name__,
-                                  retry_in_s=delay)
+                self._log.warning(
+                    "control.redis_unavailable", error=type(exc).__name__, retry_in_s=delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 

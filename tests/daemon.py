@@ -83,7 +83,7 @@ class Daemon:
     ) -> dict[str, Any]:
         """Status once `predicate` holds; heartbeats refresh it once a second, so poll it."""
         async with asyncio.timeout(timeout):
-            while not predicate(data := await self.status()):
+            while not predicate(data := await self.status()):  # noqa: ASYNC110 - another process
                 await asyncio.sleep(0.1)
         return data
 
@@ -103,17 +103,19 @@ def daemon_env(settings: Settings, api_base: str, http_port: int, **extra: str) 
         env["BOTVISOR_REDIS__URL"] = settings.redis.url
     if settings.database.url is not None:
         env["BOTVISOR_DATABASE__URL"] = settings.database.url.get_secret_value()
-    env.update({
-        "BOTVISOR_REDIS__PREFIX": settings.redis.prefix,
-        "BOTVISOR_STATE__DIR": str(settings.state.dir),
-        "BOTVISOR_TELEGRAM__API_BASE": api_base,
-        "BOTVISOR_HTTP__PORT": str(http_port),
-        "BOTVISOR_WORKERS__COUNT": str(settings.workers.count),
-        "BOTVISOR_WORKERS__SHARDS": str(settings.workers.shards),
-        "BOTVISOR_LOG__FORMAT": "json",
-        "BOTVISOR_SHUTDOWN__GRACE_S": str(settings.shutdown.grace_s),
-        "BOTVISOR_TELEGRAM__POLL_TIMEOUT_S": str(settings.telegram.poll_timeout_s),
-    })
+    env.update(
+        {
+            "BOTVISOR_REDIS__PREFIX": settings.redis.prefix,
+            "BOTVISOR_STATE__DIR": str(settings.state.dir),
+            "BOTVISOR_TELEGRAM__API_BASE": api_base,
+            "BOTVISOR_HTTP__PORT": str(http_port),
+            "BOTVISOR_WORKERS__COUNT": str(settings.workers.count),
+            "BOTVISOR_WORKERS__SHARDS": str(settings.workers.shards),
+            "BOTVISOR_LOG__FORMAT": "json",
+            "BOTVISOR_SHUTDOWN__GRACE_S": str(settings.shutdown.grace_s),
+            "BOTVISOR_TELEGRAM__POLL_TIMEOUT_S": str(settings.telegram.poll_timeout_s),
+        }
+    )
     env.update(extra)
     return env
 
@@ -126,18 +128,29 @@ async def start_daemon(
     notify = NotifySocket(tmp / f"notify-{port}.sock")
     env = daemon_env(settings, api_base, port, NOTIFY_SOCKET=str(notify.path), **extra_env)
     log_path = tmp / f"daemon-{port}.log"
-    with open(log_path, "wb") as log_file:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "supervisor.cli", "run",
-            env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            sys.executable,
+            "-m",
+            "supervisor.cli",
+            "run",
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
         )
+    finally:
+        os.close(fd)
     session = aiohttp.ClientSession()
     daemon = Daemon(proc, f"http://127.0.0.1:{port}", notify, log_path, session)
     try:
         try:
             await notify.wait_for("READY=1", ready_timeout)
         except TimeoutError:
-            raise AssertionError(f"daemon not ready in {ready_timeout}s:\n{daemon.log_text()[-3000:]}") from None
+            raise AssertionError(
+                f"daemon not ready in {ready_timeout}s:\n{daemon.log_text()[-3000:]}"
+            ) from None
         yield daemon
     finally:
         if proc.returncode is None:

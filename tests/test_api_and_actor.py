@@ -32,8 +32,14 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def make_api(session: aiohttp.ClientSession, base: str, token: str, retries: int = 3) -> BotApi:
-    return BotApi(session, base, BotToken(token), BotLimiter(Limits.telegram_defaults()),
-                  request_timeout=5, max_retries=retries)
+    return BotApi(
+        session,
+        base,
+        BotToken(token),
+        BotLimiter(Limits.telegram_defaults()),
+        request_timeout=5,
+        max_retries=retries,
+    )
 
 
 def test_token_never_prints_its_secret() -> None:
@@ -62,7 +68,9 @@ async def test_errors_are_mapped_once_and_carry_no_token(
     assert token.split(":")[1] not in str(net.value) and net.value.__cause__ is None
 
 
-async def test_second_poller_gets_conflict(emu: RunningEmulator, session: aiohttp.ClientSession) -> None:
+async def test_second_poller_gets_conflict(
+    emu: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
     (bot,) = emu.state.create_bots(1)
     a, b = make_api(session, emu.base_url, bot.token), make_api(session, emu.base_url, bot.token)
     first = asyncio.ensure_future(a.call("getUpdates", {"timeout": 5}, timeout=10))
@@ -77,8 +85,14 @@ async def test_429_sets_a_deadline_and_is_retried(
     emu: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     (bot,) = emu.state.create_bots(1)
-    unlimited = BotApi(session, emu.base_url, BotToken(bot.token),
-                       BotLimiter(Limits.telegram_defaults()), request_timeout=5, max_retries=0)
+    unlimited = BotApi(
+        session,
+        emu.base_url,
+        BotToken(bot.token),
+        BotLimiter(Limits.telegram_defaults()),
+        request_timeout=5,
+        max_retries=0,
+    )
     await unlimited.call("sendMessage", {"chat_id": 5, "text": "a"})  # fills chat 5's window
     with pytest.raises(RetryAfter) as err:
         await unlimited.send("sendMessage", {"chat_id": 5, "text": "b"}, 5)
@@ -120,8 +134,14 @@ async def test_actor_spawn_is_a_handshake_and_a_revoked_token_is_rejected(
     def actor(b: object) -> BotHandle:
         token = BotToken(b.token)  # type: ignore[attr-defined]
         spec = BotSpec(token.bot_id, token, "echo", {}, 1)
-        return BotHandle(BotActor(spec, make_api(session, emu.base_url, token.reveal()),
-                                  make_handler("echo"), PollConfig(2, 100, 5)))
+        return BotHandle(
+            BotActor(
+                spec,
+                make_api(session, emu.base_url, token.reveal()),
+                make_handler("echo"),
+                PollConfig(2, 100, 5),
+            )
+        )
 
     handle = await spawn(actor(good), BackoffConfig(0.1, 1), on_disabled)
     assert handle.state is ActorState.RUNNING and handle.actor.username

@@ -28,8 +28,14 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
 
 async def cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "supervisor.cli", *args, env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "supervisor.cli",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
@@ -95,19 +101,25 @@ async def test_import_then_run_in_an_empty_directory_uses_embedded_servers(
     bots = emulator.state.create_bots(3)
     (tmp_path / "tokens.txt").write_text("\n".join(b.token for b in bots) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTVISOR_")}
-    env.update(BOTVISOR_TELEGRAM__API_BASE=emulator.base_url, BOTVISOR_WORKERS__COUNT="1",
-               BOTVISOR_HTTP__PORT=str(free_port()), BOTVISOR_LOG__FORMAT="json")
+    env.update(
+        BOTVISOR_TELEGRAM__API_BASE=emulator.base_url,
+        BOTVISOR_WORKERS__COUNT="1",
+        BOTVISOR_HTTP__PORT=str(free_port()),
+        BOTVISOR_LOG__FORMAT="json",
+    )
     code, out, err = await cli(env, "bots", "import", "tokens.txt", cwd=tmp_path)
     assert code == 0, err
     assert "embedded" in err  # the log says the servers are private ones
-    settings = Settings.model_validate({"state": {"dir": str(tmp_path / ".botvisor")},
-                                        "workers": {"count": 1}})
+    settings = Settings.model_validate(
+        {"state": {"dir": str(tmp_path / ".botvisor")}, "workers": {"count": 1}}
+    )
     code, out, err = await cli(env, "bots", "list", "--json", cwd=tmp_path)
     assert sorted(b["id"] for b in orjson.loads(out)) == sorted(b.id for b in bots)
     async with start_daemon(settings, emulator.base_url, tmp_path) as d:
         emulator.state.inject([{"bot_id": b.id, "chat_id": 1, "text": "hi"} for b in bots])
         async with asyncio.timeout(30):
             await emulator.state.wait_until(
-                lambda: emulator.state.stats(False)["totals"]["replied"] == len(bots))
+                lambda: emulator.state.stats(False)["totals"]["replied"] == len(bots)
+            )
         status = await d.status()
     assert status["bots_by_state"]["active"] == len(bots)

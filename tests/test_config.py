@@ -24,8 +24,9 @@ def test_defaults_match_the_design() -> None:
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     f = tmp_path / "b.toml"
     f.write_text('[workers]\ncount = 3\n[redis]\nprefix = "x:"\n')
-    s = load_settings(f, environ={"BOTVISOR_WORKERS__COUNT": "4",
-                                  "BOTVISOR_RATELIMIT__PER_BOT__LIMIT": "1000"})
+    s = load_settings(
+        f, environ={"BOTVISOR_WORKERS__COUNT": "4", "BOTVISOR_RATELIMIT__PER_BOT__LIMIT": "1000"}
+    )
     assert s.workers.count == 4
     assert s.redis.prefix == "x:"
     assert (s.ratelimit.per_bot.limit, s.ratelimit.per_bot.period_s) == (1000, 1.0)
@@ -63,16 +64,30 @@ def test_cli_exits_78_on_bad_config(tmp_path: Path) -> None:
     bad.write_text("[http]\nport = 99999\n")
     proc = subprocess.run(
         [sys.executable, "-m", "supervisor.cli", "--config", str(bad), "migrate"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == 78
     assert "http.port" in proc.stderr
 
 
 def test_every_command_has_help() -> None:
-    for cmd in (["--help"], ["run", "--help"], ["demo", "--help"], ["bots", "add", "--help"],
-                ["bots", "import", "--help"], ["status", "--help"], ["emulator", "--help"]):
-        proc = subprocess.run([sys.executable, "-m", "supervisor.cli", *cmd],
-                              capture_output=True, text=True, timeout=60)
+    for cmd in (
+        ["--help"],
+        ["run", "--help"],
+        ["demo", "--help"],
+        ["bots", "add", "--help"],
+        ["bots", "import", "--help"],
+        ["status", "--help"],
+        ["emulator", "--help"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "supervisor.cli", *cmd],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, (cmd, proc.stderr)
         assert "usage: botvisor" in proc.stdout

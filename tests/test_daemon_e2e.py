@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from bots.emulator.server import RunningEmulator, open_emulator
 from bots.token import BotToken
 from config import Settings
-from supervisor.registry import BotState
+from supervisor.registry import BotRecord, BotState
 from supervisor.services import open_registry
 from tests.daemon import start_daemon
 
@@ -31,7 +30,9 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
         yield emu
 
 
-async def register(settings: Settings, emu: RunningEmulator, n: int, **settings_json: Any) -> list[Any]:
+async def register(
+    settings: Settings, emu: RunningEmulator, n: int, **settings_json: Any
+) -> list[Any]:
     async with emu.control() as ctl:
         bots = await ctl.create_bots(n)
     async with open_registry(settings) as registry:
@@ -53,11 +54,16 @@ async def test_500_bots_on_two_workers_answer_every_message_once_in_order(
     async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
         status = await daemon.status()
         assert [w["bots_running"] for w in status["workers"]] == [
-            w["bots_desired"] for w in status["workers"]]
+            w["bots_desired"] for w in status["workers"]
+        ]
         assert sum(w["bots_running"] for w in status["workers"]) == 500
         # three messages per chat, two chats per bot: order within each chat matters
-        msgs = [{"bot_id": b.id, "chat_id": 1000 + c, "text": f"{b.id}/{c}/{k}"}
-                for k in range(3) for b in bots for c in range(2)]
+        msgs = [
+            {"bot_id": b.id, "chat_id": 1000 + c, "text": f"{b.id}/{c}/{k}"}
+            for k in range(3)
+            for b in bots
+            for c in range(2)
+        ]
         emulator.state.inject(msgs)
         totals = await wait_replied(emulator, len(msgs), 120)
         assert daemon.proc.returncode is None
@@ -68,7 +74,9 @@ async def test_500_bots_on_two_workers_answer_every_message_once_in_order(
     assert totals["conflicts"] == 0
     sent = emulator.state.sent_log(bots[0].id)
     assert sent is not None
-    assert [m["text"] for m in sent if m["chat_id"] == 1000] == [f"{bots[0].id}/0/{k}" for k in range(3)]
+    assert [m["text"] for m in sent if m["chat_id"] == 1000] == [
+        f"{bots[0].id}/0/{k}" for k in range(3)
+    ]
 
 
 async def test_sigkill_of_a_worker_loses_no_message_and_its_bots_poll_again(
@@ -87,7 +95,8 @@ async def test_sigkill_of_a_worker_loses_no_message_and_its_bots_poll_again(
         # kill while replies are still flowing
         async with asyncio.timeout(30):
             await emulator.state.wait_until(
-                lambda: emulator.state.stats(False)["totals"]["replied"] >= len(before) // 4)
+                lambda: emulator.state.stats(False)["totals"]["replied"] >= len(before) // 4
+            )
         killed_at = emulator.state.clock()
         os.kill(victim["pid"], signal.SIGKILL)
         during = [{"bot_id": b.id, "chat_id": next(chats), "text": "during"} for b in bots]
@@ -104,12 +113,18 @@ async def test_sigkill_of_a_worker_loses_no_message_and_its_bots_poll_again(
         total = len(before) + len(during) + len(after)
         totals = await wait_replied(emulator, total, 60)
         status = await daemon.status()
-    print(f"victim bots polled again {repoll_s:.3f}s after SIGKILL; duplicates {totals['duplicates']}")
+    print(
+        f"victim bots polled again {repoll_s:.3f}s after SIGKILL; duplicates {totals['duplicates']}"
+    )
     assert status["worker_restarts"] == 1
     assert totals["lost"] == 0
     # duplicates only for updates in flight at the kill: at most one batch per victim bot
     assert totals["duplicates"] <= len(victim_bots) * 2
     assert repoll_s < 10
+
+
+def is_disabled(record: BotRecord | None) -> bool:
+    return record is not None and record.state == BotState.DISABLED
 
 
 async def test_revoked_token_disables_that_bot_only(
@@ -122,14 +137,17 @@ async def test_revoked_token_disables_that_bot_only(
         emulator.state.revoke(doomed.id)
         async with open_registry(settings) as registry:
             async with asyncio.timeout(30):
-                while (rec := await registry.get(doomed.id)) is None or rec.state != BotState.DISABLED:
-                    await asyncio.sleep(0.05)  # polling a database row: no event to wait on
+                while not is_disabled(await registry.get(doomed.id)):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # a row written by another process: poll it
+            rec = await registry.get(doomed.id)
+            assert rec is not None
         assert "401" in (rec.disabled_reason or "")
         msgs = [{"bot_id": b.id, "chat_id": 5, "text": "still here"} for b in others]
         emulator.state.inject(msgs)
         await wait_replied(emulator, len(msgs), 30)
         status = await daemon.wait_status(
-            lambda s: s["workers"][0]["bots_running"] == len(others) and s["ready"])
+            lambda s: s["workers"][0]["bots_running"] == len(others) and s["ready"]
+        )
         assert status["bots_by_state"]["disabled"] == 1
         assert status["workers"][0]["bots"]["disabled"] == 0  # stopped and forgotten
         assert doomed.token.split(":")[1] not in daemon.log_text()
@@ -149,7 +167,8 @@ async def test_sigterm_drains_in_flight_handlers_and_exits_zero(
         # Once every chat's first reply is out, the other 40 sit in per-chat queues.
         async with asyncio.timeout(30):
             await emulator.state.wait_until(
-                lambda: emulator.state.stats(False)["totals"]["replied"] >= len(bots))
+                lambda: emulator.state.stats(False)["totals"]["replied"] >= len(bots)
+            )
         replied_at_term = emulator.state.stats(False)["totals"]["replied"]
         code = await daemon.stop(signal.SIGTERM)
         log = daemon.log_text()
@@ -183,6 +202,13 @@ async def test_metrics_pass_promtool(
     assert "botvisor_messages_sent_total 4.0" in text
     assert 'botvisor_bots{state="running"} 4.0' in text
     assert "bot_id" not in text and bots[0].token not in text
-    check = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
-                           capture_output=True, timeout=30)
-    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+    check = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(check.communicate(text.encode()), 30)
+    assert check.returncode == 0, out.decode()

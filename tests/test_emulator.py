@@ -315,7 +315,11 @@ async def test_webhook_blocks_get_updates(
     assert status == 200 and body["result"] is True
     assert await asyncio.wait_for(poll, WAIT) == (
         409,
-        {"ok": False, "error_code": 409, "description": "Conflict: terminated by setWebhook request"},
+        {
+            "ok": False,
+            "error_code": 409,
+            "description": "Conflict: terminated by setWebhook request",
+        },
     )
     assert await call(http, emu, bot.token, "getUpdates") == (409, CONFLICT_WEBHOOK)
     await ctl.inject([{"bot_id": bot.id, "chat_id": 1, "text": "x"}])
@@ -355,9 +359,10 @@ async def test_send_message_result_and_bad_requests(
     assert status == 400 and body["description"] == "Bad Request: chat_id is empty"
     status, body = await call(http, emu, bot.token, "sendMessage", chat_id="@nobody", text="x")
     assert status == 400 and body["description"] == "Bad Request: chat not found"
-    assert await call(
-        http, emu, bot.token, "sendChatAction", chat_id=77, action="typing"
-    ) == (200, {"ok": True, "result": True})
+    assert await call(http, emu, bot.token, "sendChatAction", chat_id=77, action="typing") == (
+        200,
+        {"ok": True, "result": True},
+    )
     assert (await ctl.totals())["sent"] == 2
 
 
@@ -505,17 +510,14 @@ async def test_polling_since(
     assert stats["bots"][str(bots[2].id)]["first_poll_at"] is None
 
 
-async def test_many_concurrent_long_polls(
-    emu: RunningEmulator, ctl: EmulatorControl
-) -> None:
+async def test_many_concurrent_long_polls(emu: RunningEmulator, ctl: EmulatorControl) -> None:
     """300 bots hold a long poll each; one bulk inject wakes them all."""
     n = 300
     bots = await ctl.create_bots(n)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         polls = [
-            asyncio.create_task(call(session, emu, b.token, "getUpdates", timeout=30))
-            for b in bots
+            asyncio.create_task(call(session, emu, b.token, "getUpdates", timeout=30)) for b in bots
         ]
         await asyncio.wait_for(
             emu.state.wait_until(lambda: sum(b.polling_now for b in emu.state.bots.values()) == n),

@@ -11,8 +11,13 @@ from supervisor.plan import plan_changes
 from supervisor.shards import shard_of, shards_of_worker
 
 
-def spec(bot_id: int, revision: int = 1, handler: str = "echo", secret: str = "A" * 35,
-         **settings: object) -> BotSpec:
+def spec(
+    bot_id: int,
+    revision: int = 1,
+    handler: str = "echo",
+    secret: str = "A" * 35,
+    **settings: object,
+) -> BotSpec:
     return BotSpec(bot_id, BotToken(f"{bot_id}:{secret}"), handler, settings, revision)
 
 

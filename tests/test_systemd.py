@@ -35,7 +35,9 @@ def test_notify_supports_abstract_sockets() -> None:
         assert sock.recv(4096) == b"WATCHDOG=1"
 
 
-def test_without_notify_socket_nothing_is_sent_and_nothing_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_notify_socket_nothing_is_sent_and_nothing_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     n = Notifier()
     assert not n.enabled and not n.notify("READY=1")
@@ -56,11 +58,22 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert botvisor.exists()
     unit = tmp_path / "botvisor.service"
     unit.write_text(UNIT.read_text().replace("/opt/botvisor/.venv/bin/botvisor", str(botvisor)))
-    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     text = UNIT.read_text()
-    for needle in ("Type=notify", "WatchdogSec=", "ExecReload=", "RestartPreventExitStatus=78",
-                   "ProtectSystem=strict", "StateDirectory=", "NoNewPrivileges=yes",
-                   "PrivateTmp=yes", "RestrictAddressFamilies=", "SystemCallFilter=@system-service",
-                   "MemoryDenyWriteExecute=no"):
+    for needle in (
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecReload=",
+        "RestartPreventExitStatus=78",
+        "ProtectSystem=strict",
+        "StateDirectory=",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=",
+        "SystemCallFilter=@system-service",
+        "MemoryDenyWriteExecute=no",
+    ):
         assert needle in text, needle

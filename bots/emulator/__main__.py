@@ -21,21 +21,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081, help="0 picks a free port")
-    p.add_argument("--per-bot", type=Limit.parse, default=Limit(30, 1.0), metavar="N/SECONDS",
-                   help="sendMessage per bot (default 30/1)")
-    p.add_argument("--per-chat", type=Limit.parse, default=Limit(1, 1.0), metavar="N/SECONDS",
-                   help="sendMessage per private chat (default 1/1)")
-    p.add_argument("--per-group", type=Limit.parse, default=Limit(20, 60.0), metavar="N/SECONDS",
-                   help="sendMessage per group (default 20/60)")
-    p.add_argument("--no-limits", action="store_true",
-                   help="disable all flood limits (ceiling measurements)")
-    p.add_argument("--sent-log-limit", type=int, default=1_000,
-                   help="messages kept per bot for /control/bots/{id}/sent (default 1000; 0 keeps none)")
+    p.add_argument(
+        "--per-bot",
+        type=Limit.parse,
+        default=Limit(30, 1.0),
+        metavar="N/SECONDS",
+        help="sendMessage per bot (default 30/1)",
+    )
+    p.add_argument(
+        "--per-chat",
+        type=Limit.parse,
+        default=Limit(1, 1.0),
+        metavar="N/SECONDS",
+        help="sendMessage per private chat (default 1/1)",
+    )
+    p.add_argument(
+        "--per-group",
+        type=Limit.parse,
+        default=Limit(20, 60.0),
+        metavar="N/SECONDS",
+        help="sendMessage per group (default 20/60)",
+    )
+    p.add_argument(
+        "--no-limits", action="store_true", help="disable all flood limits (ceiling measurements)"
+    )
+    p.add_argument(
+        "--sent-log-limit",
+        type=int,
+        default=1_000,
+        help="messages kept per bot for /control/bots/{id}/sent (default 1000; 0 keeps none)",
+    )
     return p
 
 
 def _ready(host: str, port: int) -> None:
-    line = {"event": "emulator.ready", "host": host, "port": port, "base_url": f"http://{host}:{port}"}
+    line = {
+        "event": "emulator.ready",
+        "host": host,
+        "port": port,
+        "base_url": f"http://{host}:{port}",
+    }
     sys.stdout.write(orjson.dumps(line).decode() + "\n")
     sys.stdout.flush()
 

@@ -120,7 +120,9 @@ class EmulatorControl:
         if tokens is not None:
             body["tokens"] = list(tokens)
         payload = await self._request("POST", "bots", body)
-        return [EmulatorBot(int(b["id"]), str(b["token"]), str(b["username"])) for b in payload["bots"]]
+        return [
+            EmulatorBot(int(b["id"]), str(b["token"]), str(b["username"])) for b in payload["bots"]
+        ]
 
     async def inject(self, messages: Iterable[InjectMessage | Mapping[str, Any]]) -> list[int]:
         """Queue `message` updates; returns their update_ids in order."""

@@ -199,7 +199,12 @@ class EmulatorServer:
     ) -> web.BaseRequest:
         # Bulk /control/inject bodies exceed aiohttp's 1 MiB default.
         return web.BaseRequest(
-            message, payload, protocol, writer, task, asyncio.get_running_loop(),
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
             client_max_size=MAX_BODY,
         )
 
@@ -333,7 +338,7 @@ class EmulatorServer:
 
     def _c_create_bots(self, body: Any) -> web.Response:
         if not isinstance(body, dict):
-            raise InjectError("expected {\"count\": N} or {\"tokens\": [...]}")
+            raise InjectError('expected {"count": N} or {"tokens": [...]}')
         bots: list[BotState] = []
         tokens = body.get("tokens")
         if tokens is not None:
@@ -355,13 +360,13 @@ class EmulatorServer:
     def _c_inject(self, body: Any) -> web.Response:
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list):
-            raise InjectError("expected {\"messages\": [...]}")
+            raise InjectError('expected {"messages": [...]}')
         ids = self.state.inject(messages)
         return _json(200, orjson.dumps({"update_ids": ids}))
 
     def _c_revoke(self, body: Any) -> web.Response:
         if not isinstance(body, dict) or "bot_id" not in body:
-            raise InjectError("expected {\"bot_id\": N}")
+            raise InjectError('expected {"bot_id": N}')
         bot_id = int(body["bot_id"])
         if not self.state.revoke(bot_id):
             return _control_error(404, f"unknown bot_id {bot_id}")
@@ -435,9 +440,7 @@ async def serve(
     state = EmulatorState(limits, sent_log_limit=sent_log_limit)
     server = EmulatorServer(state)
     bound = await server.start(host, port)
-    log.info(
-        "emulator.listening", host=host, port=bound, nofile=nofile, **limits.as_dict()
-    )
+    log.info("emulator.listening", host=host, port=bound, nofile=nofile, **limits.as_dict())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -278,9 +278,7 @@ class BotState:
         "window",
     )
 
-    def __init__(
-        self, bot_id: int, token: str, window: Window | None, sent_log_limit: int
-    ) -> None:
+    def __init__(self, bot_id: int, token: str, window: Window | None, sent_log_limit: int) -> None:
         self.id = bot_id
         self.token = token
         self.username = f"emu{bot_id}_bot"
@@ -605,9 +603,7 @@ class EmulatorState:
             if loop.time() >= deadline:  # woken for updates below our offset, time is up
                 return EMPTY_UPDATES
 
-    def send_message(
-        self, bot: BotState, chat_id: int, text: str, reply_to: int | None
-    ) -> Result:
+    def send_message(self, bot: BotState, chat_id: int, text: str, reply_to: int | None) -> Result:
         """sendMessage after the flood windows; stats on replies to injected messages."""
         now = self.clock()
         chat = bot.chats.get(chat_id)
