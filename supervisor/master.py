@@ -322,10 +322,10 @@ class Master:
             )
             new = new.model_copy(update={"workers": self.settings.workers})
         self.settings = new
-        set_level(new.log.level)
         for slot in self.slots:
             self._send(slot, {"type": "settings", "settings": new.to_json_dict()})
-        self._log.info("master.reloaded")
+        self._log.info("master.reloaded", log_level=new.log.level)  # before a quieter level
+        set_level(new.log.level)
         self.notifier.notify("READY=1")
 
     async def drain(self) -> int:

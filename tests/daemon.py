@@ -97,27 +97,32 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
 
+def _flatten(tree: dict[str, Any], prefix: str = "BOTVISOR_") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key.upper()}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "__"))
+        elif value is not None:
+            out[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
 def daemon_env(settings: Settings, api_base: str, http_port: int, **extra: str) -> dict[str, str]:
+    """Every setting as BOTVISOR_* variables, so the child runs exactly `settings`.
+
+    An `extra` value of "" removes that variable (e.g. to let a config file decide)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTVISOR_")}
-    if settings.redis.url is not None:
-        env["BOTVISOR_REDIS__URL"] = settings.redis.url
-    if settings.database.url is not None:
-        env["BOTVISOR_DATABASE__URL"] = settings.database.url.get_secret_value()
+    env.update(_flatten(settings.to_json_dict()))
     env.update(
         {
-            "BOTVISOR_REDIS__PREFIX": settings.redis.prefix,
-            "BOTVISOR_STATE__DIR": str(settings.state.dir),
             "BOTVISOR_TELEGRAM__API_BASE": api_base,
             "BOTVISOR_HTTP__PORT": str(http_port),
-            "BOTVISOR_WORKERS__COUNT": str(settings.workers.count),
-            "BOTVISOR_WORKERS__SHARDS": str(settings.workers.shards),
             "BOTVISOR_LOG__FORMAT": "json",
-            "BOTVISOR_SHUTDOWN__GRACE_S": str(settings.shutdown.grace_s),
-            "BOTVISOR_TELEGRAM__POLL_TIMEOUT_S": str(settings.telegram.poll_timeout_s),
         }
     )
     env.update(extra)
-    return env
+    return {k: v for k, v in env.items() if v != "" or k not in extra}
 
 
 @asynccontextmanager

@@ -1,0 +1,95 @@
+"""The master as a supervisor: hung workers, restart intensity, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from bots.emulator.server import RunningEmulator, open_emulator
+from config import Settings
+from supervisor.exitcodes import ExitCode
+from tests.daemon import start_daemon
+from tests.test_daemon_e2e import register, wait_replied
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[RunningEmulator]:
+    async with open_emulator() as emu:
+        yield emu
+
+
+async def test_a_hung_worker_is_killed_and_replaced(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings = fresh_settings(workers={"count": 1, "heartbeat_timeout_s": 2})
+    bots = await register(settings, emulator, 3)
+    async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
+        old_pid = (await daemon.status())["workers"][0]["pid"]
+        os.kill(old_pid, signal.SIGSTOP)  # alive, but its loop writes no heartbeat
+        status = await daemon.wait_status(
+            lambda s: s["workers"][0]["pid"] not in (None, old_pid) and s["ready"], timeout=60
+        )
+        assert status["worker_restarts"] == 1
+        emulator.state.inject([{"bot_id": b.id, "chat_id": 1, "text": "x"} for b in bots])
+        await wait_replied(emulator, len(bots), 30)
+        log = daemon.log_text()
+    assert "worker.hung" in log
+    with pytest.raises(ProcessLookupError):
+        os.kill(old_pid, 0)
+
+
+async def test_workers_dying_too_often_halt_the_master_with_a_nonzero_status(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings = fresh_settings(workers={"count": 1, "restart_max": 1, "restart_within_s": 60})
+    await register(settings, emulator, 1)
+    async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
+        for restarts in (1, 2):
+            pid = (await daemon.status())["workers"][0]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            if restarts == 1:
+                await daemon.wait_status(
+                    lambda s, pid=pid: s["workers"][0]["pid"] not in (None, pid) and s["ready"]
+                )
+        async with asyncio.timeout(60):
+            code = await daemon.proc.wait()
+        log = daemon.log_text()
+    assert code == ExitCode.RESTART_INTENSITY
+    assert "master.halt" in log
+
+
+async def test_reload_applies_a_good_config_and_keeps_running_on_a_bad_one(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings = fresh_settings(workers={"count": 1})
+    bots = await register(settings, emulator, 2)
+    config = tmp_path / "botvisor.toml"
+    config.write_text('[log]\nlevel = "INFO"\n')
+    async with start_daemon(
+        settings, emulator.base_url, tmp_path, BOTVISOR_CONFIG=str(config), BOTVISOR_LOG__LEVEL=""
+    ) as daemon:
+        config.write_text("[log]\nlevel = 'LOUD'\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        await daemon.notify.wait_for("RELOADING=1", 30)
+        await daemon.notify.wait_for("READY=1", 30)
+        assert daemon.proc.returncode is None
+        config.write_text('[log]\nlevel = "WARNING"\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        await daemon.notify.wait_for("RELOADING=1", 30)
+        await daemon.notify.wait_for("READY=1", 30)
+        emulator.state.inject([{"bot_id": b.id, "chat_id": 1, "text": "x"} for b in bots])
+        await wait_replied(emulator, len(bots), 30)
+        code = await daemon.stop()
+        log = daemon.log_text()
+    assert code == 0
+    assert "master.reload_rejected" in log and "log.level" in log
+    assert "master.reloaded" in log
+    # after the reload to WARNING, info lines such as the drain's are gone
+    assert "master.draining" not in log.split("master.reloaded", 1)[1]
