@@ -153,3 +153,48 @@ async def test_actor_spawn_is_a_handshake_and_a_revoked_token_is_rejected(
         await emu.state.wait_until(lambda: emu.state.stats(False)["totals"]["replied"] == 1)
     await handle.stop()
     assert handle.state is ActorState.STOPPED
+
+
+async def test_a_conflicting_poller_is_reported_and_backed_off_not_spun(
+    emu: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    (bot,) = emu.state.create_bots(1)
+    token = BotToken(bot.token)
+    spec = BotSpec(token.bot_id, token, "echo", {}, 1)
+    handle = BotHandle(
+        BotActor(
+            spec,
+            make_api(session, emu.base_url, bot.token),
+            make_handler("echo"),
+            PollConfig(5, 100, 5),
+        )
+    )
+
+    async def on_disabled(bot_id: int, reason: str) -> None:
+        raise AssertionError("a conflict must not disable the bot")
+
+    await spawn(handle, BackoffConfig(0.5, 2), on_disabled)
+    await emu.state.wait_polling(bot.id)
+    polls_before = emu.state.bots[bot.id].get_updates
+    intruder = make_api(session, emu.base_url, bot.token)
+    # the intruder's poll terminates the actor's (409), then holds the bot for 1 s
+    seen: list[ActorState] = []
+    waiter = handle.actor.changed
+    intrusion = asyncio.ensure_future(intruder.call("getUpdates", {"timeout": 1}, timeout=5))
+    async with asyncio.timeout(10):
+        while handle.state is not ActorState.BACKOFF:
+            await waiter.wait()
+            waiter = handle.actor.changed
+            seen.append(handle.state)
+        while handle.state is not ActorState.RUNNING:
+            await waiter.wait()
+            waiter = handle.actor.changed
+            seen.append(handle.state)
+    # the returning actor may in turn terminate the intruder's poll: Telegram's ping-pong
+    await asyncio.gather(intrusion, return_exceptions=True)
+    assert emu.state.bots[bot.id].conflicts >= 1
+    assert handle.conflicts >= 1
+    # backed off: a handful of polls, not a spin
+    assert emu.state.bots[bot.id].get_updates - polls_before <= 5
+    assert seen[:1] == [ActorState.BACKOFF] and seen[-1] is ActorState.RUNNING
+    await handle.stop()
