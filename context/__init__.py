@@ -1,0 +1,1 @@
+"""Conversation context: in-actor LRU -> Redis (namespaced TTLs) -> PostgreSQL history."""
