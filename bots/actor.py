@@ -1,8 +1,13 @@
 """A bot actor: one per token. getMe handshake, long polling, per-chat handling.
 
 Shape after pykka: `run_once()` = `_setup()` (getMe) -> `_running()` (poll loop)
--> `_teardown()` (drain handlers, confirm what was handled). Supervision (restart
+-> `_teardown()` (drain handlers, save the confirm watermark). Supervision (restart
 with backoff, 401 -> disabled) lives in `bots.supervise`.
+
+The watermark (oldest unhandled update id) is saved to an `OffsetStore` on stop and
+read on start, so the next poller of this bot, in this process or another, confirms
+what was handled with its first getUpdates. Confirming with a getUpdates of our own
+at stop would terminate our just-cancelled long poll: a self-inflicted 409.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -61,6 +66,24 @@ class BotSpec:
     revision: int
 
 
+class OffsetStore(Protocol):
+    """Where a bot's confirm watermark survives its actor (Redis in a worker)."""
+
+    async def load(self, bot_id: int) -> int | None: ...
+
+    async def save(self, bot_id: int, offset: int) -> None: ...
+
+
+class NoOffsetStore:
+    """Keeps nothing: a restarted actor re-receives handled-but-unconfirmed updates."""
+
+    async def load(self, bot_id: int) -> int | None:
+        return None
+
+    async def save(self, bot_id: int, offset: int) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class PollConfig:
     poll_timeout_s: int
@@ -72,8 +95,16 @@ class PollConfig:
 class BotActor:
     """Runs in the actor's own task (plus one task per busy chat)."""
 
-    def __init__(self, spec: BotSpec, api: BotApi, handler: Handler, poll: PollConfig) -> None:
+    def __init__(
+        self,
+        spec: BotSpec,
+        api: BotApi,
+        handler: Handler,
+        poll: PollConfig,
+        offsets: OffsetStore | None = None,
+    ) -> None:
         self.spec = spec
+        self.offsets: OffsetStore = offsets or NoOffsetStore()
         self.api = api
         self.handler = handler
         self.poll = poll
@@ -128,6 +159,9 @@ class BotActor:
     async def _setup(self) -> None:
         me = await self.api.call("getMe")
         self.username = str(me.get("username", "")) if isinstance(me, dict) else ""
+        offset = await self.offsets.load(self.spec.bot_id)
+        if offset is not None and self._dispatcher is not None:
+            self._dispatcher.start_at(offset)
         self.set_state(ActorState.RUNNING, "getMe ok")
 
     async def _running(self) -> None:
@@ -183,13 +217,7 @@ class BotActor:
             self._log.warning("actor.drain_timeout", grace_s=self.poll.grace_s)
         offset = dispatcher.watermark()
         if offset is not None and self.state is not ActorState.DISABLED:
-            # Confirm what was handled, so a clean stop causes no re-deliveries.
-            try:
-                await self.api.call(
-                    "getUpdates", {"offset": offset, "timeout": 0, "limit": 1}, timeout=5
-                )
-            except (TelegramError, *TRANSIENT) as exc:
-                self._log.info("actor.confirm_failed", error=type(exc).__name__)
+            await self.offsets.save(self.spec.bot_id, offset)
 
     # -- handling ---------------------------------------------------------------------------
 

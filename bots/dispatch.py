@@ -71,6 +71,10 @@ class ChatDispatcher:
         self._stats.received += fresh
         return fresh
 
+    def start_at(self, offset: int) -> None:
+        """Updates below `offset` were handled by an earlier poller: drop them if re-sent."""
+        self._max_seen = max(self._max_seen, offset - 1)
+
     def inflight(self) -> int:
         """Updates received and not yet handled."""
         return len(self._arrival) - len(self._done)

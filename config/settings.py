@@ -6,13 +6,22 @@ classes do. Secrets are SecretStr so they never print.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from config.errors import ConfigError
 
@@ -153,7 +162,29 @@ class SecuritySection(_Section):
             "Unset: a key file is created in state.dir."
         ),
     )
+    previous_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description=(
+            "Earlier encryption keys (base64 of 32 bytes each), decrypt-only: keep them "
+            "until `botvisor keys rotate` has re-encrypted every token under "
+            "encryption_key. In the environment: comma-separated or a JSON list."
+        ),
+    )
     admin_key: SecretStr | None = Field(None, description="Bearer key of the admin API.")
+
+    @field_validator("previous_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """An environment variable is one string: a JSON list or comma-separated keys."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("expected a JSON list of base64 keys") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class LogSection(_Section):
@@ -230,6 +261,8 @@ def _reveal(value: Any) -> Any:
         return value.get_secret_value()
     if isinstance(value, dict):
         return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reveal(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value

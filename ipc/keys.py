@@ -19,3 +19,8 @@ def heartbeat_key(prefix: str, host: str, worker: int) -> str:
 def context_key(prefix: str, bot_id: int, chat_id: int, namespace: str) -> str:
     """Conversation context of one chat: namespace is dialog, messages or prefs."""
     return f"{prefix}ctx:{bot_id}:{chat_id}:{namespace}"
+
+
+def offset_key(prefix: str, bot_id: int) -> str:
+    """A bot's confirm watermark, left by its last poller for the next one."""
+    return f"{prefix}offset:{bot_id}"

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bots.actor import ActorState, BotActor, BotSpec, PollConfig
+from bots.actor import ActorState, BotActor, BotSpec, OffsetStore, PollConfig
 from bots.api import BotApi
 from bots.handlers import UnknownHandler, make_handler
 from bots.policy import BackoffConfig
@@ -70,10 +70,15 @@ class Totals:
 
 class Fleet:
     def __init__(
-        self, settings: Settings, session: aiohttp.ClientSession, on_disabled: OnDisabled
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        on_disabled: OnDisabled,
+        offsets: OffsetStore | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
+        self.offsets = offsets
         self.on_disabled = on_disabled
         self.handles: dict[int, BotHandle] = {}
         self.totals = Totals()
@@ -137,7 +142,7 @@ class Fleet:
             inflight_max=self.settings.bots.inflight_max,
             grace_s=self.settings.shutdown.grace_s,
         )
-        handle = BotHandle(BotActor(spec, api, handler, poll))
+        handle = BotHandle(BotActor(spec, api, handler, poll, self.offsets))
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
         async with self._spawn_gate:

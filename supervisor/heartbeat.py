@@ -19,6 +19,7 @@ class Heartbeat:
     bots: dict[str, int]
     loop_lag_s: float
     at: float  # wall clock (time.time()) of writing
+    epoch: int = -1  # the shard assignment this worker has applied
     totals: dict[str, int] = field(default_factory=dict)
     p50_ms: float = 0.0
     p99_ms: float = 0.0

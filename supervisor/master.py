@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,6 +29,7 @@ from ipc.messages import Drain, Reload
 from supervisor.exitcodes import ExitCode
 from supervisor.heartbeat import Heartbeat
 from supervisor.sdnotify import Notifier
+from supervisor.shards import shards_of_worker
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +61,14 @@ class SignalReceived:
 Event = WorkerExited | SignalReceived | Reload | Drain
 
 
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    target: int
+    epoch: int
+    phase: Literal["shrink", "grow"]
+    started: float
+
+
 @dataclass(slots=True)
 class WorkerSlot:
     index: int
@@ -70,6 +80,9 @@ class WorkerSlot:
     aborted_at: float | None = None
     respawn_at: float = 0.0
     restarts_in_row: int = 0
+    #: the shards this worker owns, and the assignment epoch they belong to
+    shards: list[int] = field(default_factory=list)
+    epoch: int = 0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -84,7 +97,13 @@ class Master:
         self.settings = settings
         self._reload_settings = reload_settings
         self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.slots = [WorkerSlot(i) for i in range(settings.workers.count)]
+        count, total = settings.workers.count, settings.workers.shards
+        self.slots = [WorkerSlot(i, shards=shards_of_worker(i, count, total)) for i in range(count)]
+        #: TTIN/TTOU style: reload changes this only; manage_workers converges to it
+        self.desired_workers = count
+        self.rebalance: Rebalance | None = None
+        self.retiring: list[WorkerSlot] = []
+        self._epoch = 0
         self.intensity = RestartIntensity(
             settings.workers.restart_max, settings.workers.restart_within_s
         )
@@ -156,13 +175,19 @@ class Master:
             "supervisor.worker",
             "--index",
             str(slot.index),
-            "--count",
-            str(len(self.slots)),
             stdin=asyncio.subprocess.PIPE,
         )
         slot.proc, slot.age, slot.spawned_at = proc, self._age, time.monotonic()
         slot.heartbeat, slot.aborted_at = None, None
-        self._send(slot, {"type": "settings", "settings": self.settings.to_json_dict()})
+        self._send(
+            slot,
+            {
+                "type": "settings",
+                "settings": self.settings.to_json_dict(),
+                "shards": slot.shards,
+                "epoch": slot.epoch,
+            },
+        )
         slot.watcher = asyncio.create_task(
             self._watch(slot.index, proc), name=f"watch:{slot.index}"
         )
@@ -183,10 +208,15 @@ class Master:
     def reap_worker(self, event: WorkerExited) -> None:
         from supervisor.metrics import mark_dead, metrics
 
-        slot = self.slots[event.index] if event.index < len(self.slots) else None
         mark_dead(event.pid)
         metrics().workers.dec()
-        if slot is None or slot.proc is None or slot.proc.pid != event.pid:
+        for retired in self.retiring:
+            if retired.proc is not None and retired.proc.pid == event.pid:
+                self.retiring.remove(retired)
+                self._log.info("worker.retired", worker=retired.index, pid=event.pid)
+                return
+        slot = next((s for s in self.slots if s.proc and s.proc.pid == event.pid), None)
+        if slot is None or slot.proc is None:
             return
         slot.proc = None
         if self.draining:
@@ -213,9 +243,64 @@ class Master:
 
     async def manage_workers(self) -> None:
         now = time.monotonic()
+        self.manage_rebalance()
         for slot in self.slots:
             if slot.proc is None and now >= slot.respawn_at:
                 await self.spawn_worker(slot)
+
+    # -- changing the worker count -------------------------------------------------------------
+
+    def manage_rebalance(self) -> None:
+        """Move shards in two phases so no bot ever has two pollers (no 409s).
+
+        Shrink: every worker keeps only the shards it keeps under the new map, and
+        reports (heartbeat epoch) once the bots it gave up have stopped and confirmed.
+        Grow: then each worker, old or new, takes its full new set. Runs in the master;
+        never blocks: each call advances the state machine as far as heartbeats allow.
+        """
+        rb = self.rebalance
+        if rb is None:
+            if self.desired_workers != len(self.slots) and not self.draining:
+                self._start_rebalance(self.desired_workers)
+            return
+        if not all(
+            s.proc is None or (s.heartbeat and s.heartbeat.epoch >= rb.epoch)
+            for s in [*self.slots, *self.retiring]
+        ):
+            return
+        if rb.phase == "shrink":
+            self._epoch += 1
+            total = self.settings.workers.shards
+            for slot in self.slots[rb.target :]:
+                self.retiring.append(slot)
+                if slot.pid is not None:
+                    os.kill(slot.pid, signal.SIGTERM)
+            self.slots = self.slots[: rb.target]
+            for i in range(rb.target):
+                if i == len(self.slots):
+                    self.slots.append(WorkerSlot(i))
+                slot = self.slots[i]
+                slot.shards, slot.epoch = shards_of_worker(i, rb.target, total), self._epoch
+                self._send(slot, {"type": "assign", "shards": slot.shards, "epoch": self._epoch})
+            self.rebalance = Rebalance(rb.target, self._epoch, "grow", rb.started)
+            return
+        self._log.info(
+            "master.rebalanced", workers=rb.target, seconds=round(time.monotonic() - rb.started, 3)
+        )
+        self.rebalance = None
+
+    def _start_rebalance(self, target: int) -> None:
+        total = self.settings.workers.shards
+        self._epoch += 1
+        self._log.info("master.rebalancing", workers_from=len(self.slots), workers_to=target)
+        for slot in self.slots:
+            keep = (
+                set(shards_of_worker(slot.index, target, total)) if slot.index < target else set()
+            )
+            slot.shards = [s for s in slot.shards if s in keep]
+            slot.epoch = self._epoch
+            self._send(slot, {"type": "assign", "shards": slot.shards, "epoch": self._epoch})
+        self.rebalance = Rebalance(target, self._epoch, "shrink", time.monotonic())
 
     def murder_stale_workers(self) -> None:
         """Two passes: SIGTERM a silent worker, SIGKILL it if still there KILL_AFTER_S later."""
@@ -278,10 +363,14 @@ class Master:
             return False, "draining"
         if not self.redis_ok:
             return False, "redis unavailable: cannot see worker heartbeats"
+        if self.rebalance is not None:
+            return False, f"moving shards to {self.rebalance.target} workers"
         for slot in self.slots:
             hb = slot.heartbeat
             if slot.pid is None or hb is None:
                 return False, f"worker {slot.index} is not running"
+            if hb.epoch < slot.epoch:
+                return False, f"worker {slot.index} is taking over its shards"
             if hb.state != "ready":
                 return False, f"worker {slot.index} is {hb.state}"
             if hb.running < hb.desired:
@@ -314,13 +403,16 @@ class Master:
             return
         from config.logging import set_level
 
-        if new.workers.count != self.settings.workers.count:
-            self._log.warning(
-                "master.reload_worker_count_ignored",
-                running=self.settings.workers.count,
-                requested=new.workers.count,
+        if new.workers.shards != self.settings.workers.shards:
+            self._log.error(
+                "master.reload_shards_ignored",
+                running=self.settings.workers.shards,
+                requested=new.workers.shards,
+                reason="workers.shards is fixed per deployment",
             )
-            new = new.model_copy(update={"workers": self.settings.workers})
+            workers = new.workers.model_copy(update={"shards": self.settings.workers.shards})
+            new = new.model_copy(update={"workers": workers})
+        self.desired_workers = new.workers.count
         self.settings = new
         for slot in self.slots:
             self._send(slot, {"type": "settings", "settings": new.to_json_dict()})
@@ -332,7 +424,11 @@ class Master:
         """Stop intake everywhere, let handlers finish within the grace, exit 0."""
         self.notifier.notify("STOPPING=1")
         self._log.info("master.draining")
-        procs = [s.proc for s in self.slots if s.proc is not None and s.proc.returncode is None]
+        procs = [
+            s.proc
+            for s in [*self.slots, *self.retiring]
+            if s.proc is not None and s.proc.returncode is None
+        ]
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -347,7 +443,7 @@ class Master:
                         proc.kill()
             if pending:
                 await asyncio.wait(pending, timeout=5)
-        for slot in self.slots:
+        for slot in [*self.slots, *self.retiring]:
             if slot.watcher is not None:
                 slot.watcher.cancel()
         self._log.info("master.stopped")

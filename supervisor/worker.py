@@ -1,5 +1,6 @@
 """A worker process: hosts the bot actors of its shards. Started by the master as
-`python -m supervisor.worker --index W --count N`, settings as the first line on stdin.
+`python -m supervisor.worker --index W`; the first stdin line carries settings and the
+shards to own, later lines new settings (reload) and new shard assignments (rebalance).
 
 Must-live services (heartbeat, control subscriber, reconciler, master pipe) run in
 one TaskGroup: if one dies the worker dies and the master restarts it. Bot actors
@@ -30,9 +31,9 @@ from ipc.messages import BadMessage, Reconcile, decode
 from supervisor.exitcodes import ExitCode
 from supervisor.fleet import Fleet
 from supervisor.heartbeat import Heartbeat
+from supervisor.offsets import RedisOffsets
 from supervisor.plan import plan_changes
 from supervisor.registry import BotState, Registry
-from supervisor.shards import shards_of_worker
 from supervisor.ticker import ticker
 from supervisor.tokenbox import open_tokenbox
 
@@ -54,11 +55,13 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 class Worker:
-    def __init__(self, settings: Settings, index: int, count: int) -> None:
+    def __init__(self, settings: Settings, index: int, shards: list[int], epoch: int) -> None:
         self.settings = settings
         self.index = index
-        self.count = count
-        self.shards = shards_of_worker(index, count, settings.workers.shards)
+        self.shards = shards
+        #: the shard assignment (from the master) this worker's bots now match
+        self.epoch = -1
+        self._assigned_epoch = epoch
         self.host = socket.gethostname()
         self.state = "booting"
         self.desired = 0
@@ -98,7 +101,8 @@ class Worker:
         try:
             async with aiohttp.ClientSession(connector=connector) as session:
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
-                self.fleet = Fleet(s, session, self._on_disabled)
+                offsets = RedisOffsets(redis, s.redis.prefix)
+                self.fleet = Fleet(s, session, self._on_disabled, offsets)
                 self.redis = redis
                 await self._serve()
         finally:
@@ -130,13 +134,17 @@ class Worker:
         async for _ in ticker(self.settings.workers.reconcile_interval_s, self._reconcile_now):
             if self._drain.is_set():
                 return
+            shards = self.shards
             try:
-                desired = await self.registry.desired(self.shards, self.settings.workers.shards)
+                desired = await self.registry.desired(shards, self.settings.workers.shards)
             except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
                 self._log.warning("reconcile.registry_unavailable", error=type(exc).__name__)
                 continue
             for bot_id in self.registry.undecryptable:
                 self._log.error("reconcile.token_undecryptable", bot_id=bot_id)
+            epoch = self._assigned_epoch
+            if self.shards != shards:
+                continue  # reassigned while we read: read again for the new shards
             self.desired = len(desired)
             plan = plan_changes(desired, self.fleet.running_specs())
             if plan:
@@ -151,6 +159,9 @@ class Worker:
             if self.state == "booting":
                 self.state = "ready"
                 self._log.info("worker.ready", bots=len(self.fleet.handles))
+            if epoch != self.epoch:
+                # the master waits for this before giving moved shards to another worker
+                self.epoch = epoch
                 await self._write_heartbeat()
 
     async def _heartbeat_loop(self) -> None:
@@ -178,6 +189,7 @@ class Worker:
                 m.latency.observe(v)
         hb = Heartbeat(
             index=self.index,
+            epoch=self.epoch,
             pid=os.getpid(),
             state=self.state,
             shards=self.shards,
@@ -281,8 +293,16 @@ class Worker:
                 msg = orjson.loads(line)
                 if msg.get("type") == "settings":
                     self._reload(Settings.model_validate(msg["settings"]))
+                elif msg.get("type") == "assign":
+                    self._assign([int(s) for s in msg["shards"]], int(msg["epoch"]))
             except (orjson.JSONDecodeError, ValueError, KeyError, AttributeError) as exc:
                 self._log.warning("worker.bad_master_message", error=type(exc).__name__)
+
+    def _assign(self, shards: list[int], epoch: int) -> None:
+        """New shards from the master (rebalance): reconcile to them at once."""
+        self._log.info("worker.assigned", shards=len(shards), epoch=epoch)
+        self.shards, self._assigned_epoch = shards, epoch
+        self._reconcile_now.set()
 
     def _reload(self, settings: Settings) -> None:
         from config.logging import set_level
@@ -300,13 +320,14 @@ class Worker:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="botvisor-worker", description=__doc__)
     parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--count", type=int, required=True)
     args = parser.parse_args(argv)
     from config.logging import configure_logging
 
     line = sys.stdin.buffer.readline()
     try:
-        settings = Settings.model_validate(orjson.loads(line)["settings"])
+        first = orjson.loads(line)
+        settings = Settings.model_validate(first["settings"])
+        shards, epoch = [int(s) for s in first["shards"]], int(first["epoch"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         print(f"worker: bad settings from master: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
@@ -315,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
 
-        uvloop.run(Worker(settings, args.index, args.count).run())
+        uvloop.run(Worker(settings, args.index, shards, epoch).run())
     except ConfigError as exc:
         log.error("worker.config_error", error=str(exc))
         raise SystemExit(ExitCode.CONFIG) from None

@@ -93,3 +93,44 @@ async def test_reload_applies_a_good_config_and_keeps_running_on_a_bad_one(
     assert "master.reloaded" in log
     # after the reload to WARNING, info lines such as the drain's are gone
     assert "master.draining" not in log.split("master.reloaded", 1)[1]
+
+
+async def test_worker_count_2_to_3_to_2_under_load_never_polls_twice_nor_loses(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings = fresh_settings(workers={"count": 2})
+    bots = await register(settings, emulator, 60)
+    config = tmp_path / "botvisor.toml"
+    config.write_text("[workers]\ncount = 2\n")
+    injected = 0
+    chat = iter(range(1, 10**9))
+
+    def inject_round() -> None:
+        nonlocal injected
+        emulator.state.inject([{"bot_id": b.id, "chat_id": next(chat), "text": "x"} for b in bots])
+        injected += len(bots)
+
+    async with start_daemon(
+        settings,
+        emulator.base_url,
+        tmp_path,
+        BOTVISOR_CONFIG=str(config),
+        BOTVISOR_WORKERS__COUNT="",
+    ) as daemon:
+        for count in (3, 2):
+            inject_round()
+            config.write_text(f"[workers]\ncount = {count}\n")
+            daemon.proc.send_signal(signal.SIGHUP)
+            inject_round()
+            status = await daemon.wait_status(
+                lambda s, n=count: len(s["workers"]) == n and s["ready"], timeout=60
+            )
+            inject_round()
+            assert sum(w["bots_running"] for w in status["workers"]) == len(bots)
+            shards = sorted(s for w in status["workers"] for s in w["shards"])
+            assert shards == list(range(settings.workers.shards))
+        totals = await wait_replied(emulator, injected, 60)
+        log = daemon.log_text()
+    assert totals["conflicts"] == 0
+    assert totals["lost"] == 0
+    assert log.count("master.rebalanced") == 2

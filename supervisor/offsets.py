@@ -1,0 +1,38 @@
+"""The confirm watermark of every bot in Redis (the `OffsetStore` of the worker's actors)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+import structlog
+
+from ipc import keys
+
+log = structlog.get_logger(__name__)
+
+#: Telegram keeps an update at most 24 h; an older watermark means nothing.
+TTL_S = 86_400
+
+
+class RedisOffsets:
+    """Runs in the worker's loop. A Redis fault costs duplicates, never a crash."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    async def load(self, bot_id: int) -> int | None:
+        try:
+            raw = await self._redis.get(keys.offset_key(self._prefix, bot_id))
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("offset.load_failed", bot_id=bot_id, error=type(exc).__name__)
+            return None
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:
+            return None
+
+    async def save(self, bot_id: int, offset: int) -> None:
+        try:
+            await self._redis.set(keys.offset_key(self._prefix, bot_id), offset, ex=TTL_S)
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("offset.save_failed", bot_id=bot_id, error=type(exc).__name__)
