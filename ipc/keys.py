@@ -24,3 +24,8 @@ def context_key(prefix: str, bot_id: int, chat_id: int, namespace: str) -> str:
 def offset_key(prefix: str, bot_id: int) -> str:
     """A bot's confirm watermark, left by its last poller for the next one."""
     return f"{prefix}offset:{bot_id}"
+
+
+def status_reply_key(prefix: str, request_id: str) -> str:
+    """A list the master and workers push their status into, for one `botvisor status`."""
+    return f"{prefix}status:{request_id}"

@@ -33,19 +33,27 @@ class Drain(_Message):
     type: Literal["drain"] = "drain"
 
 
-ControlMessage = Annotated[Reconcile | Reload | Drain, Field(discriminator="type")]
-_ADAPTER: TypeAdapter[Reconcile | Reload | Drain] = TypeAdapter(ControlMessage)
+class StatusRequest(_Message):
+    """Every process answers with its live figures: RPUSH to `reply_to` (request/reply)."""
+
+    type: Literal["status"] = "status"
+    reply_to: str
+
+
+Message = Reconcile | Reload | Drain | StatusRequest
+ControlMessage = Annotated[Message, Field(discriminator="type")]
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(ControlMessage)
 
 
 class BadMessage(ValueError):
     """A control message that does not parse; carries a short reason, never the payload."""
 
 
-def encode(message: Reconcile | Reload | Drain) -> bytes:
+def encode(message: Message) -> bytes:
     return message.model_dump_json().encode()
 
 
-def decode(raw: bytes | str) -> Reconcile | Reload | Drain:
+def decode(raw: bytes | str) -> Message:
     try:
         return _ADAPTER.validate_json(raw)
     except ValidationError as exc:

@@ -59,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="show workers and bots of the running daemon")
     st.add_argument("--json", action="store_true", help="print JSON")
-    sub.add_parser("reload", help="make the running daemon reload its configuration (SIGHUP)")
+    sub.add_parser(
+        "reload",
+        help="make the running daemon reload its configuration (same as SIGHUP)",
+        description="Publishes a reload request on Redis (the same handler as SIGHUP); "
+        "falls back to SIGHUP via state.dir/master.pid when Redis cannot be reached.",
+    )
 
     emu = sub.add_parser("emulator", help="run the Bot API emulator (tests, demo, benchmarks)")
     emu.add_argument("--host", default="127.0.0.1")
@@ -140,13 +145,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             return _run(run_demo, settings, args)
         case "status":
-            from supervisor.admin_cli import status
+            from supervisor.live_cli import status
 
             return _run(status, settings, args.json)
         case "reload":
-            from supervisor.admin_cli import reload
+            from supervisor.live_cli import reload
 
-            return reload(settings)
+            return _run(reload, settings)
         case "emulator":
             from bots.emulator import run_emulator
 

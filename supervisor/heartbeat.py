@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
+import structlog
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,7 @@ class Heartbeat:
     totals: dict[str, int] = field(default_factory=dict)
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    rates: dict[str, float] = field(default_factory=dict)
 
     def dumps(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -38,3 +43,14 @@ class Heartbeat:
     @property
     def running(self) -> int:
         return self.bots.get("running", 0)
+
+
+async def reply_status(redis: aioredis.Redis, reply_to: str, status: dict[str, Any]) -> None:
+    """Answer a `StatusRequest`: push our figures to the asker's list (which expires)."""
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(reply_to, orjson.dumps(status))
+            pipe.expire(reply_to, 30)
+            await pipe.execute()
+    except (aioredis.RedisError, OSError) as exc:
+        log.warning("status.reply_failed", error=type(exc).__name__)

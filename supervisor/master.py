@@ -25,9 +25,9 @@ import structlog
 from bots.policy import RestartIntensity
 from config import ConfigError, Settings
 from ipc import keys
-from ipc.messages import Drain, Reload
+from ipc.messages import BadMessage, Drain, Reload, StatusRequest, decode
 from supervisor.exitcodes import ExitCode
-from supervisor.heartbeat import Heartbeat
+from supervisor.heartbeat import Heartbeat, reply_status
 from supervisor.sdnotify import Notifier
 from supervisor.shards import shards_of_worker
 
@@ -131,6 +131,7 @@ class Master:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.events.put_nowait, SignalReceived(sig))
+        control = asyncio.create_task(self._control_loop(), name="master:control")
         try:
             while not self.draining:
                 await self._next_events()
@@ -140,9 +141,54 @@ class Master:
                 self.notify_systemd()
             return await self.drain()
         finally:
+            control.cancel()
+            await asyncio.gather(control, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self._redis.aclose()
+
+    async def _control_loop(self) -> None:
+        """`botvisor reload` and the admin API publish the same `Reload` that SIGHUP makes;
+        it becomes an event like the signal. Status requests are answered here."""
+        channel = keys.control_channel(self.settings.redis.prefix)
+        delay = 0.5
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(channel)
+                    delay = 0.5
+                    while True:
+                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                        if msg is not None:
+                            await self._on_control(msg.get("data"))
+            except (aioredis.RedisError, OSError) as exc:
+                self._log.warning("master.control_unavailable", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _on_control(self, data: object) -> None:
+        try:
+            message = decode(data if isinstance(data, bytes | str) else b"")
+        except BadMessage as exc:
+            self._log.warning("control.bad_message", error=str(exc))
+            return
+        match message:
+            case Reload() | Drain():
+                self.events.put_nowait(message)
+            case StatusRequest(reply_to=reply_to):
+                ready, reason = self.readiness()
+                await reply_status(
+                    self._redis,
+                    reply_to,
+                    {
+                        "role": "master",
+                        "pid": os.getpid(),
+                        "workers": len(self.slots),
+                        "worker_restarts": self.worker_restarts,
+                        "ready": ready,
+                        "reason": reason,
+                    },
+                )
 
     async def _next_events(self) -> None:
         try:

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 import aiohttp
@@ -27,10 +28,10 @@ import structlog
 
 from config import ConfigError, Settings
 from ipc import keys
-from ipc.messages import BadMessage, Reconcile, decode
+from ipc.messages import BadMessage, Reconcile, StatusRequest, decode
 from supervisor.exitcodes import ExitCode
 from supervisor.fleet import Fleet
-from supervisor.heartbeat import Heartbeat
+from supervisor.heartbeat import Heartbeat, reply_status
 from supervisor.offsets import RedisOffsets
 from supervisor.plan import plan_changes
 from supervisor.registry import BotState, Registry
@@ -70,6 +71,8 @@ class Worker:
         self._reconcile_now = asyncio.Event()
         self._ppid = os.getppid()
         self._window: list[float] = []
+        self._last_heartbeat: Heartbeat | None = None
+        self._rate_base: tuple[float, dict[str, int]] = (time.monotonic(), {})
         self._log = log.bind(worker=index)
 
     # -- entry ------------------------------------------------------------------------------
@@ -215,6 +218,8 @@ class Worker:
             p50_ms=round(_percentile(window, 0.5) * 1000, 2),
             p99_ms=round(_percentile(window, 0.99) * 1000, 2),
         )
+        hb.rates.update(self._rates(hb.totals))
+        self._last_heartbeat = hb
         self._export(hb)
         key = keys.heartbeat_key(self.settings.redis.prefix, self.host, self.index)
         ttl = max(int(self.settings.workers.heartbeat_timeout_s * 3), 3)
@@ -222,6 +227,17 @@ class Worker:
             await self.redis.set(key, hb.dumps(), ex=ttl)
         except (aioredis.RedisError, OSError) as exc:
             self._log.warning("heartbeat.redis_unavailable", error=type(exc).__name__)
+
+    def _rates(self, totals: dict[str, int]) -> dict[str, float]:
+        """Per-second rates since the previous heartbeat."""
+        now = time.monotonic()
+        then, before = self._rate_base
+        self._rate_base = (now, dict(totals))
+        span = max(now - then, 1e-3)
+        return {
+            f"{name}_per_s": round((totals[name] - before.get(name, 0)) / span, 1)
+            for name in ("received", "sent", "limiter_waits", "telegram_429")
+        }
 
     def _export(self, hb: Heartbeat) -> None:
         from supervisor.metrics import metrics
@@ -261,7 +277,7 @@ class Worker:
                     while True:
                         msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                         if msg is not None:
-                            self._on_control(msg.get("data"))
+                            await self._on_control(msg.get("data"))
             except (aioredis.RedisError, OSError) as exc:
                 self._log.warning(
                     "control.redis_unavailable", error=type(exc).__name__, retry_in_s=delay
@@ -269,14 +285,21 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _on_control(self, data: Any) -> None:
+    async def _on_control(self, data: Any) -> None:
         try:
             message = decode(data)
         except BadMessage as exc:
             self._log.warning("control.bad_message", error=str(exc))
             return
-        if isinstance(message, Reconcile):
-            self._reconcile_now.set()
+        match message:
+            case Reconcile():
+                self._reconcile_now.set()
+            case StatusRequest(reply_to=reply_to):
+                await reply_status(self.redis, reply_to, {"role": "worker", **self._status()})
+
+    def _status(self) -> dict[str, Any]:
+        hb = self._last_heartbeat
+        return asdict(hb) if hb is not None else {"index": self.index, "state": self.state}
 
     async def _master_pipe(self) -> None:
         """Line-delimited JSON from the master on stdin; EOF means the master is gone."""

@@ -8,12 +8,15 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bots.emulator.server import RunningEmulator, open_emulator
+from bots.token import BotToken
 from config import Settings
 from supervisor.exitcodes import ExitCode
-from tests.daemon import start_daemon
+from supervisor.services import open_registry
+from tests.daemon import daemon_env, start_daemon
 from tests.test_daemon_e2e import register, wait_replied
 
 pytestmark = pytest.mark.timeout(180)
@@ -134,3 +137,49 @@ async def test_worker_count_2_to_3_to_2_under_load_never_polls_twice_nor_loses(
     assert totals["conflicts"] == 0
     assert totals["lost"] == 0
     assert log.count("master.rebalanced") == 2
+
+
+async def test_cli_status_and_reload_reach_the_daemon_over_redis(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    from tests.test_cli_bots import cli
+
+    settings = fresh_settings(workers={"count": 2})
+    await register(settings, emulator, 4)
+    config = tmp_path / "botvisor.toml"
+    config.write_text('[log]\nlevel = "INFO"\n')
+    async with start_daemon(
+        settings, emulator.base_url, tmp_path, BOTVISOR_CONFIG=str(config), BOTVISOR_LOG__LEVEL=""
+    ) as daemon:
+        env = daemon_env(settings, emulator.base_url, 0, BOTVISOR_LOG__LEVEL="")
+        code, out, err = await cli(env, "status", "--json")
+        assert code == 0, err
+        data = orjson.loads(out)
+        assert data["master"]["ready"] is True
+        assert [w["index"] for w in data["workers"]] == [0, 1]
+        assert sum(w["bots"]["running"] for w in data["workers"]) == 4
+        code, out, _ = await cli(env, "status")
+        assert "WORKER" in out and "ready: True" in out
+        code, out, err = await cli(env, "--config", str(config), "reload")
+        assert code == 0, err
+        await daemon.notify.wait_for("RELOADING=1", 30)
+        await daemon.notify.wait_for("READY=1", 30)
+    assert "master.reloaded" in daemon.log_text()
+
+
+async def test_a_lost_hint_delays_a_new_bot_by_at_most_the_reconcile_interval(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings = fresh_settings(workers={"count": 1, "reconcile_interval_s": 1.0})
+    await register(settings, emulator, 1)
+    async with start_daemon(settings, emulator.base_url, tmp_path):
+        # register straight into the database and publish no hint: the hint is "lost"
+        (late,) = emulator.state.create_bots(1)
+        async with open_registry(settings) as registry:
+            await registry.add_many([(BotToken(late.token), "late")])
+        added = emulator.state.clock()
+        async with asyncio.timeout(10):
+            await emulator.state.wait_polling(late.id)
+        delay = emulator.state.clock() - added
+    print(f"bot polling {delay:.3f}s after registration without a hint")
+    assert delay <= 1.0 + 1.0  # one interval, plus a DB read and getMe on a busy machine
