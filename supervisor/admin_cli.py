@@ -13,11 +13,12 @@ import aiohttp
 import orjson
 
 from bots.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
-from bots.handlers.base import HANDLERS
 from bots.token import BadToken, BotToken
 from config import Settings
+from supervisor.bot_service import BotService, BotServiceError
 from supervisor.exitcodes import ExitCode
-from supervisor.registry import AlreadyRegistered, BotState, Registry
+from supervisor.owners import ADMIN
+from supervisor.registry import BotRecord, Registry
 from supervisor.services import open_registry, open_services, publish_hint
 
 
@@ -43,84 +44,84 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 async def bots_command(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_services(settings) as live, open_registry(live) as registry:
-        match args.bots_command:
-            case "add":
-                return await _add(live, registry, args)
-            case "import":
-                return await _import(live, registry, args)
-            case "list":
-                bots = await registry.list()
-                if args.json:
-                    _out(orjson.dumps([b.public() for b in bots]).decode())
-                else:
-                    _out(f"{'ID':>12}  {'USERNAME':<24} {'HANDLER':<8} {'STATE':<9} REASON")
-                    for b in bots:
-                        _out(
-                            f"{b.id:>12}  {b.username:<24} {b.handler:<8} {b.state:<9} "
-                            f"{b.disabled_reason or ''}"
-                        )
-                    _out(f"{len(bots)} bot(s)")
-                return 0
-            case "show":
-                record = await registry.get(args.id)
-                if record is None:
-                    _err(f"bot {args.id} is not registered")
-                    return ExitCode.FAILURE
-                _out(orjson.dumps(record.public(), option=orjson.OPT_INDENT_2).decode())
-                return 0
-            case "remove" | "pause" | "resume":
-                return await _change(live, registry, args.bots_command, args.id)
-    raise AssertionError(args.bots_command)
+    """`botvisor bots …`: the admin's view, through the same BotService as the HTTP API."""
+    async with (
+        open_services(settings) as live,
+        open_registry(live) as registry,
+        aiohttp.ClientSession() as session,
+    ):
+        if args.bots_command == "import":
+            return await _import(live, registry, args)
+        try:
+            return await _bots(BotService(registry, live, session), args)
+        except BotServiceError as exc:
+            _err(exc.message)
+            return ExitCode.FAILURE
 
 
-async def _change(settings: Settings, registry: Registry, action: str, bot_id: int) -> int:
-    if action == "remove":
-        ok = await registry.remove(bot_id)
-    else:
-        state = BotState.PAUSED if action == "pause" else BotState.ACTIVE
-        ok = await registry.set_state(bot_id, state)
-    if not ok:
-        _err(f"bot {bot_id} is not registered")
-        return ExitCode.FAILURE
-    await publish_hint(settings, (bot_id,))
-    _out(f"bot {bot_id}: {action}d" if action != "resume" else f"bot {bot_id}: resumed")
+async def _bots(svc: BotService, args: argparse.Namespace) -> int:
+    match args.bots_command:
+        case "add":
+            try:
+                extra = _parse_sets(args.set)
+            except ValueError as exc:
+                _err(str(exc))
+                return ExitCode.FAILURE
+            record = await svc.register(
+                ADMIN, args.token, handler=args.handler, settings=extra, owner=args.owner
+            )
+            _out(f"bot {record.id} (@{record.username}) registered, handler {record.handler}")
+        case "list":
+            _list(await svc.list(ADMIN), args.json)
+        case "show":
+            record = await svc.get(ADMIN, args.id)
+            _out(orjson.dumps(record.public(), option=orjson.OPT_INDENT_2).decode())
+        case "update":
+            return await _update(svc, args)
+        case "pause":
+            await svc.pause(ADMIN, args.id)
+            _out(f"bot {args.id}: paused")
+        case "resume":
+            await svc.resume(ADMIN, args.id)
+            _out(f"bot {args.id}: resumed")
+        case "remove":
+            await svc.remove(ADMIN, args.id)
+            _out(f"bot {args.id}: removed")
+        case _:
+            raise AssertionError(args.bots_command)
     return 0
 
 
-async def _add(settings: Settings, registry: Registry, args: argparse.Namespace) -> int:
-    if args.handler not in HANDLERS:
-        _err(f"unknown handler {args.handler!r}; available: {', '.join(sorted(HANDLERS))}")
-        return ExitCode.FAILURE
-    try:
-        token = BotToken(args.token)
-        extra = _parse_sets(args.set)
-    except (BadToken, ValueError) as exc:
-        _err(str(exc))
-        return ExitCode.FAILURE
-    async with aiohttp.ClientSession() as session:
-        try:
-            me = await fetch_me(
-                session, settings.telegram.api_base, token, settings.telegram.request_timeout_s
-            )
-        except TokenRejected:
-            _err(
-                f"Telegram rejected the token of bot {token.bot_id} (401): "
-                "check it with @BotFather; revoked tokens never work again"
-            )
-            return ExitCode.FAILURE
-        except (TelegramError, BotNetworkError) as exc:
-            _err(f"could not check the token with getMe at {settings.telegram.api_base}: {exc}")
-            return ExitCode.FAILURE
-    try:
-        record = await registry.add(
-            token, username=str(me.get("username", "")), handler=args.handler, settings=extra
+def _list(bots: list[BotRecord], as_json: bool) -> None:
+    if as_json:
+        _out(orjson.dumps([b.public() for b in bots]).decode())
+        return
+    _out(f"{'ID':>12}  {'USERNAME':<24} {'OWNER':>5} {'HANDLER':<8} {'STATE':<9} REASON")
+    for b in bots:
+        _out(
+            f"{b.id:>12}  {b.username:<24} {b.owner_id or '-':>5} {b.handler:<8} {b.state:<9} "
+            f"{b.disabled_reason or ''}"
         )
-    except AlreadyRegistered as exc:
+    _out(f"{len(bots)} bot(s)")
+
+
+async def _update(svc: BotService, args: argparse.Namespace) -> int:
+    """--set/--unset edit the stored settings; the service stores the whole new object."""
+    try:
+        changes = _parse_sets(args.set)
+    except ValueError as exc:
         _err(str(exc))
         return ExitCode.FAILURE
-    await publish_hint(settings, (record.id,))
-    _out(f"bot {record.id} (@{record.username}) registered, handler {record.handler}")
+    if args.handler is None and not changes and not args.unset:
+        _err("nothing to change: give --handler, --set KEY=VALUE or --unset KEY")
+        return ExitCode.FAILURE
+    settings: dict[str, Any] | None = None
+    if changes or args.unset:
+        current = await svc.get(ADMIN, args.id)
+        settings = {k: v for k, v in current.settings.items() if k not in args.unset}
+        settings.update(changes)
+    record = await svc.update(ADMIN, args.id, handler=args.handler, settings=settings)
+    _out(f"bot {record.id}: updated (revision {record.revision})")
     return 0
 
 

@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     add = bsub.add_parser("add", help="register a bot (checks the token with getMe)")
     add.add_argument("--token", required=True, help="the token BotFather gave you")
     add.add_argument("--handler", default="echo", help="what the bot does (default echo)")
+    add.add_argument("--owner", metavar="NAME", help="the owner (see `botvisor owners add`)")
     add.add_argument(
         "--set",
         action="append",
@@ -83,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a handler setting; repeatable",
     )
+    upd = bsub.add_parser("update", help="change a bot's handler or settings")
+    upd.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
+    upd.add_argument("--handler", help="the new handler")
+    upd.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="set a setting; repeatable"
+    )
+    upd.add_argument("--unset", action="append", default=[], metavar="KEY", help="drop a setting")
     imp = bsub.add_parser("import", help="register many bots from a file, one token a line")
     imp.add_argument("file", type=Path)
     imp.add_argument("--handler", default="echo")
@@ -101,6 +109,35 @@ def _parser() -> argparse.ArgumentParser:
     ):
         cmd = bsub.add_parser(name, help=text)
         cmd.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
+
+    owners = sub.add_parser("owners", help="owners of bots and their API keys")
+    osub = owners.add_subparsers(dest="owners_command", required=True, metavar="ACTION")
+    oadd = osub.add_parser(
+        "add",
+        help="create an owner; prints its API key once",
+        description="Create an owner and print its API key for the admin API "
+        "(Authorization: Bearer KEY). Only a hash is stored: the key is shown this once.",
+    )
+    oadd.add_argument("name", help="1-64 letters, digits and . _ @ -")
+    olist = osub.add_parser("list", help="list owners and how many bots each has")
+    olist.add_argument("--json", action="store_true")
+
+    keys = sub.add_parser("keys", help="encryption keys of the stored bot tokens")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    rot = ksub.add_parser(
+        "rotate",
+        help="re-encrypt every stored token under the current key",
+        description="Re-encrypt, in batches and while the daemon runs, every bot token not "
+        "under the current key. Configured keys: first set security.encryption_key to the "
+        "new key and security.previous_keys to the old ones, reload, then rotate. Key file "
+        "in state.dir: --generate makes a new current key and keeps the old ones.",
+    )
+    rot.add_argument(
+        "--generate",
+        action="store_true",
+        help="first add a new current key to state.dir's key file (no configured key only)",
+    )
+    rot.add_argument("--batch", type=int, default=500, help="rows per UPDATE (default 500)")
     return p
 
 
@@ -161,6 +198,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from supervisor.admin_cli import bots_command
 
             return _run(bots_command, settings, args)
+        case "owners" | "keys":
+            from supervisor.security_cli import keys_command, owners_command
+
+            command = owners_command if args.command == "owners" else keys_command
+            return _run(command, settings, args)
     raise AssertionError(args.command)
 
 

@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from supervisor.admin_api import AdminContext, add_admin_routes, json_errors
 from supervisor.master import Master
 from supervisor.registry import Registry
 
@@ -88,12 +89,16 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
-def make_app(master: Master, registry: Registry | None) -> web.Application:
-    app = web.Application()
+def make_app(
+    master: Master, registry: Registry | None, admin: AdminContext | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[json_errors])
     app[MASTER_KEY] = master
     app[REGISTRY_KEY] = registry
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/v1/status", status)
+    if admin is not None:
+        add_admin_routes(app, admin)  # /v1/bots…, /v1/openapi.json (supervisor/admin_api.py)
     return app

@@ -69,7 +69,9 @@ class KeyFile:
         try:
             text = self.path.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{self.path}: cannot read the key file ({type(exc).__name__})") from None
+            raise ConfigError(
+                f"{self.path}: cannot read the key file ({type(exc).__name__})"
+            ) from None
         keys = [
             decode_key(line.strip(), f"{self.path}:{number}")
             for number, line in enumerate(text.splitlines(), 1)

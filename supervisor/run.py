@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -14,6 +15,7 @@ from config import Settings, load_settings
 from supervisor.exitcodes import ExitCode
 from supervisor.master import HaltMaster, Master
 from supervisor.services import open_registry, open_services
+from supervisor.tokenbox import open_tokenbox
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +31,14 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
     state_dir = Path(settings.state.dir).absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
     metrics.prepare_dir(state_dir)  # before anything imports prometheus_client
-    async with open_services(settings) as live, open_registry(live) as registry:
+    async with (
+        open_services(settings) as live,
+        open_registry(live) as registry,
+        aiohttp.ClientSession() as session,  # the admin API's getMe checks
+    ):
+        from supervisor.admin_api import AdminContext
+
+        admin = AdminContext(registry, live, session)
         embedded = {"redis": live.redis.url, "database": live.database.url}
 
         def reload_settings() -> Settings:
@@ -40,12 +49,15 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
                 update["redis"] = new.redis.model_copy(update={"url": embedded["redis"]})
             if new.database.url is None:
                 update["database"] = new.database.model_copy(update={"url": embedded["database"]})
-            return new.model_copy(update=update)
+            new = new.model_copy(update=update)
+            registry.use_tokenbox(open_tokenbox(new))  # ConfigError: the master keeps the old
+            admin.settings = new
+            return new
 
         master = Master(live, reload_settings)
         from supervisor.http import make_app
 
-        runner = web.AppRunner(make_app(master, registry), access_log=None)
+        runner = web.AppRunner(make_app(master, registry, admin), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, live.http.host, live.http.port)
         await site.start()

@@ -69,8 +69,7 @@ class TokenBox:
 
     @property
     def key_id(self) -> str:
-        """Id of the current key, the one `encrypt` uses."""
-        self.refresh()
+        """Id of the current key, the one `encrypt` uses (as of the last `refresh`)."""
         return self._ring.current
 
     @property
@@ -121,11 +120,11 @@ class TokenBox:
         if self._file is None:
             return False
         stamp = self._file.stamp()
-        if stamp == self._stamp:
-            return False
+        if stamp is None or stamp == self._stamp:
+            return False  # a vanished file never replaces the keys we hold
         keys = self._file.load()
         self._ring = _Ring([*keys, *self._extra])
-        self._stamp = self._file.stamp()
+        self._stamp = stamp  # the stamp read before the keys: a later change is seen next time
         return True
 
 

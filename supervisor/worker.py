@@ -333,6 +333,10 @@ class Worker:
         self.settings = settings
         set_level(settings.log.level)
         self.fleet.retune_all(settings)
+        try:  # a rotated keyring (security.encryption_key / previous_keys)
+            self.registry.use_tokenbox(open_tokenbox(settings))
+        except ConfigError as exc:
+            self._log.error("worker.keyring_rejected", error=str(exc), kept="running keyring")
         self._log.info("worker.reloaded")
 
     async def _on_disabled(self, bot_id: int, reason: str) -> None:
