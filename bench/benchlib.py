@@ -183,7 +183,11 @@ class EmulatorLimits:
 
 
 async def start_emulator(
-    children: Children, limits: EmulatorLimits, log_path: Path, ready_within_s: float = 30.0
+    children: Children,
+    limits: EmulatorLimits,
+    log_path: Path,
+    ready_within_s: float = 30.0,
+    env: dict[str, str] | None = None,
 ) -> Emulator:
     with open_log(log_path) as log_file:
         proc = await children.start(
@@ -199,6 +203,7 @@ async def start_emulator(
             *limits.argv(),
             stdout=asyncio.subprocess.PIPE,
             stderr=log_file,
+            env=env,
         )
     assert proc.stdout is not None
     stdout = proc.stdout
@@ -226,6 +231,24 @@ async def stop_emulator(children: Children, emu: Emulator) -> None:
     await children.stop(emu.proc, grace_s=10)
     emu.drain.cancel()
     await asyncio.gather(emu.drain, return_exceptions=True)
+
+
+def gc_probe_env(out_dir: Path, whatif: str = "none") -> dict[str, str]:
+    """Environment for a child that loads bench/gcprobe/sitecustomize.py (GC pause log)."""
+    env = dict(os.environ)
+    probe = str(ROOT / "bench" / "gcprobe")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (probe, env.get("PYTHONPATH", "")) if p)
+    env["BENCH_GC_PROBE_DIR"] = str(out_dir)
+    env["BENCH_GC_WHATIF"] = whatif
+    return env
+
+
+def read_gc_probe(out_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(out_dir.glob("gc-*.json")):
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            out.append(orjson.loads(path.read_bytes()))
+    return out
 
 
 # --------------------------------------------------------------------------- services

@@ -22,6 +22,7 @@ ratelimit.per_bot 100000/s), otherwise 100 bots would cap throughput at ~2,900/s
 
     .venv/bin/python bench/fleet.py --bots 100,1000 --workers 2
     .venv/bin/python bench/fleet.py --bots 1000 --py-spy bench/out/prof   # profile workers
+    .venv/bin/python bench/fleet.py --bots 5000 --n0 0 --gc-whatif freeze+thr  # GC what-if
 
 The last line of output is one JSON object.
 """
@@ -57,12 +58,14 @@ from benchlib import (  # noqa: E402
     Sut,
     drop_redis_prefix,
     free_port,
+    gc_probe_env,
     idle_memory,
     machine,
     measure_traffic,
     open_log,
     parse_sizes,
     profile_pids,
+    read_gc_probe,
     run_main,
     say,
     scratch_database,
@@ -85,6 +88,10 @@ class BotvisorOptions:
     keep_bot_limit: bool = False
     py_spy: Path | None = None
     py_spy_seconds: float = 8.0
+    #: log GC pauses of daemon and emulator processes (bench/gcprobe)
+    gc_probe: bool = False
+    #: GC what-if for the workers: none | thr | freeze | freeze+thr (implies gc_probe)
+    gc_whatif: str = "none"
 
     def emulator_limits(self) -> EmulatorLimits:
         return EmulatorLimits(per_bot="30/1") if self.keep_bot_limit else EmulatorLimits()
@@ -113,7 +120,13 @@ async def run_botvisor(
         "logs": str(log_dir),
     }
     say(f"botvisor: {n} bots, {opts.workers} workers")
-    emu = await start_emulator(children, opts.emulator_limits(), log_dir / "emulator.log")
+    probe = opts.gc_probe or opts.gc_whatif != "none"
+    emu = await start_emulator(
+        children,
+        opts.emulator_limits(),
+        log_dir / "emulator.log",
+        env=gc_probe_env(log_dir) if probe else None,
+    )
     try:
         async with (
             scratch_database(opts.pg_admin_dsn) as dsn,
@@ -135,7 +148,8 @@ async def run_botvisor(
 
             http_port = free_port()
             notify = NotifySocket(state_dir / "notify.sock")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("BOTVISOR_")}
+            base_env = gc_probe_env(log_dir, opts.gc_whatif) if probe else dict(os.environ)
+            env = {k: v for k, v in base_env.items() if not k.startswith("BOTVISOR_")}
             env.update(
                 {
                     "BOTVISOR_REDIS__URL": opts.redis_url,
@@ -236,6 +250,16 @@ async def run_botvisor(
         say(f"  ERROR: {result['error']}")
     finally:
         await stop_emulator(children, emu)
+        if probe:
+            result["gc"] = read_gc_probe(log_dir)
+            for g in result["gc"]:
+                say(
+                    f"  GC {' '.join(g['argv'][:2])} (what-if {g['whatif']}): "
+                    + ", ".join(
+                        f"{k} n={v['n']} total {v['total_ms']:.0f} ms max {v['max_ms']:.0f} ms"
+                        for k, v in g["collections"].items()
+                    )
+                )
         with contextlib.suppress(Exception):
             await drop_redis_prefix(opts.redis_url, prefix)
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -356,6 +380,8 @@ async def _main(args: argparse.Namespace) -> int:
         pg_admin_dsn=args.pg_admin_dsn,
         keep_bot_limit=args.keep_bot_limit,
         py_spy=args.py_spy,
+        gc_probe=args.gc_probe,
+        gc_whatif=args.gc_whatif,
     )
     ph = phases_from(args)
     info = machine()
@@ -394,6 +420,19 @@ def main() -> None:
         metavar="DIR",
         help="record each worker with py-spy during the throughput window "
         "(distorts the numbers: profile in a separate invocation)",
+    )
+    p.add_argument(
+        "--gc-probe",
+        action="store_true",
+        help="log every GC pause of the daemon's and the emulator's processes "
+        "(bench/gcprobe/sitecustomize.py on their PYTHONPATH)",
+    )
+    p.add_argument(
+        "--gc-whatif",
+        choices=["none", "thr", "freeze", "freeze+thr"],
+        default="none",
+        help="what-if for the workers (implies --gc-probe): thresholds (50000, 20, 100), "
+        "gc.freeze() 12 s after start, or both; no project code is changed",
     )
     add_args(p)
     args = p.parse_args()

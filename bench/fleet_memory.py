@@ -215,7 +215,7 @@ def main() -> None:
     from config.logging import configure_logging
 
     # as a worker does (JSON at INFO), into a file: its loggers are part of the cost
-    log_file = open(OUT_DIR / "fleet_memory-fleet.log", "w")  # noqa: SIM115 - lives to exit
+    log_file = open(OUT_DIR / "fleet_memory-fleet.log", "w")  # open until exit
     configure_logging("INFO", "json", stream=log_file)
     import uvloop
 
