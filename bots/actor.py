@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -92,6 +92,12 @@ class PollConfig:
     handler_retries: int = 3
 
 
+#: How long a poll waits for the batch in flight to finish before re-polling anyway.
+POLL_GAP_S = 0.05
+
+_STOPPED: Final = object()
+
+
 class BotActor:
     """Runs in the actor's own task (plus one task per busy chat)."""
 
@@ -111,8 +117,12 @@ class BotActor:
         self.state = ActorState.STARTING
         self.reason = ""
         self.username = ""
-        self.changed = asyncio.Event()  # set on every state change (tests and spawn wait on it)
-        self._stop = asyncio.Event()
+        # Created on demand: an idle bot should not pay ~0.9 KiB per asyncio.Event.
+        self._changed: asyncio.Event | None = None
+        self._stopping = False
+        self._stop_waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._interruptible = False
         self._dispatcher: ChatDispatcher | None = None
         self.stats = ActorStats()
         self._log = log.bind(bot_id=spec.bot_id)
@@ -127,28 +137,50 @@ class BotActor:
             raise IllegalTransition(f"bot {self.spec.bot_id}: {self.state} -> {new}")
         self._log.info("actor.state", old=str(self.state), new=str(new), reason=reason)
         self.state, self.reason = new, reason
-        self.changed.set()
-        self.changed = asyncio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set at the next state change (spawn and tests wait on it)."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
 
     def request_stop(self) -> None:
-        """Ask the actor to stop polling, finish in-flight handlers and confirm them."""
-        self._stop.set()
+        """Ask the actor to stop polling, finish in-flight handlers and save its watermark.
+
+        Interrupts a parked long poll by cancelling the actor's task while (and only
+        while) it waits in `_interruptibly`; a cancelled poll confirms nothing.
+        """
+        self._stopping = True
+        if self._stop_waiter is not None and not self._stop_waiter.done():
+            self._stop_waiter.set_result(None)
+        if self._interruptible and self._task is not None:
+            self._task.cancel(msg="stop requested")
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        return self._stopping
 
     async def wait_stop(self, timeout: float) -> bool:
         """Sleep up to `timeout` unless a stop is requested first; True if it was."""
+        if self._stopping:
+            return True
+        self._stop_waiter = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
-                await self._stop.wait()
+                await self._stop_waiter
         except TimeoutError:
             return False
+        finally:
+            self._stop_waiter = None
         return True
 
     async def run_once(self) -> None:
         """One life of the actor. Returns on a requested stop; raises on failure."""
+        self._task = asyncio.current_task()
         self._dispatcher = ChatDispatcher(self.spec.bot_id, self._handle, self.stats)
         try:
             await self._setup()
@@ -167,46 +199,50 @@ class BotActor:
     async def _running(self) -> None:
         dispatcher = self._dispatcher
         assert dispatcher is not None
-        stop_wait = asyncio.ensure_future(self._stop.wait())
-        try:
-            while not self._stop.is_set():
+        poll_timeout = self.poll.poll_timeout_s + 10
+        while not self._stopping:
+            mark = dispatcher.progress()
+            if dispatcher.inflight() >= self.poll.inflight_max:
+                await self._interruptibly(dispatcher.wait_progress(mark))
+                continue
+            if dispatcher.inflight():
+                # Telegram hands unconfirmed updates out again: let the batch in flight
+                # finish (briefly) so the next poll confirms it instead of re-fetching it.
+                await self._interruptibly(dispatcher.wait_idle(POLL_GAP_S))
+                if self._stopping:
+                    break
                 mark = dispatcher.progress()
-                if dispatcher.inflight() >= self.poll.inflight_max:
-                    await self._race(dispatcher.wait_progress(mark), stop_wait)
-                    continue
-                params: dict[str, Any] = {
-                    "timeout": self.poll.poll_timeout_s,
-                    "limit": min(100, self.poll.inflight_max - dispatcher.inflight()),
-                }
-                offset = dispatcher.watermark()
-                if offset is not None:
-                    params["offset"] = offset
-                poll = asyncio.ensure_future(
-                    self.api.call("getUpdates", params, timeout=self.poll.poll_timeout_s + 10)
-                )
-                done = await self._race(poll, stop_wait)
-                if poll not in done:
-                    break  # stop requested: the cancelled poll confirmed nothing
-                updates = poll.result()
-                if not isinstance(updates, list):
-                    raise TelegramError(self.spec.bot_id, "getUpdates", 200, "result is not a list")
-                if updates and dispatcher.submit(updates) == 0:
-                    # only re-deliveries of updates still in flight: wait for one to finish
-                    # rather than re-poll in a hot loop
-                    await self._race(dispatcher.wait_progress(mark), stop_wait)
-        finally:
-            stop_wait.cancel()
+            params: dict[str, Any] = {
+                "timeout": self.poll.poll_timeout_s,
+                "limit": min(100, self.poll.inflight_max - dispatcher.inflight()),
+            }
+            offset = dispatcher.watermark()
+            if offset is not None:
+                params["offset"] = offset
+            updates = await self._interruptibly(
+                self.api.call("getUpdates", params, timeout=poll_timeout)
+            )
+            if updates is _STOPPED:
+                break  # the cancelled poll confirmed nothing
+            if not isinstance(updates, list):
+                raise TelegramError(self.spec.bot_id, "getUpdates", 200, "result is not a list")
+            if updates and dispatcher.submit(updates) == 0:
+                # only re-deliveries of updates still in flight: wait for one to finish
+                # rather than re-poll in a hot loop
+                await self._interruptibly(dispatcher.wait_progress(mark))
 
-    @staticmethod
-    async def _race(aw: Any, stop_wait: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
-        fut = asyncio.ensure_future(aw)
+    async def _interruptibly(self, aw: Awaitable[Any]) -> Any:
+        """Await `aw`; a `request_stop` meanwhile ends the wait with `_STOPPED`."""
+        self._interruptible = True
         try:
-            done, _ = await asyncio.wait({fut, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            return await aw
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stopping and task is not None and task.uncancel() == 0:
+                return _STOPPED
+            raise
         finally:
-            if not fut.done():
-                fut.cancel()
-                await asyncio.gather(fut, return_exceptions=True)
-        return done
+            self._interruptible = False
 
     async def _teardown(self) -> None:
         dispatcher = self._dispatcher

@@ -37,7 +37,7 @@ class ChatDispatcher:
         self._done: set[int] = set()
         self._max_seen = -1
         self._tasks: set[asyncio.Task[None]] = set()
-        self._progress = asyncio.Event()
+        self._progress: asyncio.Future[None] | None = None  # created only while waited on
         self._finished = 0
         self._stats = stats
 
@@ -95,8 +95,18 @@ class ChatDispatcher:
     async def wait_progress(self, since: int) -> None:
         """Wait until an update finishes after mark `since` (at once if one already has)."""
         while self._finished == since:
-            self._progress.clear()
-            await self._progress.wait()
+            if self._progress is None or self._progress.done():
+                self._progress = asyncio.get_running_loop().create_future()
+            await self._progress
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait until nothing is in flight, at most `timeout` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.inflight():
+                    await self.wait_progress(self._finished)
+        except TimeoutError:
+            pass
 
     async def drain(self, timeout: float) -> bool:
         """Let in-flight handlers finish up to `timeout`, then cancel the rest.
@@ -125,7 +135,9 @@ class ChatDispatcher:
                 queue.popleft()
                 self._done.add(update.update_id)
                 self._finished += 1
-                self._progress.set()
+                waiter = self._progress
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
         finally:
             if self._chats.get(chat_id) is queue:
                 del self._chats[chat_id]
