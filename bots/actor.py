@@ -93,7 +93,7 @@ class PollConfig:
 
 
 #: How long a poll waits for the batch in flight to finish before re-polling anyway.
-POLL_GAP_S = 0.05
+POLL_GAP_S = 0.2
 
 _STOPPED: Final = object()
 
