@@ -71,6 +71,8 @@ class OffsetStore(Protocol):
 
     async def load(self, bot_id: int) -> int | None: ...
 
+    async def load_many(self, bot_ids: list[int]) -> dict[int, int]: ...
+
     async def save(self, bot_id: int, offset: int) -> None: ...
 
 
@@ -79,6 +81,9 @@ class NoOffsetStore:
 
     async def load(self, bot_id: int) -> int | None:
         return None
+
+    async def load_many(self, bot_ids: list[int]) -> dict[int, int]:
+        return {}
 
     async def save(self, bot_id: int, offset: int) -> None:
         return None
@@ -108,9 +113,12 @@ class BotActor:
         handler: Handler,
         poll: PollConfig,
         offsets: OffsetStore | None = None,
+        initial_offset: int | None = None,
     ) -> None:
         self.spec = spec
         self.offsets: OffsetStore = offsets or NoOffsetStore()
+        #: read in bulk by the fleet for the first run; later runs read their own
+        self._initial_offset = initial_offset
         self.api = api
         self.handler = handler
         self.poll = poll
@@ -191,7 +199,9 @@ class BotActor:
     async def _setup(self) -> None:
         me = await self.api.call("getMe")
         self.username = str(me.get("username", "")) if isinstance(me, dict) else ""
-        offset = await self.offsets.load(self.spec.bot_id)
+        offset, self._initial_offset = self._initial_offset, None
+        if offset is None:
+            offset = await self.offsets.load(self.spec.bot_id)
         if offset is not None and self._dispatcher is not None:
             self._dispatcher.start_at(offset)
         self.set_state(ActorState.RUNNING, "getMe ok")

@@ -192,7 +192,9 @@ class Master:
 
     async def _next_events(self) -> None:
         try:
-            event = await asyncio.wait_for(self.events.get(), timeout=0.5)
+            # a rebalance advances on heartbeats: look at them more often meanwhile
+            tick = 0.1 if self.rebalance is not None else 0.5
+            event = await asyncio.wait_for(self.events.get(), timeout=tick)
         except TimeoutError:
             return
         self.dispatch(event)
@@ -323,8 +325,6 @@ class Master:
                     os.kill(slot.pid, signal.SIGTERM)
             self.slots = self.slots[: rb.target]
             for i in range(rb.target):
-                if i == len(self.slots):
-                    self.slots.append(WorkerSlot(i))
                 slot = self.slots[i]
                 slot.shards, slot.epoch = shards_of_worker(i, rb.target, total), self._epoch
                 self._send(slot, {"type": "assign", "shards": slot.shards, "epoch": self._epoch})
@@ -346,6 +346,9 @@ class Master:
             slot.shards = [s for s in slot.shards if s in keep]
             slot.epoch = self._epoch
             self._send(slot, {"type": "assign", "shards": slot.shards, "epoch": self._epoch})
+        # new workers boot now, owning nothing yet, so their start-up overlaps the shrink
+        for i in range(len(self.slots), target):
+            self.slots.append(WorkerSlot(i, shards=[], epoch=self._epoch))
         self.rebalance = Rebalance(target, self._epoch, "shrink", time.monotonic())
 
     def murder_stale_workers(self) -> None:

@@ -31,6 +31,21 @@ class RedisOffsets:
         except ValueError:
             return None
 
+    async def load_many(self, bot_ids: list[int]) -> dict[int, int]:
+        """One MGET per thousand bots: a worker starting thousands of bots at once."""
+        out: dict[int, int] = {}
+        for start in range(0, len(bot_ids), 1000):
+            chunk = bot_ids[start : start + 1000]
+            try:
+                raw = await self._redis.mget([keys.offset_key(self._prefix, b) for b in chunk])
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("offset.load_failed", bots=len(chunk), error=type(exc).__name__)
+                continue
+            for bot_id, value in zip(chunk, raw, strict=True):
+                if value is not None and value.isdigit():
+                    out[bot_id] = int(value)
+        return out
+
     async def save(self, bot_id: int, offset: int) -> None:
         try:
             await self._redis.set(keys.offset_key(self._prefix, bot_id), offset, ex=TTL_S)
