@@ -21,6 +21,11 @@ def context_key(prefix: str, bot_id: int, chat_id: int, namespace: str) -> str:
     return f"{prefix}ctx:{bot_id}:{chat_id}:{namespace}"
 
 
+def context_version_key(prefix: str, bot_id: int, chat_id: int) -> str:
+    """A random token replaced on every write of a chat's context (compare-and-set)."""
+    return f"{prefix}ctx:{bot_id}:{chat_id}:ver"
+
+
 def offset_key(prefix: str, bot_id: int) -> str:
     """A bot's confirm watermark, left by its last poller for the next one."""
     return f"{prefix}offset:{bot_id}"

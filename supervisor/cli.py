@@ -138,6 +138,17 @@ def _parser() -> argparse.ArgumentParser:
         help="first add a new current key to state.dir's key file (no configured key only)",
     )
     rot.add_argument("--batch", type=int, default=500, help="rows per UPDATE (default 500)")
+
+    chats = sub.add_parser("chats", help="conversations of openai bots")
+    csub = chats.add_subparsers(dest="chats_command", required=True, metavar="ACTION")
+    rel = csub.add_parser(
+        "release",
+        help="give a chat handed to a human operator back to its bot",
+        description="End the operator handoff of one chat: the bot answers it again. "
+        "A group's negative chat id goes after --, e.g. `chats release 123 -- -100456`.",
+    )
+    rel.add_argument("bot", type=int, help="bot id (the number before ':' in its token)")
+    rel.add_argument("chat", type=int, help="Telegram chat id")
     return p
 
 
@@ -203,6 +214,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             command = owners_command if args.command == "owners" else keys_command
             return _run(command, settings, args)
+        case "chats":
+            from supervisor.chats_cli import chats_command
+
+            return _run(chats_command, settings, args)
     raise AssertionError(args.command)
 
 

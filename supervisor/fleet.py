@@ -17,7 +17,7 @@ import structlog
 
 from bots.actor import ActorState, BotActor, BotSpec, OffsetStore, PollConfig
 from bots.api import BotApi
-from bots.handlers import UnknownHandler, make_handler
+from bots.handlers import HandlerDeps, UnknownHandler, make_handler
 from bots.policy import BackoffConfig
 from bots.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from config import Settings
@@ -75,10 +75,12 @@ class Fleet:
         session: aiohttp.ClientSession,
         on_disabled: OnDisabled,
         offsets: OffsetStore | None = None,
+        handler_deps: HandlerDeps | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
         self.offsets = offsets
+        self.handler_deps = handler_deps or HandlerDeps()
         self.on_disabled = on_disabled
         self.handles: dict[int, BotHandle] = {}
         self.totals = Totals()
@@ -106,7 +108,9 @@ class Fleet:
             if handle is not None:
                 handle.actor.spec = spec
                 handle.actor.api.limiter.retune(limits_for(self.settings, spec.settings))
-        await asyncio.gather(*(self._start(spec) for spec in [*plan.start, *plan.restart]))
+        starting = [*plan.start, *plan.restart]
+        known = await self.offsets.load_many([s.bot_id for s in starting]) if self.offsets else {}
+        await asyncio.gather(*(self._start(spec, known.get(spec.bot_id)) for spec in starting))
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self._stop(bot_id) for bot_id in list(self.handles)))
@@ -118,12 +122,14 @@ class Fleet:
         await handle.stop()
         self._fold(handle)
         self.handles.pop(bot_id, None)
+        if self.handler_deps.context is not None:
+            self.handler_deps.context.forget_bot(bot_id)
 
-    async def _start(self, spec: BotSpec) -> None:
+    async def _start(self, spec: BotSpec, offset: int | None = None) -> None:
         if spec.bot_id in self.handles:
             return
         try:
-            handler = make_handler(spec.handler)
+            handler = make_handler(spec.handler, self.handler_deps)
         except UnknownHandler as exc:
             await self.on_disabled(spec.bot_id, str(exc))
             return
@@ -142,7 +148,7 @@ class Fleet:
             inflight_max=self.settings.bots.inflight_max,
             grace_s=self.settings.shutdown.grace_s,
         )
-        handle = BotHandle(BotActor(spec, api, handler, poll, self.offsets))
+        handle = BotHandle(BotActor(spec, api, handler, poll, self.offsets, offset))
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
         async with self._spawn_gate:

@@ -67,6 +67,45 @@ def metrics() -> SimpleNamespace:
             "botvisor_worker_restarts_total", "Worker processes restarted by the master."
         ),
         workers=Gauge("botvisor_workers", "Worker processes alive.", multiprocess_mode="livesum"),
+        context_lookups=Counter(
+            "botvisor_context_lookups_total",
+            "Context reads by layer (memory, redis, postgres) and result (hit, miss).",
+            ["layer", "result"],
+        ),
+        context_saves=Counter("botvisor_context_saves_total", "Context writes."),
+        context_conflicts=Counter(
+            "botvisor_context_conflicts_total", "Context writes retried on fresher state."
+        ),
+        context_degraded=Gauge(
+            "botvisor_context_degraded",
+            "1 while a worker serves context without this layer (redis, postgres).",
+            ["layer"],
+            multiprocess_mode="livemax",
+        ),
+        context_pending=Gauge(
+            "botvisor_context_pending_writes",
+            "Context writes queued in memory for a layer (redis, postgres).",
+            ["layer"],
+            multiprocess_mode="livesum",
+        ),
+        llm_requests=Counter(
+            "botvisor_llm_requests_total",
+            "LLM completions by outcome (ok, failed, refused by the open breaker).",
+            ["outcome"],
+        ),
+        llm_tokens=Counter(
+            "botvisor_llm_tokens_total", "LLM tokens used, by kind (prompt, completion).", ["kind"]
+        ),
+        llm_bot_tokens=Counter(
+            "botvisor_llm_bot_tokens_total",
+            "LLM tokens used per bot (only with metrics.per_bot_labels).",
+            ["bot_id"],
+        ),
+        llm_breaker_open=Gauge(
+            "botvisor_llm_breaker_open",
+            "1 while a worker's LLM circuit breaker is open or half-open.",
+            multiprocess_mode="livemax",
+        ),
     )
 
 

@@ -37,6 +37,7 @@ from supervisor.context_metrics import ContextMetrics
 from supervisor.exitcodes import ExitCode
 from supervisor.fleet import Fleet
 from supervisor.heartbeat import Heartbeat, reply_status
+from supervisor.manager_admin import ManagerAdmin
 from supervisor.offsets import RedisOffsets
 from supervisor.plan import plan_changes
 from supervisor.registry import BotState, Registry
@@ -116,7 +117,8 @@ class Worker:
                 offsets = RedisOffsets(redis, s.redis.prefix)
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
-                deps = HandlerDeps(context, llm)
+                admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings)
+                deps = HandlerDeps(context, llm, admin)
                 self.fleet = Fleet(s, session, self._on_disabled, offsets, deps)
                 self.redis = redis
                 await self._serve()

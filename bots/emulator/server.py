@@ -154,6 +154,7 @@ class EmulatorServer:
             "getme": lambda bot, _p: state.get_me(bot),
             "sendmessage": self._send_message,
             "sendchataction": self._send_chat_action,
+            "deletemessage": self._delete_message,
             "setwebhook": self._set_webhook,
             "deletewebhook": lambda bot, p: state.delete_webhook(
                 bot, _bool(p.get("drop_pending_updates"))
@@ -280,6 +281,15 @@ class EmulatorServer:
         if not params.get("action"):
             return error(400, "Bad Request: action is empty")
         return OK_TRUE
+
+    def _delete_message(self, bot: BotState, params: dict[str, Any]) -> Result:
+        chat_id = _int(params.get("chat_id"), "chat_id")
+        message_id = _int(params.get("message_id"), "message_id")
+        if not chat_id:
+            return CHAT_ID_EMPTY
+        if message_id is None:
+            return error(400, "Bad Request: message identifier is not specified")
+        return self.state.delete_message(bot, chat_id, message_id)
 
     def _set_webhook(self, bot: BotState, params: dict[str, Any]) -> Result:
         url = params.get("url") or ""

@@ -70,6 +70,7 @@ TEXT_EMPTY: Final = error(400, "Bad Request: message text is empty")
 TEXT_TOO_LONG: Final = error(400, "Bad Request: message is too long")
 CHAT_ID_EMPTY: Final = error(400, "Bad Request: chat_id is empty")
 CHAT_NOT_FOUND: Final = error(400, "Bad Request: chat not found")
+MESSAGE_NOT_FOUND: Final = error(400, "Bad Request: message to delete not found")
 EMPTY_UPDATES: Final[Result] = (200, b'{"ok":true,"result":[]}')
 OK_TRUE: Final[Result] = (200, b'{"ok":true,"result":true}')
 
@@ -211,6 +212,7 @@ class ChatState:
 
     __slots__ = (
         "burst",
+        "deleted",
         "id",
         "injected",
         "max_ref",
@@ -231,6 +233,8 @@ class ChatState:
         self.injected: dict[int, float] | None = None
         # highest message_id answered so far (first replies only), for out_of_order.
         self.max_ref = 0
+        #: message ids removed with deleteMessage
+        self.deleted: set[int] | None = None
 
     def reset_stats(self) -> None:
         self.sent = 0
@@ -661,6 +665,23 @@ class EmulatorState:
                 "text": text,
             }
         )
+
+    def delete_message(self, bot: BotState, chat_id: int, message_id: int) -> Result:
+        """deleteMessage: any existing message of the chat, once (Telegram's 400 after)."""
+        chat = bot.chats.get(chat_id)
+        if chat is None or not 0 < message_id < chat.next_message_id:
+            return MESSAGE_NOT_FOUND
+        if chat.deleted is None:
+            chat.deleted = set()
+        if message_id in chat.deleted:
+            return MESSAGE_NOT_FOUND
+        chat.deleted.add(message_id)
+        return OK_TRUE
+
+    def deleted_messages(self, bot_id: int, chat_id: int) -> frozenset[int]:
+        """Ids deleteMessage removed from the chat (tests)."""
+        chat = self.bots[bot_id].chats.get(chat_id)
+        return frozenset(chat.deleted or ()) if chat is not None else frozenset()
 
     def set_webhook(self, bot: BotState, url: str, secret: str | None, drop: bool) -> Result:
         if not url:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from bots.handlers.base import BotContext, Handler, UnknownHandler, make_handler
+from bots.handlers.base import BotContext, Handler, HandlerDeps, UnknownHandler, make_handler
 
-__all__ = ["BotContext", "Handler", "UnknownHandler", "make_handler"]
+__all__ = ["BotContext", "Handler", "HandlerDeps", "UnknownHandler", "make_handler"]

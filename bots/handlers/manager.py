@@ -1,0 +1,190 @@
+"""`manager`: owners manage their bots from Telegram, the way @BotFather manages bots.
+
+/start and /help explain; /login <owner API key> links the Telegram user (message.from.id)
+to the owner; /addbot <token> (or a bare token) registers a bot for that owner; /mybots
+(or /list) lists them; /pause, /resume, /remove <id>; /logout. The fleet is reached only
+through `FleetAdmin` (bots never import supervisor), which the worker supplies.
+
+Private chats only: in a group the bot answers commands with "talk to me in private".
+A message holding a secret (a key or a token) is deleted at once where Telegram lets
+the bot, and the reply says so, or asks the user to delete it. Replies show a token
+only as `<id>:***`; nothing here logs message text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+
+from bots.api import BotNetworkError, TelegramError
+from bots.fleet_admin import FleetAdmin, FleetAdminError, Refusal
+from bots.handlers import manager_text as say
+from bots.handlers.base import BotContext
+from bots.token import BadToken, BotToken
+from bots.update import Incoming
+
+log = structlog.get_logger(__name__)
+
+#: A whole message that is only a bot token or only an owner key (sent without a command).
+_BARE_TOKEN: Final = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
+_BARE_KEY: Final = re.compile(r"^bvo_\d+_\S+$")
+#: Anything secret-looking inside a message.
+_SECRET: Final = re.compile(r"\d{3,20}:[A-Za-z0-9_-]{20,}|bvo_\d+_\S+")
+#: Commands whose argument is a secret.
+_SECRET_COMMANDS: Final = frozenset({"login", "addbot"})
+#: deleteMessage is best effort; a slow answer must not hold up the reply.
+DELETE_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """The parts of one incoming text message the manager uses."""
+
+    chat_id: int
+    message_id: int
+    user_id: int
+    private: bool
+    command: str | None  # "login" for "/login@me key"; None for plain text
+    arg: str
+
+
+def _parse(update: Incoming, username: str) -> _Said | None:
+    """A new text message from a user (edits and others' commands are ignored), or None."""
+    msg = update.raw.get("message")
+    text = update.text
+    if not isinstance(msg, dict) or text is None or update.message_id is None:
+        return None
+    sender, chat = msg.get("from"), msg.get("chat")
+    if not isinstance(sender, dict) or sender.get("is_bot") or not isinstance(chat, dict):
+        return None
+    text = text.strip()
+    command: str | None = None
+    arg = text
+    if text.startswith("/"):
+        head, *rest = text.split(maxsplit=1)
+        command, _, target = head[1:].partition("@")
+        if target and target.lower() != username.lower() and chat.get("type") != "private":
+            return None  # a command for another bot in the group
+        command, arg = command.lower(), rest[0].strip() if rest else ""
+    elif _BARE_TOKEN.match(text):
+        command = "addbot"
+    elif _BARE_KEY.match(text):
+        command = "login"
+    return _Said(
+        update.chat_id,
+        update.message_id,
+        int(sender.get("id", 0)),
+        chat.get("type") == "private",
+        command,
+        arg,
+    )
+
+
+def _bot_id(arg: str) -> int | None:
+    arg = arg.strip().lstrip("@")
+    return int(arg) if arg.isdigit() and len(arg) <= 20 else None
+
+
+class ManagerHandler:
+    def __init__(self, admin: FleetAdmin | None) -> None:
+        self._admin = admin
+
+    async def handle(self, update: Incoming, ctx: BotContext) -> None:
+        """Runs in the chat's task: one user's commands are handled in order."""
+        said = _parse(update, ctx.username)
+        if said is None:
+            return
+        if not said.private:
+            await self._in_group(said, update.text or "", ctx)
+            return
+        note = ""
+        if (said.command in _SECRET_COMMANDS and said.arg) or _SECRET.search(update.text or ""):
+            deleted = await _delete(ctx, said)
+            note = "\n\n" + (say.DELETED_NOTE if deleted else say.DELETE_IT_NOTE)
+        if self._admin is None:
+            log.error("manager.no_fleet_admin", bot_id=ctx.bot_id)
+            reply = say.NOT_CONNECTED
+        else:
+            try:
+                reply = await self._answer(self._admin, said, ctx)
+            except FleetAdminError as exc:
+                log.info(
+                    "manager.refused", bot_id=ctx.bot_id, user_id=said.user_id, refusal=exc.refusal
+                )
+                reply = say.refusal(exc)
+        await ctx.api.send_message(said.chat_id, reply + note)
+
+    async def _answer(self, admin: FleetAdmin, said: _Said, ctx: BotContext) -> str:
+        match said.command:
+            case "start" | "help":
+                return say.HELP
+            case "login":
+                return await self._login(admin, said)
+            case "logout":
+                gone = await admin.logout(said.user_id)
+                return say.LOGGED_OUT if gone else say.NOT_LOGGED_IN_ANYWAY
+        owner_id = await admin.owner_of(said.user_id)
+        if owner_id is None:
+            return say.NOT_LOGGED_IN
+        return await self._as_owner(admin, owner_id, said, ctx)
+
+    async def _as_owner(
+        self, admin: FleetAdmin, owner_id: int, said: _Said, ctx: BotContext
+    ) -> str:
+        match said.command:
+            case "addbot":
+                return await self._add(admin, owner_id, said.arg)
+            case "mybots" | "list":
+                return say.bot_list(await admin.list_bots(owner_id))
+            case "pause" | "resume" | "remove" as command:
+                bot_id = _bot_id(said.arg)
+                if bot_id is None:
+                    return say.usage(command)
+                if bot_id == ctx.bot_id and command != "resume":
+                    return say.NOT_ME
+                if command == "pause":
+                    return say.paused(await admin.pause(owner_id, bot_id))
+                if command == "resume":
+                    return say.resumed(await admin.resume(owner_id, bot_id))
+                await admin.remove(owner_id, bot_id)
+                return say.removed(bot_id)
+        return say.SHORT_HELP
+
+    async def _login(self, admin: FleetAdmin, said: _Said) -> str:
+        if not said.arg:
+            return say.LOGIN_USAGE
+        owner = await admin.login(said.user_id, said.arg)
+        return say.LOGIN_BAD_KEY if owner is None else say.logged_in(owner)
+
+    async def _add(self, admin: FleetAdmin, owner_id: int, arg: str) -> str:
+        if not arg:
+            return say.ADDBOT_USAGE
+        try:
+            token = BotToken(arg)
+        except BadToken:
+            raise FleetAdminError(Refusal.BAD_TOKEN) from None
+        return say.added(await admin.register(owner_id, token.reveal()))
+
+    async def _in_group(self, said: _Said, text: str, ctx: BotContext) -> None:
+        """Groups get no service: a command is told to go private; a secret is removed."""
+        if _SECRET.search(text):
+            deleted = await _delete(ctx, said)
+            log.warning("manager.secret_in_group", bot_id=ctx.bot_id, deleted=deleted)
+            reply = say.GROUP_SECRET + ("\n\n" + say.DELETED_NOTE if deleted else "")
+            await ctx.api.send_message(said.chat_id, reply)
+        elif said.command is not None:
+            await ctx.api.send_message(said.chat_id, say.PRIVATE_ONLY)
+
+
+async def _delete(ctx: BotContext, said: _Said) -> bool:
+    """deleteMessage, best effort: False when Telegram refuses or does not answer."""
+    params: dict[str, Any] = {"chat_id": said.chat_id, "message_id": said.message_id}
+    try:
+        await ctx.api.call("deleteMessage", params, timeout=DELETE_TIMEOUT_S)
+    except (TelegramError, BotNetworkError) as exc:
+        log.info("manager.delete_failed", bot_id=ctx.bot_id, error=type(exc).__name__)
+        return False
+    return True

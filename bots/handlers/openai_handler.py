@@ -1,0 +1,181 @@
+"""`openai`: answer with an LLM, remembering the conversation in the chat's context.
+
+Per update (one chat's updates never overlap): record the user's message, build the
+prompt from the chat's recent messages, show "typing" while the model thinks, send
+the answer (split past 4,096 characters), record it. Commands: /start greets,
+/reset forgets the chat, /operator (or the bot's `handoff_keyword`) hands the chat to
+a human: the bot records but no longer answers it until `context.release_chat`.
+When the model is unavailable the user gets a friendly fallback, never silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, Final
+
+import structlog
+
+from bots.api import TRANSIENT, TelegramError
+from bots.handlers.base import BotContext, HandlerDeps
+from bots.handlers.llm_settings import LLMBotSettings, parse_settings
+from bots.handlers.textsplit import split_message
+from bots.llm import LLMUnavailable
+from bots.update import Incoming
+from context import Changes, Context, Message, handed_off, handoff_changes
+
+log = structlog.get_logger(__name__)
+
+RESET_TEXT: Final = "Done: I've forgotten our conversation."
+HANDOFF_TEXT: Final = "I've asked a human operator to take over; they will answer here soon."
+#: Telegram shows "typing" for 5 s; refresh it a little sooner.
+TYPING_EVERY_S: Final = 4.5
+#: Dialog key remembering the update whose user message is recorded (retries skip it).
+LAST_UPDATE: Final = "last_update_id"
+
+
+class OpenAIHandler:
+    def __init__(self, deps: HandlerDeps) -> None:
+        self._store = deps.context
+        self._llm = deps.llm
+        self._parsed: tuple[Mapping[str, Any], LLMBotSettings] | None = None
+
+    async def handle(self, update: Incoming, ctx: BotContext) -> None:
+        """Runs in the chat's task."""
+        text = update.text
+        if text is None or not text.strip():
+            return
+        settings = self._settings(ctx)
+        command = _command(text, ctx.username)
+        if command == "":
+            return  # a command addressed to another bot in a group
+        store = self._store
+        if store is None:
+            log.error("openai.no_context_store", bot_id=ctx.bot_id)
+            await self._reply(ctx, update, settings.fallback_text)
+            return
+        bot_id, chat_id = ctx.bot_id, update.chat_id
+        user = Message("user", text)
+        state = await store.load(bot_id, chat_id)
+        recorded = state.dialog.get(LAST_UPDATE) == update.update_id  # a retry of this update
+        if handed_off(state):
+            if not recorded:
+                state = await store.save(bot_id, chat_id, self._record(user, update))
+                recorded = True
+            if handed_off(state):
+                return  # a human has this chat
+        match command:
+            case "/start":
+                await self._reply(ctx, update, settings.greeting)
+                return
+            case "/reset":
+                await store.save(bot_id, chat_id, Changes(reset=True))
+                await self._reply(ctx, update, RESET_TEXT)
+                return
+            case "/operator":
+                await self._hand_off(ctx, update, user if not recorded else None, "command")
+                return
+        if settings.wants_handoff(text):
+            await self._hand_off(ctx, update, user if not recorded else None, "keyword")
+            return
+        if not recorded:
+            state = await store.save(bot_id, chat_id, self._record(user, update))
+            if handed_off(state):
+                return
+        answer = await self._ask(ctx, update, settings, state)
+        if answer is None:
+            await self._reply(ctx, update, settings.fallback_text)
+            return
+        await self._reply(ctx, update, answer)
+        await store.save(bot_id, chat_id, Changes(append=(Message("assistant", answer),)))
+
+    # -- steps ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _record(user: Message, update: Incoming) -> Changes:
+        return Changes(append=(user,), dialog_set={LAST_UPDATE: update.update_id})
+
+    async def _hand_off(
+        self, ctx: BotContext, update: Incoming, user: Message | None, reason: str
+    ) -> None:
+        assert self._store is not None
+        await self._store.save(ctx.bot_id, update.chat_id, handoff_changes(reason, user))
+        log.info("chat.handoff", bot_id=ctx.bot_id, chat_id=update.chat_id, reason=reason)
+        await self._reply(ctx, update, HANDOFF_TEXT)
+
+    async def _ask(
+        self, ctx: BotContext, update: Incoming, settings: LLMBotSettings, state: Context
+    ) -> str | None:
+        """The model's answer, or None when it is unavailable (the caller sends a fallback)."""
+        llm = self._llm
+        if llm is None:
+            log.error("openai.not_configured", bot_id=ctx.bot_id)
+            return None
+        prompt = build_prompt(settings, state)
+        typing = asyncio.create_task(
+            _keep_typing(ctx, update.chat_id), name=f"bot:{ctx.bot_id}:chat:{update.chat_id}:typing"
+        )
+        try:
+            done = await llm.complete(
+                ctx.bot_id,
+                prompt,
+                model=settings.model,
+                temperature=settings.temperature,
+                max_tokens=settings.max_tokens,
+            )
+        except LLMUnavailable as exc:
+            log.info("openai.fallback", bot_id=ctx.bot_id, reason=exc.reason)
+            return None
+        finally:
+            typing.cancel()
+            await asyncio.gather(typing, return_exceptions=True)
+        return done.text if done.text.strip() else None
+
+    async def _reply(self, ctx: BotContext, update: Incoming, text: str) -> None:
+        for i, piece in enumerate(split_message(text)):
+            reply_to = update.message_id if i == 0 else None
+            await ctx.api.send_message(update.chat_id, piece, reply_to=reply_to)
+
+    def _settings(self, ctx: BotContext) -> LLMBotSettings:
+        """Parsed once per settings object (a retune hands the actor a new one)."""
+        parsed = self._parsed
+        if parsed is not None and parsed[0] is ctx.settings:
+            return parsed[1]
+        settings, problems = parse_settings(ctx.settings)
+        for problem in problems:
+            log.warning("openai.bad_setting", bot_id=ctx.bot_id, problem=problem)
+        self._parsed = (ctx.settings, settings)
+        return settings
+
+
+def build_prompt(settings: LLMBotSettings, state: Context) -> list[dict[str, str]]:
+    """System prompt, then the chat's most recent user and assistant messages."""
+    history = [m for m in state.messages if m.role in ("user", "assistant")]
+    prompt = [{"role": "system", "content": settings.system_prompt}]
+    prompt += [
+        {"role": m.role, "content": m.content} for m in history[-settings.max_history_messages :]
+    ]
+    return prompt
+
+
+def _command(text: str, username: str) -> str | None:
+    """ "/start" for "/start" or "/start@ourbot ..."; "" for another bot's; None if no command."""
+    if not text.startswith("/"):
+        return None
+    head = text.split(maxsplit=1)[0]
+    name, _, target = head.partition("@")
+    if target and target.casefold() != username.casefold():
+        return ""
+    return name.casefold()
+
+
+async def _keep_typing(ctx: BotContext, chat_id: int) -> None:
+    """Runs beside the model call until cancelled. Best effort: failures are ignored."""
+    while True:
+        try:
+            await ctx.api.call(
+                "sendChatAction", {"chat_id": chat_id, "action": "typing"}, timeout=5.0
+            )
+        except (TelegramError, *TRANSIENT) as exc:
+            log.debug("openai.typing_failed", bot_id=ctx.bot_id, error=type(exc).__name__)
+        await asyncio.sleep(TYPING_EVERY_S)

@@ -1,0 +1,183 @@
+"""Durable history in PostgreSQL (`messages`): batched appends, and reads for rebuilds.
+
+`enqueue_nowait` never blocks a handler; one writer task drains the queue in batches
+(rows that arrive while a batch commits form the next batch, so there is no timer).
+When PostgreSQL is down the batch stays queued and is retried with backoff; the rest
+of the system keeps serving. Runs in the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Final
+
+import asyncpg
+import structlog
+
+from context.aio import wait_first
+from context.model import Message, recent_history
+
+log = structlog.get_logger(__name__)
+
+#: Errors that mean "PostgreSQL is not answering".
+PG_DOWN: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+_INSERT: Final = """
+INSERT INTO messages (bot_id, chat_id, role, content, created_at)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[])
+"""
+
+_HISTORY: Final = """
+SELECT role, content, extract(epoch FROM created_at)::float8 AS ts
+FROM messages
+WHERE bot_id = $1 AND chat_id = $2 AND created_at > now() - $3::float8 * interval '1 second'
+ORDER BY seq DESC
+LIMIT $4
+"""
+
+Row = tuple[int, int, Message]
+
+
+class DurableLog:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        timeout_s: float,
+        batch_max: int = 1000,
+        queue_max: int = 500_000,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+        self._batch_max = batch_max
+        self._queue_max = queue_max
+        self._backoff_max_s = backoff_max_s
+        self._queue: deque[Row] = deque()
+        self._by_chat: dict[tuple[int, int], deque[Message]] = {}  # the same rows, per chat
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.degraded = False
+        #: Called when `degraded` flips (the store turns it into a health change).
+        self.on_change: Callable[[], None] = _nothing
+        self.written = 0
+        self.dropped = 0
+        self.errors = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def enqueue_nowait(self, bot_id: int, chat_id: int, messages: Iterable[Message]) -> None:
+        """Queue rows for the writer task. Past `queue_max` rows, new ones are dropped loudly."""
+        q = self._queue
+        for m in messages:
+            if len(q) >= self._queue_max:
+                self.dropped += 1
+                if self.dropped % 1000 == 1:
+                    log.error("context.durable_queue_full", dropped=self.dropped)
+                continue
+            q.append((bot_id, chat_id, m))
+            chat = self._by_chat.get((bot_id, chat_id))
+            if chat is None:
+                chat = self._by_chat[(bot_id, chat_id)] = deque()
+            chat.append(m)
+        if q:
+            self._idle.clear()
+            self._wake.set()
+
+    def pending_for(self, bot_id: int, chat_id: int) -> list[Message]:
+        """Rows of one chat not yet known to be committed (including a batch in flight)."""
+        return list(self._by_chat.get((bot_id, chat_id), ()))
+
+    async def history(
+        self, bot_id: int, chat_id: int, limit: int, max_age_s: float
+    ) -> list[Message]:
+        """The chat's newest rows (reset markers included), newest first. Raises PG_DOWN."""
+        async with asyncio.timeout(self._timeout_s):
+            rows = await self._pool.fetch(_HISTORY, bot_id, chat_id, float(max_age_s), limit)
+        return [Message(r["role"], r["content"], round(r["ts"], 6)) for r in rows]
+
+    async def recent(
+        self, bot_id: int, chat_id: int, limit: int, max_age_s: float
+    ) -> tuple[Message, ...]:
+        """The chat's messages since its last reset: committed rows plus rows still queued
+        (read before and after the query, so a batch committing meanwhile is not missed),
+        each once, oldest first. Raises PG_DOWN."""
+        before = self.pending_for(bot_id, chat_id)
+        rows = await self.history(bot_id, chat_id, limit, max_age_s)
+        return recent_history(rows, before + self.pending_for(bot_id, chat_id), limit)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until every queued row is committed; False if `timeout` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The writer task: until `stop` is set and the queue is empty (or PostgreSQL is down)."""
+        delay = 0.1
+        while True:
+            if not self._queue:
+                self._idle.set()
+                if stop.is_set():
+                    return
+                self._wake.clear()
+                await wait_first(self._wake, stop)
+                continue
+            if await self._write_batch():
+                delay = 0.1
+                continue
+            if stop.is_set():
+                return  # shutting down with PostgreSQL down: the rows are lost, and logged
+            await wait_first(stop, timeout=delay)
+            delay = min(delay * 2, self._backoff_max_s)
+
+    async def _write_batch(self) -> bool:
+        batch = list(islice(self._queue, self._batch_max))
+        cols: tuple[list[int], list[int], list[str], list[str], list[datetime]] = (
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
+        for bot_id, chat_id, m in batch:
+            cols[0].append(bot_id)
+            cols[1].append(chat_id)
+            cols[2].append(m.role)
+            cols[3].append(m.content)
+            cols[4].append(datetime.fromtimestamp(m.ts, UTC))
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._pool.execute(_INSERT, *cols)
+        except PG_DOWN as exc:
+            self.errors += 1
+            if not self.degraded:
+                log.warning("context.postgres_degraded", error=type(exc).__name__, queued=len(self))
+                self.degraded = True
+                self.on_change()
+            return False
+        for _ in batch:
+            bot_id, chat_id, _m = self._queue.popleft()
+            chat = self._by_chat[(bot_id, chat_id)]
+            chat.popleft()
+            if not chat:
+                del self._by_chat[(bot_id, chat_id)]
+        self.written += len(batch)
+        if self.degraded:
+            self.degraded = False
+            log.info("context.postgres_recovered", queued=len(self))
+            self.on_change()
+        return True
+
+
+def _nothing() -> None:
+    pass

@@ -1,0 +1,94 @@
+"""`open_context_store`: the store with its two background tasks, opened and drained."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+
+from config import Settings
+from context.durable import DurableLog
+from context.redis_io import RedisContexts, Ttls
+from context.stats import StoreConfig
+from context.store import ContextStore
+
+log = structlog.get_logger(__name__)
+
+#: How long closing waits for queued writes (Redis replays, PostgreSQL rows).
+CLOSE_TIMEOUT_S: Final = 5.0
+
+
+@asynccontextmanager
+async def open_context_store(
+    settings: Settings,
+    *,
+    redis: aioredis.Redis | None = None,
+    pool: asyncpg.Pool | None = None,
+    **overrides: int | float,
+) -> AsyncIterator[ContextStore]:
+    """Runs in the worker's loop. Uses the worker's Redis client and pool when given
+    (one each per worker), else opens its own and closes them after."""
+    config = StoreConfig.from_settings(settings, **overrides)
+    own_redis = redis is None
+    own_pool = pool is None
+    if redis is None:
+        assert settings.redis.url is not None, "redis.url must be set (or pass a client)"
+        redis = aioredis.from_url(
+            settings.redis.url,
+            socket_timeout=settings.redis.timeout_s,
+            socket_connect_timeout=settings.redis.timeout_s,
+        )
+    if pool is None:
+        assert settings.database.url is not None, "database.url must be set (or pass a pool)"
+        pool = await asyncpg.create_pool(
+            settings.database.url.get_secret_value(),
+            min_size=1,
+            max_size=settings.database.pool_max,
+            command_timeout=settings.database.timeout_s,
+            timeout=settings.database.timeout_s,
+        )
+    ttls = Ttls(config.dialog_ttl_s * 1000, config.messages_ttl_s * 1000, config.prefs_ttl_s * 1000)
+    durable = DurableLog(pool, timeout_s=config.postgres_timeout_s)
+    store = ContextStore(RedisContexts(redis, config.prefix, ttls), durable, config)
+    stop = asyncio.Event()
+    tasks = {
+        asyncio.create_task(durable.run(stop), name="context:durable"),
+        asyncio.create_task(store.recover_forever(stop), name="context:redis-recovery"),
+    }
+    try:
+        yield store
+    finally:
+        await asyncio.shield(_close(store, durable, stop, tasks))
+        if own_pool:
+            await pool.close()
+        if own_redis:
+            await redis.aclose()
+
+
+async def _close(
+    store: ContextStore, durable: DurableLog, stop: asyncio.Event, tasks: set[asyncio.Task[None]]
+) -> None:
+    """Replay what Redis still owes, let PostgreSQL take the queued rows, then stop."""
+    if store.health()["pending_redis_writes"]:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await store.replay_pending()
+        except TimeoutError:
+            pass
+    await durable.wait_idle(CLOSE_TIMEOUT_S)
+    stop.set()
+    _, running = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+    for task in running:
+        task.cancel(msg="context store closing")
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("context.task_failed", task=task.get_name(), error=repr(task.exception()))
+    health = store.health()
+    if health["pending_redis_writes"] or health["pending_durable_writes"]:
+        log.error("context.closed_with_unwritten", **health)

@@ -1,0 +1,329 @@
+"""The context store of one worker: per-bot LRU -> Redis -> PostgreSQL.
+
+One store per worker process (one Redis client, one asyncpg pool), one `ChatCache`
+per bot inside it, so a busy bot only ever evicts its own chats, and a restarted
+actor finds its cache warm. Runs in the worker's event loop.
+
+* `load` serves memory, else Redis, else rebuilds the messages from PostgreSQL.
+* `save` applies `Changes` on the freshest state it has and writes it with a
+  compare-and-set; a stale write is retried on the state Redis returns, never
+  written over it. Writes of one chat in this process queue on a lock, so only
+  other processes ever race.
+* Redis down: reads are served from memory (or PostgreSQL), writes are applied in
+  memory and queued per chat; a recovery task replays them once Redis answers.
+* PostgreSQL down: history rows stay queued and are retried (see `DurableLog`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+
+from context.aio import KeyedLocks, wait_first
+from context.durable import PG_DOWN, DurableLog
+from context.lru import ChatCache
+from context.model import RESET_ROLE, Changes, Context, Message, apply_changes, now_ts
+from context.pending import ALL, PendingChat, ReplayContended, replay
+from context.redis_io import REDIS_DOWN, RedisContexts, new_version
+from context.stats import ContextStatistics, Counters, StoreConfig
+
+log = structlog.get_logger(__name__)
+
+#: A save that loses this many compare-and-set races in a row gives up.
+SAVE_ATTEMPTS: Final = 100
+#: Replays running at once when Redis comes back.
+REPLAY_CONCURRENCY: Final = 32
+
+
+class ContextUnavailable(Exception):
+    """The write cannot be kept: Redis is down and the in-memory queue is full, or
+    other writers won every attempt."""
+
+
+class ContextStore:
+    def __init__(self, redis: RedisContexts, durable: DurableLog, config: StoreConfig) -> None:
+        self.config = config
+        self._redis = redis
+        self._durable = durable
+        self._caches: dict[int, ChatCache] = {}
+        self._locks: KeyedLocks[tuple[int, int]] = KeyedLocks()
+        self._pending: dict[tuple[int, int], PendingChat] = {}
+        self._pending_changes = 0
+        self._redis_down = False
+        self._rebuild_failing = False
+        self._recovery_wake = asyncio.Event()
+        self._c = Counters()
+        self.changed = asyncio.Event()  # set (and replaced) on every health change
+        durable.on_change = self._changed
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def load(self, bot_id: int, chat_id: int) -> Context:
+        """Runs in the chat's task. Never raises for Redis or PostgreSQL trouble."""
+        pending = self._pending.get((bot_id, chat_id))
+        if pending is not None:
+            self._c.memory_hits += 1
+            return pending.ctx
+        cache = self.cache_for(bot_id)
+        ctx = cache.get(chat_id)
+        if ctx is not None:
+            self._c.memory_hits += 1
+            return ctx
+        self._c.memory_misses += 1
+        ctx = await self._fetch(bot_id, chat_id)
+        cache.put(ctx)
+        return ctx
+
+    async def save(self, bot_id: int, chat_id: int, changes: Changes) -> Context:
+        """Apply `changes` atomically and return the context as written.
+
+        Runs in the chat's task. Raises ContextUnavailable only when the write cannot
+        be kept at all; Redis or PostgreSQL being down is not such a case.
+        """
+        key = (bot_id, chat_id)
+        async with self._locks.hold(key):
+            if self._redis_down or key in self._pending:
+                return await self._save_in_memory(key, changes)
+            base = self.cache_for(bot_id).get(chat_id) or await self._fetch(bot_id, chat_id)
+            if self._redis_down:  # found out while fetching
+                return await self._save_in_memory(key, changes, base)
+            for _ in range(SAVE_ATTEMPTS):
+                new = apply_changes(base, changes, self.config.max_messages)
+                token = new_version()
+                try:
+                    async with asyncio.timeout(self.config.redis_timeout_s):
+                        ok, fresh = await self._redis.write(
+                            base.version, new, ALL if not base.version else changes.touches, token
+                        )
+                except REDIS_DOWN as exc:
+                    self._mark_redis_down(exc)
+                    self._pending[key] = PendingChat(new, base.version, token, [changes])
+                    return self._accept(key, new, changes, queued=True)
+                if ok:
+                    return self._accept(key, fresh, changes)
+                self._c.conflicts += 1
+                base = fresh if fresh.version else await self._rebuild(bot_id, chat_id, base)
+            raise ContextUnavailable(f"bot {bot_id} chat {chat_id}: too many concurrent writers")
+
+    def cache_for(self, bot_id: int) -> ChatCache:
+        cache = self._caches.get(bot_id)
+        if cache is None:
+            c = self.config
+            cache = self._caches[bot_id] = ChatCache(c.cache_entries, c.cache_bytes, c.cache_ttl_s)
+        return cache
+
+    def forget_bot(self, bot_id: int) -> None:
+        """The bot left this worker: free its cache (queued writes stay until replayed)."""
+        self._caches.pop(bot_id, None)
+
+    def health(self) -> dict[str, Any]:
+        """Which layer is degraded, for /readyz and /v1/status (via heartbeats)."""
+        pg_down = self._durable.degraded or self._rebuild_failing
+        if self._redis_down:
+            redis = "degraded"
+        else:
+            redis = "recovering" if self._pending else "ok"
+        return {
+            "redis": redis,
+            "postgres": "degraded" if pg_down else "ok",
+            "pending_redis_writes": self._pending_changes,
+            "pending_durable_writes": len(self._durable),
+        }
+
+    def statistics(self) -> ContextStatistics:
+        caches = [c.statistics() for c in self._caches.values()]
+        d = self._durable
+        return self._c.freeze(
+            pending_redis_chats=len(self._pending),
+            pending_redis_writes=self._pending_changes,
+            durable_queued=len(d),
+            durable_written=d.written,
+            durable_dropped=d.dropped,
+            postgres_errors=self._c.rebuild_errors + d.errors,
+            cached_chats=sum(c.entries for c in caches),
+            cached_bytes=sum(c.bytes for c in caches),
+            evictions=sum(c.evictions + c.expirations for c in caches),
+        )
+
+    async def wait_durable(self, timeout: float) -> bool:
+        """Wait until every history row queued so far is in PostgreSQL (False: timed out)."""
+        return await self._durable.wait_idle(timeout)
+
+    async def wait_health(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """Return the health dict once `predicate` holds (checked on every change)."""
+        while not predicate(health := self.health()):
+            await self.changed.wait()
+        return health
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def _fetch(self, bot_id: int, chat_id: int) -> Context:
+        """The freshest context this store can get without raising."""
+        if not self._redis_down:
+            try:
+                async with asyncio.timeout(self.config.redis_timeout_s):
+                    ctx = await self._redis.fetch(bot_id, chat_id)
+            except REDIS_DOWN as exc:
+                self._mark_redis_down(exc)
+            else:
+                if ctx.version:
+                    self._c.redis_hits += 1
+                    return ctx
+                self._c.redis_misses += 1
+        rebuilt = await self._rebuild(bot_id, chat_id, None)
+        if not rebuilt.messages or self._redis_down:
+            return rebuilt
+        # put it back, so other readers (a restarted actor, another worker) find it there
+        try:
+            async with asyncio.timeout(self.config.redis_timeout_s):
+                _, stored = await self._redis.write("", rebuilt, ALL, new_version())
+        except REDIS_DOWN as exc:
+            self._mark_redis_down(exc)
+            return rebuilt
+        return stored  # ours, or what a writer stored meanwhile
+
+    async def _rebuild(self, bot_id: int, chat_id: int, fallback: Context | None) -> Context:
+        """Messages from PostgreSQL plus rows still queued for it; version "" (not in Redis).
+
+        With PostgreSQL down too: `fallback` (what memory had) or an empty context.
+        """
+        c = self.config
+        try:
+            messages = await self._durable.recent(bot_id, chat_id, c.max_messages, c.messages_ttl_s)
+        except PG_DOWN as exc:
+            self._c.rebuild_errors += 1
+            if not self._rebuild_failing:
+                log.warning("context.rebuild_failed", error=type(exc).__name__, bot_id=bot_id)
+                self._rebuild_failing = True
+                self._changed()
+            if fallback is not None:
+                return Context(
+                    bot_id, chat_id, "", fallback.dialog, fallback.messages, fallback.prefs
+                )
+            return Context(bot_id, chat_id)
+        if self._rebuild_failing:
+            self._rebuild_failing = False
+            self._changed()
+        if messages:
+            self._c.postgres_hits += 1
+        else:
+            self._c.postgres_misses += 1
+        if fallback is None:
+            return Context(bot_id, chat_id, "", messages=messages)
+        # Redis lost the chat but memory still has it: its dialog and prefs are the best
+        # knowledge there is (PostgreSQL keeps only messages)
+        return Context(bot_id, chat_id, "", fallback.dialog, messages, fallback.prefs)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _accept(
+        self, key: tuple[int, int], ctx: Context, changes: Changes, *, queued: bool = False
+    ) -> Context:
+        """A write is decided: cache it, queue its history rows for PostgreSQL."""
+        self.cache_for(key[0]).put(ctx)
+        self._c.saves += 1
+        if queued:
+            self._pending_changes += 1
+            self._changed()
+        rows = changes.append
+        if changes.reset:
+            rows = (Message(RESET_ROLE, "", rows[0].ts if rows else now_ts()), *rows)
+        if rows:
+            self._durable.enqueue_nowait(key[0], key[1], rows)
+        return ctx
+
+    async def _save_in_memory(
+        self, key: tuple[int, int], changes: Changes, base: Context | None = None
+    ) -> Context:
+        if self._pending_changes >= self.config.pending_max:
+            raise ContextUnavailable(
+                f"Redis is down and {self._pending_changes} writes are already queued in memory"
+            )
+        pending = self._pending.get(key)
+        if pending is None:
+            if base is None:
+                base = self.cache_for(key[0]).get(key[1]) or await self._fetch(*key)
+            pending = self._pending[key] = PendingChat(base, base.version)
+        pending.ctx = apply_changes(pending.ctx, changes, self.config.max_messages)
+        pending.changes.append(changes)
+        self._recovery_wake.set()
+        return self._accept(key, pending.ctx, changes, queued=True)
+
+    # -- degraded mode ----------------------------------------------------------------------
+
+    def _mark_redis_down(self, exc: BaseException) -> None:
+        self._c.redis_errors += 1
+        if not self._redis_down:
+            log.warning("context.redis_degraded", error=type(exc).__name__)
+            self._redis_down = True
+            self._recovery_wake.set()
+            self._changed()
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def recover_forever(self, stop: asyncio.Event) -> None:
+        """Background task: while Redis is down, probe it; once it answers, replay."""
+        delay = 0.05
+        while not stop.is_set():
+            if not (self._redis_down or self._pending):
+                self._recovery_wake.clear()
+                await wait_first(self._recovery_wake, stop)
+                continue
+            if await self.replay_pending():
+                delay = 0.05
+                continue
+            await wait_first(stop, timeout=delay)
+            delay = min(delay * 2, 1.0)
+
+    async def replay_pending(self) -> bool:
+        """One recovery pass. True once Redis is up and nothing is pending any more.
+
+        Redis counts as up as soon as it answers: chats with nothing queued write to it
+        directly again, chats with queued writes keep queuing until their own replay
+        (under the chat's lock) has run, so per chat the order is kept and the queue
+        only shrinks — a steady stream of writes cannot keep recovery from finishing.
+        """
+        try:
+            async with asyncio.timeout(self.config.redis_timeout_s):
+                await self._redis.ping()
+        except REDIS_DOWN:
+            return False
+        if self._redis_down:
+            self._redis_down = False
+            log.info("context.redis_recovered", pending_chats=len(self._pending))
+            self._changed()
+        gate = asyncio.Semaphore(REPLAY_CONCURRENCY)
+        while self._pending and not self._redis_down:
+            results = await asyncio.gather(
+                *(self._replay_one(key, gate) for key in list(self._pending))
+            )
+            if not all(results):
+                return False
+            if not self._pending:
+                log.info("context.replayed")
+                self._changed()
+        return not self._pending and not self._redis_down
+
+    async def _replay_one(self, key: tuple[int, int], gate: asyncio.Semaphore) -> bool:
+        async with gate, self._locks.hold(key):
+            pending = self._pending.get(key)
+            if pending is None:
+                return True
+            try:
+                async with asyncio.timeout(self.config.redis_timeout_s):
+                    ctx = await replay(self._redis, pending, self.config.max_messages)
+            except REDIS_DOWN as exc:
+                self._mark_redis_down(exc)
+                return False
+            except ReplayContended:
+                log.warning("context.replay_contended", bot_id=key[0], chat_id=key[1])
+                return False
+            del self._pending[key]
+            self._pending_changes -= len(pending.changes)
+            self.cache_for(key[0]).put(ctx)
+            return True

