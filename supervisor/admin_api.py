@@ -23,7 +23,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from config import Settings
-from supervisor.api_models import Bot, BotCreate, BotList, BotPatch
+from context import ContextStore, release_chat
+from supervisor.api_models import Bot, BotCreate, BotList, BotPatch, ChatRelease
 from supervisor.bot_service import BotService, BotServiceError, ErrorKind
 from supervisor.openapi import HOST_OPERATIONS, Handler, Operation, Reply, build_document
 from supervisor.owners import Caller, authenticate
@@ -50,6 +51,8 @@ class AdminContext:
     registry: Registry
     settings: Settings
     session: aiohttp.ClientSession
+    #: conversation contexts (operator handoff release); None in API-only tests
+    context: ContextStore | None = None
 
     def service(self) -> BotService:
         return BotService(self.registry, self.settings, self.session)
@@ -209,6 +212,18 @@ async def resume_bot(request: web.Request, caller: Caller, svc: BotService) -> w
     return _model(Bot.of(await svc.resume(caller, _bot_id(request))))
 
 
+async def release_chat_view(request: web.Request, caller: Caller, svc: BotService) -> web.Response:
+    """End an operator handoff: the bot answers that chat again (same code as the CLI)."""
+    bot_id = _bot_id(request)
+    await svc.get(caller, bot_id)  # another owner's bot is a 404 here too
+    store = request.app[ADMIN_KEY].context
+    if store is None:
+        raise ApiError(503, "unavailable", "conversation contexts are not available here")
+    chat_id = int(request.match_info["chat"])
+    released = await release_chat(store, bot_id, chat_id)
+    return _model(ChatRelease(bot_id=bot_id, chat_id=chat_id, released=released))
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(
         body=request.app[_DOCUMENT_KEY], content_type="application/json", charset="utf-8"
@@ -293,6 +308,16 @@ ADMIN_OPERATIONS: tuple[Operation, ...] = (
         handler=_endpoint(resume_bot),
     ),
     Operation(
+        method="POST",
+        path=_ONE + "/chats/{chat}/release",
+        operation_id="releaseChat",
+        summary="End an operator handoff in one chat: the bot replies there again.",
+        replies=(Reply(200, "Whether the chat was handed off.", ChatRelease),),
+        errors=_RW,
+        auth=True,
+        handler=_endpoint(release_chat_view),
+    ),
+    Operation(
         method="GET",
         path="/v1/openapi.json",
         operation_id="openapi",
@@ -318,4 +343,5 @@ def add_admin_routes(app: web.Application, ctx: AdminContext) -> None:
     )
     for op in ADMIN_OPERATIONS:
         assert op.handler is not None
-        app.router.add_route(op.method, op.path.replace("{id}", r"{id:\d{1,19}}"), op.handler)
+        path = op.path.replace("{id}", r"{id:\d{1,19}}").replace("{chat}", r"{chat:-?\d{1,19}}")
+        app.router.add_route(op.method, path, op.handler)

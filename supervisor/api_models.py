@@ -99,6 +99,16 @@ class WorkerStatus(_Model):
     totals: dict[str, int]
     p50_ms: float | None
     p99_ms: float | None
+    health: dict[str, str | int] = Field(
+        default_factory=dict,
+        description="Degraded layers: redis and postgres (ok, recovering, degraded), pending writes.",
+    )
+
+
+class ChatRelease(_Model):
+    bot_id: int
+    chat_id: int
+    released: bool = Field(description="False: the chat was not handed off; nothing changed.")
 
 
 class Status(_Model):

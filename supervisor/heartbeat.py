@@ -28,6 +28,8 @@ class Heartbeat:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     rates: dict[str, float] = field(default_factory=dict)
+    #: the context store's layers: redis / postgres "ok" | "recovering" | "degraded"
+    health: dict[str, str | int] = field(default_factory=dict)
 
     def dumps(self) -> bytes:
         return orjson.dumps(asdict(self))

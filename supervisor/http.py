@@ -73,6 +73,7 @@ async def status(request: web.Request) -> web.Response:
                 "totals": hb.totals if hb else {},
                 "p50_ms": hb.p50_ms if hb else None,
                 "p99_ms": hb.p99_ms if hb else None,
+                "health": hb.health if hb else {},
             }
         )
     ready, reason = master.readiness()

@@ -422,6 +422,9 @@ class Master:
                 return False, f"worker {slot.index} is taking over its shards"
             if hb.state != "ready":
                 return False, f"worker {slot.index} is {hb.state}"
+            for layer in ("redis", "postgres"):
+                if hb.health.get(layer, "ok") != "ok":
+                    return False, f"worker {slot.index}: {layer} {hb.health[layer]}"
             if hb.running < hb.desired:
                 return False, f"worker {slot.index} runs {hb.running} of {hb.desired} bots"
         return True, "ok"

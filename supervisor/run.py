@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from config import Settings, load_settings
+from context import open_context_store
 from supervisor.exitcodes import ExitCode
 from supervisor.master import HaltMaster, Master
 from supervisor.services import open_registry, open_services
@@ -35,10 +36,11 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
         open_services(settings) as live,
         open_registry(live) as registry,
         aiohttp.ClientSession() as session,  # the admin API's getMe checks
+        open_context_store(live) as context,  # the admin API's handoff release
     ):
         from supervisor.admin_api import AdminContext
 
-        admin = AdminContext(registry, live, session)
+        admin = AdminContext(registry, live, session, context)
         embedded = {"redis": live.redis.url, "database": live.database.url}
 
         def reload_settings() -> Settings:

@@ -233,6 +233,7 @@ class Worker:
             },
             p50_ms=round(_percentile(window, 0.5) * 1000, 2),
             p99_ms=round(_percentile(window, 0.99) * 1000, 2),
+            health=self._health(),
         )
         hb.rates.update(self._rates(hb.totals))
         self._last_heartbeat = hb
@@ -243,6 +244,16 @@ class Worker:
             await self.redis.set(key, hb.dumps(), ex=ttl)
         except (aioredis.RedisError, OSError) as exc:
             self._log.warning("heartbeat.redis_unavailable", error=type(exc).__name__)
+
+    def _health(self) -> dict[str, str | int]:
+        """The context store's layers; logged when they change (a degraded layer
+        makes /readyz 503 with the reason)."""
+        context = getattr(self, "context", None)
+        health: dict[str, str | int] = dict(context.health()) if context is not None else {}
+        if health != getattr(self, "_last_health", {}):
+            self._log.info("worker.health", **health)
+            self._last_health = health
+        return health
 
     def _rates(self, totals: dict[str, int]) -> dict[str, float]:
         """Per-second rates since the previous heartbeat."""
