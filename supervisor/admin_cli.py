@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import sys
 from typing import Any
 
@@ -178,46 +176,3 @@ async def _import(settings: Settings, registry: Registry, args: argparse.Namespa
         f"{rejected} rejected, {bad} bad line(s)"
     )
     return 0 if not (bad or rejected) else ExitCode.FAILURE
-
-
-async def status(settings: Settings, as_json: bool) -> int:
-    url = f"http://{settings.http.host}:{settings.http.port}/v1/status"
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp,
-        ):
-            data = await resp.json(loads=orjson.loads)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        _err(f"no daemon answers at {url} ({type(exc).__name__}); is `botvisor run` running?")
-        return ExitCode.FAILURE
-    if as_json:
-        _out(orjson.dumps(data).decode())
-        return 0
-    _out(f"ready: {data['ready']} ({data['reason']}), worker restarts: {data['worker_restarts']}")
-    _out(f"{'WORKER':>6} {'PID':>8} {'STATE':<9} {'BOTS':>11} {'LAG ms':>7} {'P99 ms':>7}")
-    for w in data["workers"]:
-        _out(
-            f"{w['index']:>6} {w['pid'] or '-':>8} {w['state']:<9} "
-            f"{w['bots_running']:>5}/{w['bots_desired']:<5} {w['loop_lag_ms'] or 0:>7} "
-            f"{w['p99_ms'] or 0:>7}"
-        )
-    _out(f"bots by state: {data['bots_by_state']}")
-    return 0
-
-
-def reload(settings: Settings) -> int:
-    from supervisor.run import pidfile
-
-    path = pidfile(settings)
-    try:
-        pid = int(path.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except FileNotFoundError:
-        _err(f"no {path}: is `botvisor run` running with this state.dir?")
-        return ExitCode.FAILURE
-    except (ValueError, ProcessLookupError, PermissionError) as exc:
-        _err(f"cannot signal the master from {path}: {exc}")
-        return ExitCode.FAILURE
-    _out(f"reload requested (pid {pid})")
-    return 0

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from config import Settings
 from ipc import keys
+from ipc.control import redis_client
 from ipc.messages import Message, Reload, StatusRequest, encode
 from supervisor.exitcodes import ExitCode
 from supervisor.services import open_services
@@ -30,11 +31,7 @@ def _err(text: str) -> None:
 
 async def _publish(settings: Settings, message: Message) -> tuple[aioredis.Redis, int]:
     assert settings.redis.url is not None
-    client = aioredis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.timeout_s,
-        socket_connect_timeout=settings.redis.timeout_s,
-    )
+    client = redis_client(settings.redis.url, settings.redis.timeout_s)
     listeners = await client.publish(keys.control_channel(settings.redis.prefix), encode(message))
     return client, int(listeners)
 

@@ -25,7 +25,8 @@ import structlog
 from bots.policy import RestartIntensity
 from config import ConfigError, Settings
 from ipc import keys
-from ipc.messages import BadMessage, Drain, Reload, StatusRequest, decode
+from ipc.control import listen, redis_client
+from ipc.messages import Drain, Message, Reload, StatusRequest
 from supervisor.exitcodes import ExitCode
 from supervisor.heartbeat import Heartbeat, reply_status
 from supervisor.sdnotify import Notifier
@@ -117,11 +118,7 @@ class Master:
         self._age = 0
         self._last_watchdog = 0.0
         self._force = False
-        self._redis = aioredis.from_url(
-            settings.redis.url or "",
-            socket_timeout=settings.redis.timeout_s,
-            socket_connect_timeout=settings.redis.timeout_s,
-        )
+        self._redis = redis_client(settings.redis.url or "", settings.redis.timeout_s)
         self._log = log.bind(role="master")
 
     # -- the loop ---------------------------------------------------------------------------
@@ -150,28 +147,9 @@ class Master:
     async def _control_loop(self) -> None:
         """`botvisor reload` and the admin API publish the same `Reload` that SIGHUP makes;
         it becomes an event like the signal. Status requests are answered here."""
-        channel = keys.control_channel(self.settings.redis.prefix)
-        delay = 0.5
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(channel)
-                    delay = 0.5
-                    while True:
-                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                        if msg is not None:
-                            await self._on_control(msg.get("data"))
-            except (aioredis.RedisError, OSError) as exc:
-                self._log.warning("master.control_unavailable", error=type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        await listen(self._redis, self.settings.redis.prefix, self._on_control)
 
-    async def _on_control(self, data: object) -> None:
-        try:
-            message = decode(data if isinstance(data, bytes | str) else b"")
-        except BadMessage as exc:
-            self._log.warning("control.bad_message", error=str(exc))
-            return
+    async def _on_control(self, message: Message) -> None:
         match message:
             case Reload() | Drain():
                 self.events.put_nowait(message)

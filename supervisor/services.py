@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from config import Settings
 from ipc import keys
+from ipc.control import redis_client
 from ipc.messages import Reconcile, encode
 from supervisor.migrate import migrate
 from supervisor.registry import Registry
@@ -46,19 +47,24 @@ async def open_services(
         yield settings.model_copy(update=update)
 
 
-@asynccontextmanager
-async def open_registry(
-    settings: Settings, *, apply_migrations: bool = True
-) -> AsyncIterator[Registry]:
-    """A pool on the configured database, migrated, wrapped in a Registry."""
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    """Every PostgreSQL pool of ours: size and timeouts from `database.*`."""
     assert settings.database.url is not None
-    pool = await asyncpg.create_pool(
+    return await asyncpg.create_pool(
         settings.database.url.get_secret_value(),
         min_size=1,
         max_size=settings.database.pool_max,
         command_timeout=settings.database.timeout_s,
         timeout=settings.database.timeout_s,
     )
+
+
+@asynccontextmanager
+async def open_registry(
+    settings: Settings, *, apply_migrations: bool = True
+) -> AsyncIterator[Registry]:
+    """A pool on the configured database, migrated, wrapped in a Registry."""
+    pool = await create_pool(settings)
     try:
         if apply_migrations:
             async with pool.acquire(timeout=settings.database.timeout_s) as conn:
@@ -71,11 +77,7 @@ async def open_registry(
 async def publish_hint(settings: Settings, bots: tuple[int, ...] = ()) -> bool:
     """Tell workers to reconcile now. A lost hint only delays the change by one interval."""
     assert settings.redis.url is not None
-    client = aioredis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.timeout_s,
-        socket_connect_timeout=settings.redis.timeout_s,
-    )
+    client = redis_client(settings.redis.url, settings.redis.timeout_s)
     try:
         await client.publish(
             keys.control_channel(settings.redis.prefix), encode(Reconcile(bots=bots))

@@ -32,7 +32,8 @@ from bots.llm_service import open_llm
 from config import ConfigError, Settings
 from context import open_context_store
 from ipc import keys
-from ipc.messages import BadMessage, Reconcile, StatusRequest, decode
+from ipc.control import listen, redis_client
+from ipc.messages import Message, Reconcile, StatusRequest
 from supervisor.context_metrics import ContextMetrics
 from supervisor.exitcodes import ExitCode
 from supervisor.fleet import Fleet
@@ -41,6 +42,7 @@ from supervisor.manager_admin import ManagerAdmin
 from supervisor.offsets import RedisOffsets
 from supervisor.plan import plan_changes
 from supervisor.registry import BotState, Registry
+from supervisor.services import create_pool
 from supervisor.ticker import ticker
 from supervisor.tokenbox import open_tokenbox
 
@@ -97,16 +99,8 @@ class Worker:
             ttl_dns_cache=300,
             keepalive_timeout=max(30.0, s.telegram.poll_timeout_s + 5.0),
         )
-        redis = aioredis.from_url(
-            s.redis.url, socket_timeout=s.redis.timeout_s, socket_connect_timeout=s.redis.timeout_s
-        )
-        pool = await asyncpg.create_pool(
-            s.database.url.get_secret_value(),
-            min_size=1,
-            max_size=s.database.pool_max,
-            command_timeout=s.database.timeout_s,
-            timeout=s.database.timeout_s,
-        )
+        redis = redis_client(s.redis.url, s.redis.timeout_s)
+        pool = await create_pool(s)
         try:
             async with (
                 aiohttp.ClientSession(connector=connector) as session,
@@ -294,31 +288,14 @@ class Worker:
 
     async def _control_loop(self) -> None:
         """Hints over pub/sub. At-most-once delivery is fine: the timer reconciles anyway."""
-        channel = keys.control_channel(self.settings.redis.prefix)
-        delay = 0.5
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(channel)
-                    delay = 0.5
-                    self._reconcile_now.set()  # we may have missed hints while away
-                    while True:
-                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                        if msg is not None:
-                            await self._on_control(msg.get("data"))
-            except (aioredis.RedisError, OSError) as exc:
-                self._log.warning(
-                    "control.redis_unavailable", error=type(exc).__name__, retry_in_s=delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        await listen(
+            self.redis,
+            self.settings.redis.prefix,
+            self._on_control,
+            on_subscribed=self._reconcile_now.set,  # we may have missed hints while away
+        )
 
-    async def _on_control(self, data: Any) -> None:
-        try:
-            message = decode(data)
-        except BadMessage as exc:
-            self._log.warning("control.bad_message", error=str(exc))
-            return
+    async def _on_control(self, message: Message) -> None:
         match message:
             case Reconcile():
                 self._reconcile_now.set()
