@@ -33,7 +33,10 @@ class ChatDispatcher:
         self._bot_id = bot_id
         self._handle = handle
         self._chats: dict[int, deque[Incoming]] = {}
-        self._arrival: deque[int] = deque()  # unconfirmed update ids, oldest first
+        # Unconfirmed update ids, oldest first, from _head on: a list with a head index
+        # costs an idle bot 56 bytes where an empty deque costs 760.
+        self._arrival: list[int] = []
+        self._head = 0
         self._done: set[int] = set()
         self._max_seen = -1
         self._tasks: set[asyncio.Task[None]] = set()
@@ -48,9 +51,8 @@ class ChatDispatcher:
         for raw in updates:
             update_id = raw.get("update_id")
             if not isinstance(update_id, int) or update_id <= self._max_seen:
-                self._stats.duplicates += (
-                    1  # re-delivered while unconfirmed: already queued or done
-                )
+                # re-delivered while unconfirmed: already queued or done
+                self._stats.duplicates += 1
                 continue
             self._max_seen = update_id
             update = Incoming(raw, now)
@@ -77,15 +79,23 @@ class ChatDispatcher:
 
     def inflight(self) -> int:
         """Updates received and not yet handled."""
-        return len(self._arrival) - len(self._done)
+        return len(self._arrival) - self._head - len(self._done)
 
     def watermark(self) -> int | None:
         """The getUpdates offset: the oldest unhandled update, else one past the newest."""
-        arrival, done = self._arrival, self._done
-        while arrival and arrival[0] in done:
-            done.discard(arrival.popleft())
+        arrival, done, head = self._arrival, self._done, self._head
+        while head < len(arrival) and arrival[head] in done:
+            done.discard(arrival[head])
+            head += 1
+        if head == len(arrival):
+            arrival.clear()
+            head = 0
+        elif head > 64:
+            del arrival[:head]
+            head = 0
+        self._head = head
         if arrival:
-            return arrival[0]
+            return arrival[head]
         return self._max_seen + 1 if self._max_seen >= 0 else None
 
     def progress(self) -> int:

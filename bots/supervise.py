@@ -102,13 +102,14 @@ async def spawn(handle: BotHandle, backoff: BackoffConfig, on_disabled: OnDisabl
     Raises TokenRejected-equivalent `SpawnRejected` when the token is dead.
     """
     actor = handle.actor
-    waiter = actor.changed
+    waiter = actor.changed  # taken before the task starts, so no change is missed
     handle.task = asyncio.create_task(
         supervise(handle, backoff, on_disabled), name=f"bot:{handle.bot_id}"
     )
     while actor.state is ActorState.STARTING:
         await waiter.wait()
-        waiter = actor.changed
+        if actor.state is ActorState.STARTING:
+            waiter = actor.changed
     if actor.state is ActorState.DISABLED:
         await asyncio.gather(handle.task, return_exceptions=True)
         raise SpawnRejected(handle.bot_id, actor.reason)
