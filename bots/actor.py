@@ -229,9 +229,7 @@ class BotActor:
             offset = dispatcher.watermark()
             if offset is not None:
                 params["offset"] = offset
-            updates = await self._interruptibly(
-                self.api.call("getUpdates", params, timeout=poll_timeout)
-            )
+            updates = await self._interruptibly(self.api.poll(params, timeout=poll_timeout))
             if updates is _STOPPED:
                 break  # the cancelled poll confirmed nothing
             if not isinstance(updates, list):
@@ -255,6 +253,7 @@ class BotActor:
             self._interruptible = False
 
     async def _teardown(self) -> None:
+        self.api.close_poll()
         dispatcher = self._dispatcher
         if dispatcher is None:
             return

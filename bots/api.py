@@ -14,6 +14,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
+from bots.longpoll import LongPoll, PollProtocolError
 from bots.token import BotToken
 from ratelimit import BotLimiter
 
@@ -97,7 +98,16 @@ def _error(bot_id: int, method: str, status: int, payload: Any) -> TelegramError
 class BotApi:
     """One bot's Bot API client over the worker's shared HTTP pool. Runs in the actor's tasks."""
 
-    __slots__ = ("_limiter", "_max_retries", "_session", "_timeout", "_url", "bot_id", "stats")
+    __slots__ = (
+        "_limiter",
+        "_max_retries",
+        "_poll",
+        "_session",
+        "_timeout",
+        "_url",
+        "bot_id",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -111,6 +121,7 @@ class BotApi:
     ) -> None:
         self._session = session
         self._url = f"{api_base.rstrip('/')}/bot{token.reveal()}/"
+        self._poll = LongPoll(api_base, token.reveal())
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._limiter = limiter
         self._max_retries = max_retries
@@ -126,9 +137,7 @@ class BotApi:
     ) -> Any:
         """One request, no limiter, no retry. Raises TelegramError or BotNetworkError."""
         tmo = self._timeout if timeout is None else _client_timeout(timeout)
-        # A copy sized to the body: orjson's result sits in a 4 KiB block, which a parked
-        # long poll would hold for its whole wait (measured: 4 KiB per idle bot).
-        body = bytes(memoryview(orjson.dumps(params))) if params else b"{}"
+        body = orjson.dumps(params) if params else b"{}"
         try:
             async with self._session.post(
                 self._url + method,
@@ -141,6 +150,22 @@ class BotApi:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # `from None`: aiohttp's exceptions print the URL, which holds the token.
             raise BotNetworkError(self.bot_id, method, type(exc).__name__) from None
+        return self._answer(method, status, body)
+
+    async def poll(self, params: dict[str, Any], *, timeout: float) -> Any:
+        """getUpdates over the bot's own lean keep-alive connection (see bots.longpoll)."""
+        try:
+            status, raw = await self._poll.post(orjson.dumps(params), timeout)
+        except (OSError, TimeoutError, PollProtocolError) as exc:
+            raise BotNetworkError(self.bot_id, "getUpdates", type(exc).__name__) from None
+        return self._answer("getUpdates", status, raw)
+
+    def close_poll(self) -> None:
+        """Drop the poll connection (the actor stopped); the next poll opens a new one."""
+        self._poll.close()
+
+    def _answer(self, method: str, status: int, body: bytes) -> Any:
+        """Telegram's answer mapped once: the result, or the matching domain error."""
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
