@@ -37,9 +37,10 @@ class ChatDispatcher:
         # costs an idle bot 56 bytes where an empty deque costs 760.
         self._arrival: list[int] = []
         self._head = 0
-        self._done: set[int] = set()
+        # handled but not yet confirmed; both sets exist only while there is traffic
+        self._done: set[int] | None = None
         self._max_seen = -1
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
         self._progress: asyncio.Future[None] | None = None  # created only while waited on
         self._finished = 0
         self._stats = stats
@@ -65,6 +66,8 @@ class ChatDispatcher:
                     self._run_chat(update.chat_id, queue),
                     name=f"bot:{self._bot_id}:chat:{update.chat_id}",
                 )
+                if self._tasks is None:
+                    self._tasks = set()
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             else:
@@ -79,14 +82,16 @@ class ChatDispatcher:
 
     def inflight(self) -> int:
         """Updates received and not yet handled."""
-        return len(self._arrival) - self._head - len(self._done)
+        return len(self._arrival) - self._head - (len(self._done) if self._done else 0)
 
     def watermark(self) -> int | None:
         """The getUpdates offset: the oldest unhandled update, else one past the newest."""
         arrival, done, head = self._arrival, self._done, self._head
-        while head < len(arrival) and arrival[head] in done:
+        while done and head < len(arrival) and arrival[head] in done:
             done.discard(arrival[head])
             head += 1
+        if done is not None and not done:
+            self._done = None
         if head == len(arrival):
             arrival.clear()
             head = 0
@@ -123,7 +128,7 @@ class ChatDispatcher:
 
         Returns True when everything finished. Cancelled updates stay unconfirmed.
         """
-        tasks = list(self._tasks)
+        tasks = list(self._tasks or ())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
@@ -143,6 +148,8 @@ class ChatDispatcher:
                     # the handle wrapper logs and classifies; this is a last guard
                     log.exception("update.handler_crashed", bot_id=self._bot_id)
                 queue.popleft()
+                if self._done is None:
+                    self._done = set()
                 self._done.add(update.update_id)
                 self._finished += 1
                 waiter = self._progress
