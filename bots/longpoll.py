@@ -11,6 +11,7 @@ Content-Length or chunked encoding, over TCP or TLS.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from functools import cache
 from typing import Final, cast
@@ -27,6 +28,36 @@ class PollProtocolError(Exception):
 @cache
 def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
+
+
+#: Seconds a resolved Bot API address is reused. Thousands of bots connect at start:
+#: one lookup, not thousands.
+DNS_TTL_S: Final = 300.0
+_resolved: dict[tuple[str, int], tuple[float, asyncio.Future[list[str]]]] = {}
+
+
+async def _addresses(host: str, port: int) -> list[str]:
+    """The host's addresses in resolver order, looked up once per TTL per process
+    (concurrent callers share one lookup)."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    entry = _resolved.get((host, port))
+    if entry is None or entry[0] < now or (entry[1].done() and entry[1].exception()):
+        fut: asyncio.Future[list[str]] = loop.create_future()
+        _resolved[(host, port)] = (now + DNS_TTL_S, fut)
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            fut.set_result(list(dict.fromkeys(str(info[4][0]) for info in infos)))
+        except OSError as exc:
+            fut.set_exception(exc)
+        except BaseException:
+            # this caller was cancelled: the others sharing the lookup get a network
+            # error (and retry), never a cancellation that is not theirs
+            fut.set_exception(OSError("address lookup abandoned"))
+            fut.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            raise
+        entry = _resolved[(host, port)]
+    return await asyncio.shield(entry[1])
 
 
 class _Connection(asyncio.Protocol):
@@ -199,15 +230,22 @@ class LongPoll:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(
-            _Connection,
-            self._host,
-            self._port,
-            ssl=_tls() if self._tls else None,
-            server_hostname=self._server_hostname,
-        )
-        self._conn = conn
-        return conn
+        error: OSError | None = None
+        for address in await _addresses(self._host, self._port):  # as create_connection does
+            try:
+                _, conn = await loop.create_connection(
+                    _Connection,
+                    address,
+                    self._port,
+                    ssl=_tls() if self._tls else None,
+                    server_hostname=self._server_hostname,
+                )
+            except OSError as exc:
+                error = exc
+                continue
+            self._conn = conn
+            return conn
+        raise error or OSError(f"no address for {self._host}")
 
     def close(self) -> None:
         if self._conn is not None:

@@ -124,3 +124,16 @@ def test_only_http_urls_are_accepted() -> None:
     with pytest.raises(ValueError):
         LongPoll("ftp://example.org", "1:S")
     assert LongPoll("https://api.telegram.org", "1:S")._port == 443
+
+
+async def test_connections_to_one_host_reuse_its_cached_addresses(server: RawServer) -> None:
+    from bots import longpoll
+
+    longpoll._resolved.clear()
+    polls = [LongPoll(f"http://localhost:{server.port}", f"{i}:S") for i in range(50)]
+    server.answers = [ok(b"[]") for _ in polls]
+    results = await asyncio.gather(*(p.post(b"{}", 5) for p in polls))
+    assert results == [(200, b"[]")] * 50
+    assert list(longpoll._resolved) == [("localhost", server.port)]
+    for p in polls:
+        p.close()
