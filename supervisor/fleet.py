@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from pydantic import ValidationError
 
 from bots.actor import ActorState, BotActor, BotSpec, OffsetStore, PollConfig
 from bots.api import BotApi
@@ -21,34 +22,41 @@ from bots.handlers import HandlerDeps, UnknownHandler, make_handler
 from bots.policy import BackoffConfig
 from bots.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from config import Settings
-from ratelimit import BotLimiter, Limits, Rate
+from config.settings import RateLimitSection
+from ratelimit import BotLimiter, Limits
 from supervisor.plan import Plan
 
 log = structlog.get_logger(__name__)
 
 
+class BadBotSettings(ValueError):
+    """A bot's own settings are invalid; the message names the key and what is allowed."""
+
+
 def limits_for(settings: Settings, bot_settings: Mapping[str, Any]) -> Limits:
     """Deployment limits, overridden per bot by its settings' `ratelimit` object
-    (e.g. {"ratelimit": {"per_bot": {"limit": 1000, "period_s": 1}}} for paid broadcasts)."""
-    rl = settings.ratelimit
+    (e.g. {"ratelimit": {"per_bot": {"limit": 1000}}} for paid broadcasts), validated by
+    the same model as the config file so the rules and messages are the config's."""
     own = bot_settings.get("ratelimit") if isinstance(bot_settings, Mapping) else None
-    own = own if isinstance(own, Mapping) else {}
-
-    def rate(name: str, default: Any) -> Rate:
-        o = own.get(name)
-        if isinstance(o, Mapping):
-            return Rate(
-                int(o.get("limit", default.limit)), float(o.get("period_s", default.period_s))
+    if own is None:
+        return Limits.from_settings(settings.ratelimit)
+    merged = settings.ratelimit.model_dump()
+    try:
+        for name, value in dict(own).items():
+            merged[name] = (
+                {**merged[name], **value} if isinstance(merged.get(name), dict) else value
             )
-        return Rate(default.limit, default.period_s)
+        section = RateLimitSection.model_validate(merged)
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise BadBotSettings(f"settings.ratelimit: {_first_error(exc)}") from None
+    return Limits.from_settings(section)
 
-    return Limits(
-        per_bot=rate("per_bot", rl.per_bot),
-        per_chat=rate("per_chat", rl.per_chat),
-        per_group=rate("per_group", rl.per_group),
-        margin_s=rl.margin_s,
-        idle_keys_max=rl.idle_keys_max,
-    )
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        e = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+    return 'expected an object like {"per_bot": {"limit": 30, "period_s": 1}}'
 
 
 @dataclass(slots=True)
@@ -97,7 +105,18 @@ class Fleet:
         """New deployment settings (reload): new limits for every bot, in place."""
         self.settings = settings
         for h in self.handles.values():
-            h.actor.api.limiter.retune(limits_for(settings, h.actor.spec.settings))
+            self._retune(h, h.actor.spec)
+
+    def _retune(self, handle: BotHandle, spec: BotSpec) -> None:
+        """Settings-only change: new limits in place, the poll keeps running. Invalid
+        per-bot limits keep the running ones (the bot already runs, so don't stop it)."""
+        handle.actor.spec = spec
+        try:
+            handle.actor.api.limiter.retune(limits_for(self.settings, spec.settings))
+        except BadBotSettings as exc:
+            log.error(
+                "bot.settings_rejected", bot_id=spec.bot_id, error=str(exc), kept="running limits"
+            )
 
     async def apply(self, plan: Plan) -> None:
         """Stop before start, so a restarted bot never polls twice."""
@@ -106,8 +125,7 @@ class Fleet:
         for spec in plan.retune:
             handle = self.handles.get(spec.bot_id)
             if handle is not None:
-                handle.actor.spec = spec
-                handle.actor.api.limiter.retune(limits_for(self.settings, spec.settings))
+                self._retune(handle, spec)
         starting = [*plan.start, *plan.restart]
         known = await self.offsets.load_many([s.bot_id for s in starting]) if self.offsets else {}
         await asyncio.gather(*(self._start(spec, known.get(spec.bot_id)) for spec in starting))
@@ -130,11 +148,12 @@ class Fleet:
             return
         try:
             handler = make_handler(spec.handler, self.handler_deps)
-        except UnknownHandler as exc:
+            limiter = BotLimiter(limits_for(self.settings, spec.settings))
+        except (UnknownHandler, BadBotSettings) as exc:
+            # this bot's own data is wrong: disable it with the reason, start the others
             await self.on_disabled(spec.bot_id, str(exc))
             return
         tg = self.settings.telegram
-        limiter = BotLimiter(limits_for(self.settings, spec.settings))
         api = BotApi(
             self.session,
             tg.api_base,
