@@ -66,6 +66,8 @@ class Demo:
         self.state_dir = Path(settings.state.dir).absolute() / "demo"
         self.injected = 0
         self.last_status: dict[str, Any] = {}
+        self._prev_totals: dict[int, dict[str, int]] = {}  # per worker, for per-second rates
+        self._lines = 0  # lines of the live view to redraw on a TTY
 
     async def run(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +226,7 @@ class Demo:
         print(text, file=self.view, flush=True)
 
     def _show(self, stats: dict[str, Any], elapsed: float) -> None:
-        prev = getattr(self, "_prev_totals", {})
+        prev = self._prev_totals
         lines = [
             f"t={elapsed:5.1f}s  injected {stats['totals']['injected']}  "
             f"replied {stats['totals']['replied']}  429s {stats['totals']['telegram_429']}  "
@@ -247,7 +249,7 @@ class Demo:
         self._prev_totals = cur
         if self.tty:
             text = "\n".join(lines)
-            up = getattr(self, "_lines", 0)
+            up = self._lines
             self.view.write((f"\x1b[{up}F\x1b[J" if up else "") + text + "\n")
             self.view.flush()
             self._lines = len(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import aiohttp
@@ -74,6 +74,10 @@ class Totals:
     limiter_waits: int = 0
     restarts: int = 0
     latencies: list[float] = field(default_factory=list)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter by name (what heartbeats carry)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "latencies"}
 
 
 class Fleet:

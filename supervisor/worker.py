@@ -28,9 +28,10 @@ import redis.asyncio as aioredis
 import structlog
 
 from bots.handlers import HandlerDeps
+from bots.llm import LLMClient
 from bots.llm_service import open_llm
 from config import ConfigError, Settings
-from context import open_context_store
+from context import ContextStore, open_context_store
 from ipc import keys
 from ipc.control import listen, redis_client
 from ipc.messages import Message, Reconcile, StatusRequest
@@ -78,6 +79,11 @@ class Worker:
         self._drain = asyncio.Event()
         self._reconcile_now = asyncio.Event()
         self._ppid = os.getppid()
+        # set by run() once the services are open
+        self.context: ContextStore | None = None
+        self.llm: LLMClient | None = None
+        self._exported: dict[str, int] = {}  # counters already added to Prometheus
+        self._last_health: dict[str, str | int] = {}
         self._window: list[float] = []
         self._last_heartbeat: Heartbeat | None = None
         self._rate_base: tuple[float, dict[str, int]] = (time.monotonic(), {})
@@ -210,21 +216,7 @@ class Worker:
             bots=self.fleet.counts(),
             loop_lag_s=round(self.loop_lag, 4),
             at=time.time(),
-            totals={
-                k: getattr(t, k)
-                for k in (
-                    "received",
-                    "duplicates",
-                    "handled",
-                    "dropped",
-                    "handler_errors",
-                    "sent",
-                    "telegram_429",
-                    "conflicts",
-                    "limiter_waits",
-                    "restarts",
-                )
-            },
+            totals=t.counters(),
             p50_ms=round(_percentile(window, 0.5) * 1000, 2),
             p99_ms=round(_percentile(window, 0.99) * 1000, 2),
             health=self._health(),
@@ -242,9 +234,9 @@ class Worker:
     def _health(self) -> dict[str, str | int]:
         """The context store's layers; logged when they change (a degraded layer
         makes /readyz 503 with the reason)."""
-        context = getattr(self, "context", None)
+        context = self.context
         health: dict[str, str | int] = dict(context.health()) if context is not None else {}
-        if health != getattr(self, "_last_health", {}):
+        if health != self._last_health:
             self._log.info("worker.health", **health)
             self._last_health = health
         return health
@@ -264,7 +256,7 @@ class Worker:
         from supervisor.metrics import metrics
 
         m = metrics()
-        prev = getattr(self, "_exported", {})
+        prev = self._exported
         for name, counter in (
             ("received", m.updates_received),
             ("duplicates", m.updates_duplicate),
