@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar
 import aiohttp
 import asyncpg
 import orjson
+import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -53,9 +54,11 @@ class AdminContext:
     session: aiohttp.ClientSession
     #: conversation contexts (operator handoff release); None in API-only tests
     context: ContextStore | None = None
+    #: the master's Redis client, for reconcile hints
+    redis: aioredis.Redis | None = None
 
     def service(self) -> BotService:
-        return BotService(self.registry, self.settings, self.session)
+        return BotService(self.registry, self.settings, self.session, self.redis)
 
 
 ADMIN_KEY: Final = web.AppKey("admin", AdminContext)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 import structlog
 
 from bots.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
@@ -57,11 +58,16 @@ class BotService:
     others did not exist (a 404, never a 403, so ids of others' bots don't leak)."""
 
     def __init__(
-        self, registry: Registry, settings: Settings, session: aiohttp.ClientSession
+        self,
+        registry: Registry,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        redis: aioredis.Redis | None = None,
     ) -> None:
         self._registry = registry
         self._settings = settings
         self._session = session
+        self._redis = redis  # for hints; None: one connection per hint (a CLI run)
 
     async def register(
         self,
@@ -91,7 +97,7 @@ class BotService:
             )
         except AlreadyRegistered as exc:
             raise BotServiceError(ErrorKind.CONFLICT, "already_registered", str(exc)) from None
-        await publish_hint(self._settings, (record.id,))
+        await publish_hint(self._settings, (record.id,), self._redis)
         log.info("bot.registered", bot_id=record.id, owner_id=owner_id, handler=handler)
         return record
 
@@ -127,7 +133,7 @@ class BotService:
     async def remove(self, caller: Caller, bot_id: int) -> None:
         if not await self._registry.remove(bot_id, owner_id=caller.scope):
             raise _not_found(bot_id)
-        await publish_hint(self._settings, (bot_id,))
+        await publish_hint(self._settings, (bot_id,), self._redis)
         log.info("bot.removed", bot_id=bot_id)
 
     async def _change(
@@ -145,7 +151,7 @@ class BotService:
         )
         if record is None:
             raise _not_found(bot_id)
-        await publish_hint(self._settings, (bot_id,))
+        await publish_hint(self._settings, (bot_id,), self._redis)
         log.info(f"bot.{what}", bot_id=bot_id, revision=record.revision)
         return record
 

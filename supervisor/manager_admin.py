@@ -16,6 +16,7 @@ from typing import Final
 
 import aiohttp
 import asyncpg
+import redis.asyncio as aioredis
 import structlog
 
 from bots.fleet_admin import FleetAdminError, ManagedBot, Refusal
@@ -63,15 +64,17 @@ class ManagerAdmin:
         pool: asyncpg.Pool,
         session: aiohttp.ClientSession,
         settings: Callable[[], Settings],
+        redis: aioredis.Redis | None = None,
     ) -> None:
         """`settings` returns the worker's current settings (they change on reload)."""
+        self._redis = redis  # the worker's client, for reconcile hints
         self._registry = registry
         self._session = session
         self._settings = settings
         self._links = OwnerLinks(pool, settings().database.timeout_s)
 
     def _service(self) -> BotService:
-        return BotService(self._registry, self._settings(), self._session)
+        return BotService(self._registry, self._settings(), self._session, self._redis)
 
     async def login(self, user_id: int, api_key: str) -> str | None:
         with _outage("login"):

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from config import Settings, load_settings
 from context import open_context_store
+from ipc.control import redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.master import HaltMaster, Master
 from supervisor.services import open_registry, open_services
@@ -36,11 +37,12 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
         open_services(settings) as live,
         open_registry(live) as registry,
         aiohttp.ClientSession() as session,  # the admin API's getMe checks
-        open_context_store(live) as context,  # the admin API's handoff release
+        contextlib.aclosing(redis_client(live.redis.url or "", live.redis.timeout_s)) as redis,
+        open_context_store(live, redis=redis) as context,  # the admin API's handoff release
     ):
         from supervisor.admin_api import AdminContext
 
-        admin = AdminContext(registry, live, session, context)
+        admin = AdminContext(registry, live, session, context, redis)
         embedded = {"redis": live.redis.url, "database": live.database.url}
 
         def reload_settings() -> Settings:

@@ -74,10 +74,17 @@ async def open_registry(
         await pool.close()
 
 
-async def publish_hint(settings: Settings, bots: tuple[int, ...] = ()) -> bool:
-    """Tell workers to reconcile now. A lost hint only delays the change by one interval."""
+async def publish_hint(
+    settings: Settings, bots: tuple[int, ...] = (), client: aioredis.Redis | None = None
+) -> bool:
+    """Tell workers to reconcile now. A lost hint only delays the change by one interval.
+
+    Long-lived processes (master, worker) pass their client; a CLI run opens one here.
+    """
     assert settings.redis.url is not None
-    client = redis_client(settings.redis.url, settings.redis.timeout_s)
+    own = client is None
+    if client is None:
+        client = redis_client(settings.redis.url, settings.redis.timeout_s)
     try:
         await client.publish(
             keys.control_channel(settings.redis.prefix), encode(Reconcile(bots=bots))
@@ -91,4 +98,5 @@ async def publish_hint(settings: Settings, bots: tuple[int, ...] = ()) -> bool:
         )
         return False
     finally:
-        await client.aclose()
+        if own:
+            await client.aclose()

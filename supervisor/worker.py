@@ -117,7 +117,7 @@ class Worker:
                 offsets = RedisOffsets(redis, s.redis.prefix)
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
-                admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings)
+                admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
                 deps = HandlerDeps(context, llm, admin)
                 self.fleet = Fleet(s, session, self._on_disabled, offsets, deps)
                 self.redis = redis
