@@ -87,6 +87,17 @@ class Daemon:
                 await asyncio.sleep(0.1)
         return data
 
+    async def wait_metrics(self, line: str, timeout: float = 15) -> str:
+        """The /metrics text once it holds `line`; workers fold counters into it once a
+        heartbeat, from another process, so it is polled."""
+        async with asyncio.timeout(timeout):
+            while True:
+                code, text = await self.get("/metrics")
+                assert code == 200, text
+                if line in text:
+                    return str(text)
+                await asyncio.sleep(0.1)  # noqa: ASYNC110 - another process's files
+
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(sig)
