@@ -2,7 +2,7 @@
 # `make demo` or `make test`; the venv and tools/ are built on first use.
 #
 #   make demo DEMO_ARGS="--bots 50 --duration 10"
-#   make test TEST_ARGS="-x tests/test_logging.py"
+#   make test TEST_ARGS="-x tests/unit/test_logging.py"
 #   make venv PYTHON=/usr/bin/python3.11
 
 SHELL := /bin/bash

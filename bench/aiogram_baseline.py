@@ -128,7 +128,7 @@ async def run_aiogram(
         wait_all_polling,
     )
 
-    from bots.emulator.control import EmulatorControl
+    from emulators.telegram.control import EmulatorControl
 
     tag = f"aiogram-{n}-{secrets.token_hex(3)}"
     log_dir = OUT_DIR / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{tag}"

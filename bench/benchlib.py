@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bots.emulator.control import EmulatorControl  # noqa: E402
+from emulators.telegram.control import EmulatorControl  # noqa: E402
 
 OUT_DIR = ROOT / "bench" / "out"
 #: First chat id used by the traffic generator (private chats: positive ids).
@@ -193,7 +193,7 @@ async def start_emulator(
         proc = await children.start(
             sys.executable,
             "-m",
-            "bots.emulator",
+            "emulators.telegram",
             "--host",
             "127.0.0.1",
             "--port",

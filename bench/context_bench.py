@@ -50,7 +50,7 @@ from config import Settings, load_settings  # noqa: E402
 from context import Changes, ContextStore, Message, open_context_store  # noqa: E402
 from context.model import NAMESPACES  # noqa: E402
 from ipc import keys as ipc_keys  # noqa: E402
-from supervisor.migrate import migrate  # noqa: E402
+from supervisor.registry.migrate import migrate  # noqa: E402
 
 OUT_DIR = ROOT / "bench" / "out"
 TARGETS_US = {"memory_load_p50": 5.0, "redis_load_p99": 1000.0, "save_p99": 2000.0}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How many sendMessage/s the Bot API emulator sustains (its "ceiling").
 
-Starts `python -m bots.emulator --no-limits` as its own process, parks M idle
+Starts `python -m emulators.telegram --no-limits` as its own process, parks M idle
 long polls on it (getUpdates timeout=50, never answered), then drives N
 concurrent sendMessage loops (one keep-alive connection each, one request in
 flight per loop) from `--client-procs` separate client processes, using a
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bots.emulator.control import EmulatorControl  # noqa: E402
+from emulators.telegram.control import EmulatorControl  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -81,7 +81,7 @@ def start_emulator(host: str) -> tuple[subprocess.Popen[bytes], int]:
         [
             sys.executable,
             "-m",
-            "bots.emulator",
+            "emulators.telegram",
             "--host",
             host,
             "--port",

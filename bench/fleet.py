@@ -4,7 +4,7 @@
 For each N in --bots (plus a tiny N0 run for the incremental memory per bot), in
 one invocation: a fresh emulator process, a fresh PostgreSQL database
 botvisor_bench_<hex> (dropped after) and Redis prefix, N echo bots registered,
-then the daemon (`python -m supervisor.cli run`, W workers) started and measured:
+then the daemon (`python -m supervisor.cli.main run`, W workers) started and measured:
 
   all-poll / READY  seconds from daemon start until all N bots sent a getUpdates
                     (emulator, checked every 50 ms) / until READY=1 on NOTIFY_SOCKET
@@ -74,9 +74,9 @@ from benchlib import (  # noqa: E402
     wait_all_polling,
 )
 
-from bots.emulator.control import EmulatorControl  # noqa: E402
-from bots.token import BotToken  # noqa: E402
+from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
+from emulators.telegram.control import EmulatorControl  # noqa: E402
 from supervisor.services import open_registry  # noqa: E402
 
 
@@ -173,7 +173,7 @@ async def run_botvisor(
                 daemon = await children.start(
                     sys.executable,
                     "-m",
-                    "supervisor.cli",
+                    "supervisor.cli.main",
                     "run",
                     env=env,
                     stdout=log_file,

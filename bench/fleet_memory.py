@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where a worker's idle memory per bot goes: the real `supervisor.fleet.Fleet`, in process.
+"""Where a worker's idle memory per bot goes: the real `supervisor.worker.fleet.Fleet`, in process.
 
 Builds what a worker builds (the same aiohttp connector settings, uvloop, Fleet,
 BotActor, BotApi, BotLimiter, ChatDispatcher) for N bots against an emulator
@@ -42,12 +42,12 @@ from benchlib import (  # noqa: E402
     stop_emulator,
 )
 
-from bots.actor import BotSpec  # noqa: E402
-from bots.emulator.control import EmulatorBot, EmulatorControl  # noqa: E402
-from bots.token import BotToken  # noqa: E402
+from bots.actor.actor import BotSpec  # noqa: E402
+from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
-from supervisor.fleet import Fleet  # noqa: E402
-from supervisor.plan import Plan  # noqa: E402
+from emulators.telegram.control import EmulatorBot, EmulatorControl  # noqa: E402
+from supervisor.worker.fleet import Fleet  # noqa: E402
+from supervisor.worker.plan import Plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,7 +196,7 @@ def main() -> None:
     p.add_argument(
         "--right-sized-bodies",
         action="store_true",
-        help="what-if: bots.api sends request bodies copied to their exact size "
+        help="what-if: bots.telegram.api sends request bodies copied to their exact size "
         "(measures the cost of orjson's 4 KiB buffers held by in-flight polls)",
     )
     p.add_argument(
@@ -209,9 +209,9 @@ def main() -> None:
     raise_nofile()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     if args.right_sized_bodies:
-        import bots.api
+        import bots.telegram.api
 
-        setattr(bots.api, "orjson", _RightSizedOrjson)  # noqa: B010 - a what-if patch
+        setattr(bots.telegram.api, "orjson", _RightSizedOrjson)  # noqa: B010 - a what-if patch
     from config.logging import configure_logging
 
     # as a worker does (JSON at INFO), into a file: its loggers are part of the cost

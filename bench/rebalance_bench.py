@@ -46,11 +46,11 @@ from benchlib import (  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
-from bots.emulator.server import open_emulator  # noqa: E402
-from bots.token import BotToken  # noqa: E402
+from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
+from emulators.telegram.server import open_emulator  # noqa: E402
+from supervisor.master.shards import shards_of_worker  # noqa: E402
 from supervisor.services import open_registry  # noqa: E402
-from supervisor.shards import shards_of_worker  # noqa: E402
 from tests.daemon import start_daemon  # noqa: E402
 
 

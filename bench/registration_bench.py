@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Registration latency: POST /v1/bots -> the new bot's first getUpdates, N times.
 
-The real daemon (`python -m supervisor.cli run`, W workers, tests/daemon.py's harness)
+The real daemon (`python -m supervisor.cli.main run`, W workers, tests/daemon.py's harness)
 against a fresh PostgreSQL database and Redis prefix, with the Bot API emulator in this
 process (so its monotonic clock is ours: `first_poll_at - t0` needs no clock sync).
 Registrations are sequential: each POST is sent once the previous bot polls, so the
@@ -45,9 +45,9 @@ from benchlib import (  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
-from bots.emulator.server import open_emulator  # noqa: E402
-from bots.emulator.state import EmulatorState  # noqa: E402
 from config import Settings  # noqa: E402
+from emulators.telegram.server import open_emulator  # noqa: E402
+from emulators.telegram.state import EmulatorState  # noqa: E402
 from tests.daemon import start_daemon  # noqa: E402
 
 TARGET_P99_MS = 100.0

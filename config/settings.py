@@ -50,6 +50,13 @@ class RedisSection(_Section):
         "botvisor:", min_length=1, description="Prefix of every key and channel we use."
     )
     timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of one Redis command.")
+    pool_max: int = Field(
+        32,
+        ge=2,
+        le=10_000,
+        description="Connections per process. A busy pool makes a command wait (up to "
+        "timeout_s) for a free connection; it never fails for being busy.",
+    )
 
 
 class DatabaseSection(_Section):

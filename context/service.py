@@ -16,6 +16,7 @@ from context.durable import DurableLog
 from context.redis_io import RedisContexts, Ttls
 from context.stats import StoreConfig
 from context.store import ContextStore
+from ipc.redis_client import redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -38,11 +39,7 @@ async def open_context_store(
     own_pool = pool is None
     if redis is None:
         assert settings.redis.url is not None, "redis.url must be set (or pass a client)"
-        redis = aioredis.from_url(
-            settings.redis.url,
-            socket_timeout=settings.redis.timeout_s,
-            socket_connect_timeout=settings.redis.timeout_s,
-        )
+        redis = redis_client(settings.redis.url, settings.redis.timeout_s, settings.redis.pool_max)
     if pool is None:
         assert settings.database.url is not None, "database.url must be set (or pass a pool)"
         pool = await asyncpg.create_pool(

@@ -49,8 +49,3 @@ async def listen(
             log.warning("control.redis_unavailable", error=type(exc).__name__, retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
-
-
-def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
-    """Every Redis client of ours: command and connect timeouts always set."""
-    return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)

@@ -14,11 +14,11 @@ from pydantic import SecretStr
 
 from config import Settings
 from ipc import keys
-from ipc.control import redis_client
 from ipc.messages import Reconcile, encode
-from supervisor.migrate import migrate
-from supervisor.registry import Registry
-from supervisor.tokenbox import open_tokenbox
+from ipc.redis_client import redis_client
+from supervisor.registry.bots import Registry
+from supervisor.registry.migrate import migrate
+from supervisor.registry.tokenbox import open_tokenbox
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ async def open_services(
     if not (need_redis or need_pg):
         yield settings
         return
-    from supervisor.embedded import open_embedded
+    from supervisor.embedded.servers import open_embedded
 
     state_dir = Path(settings.state.dir).absolute()
     async with open_embedded(state_dir, redis=need_redis, postgres=need_pg) as emb:
@@ -84,7 +84,7 @@ async def publish_hint(
     assert settings.redis.url is not None
     own = client is None
     if client is None:
-        client = redis_client(settings.redis.url, settings.redis.timeout_s)
+        client = redis_client(settings.redis.url, settings.redis.timeout_s, settings.redis.pool_max)
     try:
         await client.publish(
             keys.control_channel(settings.redis.prefix), encode(Reconcile(bots=bots))

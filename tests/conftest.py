@@ -29,7 +29,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import Settings, load_settings
-from supervisor.embedded import EmbeddedServices, open_embedded
+from supervisor.embedded.base import EmbeddedServices
+from supervisor.embedded.servers import open_embedded
 
 SYSTEM_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 SYSTEM_REDIS = ("127.0.0.1", 6379)
@@ -231,3 +232,15 @@ async def fresh_settings(
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout=60)
     finally:
         await conn.close(timeout=10)
+
+
+#: tests/<kind>/… -> marker: `make test TEST_ARGS="-m unit"` runs the fast subset.
+KINDS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for kind in KINDS:
+            if kind in parts:
+                item.add_marker(getattr(pytest.mark, kind))

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
-from supervisor.migrate import migrate
+from supervisor.registry.migrate import migrate
 
 _MIGRATED: set[str] = set()
 

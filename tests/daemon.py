@@ -149,7 +149,7 @@ async def start_daemon(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "supervisor.cli",
+            "supervisor.cli.main",
             "run",
             env=env,
             stdin=asyncio.subprocess.DEVNULL,

@@ -35,7 +35,7 @@ def _install(out_dir: str) -> None:
     gc.callbacks.append(on_gc)
     argv = list(getattr(sys, "orig_argv", sys.argv))
     mode = os.environ.get("BENCH_GC_WHATIF", "none")
-    is_worker = "supervisor.worker" in argv
+    is_worker = "supervisor.worker.process" in argv
     frozen: list[int] = []
     if is_worker and "thr" in mode:
         gc.set_threshold(50_000, 20, 100)

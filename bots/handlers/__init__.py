@@ -1,7 +1,2 @@
-"""Handlers: what a bot does with an update. Chosen per bot by name (`handler` column)."""
-
-from __future__ import annotations
-
-from bots.handlers.base import BotContext, Handler, HandlerDeps, UnknownHandler, make_handler
-
-__all__ = ["BotContext", "Handler", "HandlerDeps", "UnknownHandler", "make_handler"]
+"""Handlers: what a bot does with an update. Chosen per bot by name (`handler` column):
+`registry.make_handler`; the interface is in `base`."""

@@ -1,17 +1,17 @@
-"""The handler interface and the registry of handler names."""
+"""The handler interface: what a handler gets (`BotContext`) and is built with (`HandlerDeps`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bots.api import BotApi
-from bots.update import Incoming
+from bots.telegram.api import BotApi
+from bots.telegram.update import Incoming
 
 if TYPE_CHECKING:
-    from bots.fleet_admin import FleetAdmin
-    from bots.llm import LLMClient
+    from bots.handlers.fleet_admin import FleetAdmin
+    from bots.llm.client import LLMClient
     from context import ContextStore
 
 
@@ -42,37 +42,3 @@ class Handler(Protocol):
 
 class UnknownHandler(ValueError):
     """The bot names a handler this build does not have."""
-
-
-def _echo(deps: HandlerDeps) -> Handler:
-    from bots.handlers.echo import EchoHandler
-
-    return EchoHandler()
-
-
-def _openai(deps: HandlerDeps) -> Handler:
-    from bots.handlers.openai_handler import OpenAIHandler
-
-    return OpenAIHandler(deps)
-
-
-def _manager(deps: HandlerDeps) -> Handler:
-    from bots.handlers.manager import ManagerHandler
-
-    return ManagerHandler(deps.admin)
-
-
-#: Handler name -> factory. Names are the values of the `bots.handler` column.
-HANDLERS: Mapping[str, Callable[[HandlerDeps], Handler]] = {
-    "echo": _echo,
-    "openai": _openai,
-    "manager": _manager,
-}
-
-
-def make_handler(name: str, deps: HandlerDeps | None = None) -> Handler:
-    """One handler instance per bot, built with the worker's services."""
-    factory = HANDLERS.get(name)
-    if factory is None:
-        raise UnknownHandler(f"unknown handler {name!r}; available: {', '.join(sorted(HANDLERS))}")
-    return factory(deps if deps is not None else HandlerDeps())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bots.handlers.base import BotContext
-from bots.update import Incoming
+from bots.telegram.update import Incoming
 
 
 class EchoHandler:

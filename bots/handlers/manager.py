@@ -19,12 +19,12 @@ from typing import Any, Final
 
 import structlog
 
-from bots.api import BotNetworkError, TelegramError
-from bots.fleet_admin import FleetAdmin, FleetAdminError, Refusal
 from bots.handlers import manager_text as say
 from bots.handlers.base import BotContext
-from bots.token import BadToken, BotToken
-from bots.update import Incoming
+from bots.handlers.fleet_admin import FleetAdmin, FleetAdminError, Refusal
+from bots.telegram.api import BotNetworkError, TelegramError
+from bots.telegram.token import BadToken, BotToken
+from bots.telegram.update import Incoming
 
 log = structlog.get_logger(__name__)
 

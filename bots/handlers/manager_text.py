@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from bots.fleet_admin import FleetAdminError, ManagedBot, Refusal
+from bots.handlers.fleet_admin import FleetAdminError, ManagedBot, Refusal
 
 HELP: Final = (
     "I manage your botvisor bots, the way @BotFather manages Telegram bots.\n"

@@ -16,12 +16,12 @@ from typing import Any, Final
 
 import structlog
 
-from bots.api import TRANSIENT, TelegramError
 from bots.handlers.base import BotContext, HandlerDeps
 from bots.handlers.llm_settings import LLMBotSettings, parse_settings
 from bots.handlers.textsplit import split_message
-from bots.llm import LLMUnavailable
-from bots.update import Incoming
+from bots.llm.client import LLMUnavailable
+from bots.telegram.api import TRANSIENT, TelegramError
+from bots.telegram.update import Incoming
 from context import Changes, Context, Message, handed_off, handoff_changes
 
 log = structlog.get_logger(__name__)

@@ -1,0 +1,298 @@
+"""A bot actor: one per token. getMe handshake, long polling, per-chat handling.
+
+Shape after pykka: `run_once()` = `_setup()` (getMe) -> `_running()` (poll loop)
+-> `_teardown()` (drain handlers, save the confirm watermark). Supervision (restart
+with backoff, 401 -> disabled) lives in `bots.actor.supervise`.
+
+The watermark (oldest unhandled update id) is saved to an `OffsetStore` on stop and
+read on start, so the next poller of this bot, in this process or another, confirms
+what was handled with its first getUpdates. Confirming with a getUpdates of our own
+at stop would terminate our just-cancelled long poll: a self-inflicted 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final, Protocol
+
+import structlog
+
+from bots.actor.dispatch import ChatDispatcher
+from bots.actor.stats import ActorStats
+from bots.handlers.base import BotContext, Handler
+from bots.telegram.api import TRANSIENT, BotApi, TelegramError
+from bots.telegram.token import BotToken
+from bots.telegram.update import Incoming
+
+log = structlog.get_logger(__name__)
+
+
+class ActorState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    DISABLED = "disabled"
+
+
+_ALLOWED: Final[Mapping[ActorState, frozenset[ActorState]]] = {
+    ActorState.STARTING: frozenset(
+        {ActorState.RUNNING, ActorState.BACKOFF, ActorState.DISABLED, ActorState.STOPPING}
+    ),
+    ActorState.RUNNING: frozenset({ActorState.BACKOFF, ActorState.DISABLED, ActorState.STOPPING}),
+    ActorState.BACKOFF: frozenset({ActorState.STARTING, ActorState.STOPPING}),
+    ActorState.STOPPING: frozenset({ActorState.STOPPED}),
+    ActorState.STOPPED: frozenset(),
+    ActorState.DISABLED: frozenset({ActorState.STOPPING, ActorState.STOPPED}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BotSpec:
+    """What the registry says a bot should be. `revision` changes on every edit."""
+
+    bot_id: int
+    token: BotToken
+    handler: str
+    settings: Mapping[str, Any]
+    revision: int
+
+
+class OffsetStore(Protocol):
+    """Where a bot's confirm watermark survives its actor (Redis in a worker)."""
+
+    async def load(self, bot_id: int) -> int | None: ...
+
+    async def load_many(self, bot_ids: list[int]) -> dict[int, int]: ...
+
+    async def save(self, bot_id: int, offset: int) -> None: ...
+
+
+class NoOffsetStore:
+    """Keeps nothing: a restarted actor re-receives handled-but-unconfirmed updates."""
+
+    async def load(self, bot_id: int) -> int | None:
+        return None
+
+    async def load_many(self, bot_ids: list[int]) -> dict[int, int]:
+        return {}
+
+    async def save(self, bot_id: int, offset: int) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PollConfig:
+    poll_timeout_s: int
+    inflight_max: int
+    grace_s: float
+    handler_retries: int = 3
+
+
+#: How long a poll waits for the batch in flight to finish before re-polling anyway.
+POLL_GAP_S = 0.2
+
+_STOPPED: Final = object()
+
+
+class BotActor:
+    """Runs in the actor's own task (plus one task per busy chat)."""
+
+    def __init__(
+        self,
+        spec: BotSpec,
+        api: BotApi,
+        handler: Handler,
+        poll: PollConfig,
+        offsets: OffsetStore | None = None,
+        initial_offset: int | None = None,
+    ) -> None:
+        self.spec = spec
+        self.offsets: OffsetStore = offsets or NoOffsetStore()
+        #: read in bulk by the fleet for the first run; later runs read their own
+        self._initial_offset = initial_offset
+        self.api = api
+        self.handler = handler
+        self.poll = poll
+        self.state = ActorState.STARTING
+        self.reason = ""
+        self.username = ""
+        # Created on demand: an idle bot should not pay ~0.9 KiB per asyncio.Event.
+        self._changed: asyncio.Event | None = None
+        self._stopping = False
+        self._stop_waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._interruptible = False
+        self._dispatcher: ChatDispatcher | None = None
+        self.stats = ActorStats()
+        self._log = log.bind(bot_id=spec.bot_id)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def set_state(self, new: ActorState, reason: str = "") -> None:
+        """The only writer of `state`: checks the transition table and logs it once."""
+        if new is self.state:
+            return
+        if new not in _ALLOWED[self.state]:
+            raise IllegalTransition(f"bot {self.spec.bot_id}: {self.state} -> {new}")
+        self._log.info("actor.state", old=str(self.state), new=str(new), reason=reason)
+        self.state, self.reason = new, reason
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set at the next state change (spawn and tests wait on it)."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def request_stop(self) -> None:
+        """Ask the actor to stop polling, finish in-flight handlers and save its watermark.
+
+        Interrupts a parked long poll by cancelling the actor's task while (and only
+        while) it waits in `_interruptibly`; a cancelled poll confirms nothing.
+        """
+        self._stopping = True
+        if self._stop_waiter is not None and not self._stop_waiter.done():
+            self._stop_waiter.set_result(None)
+        if self._interruptible and self._task is not None:
+            self._task.cancel(msg="stop requested")
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stopping
+
+    async def wait_stop(self, timeout: float) -> bool:
+        """Sleep up to `timeout` unless a stop is requested first; True if it was."""
+        if self._stopping:
+            return True
+        self._stop_waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._stop_waiter
+        except TimeoutError:
+            return False
+        finally:
+            self._stop_waiter = None
+        return True
+
+    async def run_once(self) -> None:
+        """One life of the actor. Returns on a requested stop; raises on failure."""
+        self._task = asyncio.current_task()
+        self._dispatcher = ChatDispatcher(self.spec.bot_id, self._handle, self.stats)
+        try:
+            await self._setup()
+            await self._running()
+        finally:
+            await asyncio.shield(self._teardown())
+
+    async def _setup(self) -> None:
+        me = await self.api.call("getMe")
+        self.username = str(me.get("username", "")) if isinstance(me, dict) else ""
+        offset, self._initial_offset = self._initial_offset, None
+        if offset is None:
+            offset = await self.offsets.load(self.spec.bot_id)
+        if offset is not None and self._dispatcher is not None:
+            self._dispatcher.start_at(offset)
+        self.set_state(ActorState.RUNNING, "getMe ok")
+
+    async def _running(self) -> None:
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        poll_timeout = self.poll.poll_timeout_s + 10
+        while not self._stopping:
+            mark = dispatcher.progress()
+            if dispatcher.inflight() >= self.poll.inflight_max:
+                await self._interruptibly(dispatcher.wait_progress(mark))
+                continue
+            if dispatcher.inflight():
+                # Telegram hands unconfirmed updates out again: let the batch in flight
+                # finish (briefly) so the next poll confirms it instead of re-fetching it.
+                await self._interruptibly(dispatcher.wait_idle(POLL_GAP_S))
+                if self._stopping:
+                    break
+                mark = dispatcher.progress()
+            params: dict[str, Any] = {
+                "timeout": self.poll.poll_timeout_s,
+                "limit": min(100, self.poll.inflight_max - dispatcher.inflight()),
+            }
+            offset = dispatcher.watermark()
+            if offset is not None:
+                params["offset"] = offset
+            updates = await self._interruptibly(self.api.poll(params, timeout=poll_timeout))
+            if updates is _STOPPED:
+                break  # the cancelled poll confirmed nothing
+            if not isinstance(updates, list):
+                raise TelegramError(self.spec.bot_id, "getUpdates", 200, "result is not a list")
+            if updates and dispatcher.submit(updates) == 0:
+                # only re-deliveries of updates still in flight: wait for one to finish
+                # rather than re-poll in a hot loop
+                await self._interruptibly(dispatcher.wait_progress(mark))
+
+    async def _interruptibly(self, aw: Awaitable[Any]) -> Any:
+        """Await `aw`; a `request_stop` meanwhile ends the wait with `_STOPPED`."""
+        self._interruptible = True
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stopping and task is not None and task.uncancel() == 0:
+                return _STOPPED
+            raise
+        finally:
+            self._interruptible = False
+
+    async def _teardown(self) -> None:
+        self.api.close_poll()
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        finished = await dispatcher.drain(self.poll.grace_s)
+        if not finished:
+            self._log.warning("actor.drain_timeout", grace_s=self.poll.grace_s)
+        offset = dispatcher.watermark()
+        if offset is not None and self.state is not ActorState.DISABLED:
+            await self.offsets.save(self.spec.bot_id, offset)
+
+    # -- handling ---------------------------------------------------------------------------
+
+    async def _handle(self, update: Incoming) -> None:
+        """Runs in the chat's task. Retries transient failures; never raises."""
+        ctx = BotContext(self.spec.bot_id, self.username, self.api, self.spec.settings)
+        for attempt in range(self.poll.handler_retries + 1):
+            try:
+                await self.handler.handle(update, ctx)
+            except TRANSIENT as exc:
+                if attempt == self.poll.handler_retries:
+                    self.stats.dropped += 1
+                    self._log.error("update.dropped", update_id=update.update_id, error=str(exc))
+                    return
+                await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
+            except TelegramError as exc:
+                self.stats.handler_errors += 1
+                self._log.warning(
+                    "update.telegram_error",
+                    update_id=update.update_id,
+                    code=exc.code,
+                    description=exc.description,
+                )
+                return
+            except Exception:  # noqa: BLE001 - a handler bug fails one update, not the bot
+                self.stats.handler_errors += 1
+                self._log.exception("update.handler_error", update_id=update.update_id)
+                return
+            else:
+                break
+        self.stats.handled += 1
+        self.stats.latency.append(time.perf_counter() - update.received)

@@ -1,0 +1,207 @@
+"""The LLM upstream seam: the official `openai.AsyncOpenAI` client behind a circuit breaker.
+
+One `LLMClient` per upstream per worker, shared by its bots. Retries are the openai
+client's own (`max_retries`): it retries 408/409/429/5xx, timeouts and connection
+errors with exponential backoff, and honours `Retry-After` / `retry-after-ms` up to
+120 s (openai `_base_client._calculate_retry_timeout`; tests/unit/test_llm.py checks it
+against the local server). Each attempt has a timeout, the whole call a deadline.
+The breaker counts calls that failed after those retries. Runs in the worker's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+
+from bots.llm.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from config.settings import OpenAISection
+
+if TYPE_CHECKING:
+    import openai
+
+log = structlog.get_logger(__name__)
+
+#: Answers that say "this request is wrong", not "the upstream is unwell".
+_CLIENT_ERRORS: Final = frozenset({400, 404, 413, 422})
+
+
+class LLMUnavailable(Exception):
+    """No completion: `reason` is breaker_open, timeout, rate_limited, upstream_error,
+    connection or rejected. The text carries no key and no prompt."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"LLM unavailable: {reason}{f' ({detail})' if detail else ''}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class LLMStatistics:
+    requests: int
+    succeeded: int
+    failed: int
+    refused: int  # not sent: the breaker was open
+    breaker_state: str
+    breaker_opened: int
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_by_bot: Mapping[int, int]
+
+
+class LLMClient:
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        default_model: str,
+        attempt_timeout_s: float,
+        max_retries: int = 2,
+        deadline_s: float | None = None,
+        breaker: BreakerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.default_model = default_model
+        self._options: dict[str, Any] = {
+            "base_url": base_url,
+            # local OpenAI-compatible servers take any key; the client insists on one
+            "api_key": api_key or "unused",
+            "timeout": attempt_timeout_s,
+            "max_retries": max_retries,
+        }
+        self._client: openai.AsyncOpenAI | None = None  # built by the first completion
+        self._deadline_s = deadline_s or attempt_timeout_s * (max_retries + 1) + 10.0
+        self.breaker = CircuitBreaker(breaker)
+        self._clock = clock
+        self._requests = self._succeeded = self._failed = self._refused = 0
+        self._prompt_tokens = self._completion_tokens = 0
+        self._tokens_by_bot: dict[int, int] = {}
+
+    @classmethod
+    def from_settings(cls, section: OpenAISection, **kwargs: Any) -> LLMClient:
+        key = section.api_key.get_secret_value() if section.api_key is not None else None
+        return cls(
+            base_url=section.base_url,
+            api_key=key,
+            default_model=section.model,
+            attempt_timeout_s=section.timeout_s,
+            **kwargs,
+        )
+
+    async def complete(
+        self,
+        bot_id: int,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """One chat completion. Raises LLMUnavailable; never anything else from openai."""
+        if not self.breaker.allow(self._clock()):
+            self._refused += 1
+            raise LLMUnavailable("breaker_open")
+        self._requests += 1
+        extra: dict[str, Any] = {}
+        if temperature is not None:
+            extra["temperature"] = temperature
+        if max_tokens is not None:
+            extra["max_tokens"] = max_tokens
+        import openai  # here, not at module top: a worker of echo bots never pays for it
+
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(**self._options)
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                resp = await self._client.chat.completions.create(
+                    model=model or self.default_model,
+                    messages=[dict(m) for m in messages],  # type: ignore[misc]
+                    **extra,
+                )
+        except asyncio.CancelledError:
+            self.breaker.abandon()
+            raise
+        except (openai.APIError, TimeoutError) as exc:
+            raise self._failure(bot_id, exc) from None
+        self.breaker.record_success(self._clock())
+        self._succeeded += 1
+        text = resp.choices[0].message.content if resp.choices else None
+        usage = resp.usage
+        done = Completion(
+            text or "",
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+        )
+        self._count_tokens(bot_id, done)
+        return done
+
+    def _failure(self, bot_id: int, exc: BaseException) -> LLMUnavailable:
+        self._failed += 1
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int) and status in _CLIENT_ERRORS:
+            # the upstream answered: it is healthy, this request is not
+            self.breaker.record_success(self._clock())
+            reason = "rejected"
+        else:
+            self.breaker.record_failure(self._clock())
+            reason = _reason(exc)
+        log.warning(
+            "llm.failed",
+            bot_id=bot_id,
+            reason=reason,
+            status=status,
+            error=type(exc).__name__,
+            breaker=str(self.breaker.state),
+        )
+        return LLMUnavailable(reason, type(exc).__name__)
+
+    def _count_tokens(self, bot_id: int, done: Completion) -> None:
+        self._prompt_tokens += done.prompt_tokens
+        self._completion_tokens += done.completion_tokens
+        total = done.prompt_tokens + done.completion_tokens
+        self._tokens_by_bot[bot_id] = self._tokens_by_bot.get(bot_id, 0) + total
+
+    def statistics(self) -> LLMStatistics:
+        return LLMStatistics(
+            requests=self._requests,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            refused=self._refused,
+            breaker_state=str(self.breaker.state),
+            breaker_opened=self.breaker.opened,
+            prompt_tokens=self._prompt_tokens,
+            completion_tokens=self._completion_tokens,
+            tokens_by_bot=MappingProxyType(dict(self._tokens_by_bot)),
+        )
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        return self.breaker.state
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def _reason(exc: BaseException) -> str:
+    import openai  # already loaded: only a completion fails
+
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limited"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    return "upstream_error"

@@ -1,0 +1,246 @@
+"""The Bot API seam: every request of every bot goes through `BotApi.call`.
+
+Telegram errors are mapped once, here, into domain errors; network errors are
+re-raised without the URL (it holds the token) as `BotNetworkError`. Sending
+methods also pass the bot's limiter here, so nothing can bypass it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from bots.telegram.longpoll import LongPoll, PollProtocolError
+from bots.telegram.token import BotToken
+from ratelimit import BotLimiter
+
+_JSON: Final = {"Content-Type": "application/json"}
+
+
+class TelegramError(Exception):
+    """Telegram answered ok=false. `description` is Telegram's text (it holds no token)."""
+
+    def __init__(self, bot_id: int, method: str, code: int, description: str) -> None:
+        super().__init__(f"bot {bot_id}: {method} failed: {code} {description}")
+        self.bot_id = bot_id
+        self.method = method
+        self.code = code
+        self.description = description
+
+
+class TokenRejected(TelegramError):
+    """401 (or 404 on a malformed token): the token is dead; do not retry it."""
+
+
+class Conflict(TelegramError):
+    """409: another getUpdates or a webhook holds this bot."""
+
+
+class RetryAfter(TelegramError):
+    """429: flood control; the request may be repeated after `retry_after` seconds."""
+
+    def __init__(self, bot_id: int, method: str, description: str, retry_after: float) -> None:
+        super().__init__(bot_id, method, 429, description)
+        self.retry_after = retry_after
+
+
+class ServerError(TelegramError):
+    """5xx from the Bot API: transient."""
+
+
+class BotNetworkError(Exception):
+    """The request did not get an answer. Carries no URL, so no token."""
+
+    def __init__(self, bot_id: int, method: str, cause: str) -> None:
+        super().__init__(f"bot {bot_id}: {method}: network error ({cause})")
+        self.bot_id = bot_id
+        self.method = method
+        self.cause = cause
+
+
+#: Errors worth retrying the same request for.
+TRANSIENT: Final = (BotNetworkError, ServerError, RetryAfter)
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(total: float) -> aiohttp.ClientTimeout:
+    """One shared timeout object per value: the poll path asks for the same one each time."""
+    return aiohttp.ClientTimeout(total=total)
+
+
+def _error(bot_id: int, method: str, status: int, payload: Any) -> TelegramError:
+    if not isinstance(payload, dict):
+        return ServerError(bot_id, method, status, f"unexpected answer (HTTP {status})")
+    code = payload.get("error_code", status)
+    code = code if isinstance(code, int) else status
+    description = str(payload.get("description", ""))[:500]
+    params = payload.get("parameters")
+    if code == 429:
+        retry = params.get("retry_after", 1) if isinstance(params, dict) else 1
+        try:
+            seconds = max(float(retry), 0.0)
+        except (TypeError, ValueError):
+            seconds = 1.0
+        return RetryAfter(bot_id, method, description, seconds)
+    if code == 401 or (code == 404 and method == "getMe"):
+        return TokenRejected(bot_id, method, code, description or "Unauthorized")
+    if code == 409:
+        return Conflict(bot_id, method, code, description)
+    if code >= 500:
+        return ServerError(bot_id, method, code, description)
+    return TelegramError(bot_id, method, code, description)
+
+
+class BotApi:
+    """One bot's Bot API client over the worker's shared HTTP pool. Runs in the actor's tasks."""
+
+    __slots__ = (
+        "_limiter",
+        "_max_retries",
+        "_poll",
+        "_session",
+        "_timeout",
+        "_url",
+        "bot_id",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        api_base: str,
+        token: BotToken,
+        limiter: BotLimiter,
+        *,
+        request_timeout: float,
+        max_retries: int,
+    ) -> None:
+        self._session = session
+        self._url = f"{api_base.rstrip('/')}/bot{token.reveal()}/"
+        self._poll = LongPoll(api_base, token.reveal())
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._limiter = limiter
+        self._max_retries = max_retries
+        self.bot_id = token.bot_id
+        self.stats = ApiStats()
+
+    @property
+    def limiter(self) -> BotLimiter:
+        return self._limiter
+
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """One request, no limiter, no retry. Raises TelegramError or BotNetworkError."""
+        tmo = self._timeout if timeout is None else _client_timeout(timeout)
+        body = orjson.dumps(params) if params else b"{}"
+        try:
+            async with self._session.post(
+                self._url + method,
+                data=body,
+                headers=_JSON,
+                timeout=tmo,
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # `from None`: aiohttp's exceptions print the URL, which holds the token.
+            raise BotNetworkError(self.bot_id, method, type(exc).__name__) from None
+        return self._answer(method, status, body)
+
+    async def poll(self, params: dict[str, Any], *, timeout: float) -> Any:
+        """getUpdates over the bot's own lean keep-alive connection (see bots.telegram.longpoll)."""
+        try:
+            status, raw = await self._poll.post(orjson.dumps(params), timeout)
+        except (OSError, TimeoutError, PollProtocolError) as exc:
+            raise BotNetworkError(self.bot_id, "getUpdates", type(exc).__name__) from None
+        return self._answer("getUpdates", status, raw)
+
+    def close_poll(self) -> None:
+        """Drop the poll connection (the actor stopped); the next poll opens a new one."""
+        self._poll.close()
+
+    def _answer(self, method: str, status: int, body: bytes) -> Any:
+        """Telegram's answer mapped once: the result, or the matching domain error."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ServerError(
+                self.bot_id, method, status, f"non-JSON answer (HTTP {status})"
+            ) from None
+        if status == 200 and isinstance(payload, dict) and payload.get("ok") is True:
+            return payload.get("result")
+        raise _error(self.bot_id, method, status, payload)
+
+    async def send(self, method: str, params: dict[str, Any], chat_id: int | None) -> Any:
+        """A message-sending call: passes the limiter, retries 429s and transient errors.
+
+        A 429 sets a deadline on the chat and the bot (never a shared Event), then the
+        call waits its turn again; at most `max_retries` retries, then the error is raised.
+        """
+        attempt = 0
+        while True:
+            granted = await self._limiter.acquire(chat_id)
+            try:
+                result = await self.call(method, params)
+            except RetryAfter as exc:
+                self.stats.telegram_429 += 1
+                self._limiter.penalize(chat_id, exc.retry_after)
+                if attempt >= self._max_retries:
+                    raise
+            except (BotNetworkError, ServerError):
+                if attempt >= self._max_retries:
+                    raise
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+            else:
+                self.stats.sent += 1
+                return result
+            finally:
+                # count the message from its answer, not its grant (see Window.settle)
+                self._limiter.settle(chat_id, granted)
+            attempt += 1
+
+    async def send_message(
+        self, chat_id: int, text: str, *, reply_to: int | None = None, **extra: Any
+    ) -> Any:
+        params: dict[str, Any] = {"chat_id": chat_id, "text": text, **extra}
+        if reply_to is not None:
+            params["reply_parameters"] = {
+                "message_id": reply_to,
+                "allow_sending_without_reply": True,
+            }
+        return await self.send("sendMessage", params, chat_id)
+
+
+class ApiStats:
+    """Counters of one bot's calls; the worker sums them into heartbeats and metrics."""
+
+    __slots__ = ("sent", "telegram_429")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.telegram_429 = 0
+
+
+async def fetch_me(
+    session: aiohttp.ClientSession, api_base: str, token: BotToken, timeout: float = 10.0
+) -> dict[str, Any]:
+    """getMe for a token being registered. Raises TokenRejected for a dead token."""
+    from ratelimit import Limits
+
+    api = BotApi(
+        session,
+        api_base,
+        token,
+        BotLimiter(Limits.telegram_defaults()),
+        request_timeout=timeout,
+        max_retries=0,
+    )
+    me = await api.call("getMe")
+    if not isinstance(me, dict):
+        raise ServerError(token.bot_id, "getMe", 200, "result is not an object")
+    return me

@@ -1,0 +1,54 @@
+"""Typed, versioned messages on the master -> worker stdin pipe (one JSON object a line).
+
+Unknown fields are ignored and new fields get defaults, so a master and workers of
+adjacent versions understand each other during a rolling upgrade; an unknown `type`
+is reported as a `BadMessage` and skipped, never a crash.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from ipc.messages import VERSION, BadMessage
+
+
+class _PipeMessage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    v: int = VERSION
+
+
+class Configure(_PipeMessage):
+    """Settings: the first line a worker reads (with its first shards) and every reload
+    (without: the assignment is unchanged)."""
+
+    type: Literal["settings"] = "settings"
+    settings: dict[str, Any]
+    shards: tuple[int, ...] | None = None
+    epoch: int | None = None
+
+
+class Assign(_PipeMessage):
+    """A new shard set (rebalance); the epoch comes back in the worker's heartbeat."""
+
+    type: Literal["assign"] = "assign"
+    shards: tuple[int, ...]
+    epoch: int
+
+
+PipeMessage = Configure | Assign
+_ADAPTER: TypeAdapter[PipeMessage] = TypeAdapter(
+    Annotated[PipeMessage, Field(discriminator="type")]
+)
+
+
+def encode(message: PipeMessage) -> bytes:
+    return message.model_dump_json().encode() + b"\n"
+
+
+def decode(line: bytes | str) -> PipeMessage:
+    try:
+        return _ADAPTER.validate_json(line)
+    except ValidationError as exc:
+        raise BadMessage(f"bad pipe message: {exc.error_count()} error(s)") from None

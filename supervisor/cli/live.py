@@ -1,0 +1,121 @@
+"""CLI commands that talk to the running daemon over Redis: `status` and `reload`.
+
+`reload` publishes the same typed `Reload` message that SIGHUP turns into, so both
+take one code path in the master. `status` is a request/reply: every process pushes
+its live figures to a list named in the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from config import Settings
+from ipc import keys
+from ipc.messages import Message, Reload, StatusRequest, encode
+from ipc.redis_client import redis_client
+from supervisor.exitcodes import ExitCode
+from supervisor.services import open_services
+
+
+def _err(text: str) -> None:
+    print(f"botvisor: {text}", file=sys.stderr, flush=True)
+
+
+async def _publish(settings: Settings, message: Message) -> tuple[aioredis.Redis, int]:
+    assert settings.redis.url is not None
+    client = redis_client(settings.redis.url, settings.redis.timeout_s, settings.redis.pool_max)
+    listeners = await client.publish(keys.control_channel(settings.redis.prefix), encode(message))
+    return client, int(listeners)
+
+
+async def gather_status(settings: Settings, timeout: float = 3.0) -> list[dict[str, Any]]:
+    """Ask every process of the daemon; returns the answers that came within `timeout`."""
+    reply_to = keys.status_reply_key(settings.redis.prefix, secrets.token_hex(8))
+    client, listeners = await _publish(settings, StatusRequest(reply_to=reply_to))
+    answers: list[dict[str, Any]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(answers) < listeners and (left := deadline - loop.time()) > 0:
+            item = await client.blpop([reply_to], timeout=max(left, 0.01))
+            if item is not None:
+                answers.append(orjson.loads(item[1]))
+        await client.delete(reply_to)
+    finally:
+        await client.aclose()
+    return answers
+
+
+async def status(settings: Settings, as_json: bool) -> int:
+    async with open_services(settings, postgres=False) as live:
+        try:
+            answers = await gather_status(live)
+        except (aioredis.RedisError, OSError) as exc:
+            _err(f"cannot reach Redis at the configured redis.url ({type(exc).__name__})")
+            return ExitCode.FAILURE
+    master = next((a for a in answers if a.get("role") == "master"), None)
+    workers = sorted((a for a in answers if a.get("role") == "worker"), key=lambda a: a["index"])
+    if master is None:
+        _err("no daemon answered (is `botvisor run` running with this configuration?)")
+        return ExitCode.FAILURE
+    if as_json:
+        print(orjson.dumps({"master": master, "workers": workers}).decode())
+        return 0
+    print(
+        f"ready: {master['ready']} ({master['reason']}); workers {len(workers)}/"
+        f"{master['workers']} answered; worker restarts {master['worker_restarts']}"
+    )
+    print(
+        f"{'WORKER':>6} {'PID':>8} {'STATE':<9} {'RUNNING':>9} {'BACKOFF':>7} {'DISABLED':>8} "
+        f"{'LAG ms':>7} {'UPD/s':>7} {'REPL/s':>7} {'WAITS/s':>7} {'429/s':>6} {'P99 ms':>7}"
+    )
+    for w in workers:
+        bots, rates = w.get("bots", {}), w.get("rates", {})
+        print(
+            f"{w['index']:>6} {w['pid']:>8} {w['state']:<9} "
+            f"{bots.get('running', 0):>4}/{w.get('desired', 0):<4} {bots.get('backoff', 0):>7} "
+            f"{bots.get('disabled', 0):>8} {w.get('loop_lag_s', 0) * 1000:>7.1f} "
+            f"{rates.get('received_per_s', 0):>7} {rates.get('sent_per_s', 0):>7} "
+            f"{rates.get('limiter_waits_per_s', 0):>7} {rates.get('telegram_429_per_s', 0):>6} "
+            f"{w.get('p99_ms', 0):>7}"
+        )
+    return 0
+
+
+async def reload(settings: Settings) -> int:
+    """Publish `Reload`; with Redis unreachable, fall back to SIGHUP (same handler)."""
+    async with open_services(settings, postgres=False) as live:
+        try:
+            client, listeners = await _publish(live, Reload())
+            await client.aclose()
+        except (aioredis.RedisError, OSError):
+            listeners = 0
+    if listeners:
+        print(f"reload requested ({listeners} process(es) listening)")
+        return 0
+    return _sighup(settings)
+
+
+def _sighup(settings: Settings) -> int:
+    from supervisor.master.run import pidfile
+
+    path = pidfile(settings)
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except FileNotFoundError:
+        _err(f"no daemon listens on Redis and there is no {path}: is `botvisor run` running?")
+        return ExitCode.FAILURE
+    except (ValueError, ProcessLookupError, PermissionError) as exc:
+        _err(f"cannot signal the master from {path}: {exc}")
+        return ExitCode.FAILURE
+    print(f"reload requested by SIGHUP (pid {pid})")
+    return 0

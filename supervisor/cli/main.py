@@ -1,0 +1,226 @@
+"""`botvisor` command line. Every command has --help; bad config exits 78 naming the key."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from config import ConfigError, Settings, load_settings
+from supervisor.exitcodes import ExitCode
+
+EPILOG = """\
+configuration: TOML file (--config, else ./botvisor.toml if present) overlaid by
+environment variables BOTVISOR_SECTION__KEY (e.g. BOTVISOR_TELEGRAM__API_BASE).
+With no redis.url / database.url, private servers are started in state.dir.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="botvisor",
+        description="Run fleets of Telegram bots: a master, sharded workers, one actor per bot.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, help="TOML config file (default ./botvisor.toml)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser(
+        "run",
+        help="run the daemon (master + workers) in the foreground",
+        description="Run the master, its workers and the HTTP endpoints until "
+        "SIGTERM (drain, exit 0). SIGHUP reloads the configuration.",
+    )
+    sub.add_parser("migrate", help="apply pending database migrations and exit")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a self-contained demo against the emulator",
+        description="Embedded services, the Bot API emulator, the daemon "
+        "and simulated users; a live view, then a summary.",
+    )
+    demo.add_argument("--bots", type=int, default=200, help="bots to register (default 200)")
+    demo.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of simulated traffic (default 60)"
+    )
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="user messages per second in total (default: 2 per bot per second, at most 1000)",
+    )
+    demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    demo.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object on the last line"
+    )
+
+    st = sub.add_parser("status", help="show workers and bots of the running daemon")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_parser(
+        "reload",
+        help="make the running daemon reload its configuration (same as SIGHUP)",
+        description="Publishes a reload request on Redis (the same handler as SIGHUP); "
+        "falls back to SIGHUP via state.dir/master.pid when Redis cannot be reached.",
+    )
+
+    emu = sub.add_parser("emulator", help="run the Bot API emulator (tests, demo, benchmarks)")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8081)
+    emu.add_argument("--no-limits", action="store_true", help="never answer 429")
+
+    bots = sub.add_parser("bots", help="register and manage bots")
+    bsub = bots.add_subparsers(dest="bots_command", required=True, metavar="ACTION")
+    add = bsub.add_parser("add", help="register a bot (checks the token with getMe)")
+    add.add_argument("--token", required=True, help="the token BotFather gave you")
+    add.add_argument("--handler", default="echo", help="what the bot does (default echo)")
+    add.add_argument("--owner", metavar="NAME", help="the owner (see `botvisor owners add`)")
+    add.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a handler setting; repeatable",
+    )
+    upd = bsub.add_parser("update", help="change a bot's handler or settings")
+    upd.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
+    upd.add_argument("--handler", help="the new handler")
+    upd.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="set a setting; repeatable"
+    )
+    upd.add_argument("--unset", action="append", default=[], metavar="KEY", help="drop a setting")
+    imp = bsub.add_parser("import", help="register many bots from a file, one token a line")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--handler", default="echo")
+    imp.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the getMe check (faster for thousands of known-good tokens)",
+    )
+    lst = bsub.add_parser("list", help="list registered bots")
+    lst.add_argument("--json", action="store_true")
+    for name, text in (
+        ("show", "show one bot"),
+        ("remove", "unregister a bot"),
+        ("pause", "stop a bot's polling, keep it registered"),
+        ("resume", "resume a paused bot"),
+    ):
+        cmd = bsub.add_parser(name, help=text)
+        cmd.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
+
+    owners = sub.add_parser("owners", help="owners of bots and their API keys")
+    osub = owners.add_subparsers(dest="owners_command", required=True, metavar="ACTION")
+    oadd = osub.add_parser(
+        "add",
+        help="create an owner; prints its API key once",
+        description="Create an owner and print its API key for the admin API "
+        "(Authorization: Bearer KEY). Only a hash is stored: the key is shown this once.",
+    )
+    oadd.add_argument("name", help="1-64 letters, digits and . _ @ -")
+    olist = osub.add_parser("list", help="list owners and how many bots each has")
+    olist.add_argument("--json", action="store_true")
+
+    keys = sub.add_parser("keys", help="encryption keys of the stored bot tokens")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    rot = ksub.add_parser(
+        "rotate",
+        help="re-encrypt every stored token under the current key",
+        description="Re-encrypt, in batches and while the daemon runs, every bot token not "
+        "under the current key. Configured keys: first set security.encryption_key to the "
+        "new key and security.previous_keys to the old ones, reload, then rotate. Key file "
+        "in state.dir: --generate makes a new current key and keeps the old ones.",
+    )
+    rot.add_argument(
+        "--generate",
+        action="store_true",
+        help="first add a new current key to state.dir's key file (no configured key only)",
+    )
+    rot.add_argument("--batch", type=int, default=500, help="rows per UPDATE (default 500)")
+
+    chats = sub.add_parser("chats", help="conversations of openai bots")
+    csub = chats.add_subparsers(dest="chats_command", required=True, metavar="ACTION")
+    rel = csub.add_parser(
+        "release",
+        help="give a chat handed to a human operator back to its bot",
+        description="End the operator handoff of one chat: the bot answers it again. "
+        "A group's negative chat id goes after --, e.g. `chats release 123 -- -100456`.",
+    )
+    rel.add_argument("bot", type=int, help="bot id (the number before ':' in its token)")
+    rel.add_argument("chat", type=int, help="Telegram chat id")
+    return p
+
+
+def _run(coro_fn: Callable[..., Coroutine[Any, Any, int]], *args: Any) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro_fn(*args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"botvisor: {exc}", file=sys.stderr)
+        raise SystemExit(ExitCode.CONFIG) from None
+    from config.logging import configure_logging
+
+    configure_logging(settings.log.level, settings.log.format, stream=sys.stderr)
+    try:
+        raise SystemExit(_dispatch(args, settings))
+    except ConfigError as exc:
+        print(f"botvisor: {exc}", file=sys.stderr)
+        raise SystemExit(ExitCode.CONFIG) from None
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    match args.command:
+        case "run":
+            from supervisor.master.run import run_daemon
+
+            return _run(run_daemon, settings, args.config)
+        case "migrate":
+            from supervisor.master.run import migrate_only
+
+            return _run(migrate_only, settings)
+        case "demo":
+            from supervisor.cli.demo import run_demo
+
+            return _run(run_demo, settings, args)
+        case "status":
+            from supervisor.cli.live import status
+
+            return _run(status, settings, args.json)
+        case "reload":
+            from supervisor.cli.live import reload
+
+            return _run(reload, settings)
+        case "emulator":
+            # by name: the runtime's import graph never reaches the test doubles
+            emulator = importlib.import_module("emulators.telegram")
+            emulator.run_emulator(args.host, args.port, rate_limits=not args.no_limits)
+            return 0
+        case "bots":
+            from supervisor.cli.bots import bots_command
+
+            return _run(bots_command, settings, args)
+        case "owners" | "keys":
+            from supervisor.cli.security import keys_command, owners_command
+
+            command = owners_command if args.command == "owners" else keys_command
+            return _run(command, settings, args)
+        case "chats":
+            from supervisor.cli.chats import chats_command
+
+            return _run(chats_command, settings, args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    main()

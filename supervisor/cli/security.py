@@ -1,0 +1,91 @@
+"""`botvisor owners …` and `botvisor keys rotate`: owners' API keys and token encryption keys.
+
+Run in a CLI process against the registry; the daemon may be running meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+
+from config import Settings
+from supervisor.exitcodes import ExitCode
+from supervisor.registry.bots import OwnerExists
+from supervisor.registry.owners import BadOwnerName, create_owner
+from supervisor.registry.tokenbox import key_id_of, keyfile_of
+from supervisor.services import open_registry, open_services
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(f"botvisor: {text}", file=sys.stderr, flush=True)
+
+
+async def owners_command(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_services(settings, redis=False) as live, open_registry(live) as registry:
+        match args.owners_command:
+            case "add":
+                try:
+                    owner, key = await create_owner(registry, args.name)
+                except (BadOwnerName, OwnerExists) as exc:
+                    _err(str(exc))
+                    return ExitCode.FAILURE
+                _out(f"owner {owner.name} (id {owner.id}) created. Its API key, shown only now:")
+                _out(key)
+                return 0
+            case "list":
+                owners = await registry.owners()
+                if args.json:
+                    rows = [
+                        {"id": o.id, "name": o.name, "bots": o.bots, "created_at": o.created_at}
+                        for o in owners
+                    ]
+                    _out(orjson.dumps(rows).decode())
+                    return 0
+                _out(f"{'ID':>6}  {'NAME':<32} {'BOTS':>6}  CREATED")
+                for o in owners:
+                    created = o.created_at.isoformat(timespec="seconds")
+                    _out(f"{o.id:>6}  {o.name:<32} {o.bots:>6}  {created}")
+                _out(f"{len(owners)} owner(s)")
+                return 0
+    raise AssertionError(args.owners_command)
+
+
+async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`keys rotate [--generate]`: new keyring first (if asked), then every row moves to it."""
+    if args.batch < 1:
+        _err("--batch: must be at least 1")
+        return ExitCode.FAILURE
+    if args.generate:
+        if settings.security.encryption_key is not None:
+            _err(
+                "--generate works on state.dir's key file, but security.encryption_key is set: "
+                "put a new key (e.g. `openssl rand -base64 32`) in security.encryption_key, the "
+                "old one in security.previous_keys, `botvisor reload`, then `botvisor keys rotate`"
+            )
+            return ExitCode.FAILURE
+        key, keyring = keyfile_of(settings).push_new_key()
+        _out(f"new current key {key_id_of(key)} in {keyfile_of(settings).path}")
+        _out(f"keyring: {', '.join(key_id_of(k) for k in keyring)} (current first)")
+    async with open_services(settings, redis=False) as live, open_registry(live) as registry:
+        report = await registry.rotate_keys(args.batch)
+    _out(
+        f"key {report.key_id}: re-encrypted {report.reencrypted} bot token(s), "
+        f"{report.already_current} already under it, {report.changed} changed meanwhile, "
+        f"{len(report.undecryptable)} undecryptable"
+    )
+    if report.changed:
+        _err("some rows changed during the rotation: run `botvisor keys rotate` again")
+    if report.undecryptable:
+        shown = ", ".join(str(i) for i in report.undecryptable[:20])
+        _err(
+            f"bots whose token no key of the keyring decrypts: {shown}"
+            f"{' …' if len(report.undecryptable) > 20 else ''}; "
+            "add their key to security.previous_keys, or re-register them"
+        )
+    return ExitCode.FAILURE if report.changed or report.undecryptable else 0

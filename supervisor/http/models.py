@@ -1,0 +1,123 @@
+"""Bodies of the master's HTTP API: validated requests and serialised responses.
+
+The OpenAPI document (supervisor/http/openapi.py) is generated from these same models, and
+every handler builds its JSON through them, so the document is what is served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from supervisor.registry.bots import BotRecord, BotState
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+class BotCreate(_Model):
+    """Register a bot. Its token is checked with getMe first."""
+
+    token: SecretStr = Field(description="The token BotFather gave, `<bot id>:<secret>`.")
+    handler: str = Field("echo", min_length=1, max_length=64, description="What the bot does.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Handler settings (a JSON object)."
+    )
+    owner: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Owner name (admin key only; an owner's key registers for itself).",
+    )
+
+
+class BotPatch(_Model):
+    """Change a bot: each given field replaces the stored one; the revision goes up."""
+
+    handler: str | None = Field(None, min_length=1, max_length=64, description="New handler.")
+    settings: dict[str, Any] | None = Field(
+        None, description="New handler settings; replaces the whole object."
+    )
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+class Bot(_Model):
+    id: int = Field(description="Telegram bot id, the number before ':' in its token.")
+    owner_id: int | None = Field(description="Owner's id; null for bots of the admin.")
+    username: str
+    token: str = Field(description="Always masked: `<bot id>:***`.", pattern=r"^\d+:\*\*\*$")
+    handler: str
+    settings: dict[str, Any]
+    state: BotState
+    disabled_reason: str | None = Field(description="Why Telegram rejected it, when disabled.")
+    revision: int = Field(description="Goes up on every change.")
+
+    @classmethod
+    def of(cls, record: BotRecord) -> Bot:
+        return cls.model_validate(record.public())
+
+
+class BotList(_Model):
+    bots: list[Bot]
+
+
+class ErrorDetail(_Model):
+    code: str = Field(description="Stable machine-readable code, e.g. `already_registered`.")
+    message: str = Field(description="What was wrong and what to do.")
+
+
+class Error(_Model):
+    error: ErrorDetail
+
+
+class Health(_Model):
+    status: str
+
+
+class Readiness(_Model):
+    ready: bool
+    reason: str
+
+
+class WorkerStatus(_Model):
+    index: int
+    pid: int | None
+    state: str = Field(description="down, starting, booting, ready or draining.")
+    shards: list[int]
+    bots_running: int
+    bots_desired: int
+    bots: dict[str, int] = Field(description="Actors by state.")
+    loop_lag_ms: float | None
+    heartbeat_age_s: float | None
+    totals: dict[str, int]
+    p50_ms: float | None
+    p99_ms: float | None
+    health: dict[str, str | int] = Field(
+        default_factory=dict,
+        description="Degraded layers: redis and postgres (ok, recovering, degraded), pending writes.",
+    )
+
+
+class ChatRelease(_Model):
+    bot_id: int
+    chat_id: int
+    released: bool = Field(description="False: the chat was not handed off; nothing changed.")
+
+
+class Status(_Model):
+    """Host-wide: no per-owner data, so it needs no key (like /metrics)."""
+
+    ready: bool
+    reason: str
+    uptime_s: float
+    worker_restarts: int
+    workers: list[WorkerStatus]
+    bots_by_state: dict[str, int] | None
+    registry_error: str | None

@@ -1,0 +1,479 @@
+"""The master: spawns worker processes, reaps and restarts them, serves HTTP, talks to
+systemd. Shaped after gunicorn's Arbiter: one loop, one event queue.
+
+Signal handlers and child watchers only put events on the queue; `run()` drains
+events, dispatches them, then reaps, murders stale workers and manages the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import redis.asyncio as aioredis
+import structlog
+
+from bots.actor.policy import RestartIntensity
+from config import ConfigError, Settings
+from ipc import keys, pipe
+from ipc.control import listen
+from ipc.heartbeat import Heartbeat, reply_status
+from ipc.messages import Drain, Message, Reload, StatusRequest
+from ipc.redis_client import redis_client
+from supervisor.exitcodes import ExitCode
+from supervisor.master.sdnotify import Notifier
+from supervisor.master.shards import shards_of_worker
+
+log = structlog.get_logger(__name__)
+
+#: Seconds between SIGTERM to a hung worker and SIGKILL.
+KILL_AFTER_S = 2.0
+
+
+class HaltMaster(BaseException):
+    """Stop the master with `exit_status`; a BaseException so no `except Exception` eats it."""
+
+    def __init__(self, reason: str, exit_status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_status = exit_status
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExited:
+    index: int
+    pid: int
+    returncode: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalReceived:
+    signum: int
+
+
+Event = WorkerExited | SignalReceived | Reload | Drain
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    target: int
+    epoch: int
+    phase: Literal["shrink", "grow"]
+    started: float
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    age: int = 0
+    spawned_at: float = 0.0
+    heartbeat: Heartbeat | None = None
+    heartbeat_seen: float = 0.0  # monotonic time the heartbeat last changed
+    aborted_at: float | None = None
+    respawn_at: float = 0.0
+    restarts_in_row: int = 0
+    #: the shards this worker owns, and the assignment epoch they belong to
+    shards: list[int] = field(default_factory=list)
+    epoch: int = 0
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+
+
+class Master:
+    def __init__(
+        self, settings: Settings, reload_settings: Callable[[], Settings] | None = None
+    ) -> None:
+        self.settings = settings
+        self._reload_settings = reload_settings
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        count, total = settings.workers.count, settings.workers.shards
+        self.slots = [WorkerSlot(i, shards=shards_of_worker(i, count, total)) for i in range(count)]
+        #: TTIN/TTOU style: reload changes this only; manage_workers converges to it
+        self.desired_workers = count
+        self.rebalance: Rebalance | None = None
+        self.retiring: list[WorkerSlot] = []
+        self._epoch = 0
+        self.intensity = RestartIntensity(
+            settings.workers.restart_max, settings.workers.restart_within_s
+        )
+        self.notifier = Notifier()
+        self.host = socket.gethostname()
+        self.draining = False
+        self.ready_notified = False
+        self.worker_restarts = 0
+        self.redis_ok = True
+        self.started = time.monotonic()
+        self._age = 0
+        self._last_watchdog = 0.0
+        self._force = False
+        self._redis = redis_client(
+            settings.redis.url or "", settings.redis.timeout_s, settings.redis.pool_max
+        )
+        self._log = log.bind(role="master")
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Runs until drained (returns 0) or halted (raises HaltMaster)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.events.put_nowait, SignalReceived(sig))
+        control = asyncio.create_task(self._control_loop(), name="master:control")
+        try:
+            while not self.draining:
+                await self._next_events()
+                await self.read_heartbeats()
+                self.murder_stale_workers()
+                await self.manage_workers()
+                self.notify_systemd()
+            return await self.drain()
+        finally:
+            control.cancel()
+            await asyncio.gather(control, return_exceptions=True)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self._redis.aclose()
+
+    async def _control_loop(self) -> None:
+        """`botvisor reload` and the admin API publish the same `Reload` that SIGHUP makes;
+        it becomes an event like the signal. Status requests are answered here."""
+        await listen(self._redis, self.settings.redis.prefix, self._on_control)
+
+    async def _on_control(self, message: Message) -> None:
+        match message:
+            case Reload() | Drain():
+                self.events.put_nowait(message)
+            case StatusRequest(reply_to=reply_to):
+                ready, reason = self.readiness()
+                await reply_status(
+                    self._redis,
+                    reply_to,
+                    {
+                        "role": "master",
+                        "pid": os.getpid(),
+                        "workers": len(self.slots),
+                        "worker_restarts": self.worker_restarts,
+                        "ready": ready,
+                        "reason": reason,
+                    },
+                )
+
+    async def _next_events(self) -> None:
+        try:
+            # a rebalance advances on heartbeats: look at them more often meanwhile
+            tick = 0.1 if self.rebalance is not None else 0.5
+            event = await asyncio.wait_for(self.events.get(), timeout=tick)
+        except TimeoutError:
+            return
+        self.dispatch(event)
+        while not self.events.empty():
+            self.dispatch(self.events.get_nowait())
+
+    def dispatch(self, event: Event) -> None:
+        match event:
+            case WorkerExited():
+                self.reap_worker(event)
+            case SignalReceived(signum=signal.SIGHUP) | Reload():
+                self.reload()
+            case SignalReceived() | Drain():
+                if self.draining:
+                    self._force = True
+                self.draining = True
+
+    # -- workers ----------------------------------------------------------------------------
+
+    async def spawn_worker(self, slot: WorkerSlot) -> None:
+        """Runs in the master; a fresh interpreter per worker (no fork in a running loop)."""
+        self._age += 1
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "supervisor.worker.process",
+            "--index",
+            str(slot.index),
+            stdin=asyncio.subprocess.PIPE,
+        )
+        slot.proc, slot.age, slot.spawned_at = proc, self._age, time.monotonic()
+        slot.heartbeat, slot.aborted_at = None, None
+        self._send(
+            slot,
+            pipe.Configure(
+                settings=self.settings.to_json_dict(), shards=tuple(slot.shards), epoch=slot.epoch
+            ),
+        )
+        slot.watcher = asyncio.create_task(
+            self._watch(slot.index, proc), name=f"watch:{slot.index}"
+        )
+        self._log.info("worker.spawned", worker=slot.index, pid=proc.pid, age=slot.age)
+        from supervisor.metrics import metrics
+
+        metrics().workers.inc()
+
+    def _send(self, slot: WorkerSlot, message: pipe.PipeMessage) -> None:
+        if slot.proc is not None and slot.proc.stdin is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                slot.proc.stdin.write(pipe.encode(message))
+
+    async def _watch(self, index: int, proc: asyncio.subprocess.Process) -> None:
+        returncode = await proc.wait()
+        self.events.put_nowait(WorkerExited(index, proc.pid, returncode))
+
+    def reap_worker(self, event: WorkerExited) -> None:
+        from supervisor.metrics import mark_dead, metrics
+
+        mark_dead(event.pid)
+        metrics().workers.dec()
+        for retired in self.retiring:
+            if retired.proc is not None and retired.proc.pid == event.pid:
+                self.retiring.remove(retired)
+                self._log.info("worker.retired", worker=retired.index, pid=event.pid)
+                return
+        slot = next((s for s in self.slots if s.proc and s.proc.pid == event.pid), None)
+        if slot is None or slot.proc is None:
+            return
+        slot.proc = None
+        if self.draining:
+            return
+        self._log.error(
+            "worker.died", worker=event.index, pid=event.pid, returncode=event.returncode
+        )
+        now = time.monotonic()
+        if not self.intensity.record(now):
+            raise HaltMaster(
+                f"workers restarted more than {self.intensity.max_restarts} times in "
+                f"{self.intensity.within_s:g} s; giving up so systemd can take over",
+                ExitCode.RESTART_INTENSITY,
+            )
+        # first restart at once (its bots must poll again within a second), then back off
+        if now - slot.spawned_at > self.intensity.within_s:
+            slot.restarts_in_row = 0
+        slot.respawn_at = now + (
+            0 if slot.restarts_in_row == 0 else min(0.5 * 2**slot.restarts_in_row, 10)
+        )
+        slot.restarts_in_row += 1
+        self.worker_restarts += 1
+        metrics().worker_restarts.inc()
+
+    async def manage_workers(self) -> None:
+        now = time.monotonic()
+        self.manage_rebalance()
+        for slot in self.slots:
+            if slot.proc is None and now >= slot.respawn_at:
+                await self.spawn_worker(slot)
+
+    # -- changing the worker count -------------------------------------------------------------
+
+    def manage_rebalance(self) -> None:
+        """Move shards in two phases so no bot ever has two pollers (no 409s).
+
+        Shrink: every worker keeps only the shards it keeps under the new map, and
+        reports (heartbeat epoch) once the bots it gave up have stopped and confirmed.
+        Grow: then each worker, old or new, takes its full new set. Runs in the master;
+        never blocks: each call advances the state machine as far as heartbeats allow.
+        """
+        rb = self.rebalance
+        if rb is None:
+            if self.desired_workers != len(self.slots) and not self.draining:
+                self._start_rebalance(self.desired_workers)
+            return
+        if not all(
+            s.proc is None or (s.heartbeat and s.heartbeat.epoch >= rb.epoch)
+            for s in [*self.slots, *self.retiring]
+        ):
+            return
+        if rb.phase == "shrink":
+            self._epoch += 1
+            total = self.settings.workers.shards
+            for slot in self.slots[rb.target :]:
+                self.retiring.append(slot)
+                if slot.pid is not None:
+                    os.kill(slot.pid, signal.SIGTERM)
+            self.slots = self.slots[: rb.target]
+            for i in range(rb.target):
+                slot = self.slots[i]
+                slot.shards, slot.epoch = shards_of_worker(i, rb.target, total), self._epoch
+                self._send(slot, pipe.Assign(shards=tuple(slot.shards), epoch=self._epoch))
+            self.rebalance = Rebalance(rb.target, self._epoch, "grow", rb.started)
+            return
+        self._log.info(
+            "master.rebalanced", workers=rb.target, seconds=round(time.monotonic() - rb.started, 3)
+        )
+        self.rebalance = None
+
+    def _start_rebalance(self, target: int) -> None:
+        total = self.settings.workers.shards
+        self._epoch += 1
+        self._log.info("master.rebalancing", workers_from=len(self.slots), workers_to=target)
+        for slot in self.slots:
+            keep = (
+                set(shards_of_worker(slot.index, target, total)) if slot.index < target else set()
+            )
+            slot.shards = [s for s in slot.shards if s in keep]
+            slot.epoch = self._epoch
+            self._send(slot, pipe.Assign(shards=tuple(slot.shards), epoch=self._epoch))
+        # new workers boot now, owning nothing yet, so their start-up overlaps the shrink
+        for i in range(len(self.slots), target):
+            self.slots.append(WorkerSlot(i, shards=[], epoch=self._epoch))
+        self.rebalance = Rebalance(target, self._epoch, "shrink", time.monotonic())
+
+    def murder_stale_workers(self) -> None:
+        """Two passes: SIGTERM a silent worker, SIGKILL it if still there KILL_AFTER_S later."""
+        if not self.redis_ok:
+            return  # we cannot see heartbeats: that is not the workers' fault
+        now = time.monotonic()
+        w = self.settings.workers
+        for slot in self.slots:
+            pid = slot.pid
+            if pid is None:
+                continue
+            if slot.aborted_at is not None:
+                if now - slot.aborted_at > KILL_AFTER_S:
+                    self._log.error("worker.kill", worker=slot.index, pid=pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                continue
+            if slot.heartbeat is None:
+                stale = now - slot.spawned_at > w.boot_timeout_s
+            elif slot.heartbeat.state == "booting":
+                stale = (
+                    now - slot.spawned_at > w.boot_timeout_s
+                    and now - slot.heartbeat_seen > w.heartbeat_timeout_s
+                )
+            else:
+                stale = now - slot.heartbeat_seen > w.heartbeat_timeout_s
+            if stale:
+                self._log.error("worker.hung", worker=slot.index, pid=pid)
+                slot.aborted_at = now
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+
+    async def read_heartbeats(self) -> None:
+        """One MGET for all workers, never a serial ping per worker."""
+        names = [
+            keys.heartbeat_key(self.settings.redis.prefix, self.host, s.index) for s in self.slots
+        ]
+        try:
+            async with asyncio.timeout(self.settings.redis.timeout_s):
+                raw = await self._redis.mget(names)
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            if self.redis_ok:
+                self._log.warning("master.redis_unavailable", error=type(exc).__name__)
+            self.redis_ok = False
+            return
+        self.redis_ok = True
+        now = time.monotonic()
+        for slot, value in zip(self.slots, raw, strict=True):
+            hb = Heartbeat.loads(value) if value else None
+            if hb is None or hb.pid != slot.pid:
+                continue  # a dead predecessor's record
+            if slot.heartbeat is None or hb.at != slot.heartbeat.at:
+                slot.heartbeat, slot.heartbeat_seen = hb, now
+
+    # -- readiness, systemd ------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready when every worker heartbeats, has booted, and runs every bot it should."""
+        if self.draining:
+            return False, "draining"
+        if not self.redis_ok:
+            return False, "redis unavailable: cannot see worker heartbeats"
+        if self.rebalance is not None:
+            return False, f"moving shards to {self.rebalance.target} workers"
+        for slot in self.slots:
+            hb = slot.heartbeat
+            if slot.pid is None or hb is None:
+                return False, f"worker {slot.index} is not running"
+            if hb.epoch < slot.epoch:
+                return False, f"worker {slot.index} is taking over its shards"
+            if hb.state != "ready":
+                return False, f"worker {slot.index} is {hb.state}"
+            for layer in ("redis", "postgres"):
+                if hb.health.get(layer, "ok") != "ok":
+                    return False, f"worker {slot.index}: {layer} {hb.health[layer]}"
+            if hb.running < hb.desired:
+                return False, f"worker {slot.index} runs {hb.running} of {hb.desired} bots"
+        return True, "ok"
+
+    def notify_systemd(self) -> None:
+        if not self.ready_notified and self.readiness()[0]:
+            self.ready_notified = True
+            self.notifier.notify("READY=1", f"STATUS=serving {len(self.slots)} workers")
+            self._log.info("master.ready", workers=len(self.slots))
+        interval = self.notifier.watchdog_interval
+        now = time.monotonic()
+        if interval is not None and now - self._last_watchdog >= interval:
+            self._last_watchdog = now
+            self.notifier.notify("WATCHDOG=1")
+
+    # -- reload, drain -----------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP and `botvisor reload`: a bad new config keeps the running one."""
+        if self._reload_settings is None:
+            return
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            new = self._reload_settings()
+        except ConfigError as exc:
+            self._log.error("master.reload_rejected", error=str(exc), kept="running config")
+            self.notifier.notify("READY=1")
+            return
+        from config.logging import set_level
+
+        if new.workers.shards != self.settings.workers.shards:
+            self._log.error(
+                "master.reload_shards_ignored",
+                running=self.settings.workers.shards,
+                requested=new.workers.shards,
+                reason="workers.shards is fixed per deployment",
+            )
+            workers = new.workers.model_copy(update={"shards": self.settings.workers.shards})
+            new = new.model_copy(update={"workers": workers})
+        self.desired_workers = new.workers.count
+        self.settings = new
+        for slot in self.slots:
+            self._send(slot, pipe.Configure(settings=new.to_json_dict()))
+        self._log.info("master.reloaded", log_level=new.log.level)  # before a quieter level
+        set_level(new.log.level)
+        self.notifier.notify("READY=1")
+
+    async def drain(self) -> int:
+        """Stop intake everywhere, let handlers finish within the grace, exit 0."""
+        self.notifier.notify("STOPPING=1")
+        self._log.info("master.draining")
+        procs = [
+            s.proc
+            for s in [*self.slots, *self.retiring]
+            if s.proc is not None and s.proc.returncode is None
+        ]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = self.settings.shutdown.grace_s + 5.0
+        waiters = [asyncio.ensure_future(p.wait()) for p in procs]
+        if waiters:
+            _, pending = await asyncio.wait(waiters, timeout=deadline)
+            for proc in procs:
+                if proc.returncode is None:
+                    self._log.error("worker.kill_on_drain", pid=proc.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for slot in [*self.slots, *self.retiring]:
+            if slot.watcher is not None:
+                slot.watcher.cancel()
+        self._log.info("master.stopped")
+        return ExitCode.OK

@@ -1,0 +1,88 @@
+"""`botvisor run` and `botvisor migrate`: set up services, then hand over to the Master."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from config import Settings, load_settings
+from context import open_context_store
+from ipc.redis_client import redis_client
+from supervisor.exitcodes import ExitCode
+from supervisor.master.arbiter import HaltMaster, Master
+from supervisor.registry.tokenbox import open_tokenbox
+from supervisor.services import open_registry, open_services
+
+log = structlog.get_logger(__name__)
+
+
+def pidfile(settings: Settings) -> Path:
+    return Path(settings.state.dir).absolute() / "master.pid"
+
+
+async def run_daemon(settings: Settings, config_path: Path | None) -> int:
+    """Runs in the master process. Returns the exit status."""
+    from supervisor import metrics
+
+    state_dir = Path(settings.state.dir).absolute()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    metrics.prepare_dir(state_dir)  # before anything imports prometheus_client
+    async with (
+        open_services(settings) as live,
+        open_registry(live) as registry,
+        aiohttp.ClientSession() as session,  # the admin API's getMe checks
+        contextlib.aclosing(
+            redis_client(live.redis.url or "", live.redis.timeout_s, live.redis.pool_max)
+        ) as redis,
+        open_context_store(live, redis=redis) as context,  # the admin API's handoff release
+    ):
+        from supervisor.http.admin_api import AdminContext
+
+        admin = AdminContext(registry, live, session, context, redis)
+        embedded = {"redis": live.redis.url, "database": live.database.url}
+
+        def reload_settings() -> Settings:
+            new = load_settings(config_path)
+            # servers we started ourselves stay the ones in use
+            update: dict[str, Any] = {}
+            if new.redis.url is None:
+                update["redis"] = new.redis.model_copy(update={"url": embedded["redis"]})
+            if new.database.url is None:
+                update["database"] = new.database.model_copy(update={"url": embedded["database"]})
+            new = new.model_copy(update=update)
+            registry.use_tokenbox(open_tokenbox(new))  # ConfigError: the master keeps the old
+            admin.settings = new
+            return new
+
+        master = Master(live, reload_settings)
+        from supervisor.http.app import make_app
+
+        runner = web.AppRunner(make_app(master, registry, admin), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, live.http.host, live.http.port)
+        await site.start()
+        port = runner.addresses[0][1] if runner.addresses else live.http.port
+        pidfile(live).write_text(f"{os.getpid()}\n")
+        log.info("master.http", host=live.http.host, port=port, workers=live.workers.count)
+        try:
+            return await master.run()
+        except HaltMaster as halt:
+            log.error("master.halt", reason=halt.reason, exit_status=halt.exit_status)
+            await master.drain()
+            return halt.exit_status
+        finally:
+            await runner.cleanup()
+            with contextlib.suppress(FileNotFoundError):
+                pidfile(live).unlink()
+
+
+async def migrate_only(settings: Settings) -> int:
+    async with open_services(settings, redis=False) as live, open_registry(live):
+        log.info("migrate.done")
+    return ExitCode.OK

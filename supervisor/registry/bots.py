@@ -1,0 +1,296 @@
+"""The bot registry: PostgreSQL table `bots`, the desired state every worker converges to."""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from bots.actor.actor import BotSpec
+from bots.telegram.token import BotToken
+from supervisor.registry.tokenbox import TokenBox, TokenDecryptError
+
+if TYPE_CHECKING:
+    from supervisor.registry.keyrotation import KeyRotation
+
+
+class BotState(StrEnum):
+    """Values of the `bots.state` column."""
+
+    #: should be polling
+    ACTIVE = "active"
+    #: kept, but not polling (owner's choice)
+    PAUSED = "paused"
+    #: Telegram rejected the token; `disabled_reason` says why
+    DISABLED = "disabled"
+
+
+class AlreadyRegistered(Exception):
+    def __init__(self, bot_id: int) -> None:
+        super().__init__(f"bot {bot_id} is already registered")
+        self.bot_id = bot_id
+
+
+class OwnerExists(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an owner named {name!r} already exists")
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRecord:
+    """A row of `owners` without its key hash, and how many bots it has."""
+
+    id: int
+    name: str
+    bots: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BotRecord:
+    """A row of `bots` without its token."""
+
+    id: int
+    owner_id: int | None
+    username: str
+    handler: str
+    settings: Mapping[str, Any]
+    state: BotState
+    disabled_reason: str | None
+    revision: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "owner_id": self.owner_id,
+            "username": self.username,
+            "token": f"{self.id}:***",
+            "handler": self.handler,
+            "settings": dict(self.settings),
+            "state": str(self.state),
+            "disabled_reason": self.disabled_reason,
+            "revision": self.revision,
+        }
+
+
+_COLUMNS = "id, owner_id, username, handler, settings, state, disabled_reason, revision"
+
+
+def _record(row: asyncpg.Record) -> BotRecord:
+    settings = row["settings"]
+    if isinstance(settings, str):
+        settings = json.loads(settings)
+    return BotRecord(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        username=row["username"],
+        handler=row["handler"],
+        settings=settings,
+        state=BotState(row["state"]),
+        disabled_reason=row["disabled_reason"],
+        revision=row["revision"],
+    )
+
+
+class Registry:
+    """Runs in any process with a pool (master, worker, CLI). Every query has a timeout."""
+
+    def __init__(self, pool: asyncpg.Pool, box: TokenBox, timeout: float = 10.0) -> None:
+        self._pool = pool
+        self._box = box
+        self._timeout = timeout
+        #: bot ids whose stored token did not decrypt at the last `desired()`
+        self.undecryptable: list[int] = []
+
+    async def add(
+        self,
+        token: BotToken,
+        *,
+        username: str = "",
+        handler: str = "echo",
+        settings: Mapping[str, Any] | None = None,
+        owner_id: int | None = None,
+    ) -> BotRecord:
+        row = await self._pool.fetchrow(
+            "INSERT INTO bots (id, owner_id, username, key_id, token_encrypted, handler, settings)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO NOTHING"
+            f" RETURNING {_COLUMNS}",
+            token.bot_id,
+            owner_id,
+            username,
+            *self._box.seal(token),
+            handler,
+            json.dumps(dict(settings or {})),
+            timeout=self._timeout,
+        )
+        if row is None:
+            raise AlreadyRegistered(token.bot_id)
+        return _record(row)
+
+    async def add_many(self, items: Sequence[tuple[BotToken, str]], handler: str = "echo") -> int:
+        """Bulk insert (token, username) pairs; existing bots are skipped. Returns rows added."""
+        rows = [(t.bot_id, u, *self._box.seal(t), handler) for t, u in items]
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            before = await conn.fetchval("SELECT count(*) FROM bots", timeout=self._timeout)
+            await conn.executemany(
+                "INSERT INTO bots (id, username, key_id, token_encrypted, handler)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                rows,
+                timeout=self._timeout * 10,
+            )
+            after = await conn.fetchval("SELECT count(*) FROM bots", timeout=self._timeout)
+        return int(after - before)
+
+    async def get(self, bot_id: int, *, owner_id: int | None = None) -> BotRecord | None:
+        """The bot, or None; with `owner_id`, None too if another owner has it."""
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM bots WHERE id = $1 AND ($2::bigint IS NULL OR owner_id = $2)",
+            bot_id,
+            owner_id,
+            timeout=self._timeout,
+        )
+        return None if row is None else _record(row)
+
+    async def list(self, owner_id: int | None = None) -> list[BotRecord]:
+        if owner_id is None:
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM bots ORDER BY id", timeout=self._timeout
+            )
+        else:
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM bots WHERE owner_id = $1 ORDER BY id",
+                owner_id,
+                timeout=self._timeout,
+            )
+        return [_record(r) for r in rows]
+
+    async def remove(self, bot_id: int, *, owner_id: int | None = None) -> bool:
+        status = await self._pool.execute(
+            "DELETE FROM bots WHERE id = $1 AND ($2::bigint IS NULL OR owner_id = $2)",
+            bot_id,
+            owner_id,
+            timeout=self._timeout,
+        )
+        return status.endswith(" 1")
+
+    async def update(
+        self,
+        bot_id: int,
+        *,
+        handler: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        state: BotState | None = None,
+        owner_id: int | None = None,
+    ) -> BotRecord | None:
+        """Change what is given, bump `revision`; None if there is no such bot (of `owner_id`,
+        when given). A new state clears `disabled_reason`."""
+        row = await self._pool.fetchrow(
+            "UPDATE bots SET handler = COALESCE($2, handler),"
+            " settings = COALESCE($3::jsonb, settings), state = COALESCE($4, state),"
+            " disabled_reason = CASE WHEN $4::text IS NULL THEN disabled_reason END,"
+            " revision = revision + 1, updated_at = now()"
+            f" WHERE id = $1 AND ($5::bigint IS NULL OR owner_id = $5) RETURNING {_COLUMNS}",
+            bot_id,
+            handler,
+            None if settings is None else json.dumps(dict(settings)),
+            None if state is None else str(state),
+            owner_id,
+            timeout=self._timeout,
+        )
+        return None if row is None else _record(row)
+
+    async def set_state(self, bot_id: int, state: BotState, reason: str | None = None) -> bool:
+        status = await self._pool.execute(
+            "UPDATE bots SET state = $2, disabled_reason = $3, revision = revision + 1,"
+            " updated_at = now() WHERE id = $1",
+            bot_id,
+            str(state),
+            reason,
+            timeout=self._timeout,
+        )
+        return status.endswith(" 1")
+
+    async def counts_by_state(self) -> dict[str, int]:
+        rows = await self._pool.fetch(
+            "SELECT state, count(*) AS n FROM bots GROUP BY state", timeout=self._timeout
+        )
+        counts = {str(s): 0 for s in BotState}
+        counts.update({r["state"]: int(r["n"]) for r in rows})
+        return counts
+
+    async def desired(self, shards: Sequence[int], total_shards: int) -> dict[int, BotSpec]:
+        """Active bots of these shards, tokens decrypted. A row that fails to decrypt is
+        reported by bot id in `undecryptable` and left out, never crashing the worker."""
+        rows = await self._pool.fetch(
+            "SELECT id, key_id, token_encrypted, handler, settings, revision FROM bots"
+            " WHERE state = 'active' AND (id % $1) = ANY($2::int[])",
+            total_shards,
+            list(shards),
+            timeout=self._timeout,
+        )
+        out: dict[int, BotSpec] = {}
+        self.undecryptable = []
+        for r in rows:
+            try:
+                token = self._box.decrypt(r["id"], r["token_encrypted"], r["key_id"])
+            except TokenDecryptError:
+                self.undecryptable.append(r["id"])
+                continue
+            settings = r["settings"]
+            if isinstance(settings, str):
+                settings = json.loads(settings)
+            out[r["id"]] = BotSpec(r["id"], token, r["handler"], settings, r["revision"])
+        return out
+
+    # -- owners --------------------------------------------------------------------------
+
+    async def add_owner(self, name: str, api_key_hash: bytes) -> OwnerRecord:
+        row = await self._pool.fetchrow(
+            "INSERT INTO owners (name, api_key_hash) VALUES ($1, $2)"
+            " ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at",
+            name,
+            api_key_hash,
+            timeout=self._timeout,
+        )
+        if row is None:
+            raise OwnerExists(name)
+        return OwnerRecord(row["id"], row["name"], 0, row["created_at"])
+
+    async def owners(self) -> builtins.list[OwnerRecord]:
+        rows = await self._pool.fetch(
+            "SELECT o.id, o.name, o.created_at, count(b.id) AS bots FROM owners o"
+            " LEFT JOIN bots b ON b.owner_id = o.id GROUP BY o.id ORDER BY o.id",
+            timeout=self._timeout,
+        )
+        return [OwnerRecord(r["id"], r["name"], int(r["bots"]), r["created_at"]) for r in rows]
+
+    async def owner_id_by_name(self, name: str) -> int | None:
+        value = await self._pool.fetchval(
+            "SELECT id FROM owners WHERE name = $1", name, timeout=self._timeout
+        )
+        return None if value is None else int(value)
+
+    async def owner_key_hash(self, owner_id: int) -> bytes | None:
+        value = await self._pool.fetchval(
+            "SELECT api_key_hash FROM owners WHERE id = $1", owner_id, timeout=self._timeout
+        )
+        return None if value is None else bytes(value)
+
+    # -- encryption keys -----------------------------------------------------------------
+
+    def use_tokenbox(self, box: TokenBox) -> None:
+        """Runs on reload: later queries encrypt and decrypt with this keyring."""
+        self._box = box
+
+    async def rotate_keys(self, batch: int = 500) -> KeyRotation:
+        """Re-encrypt every token not under the current key (supervisor/registry/keyrotation.py)."""
+        from supervisor.registry.keyrotation import rotate_keys
+
+        return await rotate_keys(self._pool, self._box, self._timeout, batch)

@@ -1,0 +1,211 @@
+"""A worker's bots: one BotHandle per bot id, started, retuned and stopped by plan.
+
+Runs in the worker's event loop. Owns no process state; the worker owns the
+HTTP pool and hands it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import aiohttp
+import structlog
+from pydantic import ValidationError
+
+from bots.actor.actor import ActorState, BotActor, BotSpec, OffsetStore, PollConfig
+from bots.actor.policy import BackoffConfig
+from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
+from bots.handlers.base import HandlerDeps, UnknownHandler
+from bots.handlers.registry import make_handler
+from bots.telegram.api import BotApi
+from config import Settings
+from config.settings import RateLimitSection
+from ratelimit import BotLimiter, Limits
+from supervisor.worker.plan import Plan
+
+log = structlog.get_logger(__name__)
+
+
+class BadBotSettings(ValueError):
+    """A bot's own settings are invalid; the message names the key and what is allowed."""
+
+
+def limits_for(settings: Settings, bot_settings: Mapping[str, Any]) -> Limits:
+    """Deployment limits, overridden per bot by its settings' `ratelimit` object
+    (e.g. {"ratelimit": {"per_bot": {"limit": 1000}}} for paid broadcasts), validated by
+    the same model as the config file so the rules and messages are the config's."""
+    own = bot_settings.get("ratelimit") if isinstance(bot_settings, Mapping) else None
+    if own is None:
+        return Limits.from_settings(settings.ratelimit)
+    merged = settings.ratelimit.model_dump()
+    try:
+        for name, value in dict(own).items():
+            merged[name] = (
+                {**merged[name], **value} if isinstance(merged.get(name), dict) else value
+            )
+        section = RateLimitSection.model_validate(merged)
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise BadBotSettings(f"settings.ratelimit: {_first_error(exc)}") from None
+    return Limits.from_settings(section)
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        e = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+    return 'expected an object like {"per_bot": {"limit": 30, "period_s": 1}}'
+
+
+@dataclass(slots=True)
+class Totals:
+    """Cumulative counters of this worker (heartbeats carry them; the master diffs)."""
+
+    received: int = 0
+    duplicates: int = 0
+    handled: int = 0
+    dropped: int = 0
+    handler_errors: int = 0
+    sent: int = 0
+    telegram_429: int = 0
+    conflicts: int = 0
+    limiter_waits: int = 0
+    restarts: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter by name (what heartbeats carry)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "latencies"}
+
+
+class Fleet:
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        on_disabled: OnDisabled,
+        offsets: OffsetStore | None = None,
+        handler_deps: HandlerDeps | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session = session
+        self.offsets = offsets
+        self.handler_deps = handler_deps or HandlerDeps()
+        self.on_disabled = on_disabled
+        self.handles: dict[int, BotHandle] = {}
+        self.totals = Totals()
+        self._spawn_gate = asyncio.Semaphore(settings.bots.spawn_concurrency)
+
+    def running_specs(self) -> dict[int, BotSpec]:
+        return {bot_id: h.actor.spec for bot_id, h in self.handles.items()}
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(str(h.state) for h in self.handles.values())
+        return {str(s): c.get(str(s), 0) for s in ActorState}
+
+    def retune_all(self, settings: Settings) -> None:
+        """New deployment settings (reload): new limits for every bot, in place."""
+        self.settings = settings
+        for h in self.handles.values():
+            self._retune(h, h.actor.spec)
+
+    def _retune(self, handle: BotHandle, spec: BotSpec) -> None:
+        """Settings-only change: new limits in place, the poll keeps running. Invalid
+        per-bot limits keep the running ones (the bot already runs, so don't stop it)."""
+        handle.actor.spec = spec
+        try:
+            handle.actor.api.limiter.retune(limits_for(self.settings, spec.settings))
+        except BadBotSettings as exc:
+            log.error(
+                "bot.settings_rejected", bot_id=spec.bot_id, error=str(exc), kept="running limits"
+            )
+
+    async def apply(self, plan: Plan) -> None:
+        """Stop before start, so a restarted bot never polls twice."""
+        doomed = [*plan.stop, *(s.bot_id for s in plan.restart)]
+        await asyncio.gather(*(self._stop(bot_id) for bot_id in doomed))
+        for spec in plan.retune:
+            handle = self.handles.get(spec.bot_id)
+            if handle is not None:
+                self._retune(handle, spec)
+        starting = [*plan.start, *plan.restart]
+        known = await self.offsets.load_many([s.bot_id for s in starting]) if self.offsets else {}
+        await asyncio.gather(*(self._start(spec, known.get(spec.bot_id)) for spec in starting))
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self._stop(bot_id) for bot_id in list(self.handles)))
+
+    async def _stop(self, bot_id: int) -> None:
+        handle = self.handles.get(bot_id)
+        if handle is None:
+            return
+        await handle.stop()
+        self._fold(handle)
+        self.handles.pop(bot_id, None)
+        if self.handler_deps.context is not None:
+            self.handler_deps.context.forget_bot(bot_id)
+
+    async def _start(self, spec: BotSpec, offset: int | None = None) -> None:
+        if spec.bot_id in self.handles:
+            return
+        try:
+            handler = make_handler(spec.handler, self.handler_deps)
+            limiter = BotLimiter(limits_for(self.settings, spec.settings))
+        except (UnknownHandler, BadBotSettings) as exc:
+            # this bot's own data is wrong: disable it with the reason, start the others
+            await self.on_disabled(spec.bot_id, str(exc))
+            return
+        tg = self.settings.telegram
+        api = BotApi(
+            self.session,
+            tg.api_base,
+            spec.token,
+            limiter,
+            request_timeout=tg.request_timeout_s,
+            max_retries=tg.max_retries,
+        )
+        poll = PollConfig(
+            poll_timeout_s=tg.poll_timeout_s,
+            inflight_max=self.settings.bots.inflight_max,
+            grace_s=self.settings.shutdown.grace_s,
+        )
+        handle = BotHandle(BotActor(spec, api, handler, poll, self.offsets, offset))
+        self.handles[spec.bot_id] = handle
+        backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
+        async with self._spawn_gate:
+            try:
+                await spawn(handle, backoff, self.on_disabled)
+            except SpawnRejected as exc:
+                log.warning("bot.rejected", bot_id=spec.bot_id, reason=exc.reason)
+
+    def harvest(self) -> list[float]:
+        """Fold every actor's counters into `totals`; returns the new latency samples."""
+        for handle in self.handles.values():
+            self._fold(handle)
+        samples, self.totals.latencies = self.totals.latencies, []
+        return samples
+
+    def _fold(self, handle: BotHandle) -> None:
+        """Take and zero the actor's counters (the hot path only ever increments them)."""
+        t, a, api = self.totals, handle.actor.stats, handle.actor.api.stats
+        t.received += a.received
+        t.duplicates += a.duplicates
+        t.handled += a.handled
+        t.dropped += a.dropped
+        t.handler_errors += a.handler_errors
+        a.received = a.duplicates = a.handled = a.dropped = a.handler_errors = 0
+        if a.latency:
+            t.latencies.extend(a.latency)
+            a.latency = []
+        t.sent += api.sent
+        t.telegram_429 += api.telegram_429
+        api.sent = api.telegram_429 = 0
+        waits = handle.actor.api.limiter.statistics().waits
+        t.limiter_waits += waits - handle.limiter_waits_seen
+        handle.limiter_waits_seen = waits
+        t.conflicts += handle.conflicts
+        t.restarts += handle.restarts
+        handle.conflicts = handle.restarts = 0
