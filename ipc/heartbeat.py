@@ -1,7 +1,11 @@
-"""The heartbeat record a worker writes and the master reads (JSON in a Redis key)."""
+"""The heartbeat record: a worker sends it to its master on a pipe of its own (liveness)
+and also stores it in Redis (for `botvisor status` and other hosts)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -64,3 +68,52 @@ async def reply_status(redis: aioredis.Redis, reply_to: str, status: dict[str, A
             await pipe.execute()
     except (aioredis.RedisError, OSError) as exc:
         log.warning("status.reply_failed", error=type(exc).__name__)
+
+
+#: A master that stopped reading: drop heartbeats rather than grow the buffer.
+_SEND_BUFFER_MAX = 256 * 1024
+
+
+class HeartbeatSender:
+    """Worker side of the heartbeat pipe: one JSON line per beat on an inherited fd.
+
+    Heartbeats travel on their own pipe, not through Redis, so only a stuck event loop
+    can make a worker look hung: Redis pool pressure or an outage cannot. Writes go
+    through an asyncio write transport and never block the loop.
+    """
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+
+    @classmethod
+    async def open(cls, fd: int) -> HeartbeatSender:
+        loop = asyncio.get_running_loop()
+        pipe = os.fdopen(fd, "wb", buffering=0)
+        transport, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, pipe)
+        return cls(transport)  # type: ignore[arg-type]
+
+    def send(self, heartbeat: Heartbeat) -> bool:
+        """False when the master is gone or not reading (the beat is dropped)."""
+        t = self._transport
+        if t.is_closing() or t.get_write_buffer_size() > _SEND_BUFFER_MAX:
+            return False
+        t.write(heartbeat.dumps() + b"\n")
+        return True
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+async def read_heartbeats(fd: int, on_beat: Callable[[Heartbeat], None]) -> None:
+    """Master side: hand every heartbeat line of one worker to `on_beat` until EOF."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1024 * 1024)
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        while line := await reader.readline():
+            hb = Heartbeat.loads(line)
+            if hb is not None:
+                on_beat(hb)
+    finally:
+        transport.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -18,14 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import redis.asyncio as aioredis
 import structlog
 
 from bots.actor.policy import RestartIntensity
 from config import ConfigError, Settings
-from ipc import keys, pipe
+from ipc import pipe
 from ipc.control import listen
-from ipc.heartbeat import Heartbeat, reply_status
+from ipc.heartbeat import Heartbeat, read_heartbeats, reply_status
 from ipc.messages import Drain, Message, Reload, StatusRequest
 from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
@@ -85,6 +85,7 @@ class WorkerSlot:
     shards: list[int] = field(default_factory=list)
     epoch: int = 0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    beats: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int | None:
@@ -113,7 +114,6 @@ class Master:
         self.draining = False
         self.ready_notified = False
         self.worker_restarts = 0
-        self.redis_ok = True
         self.started = time.monotonic()
         self._age = 0
         self._last_watchdog = 0.0
@@ -132,9 +132,14 @@ class Master:
             loop.add_signal_handler(sig, self.events.put_nowait, SignalReceived(sig))
         control = asyncio.create_task(self._control_loop(), name="master:control")
         try:
+            last_tick = time.monotonic()
             while not self.draining:
                 await self._next_events()
-                await self.read_heartbeats()
+                now = time.monotonic()
+                if now - last_tick > self.settings.workers.heartbeat_timeout_s / 2:
+                    self._log.warning("master.stalled", seconds=round(now - last_tick, 2))
+                    self.grant_grace(now)
+                last_tick = now
                 self.murder_stale_workers()
                 await self.manage_workers()
                 self.notify_systemd()
@@ -197,14 +202,24 @@ class Master:
     async def spawn_worker(self, slot: WorkerSlot) -> None:
         """Runs in the master; a fresh interpreter per worker (no fork in a running loop)."""
         self._age += 1
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "supervisor.worker.process",
-            "--index",
-            str(slot.index),
-            stdin=asyncio.subprocess.PIPE,
-        )
+        beat_r, beat_w = os.pipe()  # the worker's heartbeats: a pipe of its own
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "supervisor.worker.process",
+                "--index",
+                str(slot.index),
+                "--heartbeat-fd",
+                str(beat_w),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(beat_w,),
+            )
+        except BaseException:
+            os.close(beat_r)
+            raise
+        finally:
+            os.close(beat_w)
         slot.proc, slot.age, slot.spawned_at = proc, self._age, time.monotonic()
         slot.heartbeat, slot.aborted_at = None, None
         self._send(
@@ -216,10 +231,18 @@ class Master:
         slot.watcher = asyncio.create_task(
             self._watch(slot.index, proc), name=f"watch:{slot.index}"
         )
+        slot.beats = asyncio.create_task(
+            read_heartbeats(beat_r, functools.partial(self._on_heartbeat, slot, proc.pid)),
+            name=f"heartbeats:{slot.index}",
+        )
         self._log.info("worker.spawned", worker=slot.index, pid=proc.pid, age=slot.age)
         from supervisor.metrics import metrics
 
         metrics().workers.inc()
+
+    def _on_heartbeat(self, slot: WorkerSlot, pid: int, hb: Heartbeat) -> None:
+        if slot.pid == pid:
+            slot.heartbeat, slot.heartbeat_seen = hb, time.monotonic()
 
     def _send(self, slot: WorkerSlot, message: pipe.PipeMessage) -> None:
         if slot.proc is not None and slot.proc.stdin is not None:
@@ -330,8 +353,6 @@ class Master:
 
     def murder_stale_workers(self) -> None:
         """Two passes: SIGTERM a silent worker, SIGKILL it if still there KILL_AFTER_S later."""
-        if not self.redis_ok:
-            return  # we cannot see heartbeats: that is not the workers' fault
         now = time.monotonic()
         w = self.settings.workers
         for slot in self.slots:
@@ -359,27 +380,13 @@ class Master:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
 
-    async def read_heartbeats(self) -> None:
-        """One MGET for all workers, never a serial ping per worker."""
-        names = [
-            keys.heartbeat_key(self.settings.redis.prefix, self.host, s.index) for s in self.slots
-        ]
-        try:
-            async with asyncio.timeout(self.settings.redis.timeout_s):
-                raw = await self._redis.mget(names)
-        except (aioredis.RedisError, OSError, TimeoutError) as exc:
-            if self.redis_ok:
-                self._log.warning("master.redis_unavailable", error=type(exc).__name__)
-            self.redis_ok = False
-            return
-        self.redis_ok = True
-        now = time.monotonic()
-        for slot, value in zip(self.slots, raw, strict=True):
-            hb = Heartbeat.loads(value) if value else None
-            if hb is None or hb.pid != slot.pid:
-                continue  # a dead predecessor's record
-            if slot.heartbeat is None or hb.at != slot.heartbeat.at:
-                slot.heartbeat, slot.heartbeat_seen = hb, now
+    def grant_grace(self, now: float) -> None:
+        """The master itself was not looking (its loop stalled): a silence it caused is
+        not the workers' fault, so every worker gets a fresh heartbeat timeout."""
+        for slot in self.slots:
+            slot.heartbeat_seen = max(slot.heartbeat_seen, now)
+            if slot.heartbeat is None:
+                slot.spawned_at = max(slot.spawned_at, now)
 
     # -- readiness, systemd ------------------------------------------------------------------
 
@@ -387,8 +394,6 @@ class Master:
         """Ready when every worker heartbeats, has booted, and runs every bot it should."""
         if self.draining:
             return False, "draining"
-        if not self.redis_ok:
-            return False, "redis unavailable: cannot see worker heartbeats"
         if self.rebalance is not None:
             return False, f"moving shards to {self.rebalance.target} workers"
         for slot in self.slots:
@@ -473,7 +478,8 @@ class Master:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         for slot in [*self.slots, *self.retiring]:
-            if slot.watcher is not None:
-                slot.watcher.cancel()
+            for task in (slot.watcher, slot.beats):
+                if task is not None:
+                    task.cancel()
         self._log.info("master.stopped")
         return ExitCode.OK

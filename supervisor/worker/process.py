@@ -33,10 +33,10 @@ from config import ConfigError, Settings
 from context import ContextStore, open_context_store
 from ipc import keys, pipe
 from ipc.control import listen
-from ipc.heartbeat import Heartbeat, reply_status
+from ipc.heartbeat import Heartbeat, HeartbeatSender, reply_status
 from ipc.messages import BadMessage, Message, Reconcile, StatusRequest
 from ipc.offsets import RedisOffsets
-from ipc.redis_client import redis_client
+from ipc.redis_client import redacted_address, redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.bots import BotState, Registry
 from supervisor.registry.tokenbox import open_tokenbox
@@ -68,8 +68,18 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 class Worker:
-    def __init__(self, settings: Settings, index: int, shards: list[int], epoch: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        index: int,
+        shards: list[int],
+        epoch: int,
+        heartbeat_fd: int | None = None,
+    ) -> None:
         self.settings = settings
+        self._heartbeat_fd = heartbeat_fd
+        self._beats: HeartbeatSender | None = None
+        self._redis_beat_failures = 0
         self.index = index
         self.shards = shards
         #: the shard assignment (from the master) this worker's bots now match
@@ -108,6 +118,8 @@ class Worker:
             ttl_dns_cache=300,
             keepalive_timeout=max(30.0, s.telegram.poll_timeout_s + 5.0),
         )
+        if self._heartbeat_fd is not None:
+            self._beats = await HeartbeatSender.open(self._heartbeat_fd)
         redis = redis_client(s.redis.url, s.redis.timeout_s, s.redis.pool_max)
         pool = await create_pool(s)
         try:
@@ -226,13 +238,31 @@ class Worker:
         )
         hb.rates.update(self._rates(hb.totals))
         self._last_heartbeat = hb
+        if self._beats is not None:
+            self._beats.send(hb)  # liveness: the pipe first, whatever Redis does
         self._export(hb)
+        await self._store_heartbeat(hb)
+
+    async def _store_heartbeat(self, hb: Heartbeat) -> None:
+        """The copy in Redis serves `botvisor status`; its failures are logged when they
+        start and when they end (with a count), never once per beat."""
         key = keys.heartbeat_key(self.settings.redis.prefix, self.host, self.index)
         ttl = max(int(self.settings.workers.heartbeat_timeout_s * 3), 3)
         try:
-            await self.redis.set(key, hb.dumps(), ex=ttl)
-        except (aioredis.RedisError, OSError) as exc:
-            self._log.warning("heartbeat.redis_unavailable", error=type(exc).__name__)
+            async with asyncio.timeout(self.settings.redis.timeout_s):
+                await self.redis.set(key, hb.dumps(), ex=ttl)
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            if self._redis_beat_failures == 0:
+                self._log.warning(
+                    "heartbeat.redis_unavailable",
+                    redis=redacted_address(self.settings.redis.url),
+                    error=type(exc).__name__,
+                )
+            self._redis_beat_failures += 1
+            return
+        if self._redis_beat_failures:
+            self._log.info("heartbeat.redis_back", failed_beats=self._redis_beat_failures)
+            self._redis_beat_failures = 0
 
     def _health(self) -> dict[str, str | int]:
         """The context store's layers; logged when they change (a degraded layer
@@ -347,6 +377,9 @@ class Worker:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="botvisor-worker", description=__doc__)
     parser.add_argument("--index", type=int, required=True)
+    parser.add_argument(
+        "--heartbeat-fd", type=int, default=None, help="pipe to the master for heartbeats"
+    )
     args = parser.parse_args(argv)
     from config.logging import configure_logging
 
@@ -369,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
 
-        uvloop.run(Worker(settings, args.index, shards, epoch).run())
+        uvloop.run(Worker(settings, args.index, shards, epoch, args.heartbeat_fd).run())
     except ConfigError as exc:
         log.error("worker.config_error", error=str(exc))
         raise SystemExit(ExitCode.CONFIG) from None
