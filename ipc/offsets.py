@@ -1,6 +1,22 @@
-"""The confirm watermark of every bot in Redis (the `OffsetStore` of the worker's actors)."""
+"""Each bot's progress in Redis: its confirm watermark and the updates it answered above it.
+
+One key per bot, `{prefix}offset:{bot_id}` = `W` or `W:id,id,…` (TTL 24 h, Telegram's
+own retention): W is the oldest unhandled update id, the ids after the colon were
+answered but lie above W (a slower chat still holds W back). A new poller of the bot —
+after a stop, a shard move, a restart or a SIGKILL — starts at W and skips those ids, so
+an update Telegram hands out again is not answered twice.
+
+Writes are coalesced per worker (group commit): an actor only marks itself dirty; one
+flusher task writes every dirty bot in pipelined SETs of at most `CHUNK` keys, and
+while a flush runs the next batch gathers. A Redis fault keeps the marks for the next
+flush: it costs duplicates after a crash, never a crash.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 import structlog
@@ -9,45 +25,140 @@ from ipc import keys
 
 log = structlog.get_logger(__name__)
 
-#: Telegram keeps an update at most 24 h; an older watermark means nothing.
+#: Telegram keeps an update at most 24 h; an older record means nothing.
 TTL_S = 86_400
+#: Keys per pipelined command batch (bounded: one flush never monopolises Redis).
+CHUNK = 1000
+#: Answered ids kept per bot above its watermark (a bot's in-flight window is smaller).
+DONE_MAX = 10_000
 
 
-class RedisOffsets:
-    """Runs in the worker's loop. A Redis fault costs duplicates, never a crash."""
+class BotProgress(NamedTuple):
+    watermark: int
+    done: frozenset[int] = frozenset()
 
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
-        self._redis = redis
-        self._prefix = prefix
+    def encode(self) -> bytes:
+        if not self.done:
+            return b"%d" % self.watermark
+        ids = sorted(i for i in self.done if i >= self.watermark)[:DONE_MAX]
+        return b"%d:%s" % (self.watermark, b",".join(b"%d" % i for i in ids))
 
-    async def load(self, bot_id: int) -> int | None:
-        try:
-            raw = await self._redis.get(keys.offset_key(self._prefix, bot_id))
-        except (aioredis.RedisError, OSError) as exc:
-            log.warning("offset.load_failed", bot_id=bot_id, error=type(exc).__name__)
+    @classmethod
+    def decode(cls, raw: bytes | str | None) -> BotProgress | None:
+        if raw is None:
             return None
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        head, _, tail = text.partition(":")
         try:
-            return int(raw) if raw is not None else None
+            done = frozenset(int(i) for i in tail.split(",")) if tail else frozenset()
+            return cls(int(head), done)
         except ValueError:
             return None
 
-    async def load_many(self, bot_ids: list[int]) -> dict[int, int]:
-        """One MGET per thousand bots: a worker starting thousands of bots at once."""
-        out: dict[int, int] = {}
-        for start in range(0, len(bot_ids), 1000):
-            chunk = bot_ids[start : start + 1000]
+
+Snapshot = Callable[[], BotProgress | None]
+
+
+class RedisProgress:
+    """Runs in the worker's loop; `run()` is the flusher (one of the worker's services)."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, timeout_s: float) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        self._dirty: dict[int, Snapshot] = {}
+        self._wake = asyncio.Event()
+        self._started = self._finished = 0  # flush generations
+        self._waiters: dict[int, asyncio.Future[bool]] = {}
+        self._failing = 0
+        self.flushes = 0
+        self.keys_written = 0
+
+    async def load(self, bot_id: int) -> BotProgress | None:
+        return (await self.load_many([bot_id])).get(bot_id)
+
+    async def load_many(self, bot_ids: Iterable[int]) -> dict[int, BotProgress]:
+        """One MGET per `CHUNK` bots: a worker starting thousands of bots at once."""
+        ids = list(bot_ids)
+        out: dict[int, BotProgress] = {}
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
             try:
-                raw = await self._redis.mget([keys.offset_key(self._prefix, b) for b in chunk])
-            except (aioredis.RedisError, OSError) as exc:
-                log.warning("offset.load_failed", bots=len(chunk), error=type(exc).__name__)
+                async with asyncio.timeout(self._timeout_s):
+                    raw = await self._redis.mget([keys.offset_key(self._prefix, b) for b in chunk])
+            except (aioredis.RedisError, OSError, TimeoutError) as exc:
+                log.warning("progress.load_failed", bots=len(chunk), error=type(exc).__name__)
                 continue
             for bot_id, value in zip(chunk, raw, strict=True):
-                if value is not None and value.isdigit():
-                    out[bot_id] = int(value)
+                progress = BotProgress.decode(value)
+                if progress is not None:
+                    out[bot_id] = progress
         return out
 
-    async def save(self, bot_id: int, offset: int) -> None:
+    def mark(self, bot_id: int, snapshot: Snapshot) -> None:
+        """The bot's progress changed; `snapshot` is read at flush time. Never blocks."""
+        self._dirty[bot_id] = snapshot
+        self._wake.set()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every mark made so far is written; False if that flush failed or
+        did not finish within `timeout`."""
+        if self._dirty:
+            target = self._started + 1  # the next batch taken includes our marks
+        elif self._started > self._finished:
+            target = self._started  # our marks are in the batch being written
+        else:
+            return True
+        self._wake.set()
+        waiter = self._waiters.get(target)
+        if waiter is None:
+            waiter = self._waiters[target] = asyncio.get_running_loop().create_future()
         try:
-            await self._redis.set(keys.offset_key(self._prefix, bot_id), offset, ex=TTL_S)
-        except (aioredis.RedisError, OSError) as exc:
-            log.warning("offset.save_failed", bot_id=bot_id, error=type(exc).__name__)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(waiter)
+        except TimeoutError:
+            return False
+
+    async def run(self) -> None:
+        """The flusher: forever, one pipelined write per batch of dirty bots."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._dirty:
+                continue
+            batch, self._dirty = self._dirty, {}
+            self._started += 1
+            ok = await self._write(batch)
+            if not ok:
+                for bot_id, snap in batch.items():
+                    self._dirty.setdefault(bot_id, snap)  # newer marks win
+            self._finished = self._started
+            waiter = self._waiters.pop(self._finished, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(ok)
+            if not ok:
+                await asyncio.sleep(min(0.5 * 2 ** min(self._failing, 4), 5.0))
+                self._wake.set()
+
+    async def _write(self, batch: dict[int, Snapshot]) -> bool:
+        items = [(b, p) for b, snap in batch.items() if (p := snap()) is not None]
+        try:
+            for start in range(0, len(items), CHUNK):
+                async with asyncio.timeout(self._timeout_s):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for bot_id, progress in items[start : start + CHUNK]:
+                            pipe.set(
+                                keys.offset_key(self._prefix, bot_id), progress.encode(), ex=TTL_S
+                            )
+                        await pipe.execute()
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            if self._failing == 0:
+                log.warning("progress.save_failed", bots=len(items), error=type(exc).__name__)
+            self._failing += 1
+            return False
+        if self._failing:
+            log.info("progress.saved_again", failed_flushes=self._failing)
+            self._failing = 0
+        self.flushes += 1
+        self.keys_written += len(items)
+        return True

@@ -51,6 +51,9 @@ def metrics() -> SimpleNamespace:
             "botvisor_limiter_waits_total", "Sends that waited for the rate limiter."
         ),
         actor_restarts=Counter("botvisor_actor_restarts_total", "Bot actor restarts."),
+        poll_errors=Counter(
+            "botvisor_poll_errors_total", "getUpdates answered 429/5xx or not at all (retried)."
+        ),
         latency=Histogram(
             "botvisor_update_latency_seconds",
             "From receiving an update to finishing its handler.",

@@ -4,9 +4,11 @@ Shape after pykka: `run_once()` = `_setup()` (getMe) -> `_running()` (poll loop)
 -> `_teardown()` (drain handlers, save the confirm watermark). Supervision (restart
 with backoff, 401 -> disabled) lives in `bots.actor.supervise`.
 
-The watermark (oldest unhandled update id) is saved to an `OffsetStore` on stop and
-read on start, so the next poller of this bot, in this process or another, confirms
-what was handled with its first getUpdates. Confirming with a getUpdates of our own
+Progress — the watermark (oldest unhandled update id) and the ids answered above it —
+is marked in a `ProgressStore` after every handled update (written by the worker's
+coalescing flusher) and flushed on stop; it is read on start, so the next poller of
+this bot, in this process or another, confirms what was handled with its first
+getUpdates and never answers a re-delivered update again. Confirming with a getUpdates of our own
 at stop would terminate our just-cancelled long poll: a self-inflicted 409.
 """
 
@@ -22,11 +24,22 @@ from typing import Any, Final, Protocol
 import structlog
 
 from bots.actor.dispatch import ChatDispatcher
+from bots.actor.policy import Backoff, BackoffConfig
 from bots.actor.stats import ActorStats
 from bots.handlers.base import BotContext, Handler
-from bots.telegram.api import TRANSIENT, BotApi, TelegramError
+from bots.telegram.api import (
+    SENT_IN_TASK,
+    TRANSIENT,
+    BotApi,
+    BotNetworkError,
+    RetryAfter,
+    ServerError,
+    TelegramError,
+)
 from bots.telegram.token import BotToken
 from bots.telegram.update import Incoming
+from config.logthrottle import THROTTLE
+from ipc.offsets import BotProgress, Snapshot
 
 log = structlog.get_logger(__name__)
 
@@ -67,27 +80,41 @@ class BotSpec:
     revision: int
 
 
-class OffsetStore(Protocol):
-    """Where a bot's confirm watermark survives its actor (Redis in a worker)."""
+class ProgressStore(Protocol):
+    """Where a bot's watermark and answered ids survive its actor (Redis in a worker)."""
 
-    async def load(self, bot_id: int) -> int | None: ...
+    async def load(self, bot_id: int) -> BotProgress | None: ...
 
-    async def load_many(self, bot_ids: list[int]) -> dict[int, int]: ...
+    async def load_many(self, bot_ids: list[int]) -> dict[int, BotProgress]: ...
 
-    async def save(self, bot_id: int, offset: int) -> None: ...
+    def mark(self, bot_id: int, snapshot: Snapshot) -> None: ...
+
+    async def flush(self, timeout: float) -> bool: ...
 
 
-class NoOffsetStore:
-    """Keeps nothing: a restarted actor re-receives handled-but-unconfirmed updates."""
+class MemoryProgress:
+    """Keeps progress in this process only (tests; an actor without a worker)."""
 
-    async def load(self, bot_id: int) -> int | None:
-        return None
+    def __init__(self) -> None:
+        self.saved: dict[int, BotProgress] = {}
 
-    async def load_many(self, bot_ids: list[int]) -> dict[int, int]:
-        return {}
+    async def load(self, bot_id: int) -> BotProgress | None:
+        return self.saved.get(bot_id)
 
-    async def save(self, bot_id: int, offset: int) -> None:
-        return None
+    async def load_many(self, bot_ids: list[int]) -> dict[int, BotProgress]:
+        return {b: self.saved[b] for b in bot_ids if b in self.saved}
+
+    def mark(self, bot_id: int, snapshot: Snapshot) -> None:
+        progress = snapshot()
+        if progress is not None:
+            self.saved[bot_id] = progress
+
+    async def flush(self, timeout: float) -> bool:
+        return True
+
+
+#: `initial` not read in bulk by the fleet: the actor reads its own.
+UNKNOWN: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +123,10 @@ class PollConfig:
     inflight_max: int
     grace_s: float
     handler_retries: int = 3
+    #: how long a stopping actor waits for its progress to reach Redis
+    save_timeout_s: float = 5.0
+    #: getUpdates failures (5xx, network) back off inside the poll loop up to this
+    poll_backoff_max_s: float = 3.0
 
 
 #: How long a poll waits for the batch in flight to finish before re-polling anyway.
@@ -113,13 +144,13 @@ class BotActor:
         api: BotApi,
         handler: Handler,
         poll: PollConfig,
-        offsets: OffsetStore | None = None,
-        initial_offset: int | None = None,
+        progress: ProgressStore | None = None,
+        initial: BotProgress | None | object = UNKNOWN,
     ) -> None:
         self.spec = spec
-        self.offsets: OffsetStore = offsets or NoOffsetStore()
+        self.progress: ProgressStore = progress or MemoryProgress()
         #: read in bulk by the fleet for the first run; later runs read their own
-        self._initial_offset = initial_offset
+        self._initial = initial
         self.api = api
         self.handler = handler
         self.poll = poll
@@ -134,6 +165,9 @@ class BotActor:
         self._interruptible = False
         self._dispatcher: ChatDispatcher | None = None
         self.stats = ActorStats()
+        #: why getUpdates is failing right now ("" while it works): "429", "502", "timeout"…
+        self.trouble = ""
+        self._poll_backoff: Backoff | None = None
         self._log = log.bind(bot_id=spec.bot_id)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -144,7 +178,7 @@ class BotActor:
             return
         if new not in _ALLOWED[self.state]:
             raise IllegalTransition(f"bot {self.spec.bot_id}: {self.state} -> {new}")
-        self._log.info("actor.state", old=str(self.state), new=str(new), reason=reason)
+        self._log.debug("actor.state", old=str(self.state), new=str(new), reason=reason)
         self.state, self.reason = new, reason
         if self._changed is not None:
             self._changed.set()
@@ -190,7 +224,9 @@ class BotActor:
     async def run_once(self) -> None:
         """One life of the actor. Returns on a requested stop; raises on failure."""
         self._task = asyncio.current_task()
-        self._dispatcher = ChatDispatcher(self.spec.bot_id, self._handle, self.stats)
+        self._dispatcher = ChatDispatcher(
+            self.spec.bot_id, self._handle, self.stats, self._progressed
+        )
         try:
             await self._setup()
             await self._running()
@@ -200,11 +236,11 @@ class BotActor:
     async def _setup(self) -> None:
         me = await self.api.call("getMe")
         self.username = str(me.get("username", "")) if isinstance(me, dict) else ""
-        offset, self._initial_offset = self._initial_offset, None
-        if offset is None:
-            offset = await self.offsets.load(self.spec.bot_id)
-        if offset is not None and self._dispatcher is not None:
-            self._dispatcher.start_at(offset)
+        initial, self._initial = self._initial, UNKNOWN
+        if initial is UNKNOWN:
+            initial = await self.progress.load(self.spec.bot_id)
+        if isinstance(initial, BotProgress) and self._dispatcher is not None:
+            self._dispatcher.start_at(initial.watermark, initial.done)
         self.set_state(ActorState.RUNNING, "getMe ok")
 
     async def _running(self) -> None:
@@ -230,15 +266,39 @@ class BotActor:
             offset = dispatcher.watermark()
             if offset is not None:
                 params["offset"] = offset
-            updates = await self._interruptibly(self.api.poll(params, timeout=poll_timeout))
+            try:
+                updates = await self._interruptibly(self.api.poll(params, timeout=poll_timeout))
+            except (RetryAfter, ServerError, BotNetworkError) as exc:
+                # Telegram's trouble, not ours: wait inside the loop (no restart, no getMe)
+                if await self.wait_stop(self._poll_failed(exc)):
+                    break
+                continue
             if updates is _STOPPED:
                 break  # the cancelled poll confirmed nothing
+            if self.trouble:
+                self._log.debug("poll.recovered", after=self.trouble)
+                self.trouble, self._poll_backoff = "", None
             if not isinstance(updates, list):
                 raise TelegramError(self.spec.bot_id, "getUpdates", 200, "result is not a list")
             if updates and dispatcher.submit(updates) == 0:
                 # only re-deliveries of updates still in flight: wait for one to finish
                 # rather than re-poll in a hot loop
                 await self._interruptibly(dispatcher.wait_progress(mark))
+
+    def _poll_failed(self, exc: RetryAfter | ServerError | BotNetworkError) -> float:
+        """How long to wait after a failed getUpdates: Telegram's retry_after for a 429,
+        else a jittered backoff (a fleet-wide outage must not end in a synchronized
+        stampede) capped low, so polling resumes within seconds of the outage's end."""
+        self.stats.poll_errors += 1
+        if isinstance(exc, RetryAfter):
+            self.trouble = "429"
+            return exc.retry_after
+        self.trouble = exc.cause if isinstance(exc, BotNetworkError) else str(exc.code)
+        if self._poll_backoff is None:
+            self._poll_backoff = Backoff(
+                BackoffConfig(0.5, max(0.5, self.poll.poll_backoff_max_s), jitter=0.5)
+            )
+        return self._poll_backoff.next_delay()
 
     async def _interruptibly(self, aw: Awaitable[Any]) -> Any:
         """Await `aw`; a `request_stop` meanwhile ends the wait with `_STOPPED`."""
@@ -260,28 +320,47 @@ class BotActor:
             return
         finished = await dispatcher.drain(self.poll.grace_s)
         if not finished:
-            self._log.warning("actor.drain_timeout", grace_s=self.poll.grace_s)
-        offset = dispatcher.watermark()
-        if offset is not None and self.state is not ActorState.DISABLED:
-            await self.offsets.save(self.spec.bot_id, offset)
+            THROTTLE.warning(self._log, "actor.drain_timeout", grace_s=self.poll.grace_s)
+        if self.state is not ActorState.DISABLED:
+            self.progress.mark(self.spec.bot_id, dispatcher.record)
+            if not await self.progress.flush(self.poll.save_timeout_s):
+                THROTTLE.warning(self._log, "actor.progress_not_saved")
 
     # -- handling ---------------------------------------------------------------------------
 
+    def _progressed(self) -> None:
+        """An update finished: its id joins the record the next flush writes."""
+        if self._dispatcher is not None:
+            self.progress.mark(self.spec.bot_id, self._dispatcher.record)
+
     async def _handle(self, update: Incoming) -> None:
-        """Runs in the chat's task. Retries transient failures; never raises."""
+        """Runs in the chat's task. Never raises.
+
+        Sends retry on their own (limiter, 429, transient errors: `BotApi.send`). The
+        handler as a whole is run again only while it has sent nothing, so a transient
+        failure after a reply never answers the update twice.
+        """
         ctx = BotContext(self.spec.bot_id, self.username, self.api, self.spec.settings)
         for attempt in range(self.poll.handler_retries + 1):
+            SENT_IN_TASK.set(0)
             try:
                 await self.handler.handle(update, ctx)
             except TRANSIENT as exc:
-                if attempt == self.poll.handler_retries:
+                if attempt == self.poll.handler_retries or SENT_IN_TASK.get():
                     self.stats.dropped += 1
-                    self._log.error("update.dropped", update_id=update.update_id, error=str(exc))
+                    THROTTLE.warning(
+                        self._log,
+                        "update.unanswered",
+                        update_id=update.update_id,
+                        error=type(exc).__name__,
+                        sent_before=SENT_IN_TASK.get(),
+                    )
                     return
                 await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
             except TelegramError as exc:
                 self.stats.handler_errors += 1
-                self._log.warning(
+                THROTTLE.warning(
+                    self._log,
                     "update.telegram_error",
                     update_id=update.update_id,
                     code=exc.code,

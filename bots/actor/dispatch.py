@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bots.telegram.update import Incoming
+from ipc.offsets import BotProgress
 
 if TYPE_CHECKING:
     from bots.actor.stats import ActorStats
@@ -28,10 +29,17 @@ class ChatDispatcher:
     """Runs in the actor's tasks. One per actor run."""
 
     def __init__(
-        self, bot_id: int, handle: Callable[[Incoming], Awaitable[None]], stats: ActorStats
+        self,
+        bot_id: int,
+        handle: Callable[[Incoming], Awaitable[None]],
+        stats: ActorStats,
+        on_finished: Callable[[], None] | None = None,
     ) -> None:
         self._bot_id = bot_id
         self._handle = handle
+        self._on_finished = on_finished
+        # answered by an earlier poller above its watermark: skipped if re-delivered
+        self._skip: frozenset[int] | None = None
         self._chats: dict[int, deque[Incoming]] = {}
         # Unconfirmed update ids, oldest first, from _head on: a list with a head index
         # costs an idle bot 56 bytes where an empty deque costs 760.
@@ -56,8 +64,15 @@ class ChatDispatcher:
                 self._stats.duplicates += 1
                 continue
             self._max_seen = update_id
-            update = Incoming(raw, now)
             self._arrival.append(update_id)
+            if self._skip and update_id in self._skip:
+                # answered before a restart or a shard move: confirm it, answer nothing
+                self._stats.duplicates += 1
+                if self._done is None:
+                    self._done = set()
+                self._done.add(update_id)
+                continue
+            update = Incoming(raw, now)
             queue = self._chats.get(update.chat_id)
             if queue is None:
                 queue = self._chats[update.chat_id] = deque()
@@ -76,9 +91,19 @@ class ChatDispatcher:
         self._stats.received += fresh
         return fresh
 
-    def start_at(self, offset: int) -> None:
-        """Updates below `offset` were handled by an earlier poller: drop them if re-sent."""
+    def start_at(self, offset: int, answered: frozenset[int] = frozenset()) -> None:
+        """Updates below `offset`, and those in `answered`, were handled by an earlier
+        poller: drop them if Telegram sends them again."""
         self._max_seen = max(self._max_seen, offset - 1)
+        self._skip = frozenset(i for i in answered if i >= offset) or None
+
+    def record(self) -> BotProgress | None:
+        """What a later poller needs: the watermark and the ids answered above it."""
+        watermark = self.watermark()
+        if watermark is None:
+            return None
+        answered = frozenset(self._done or ()) | (self._skip or frozenset())
+        return BotProgress(watermark, frozenset(i for i in answered if i >= watermark))
 
     def inflight(self) -> int:
         """Updates received and not yet handled."""
@@ -152,6 +177,8 @@ class ChatDispatcher:
                     self._done = set()
                 self._done.add(update.update_id)
                 self._finished += 1
+                if self._on_finished is not None:
+                    self._on_finished()
                 waiter = self._progress
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)

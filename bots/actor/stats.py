@@ -6,7 +6,15 @@ from __future__ import annotations
 class ActorStats:
     """Plain counters on the hot path; the worker takes and zeroes them every heartbeat."""
 
-    __slots__ = ("dropped", "duplicates", "handled", "handler_errors", "latency", "received")
+    __slots__ = (
+        "dropped",
+        "duplicates",
+        "handled",
+        "handler_errors",
+        "latency",
+        "poll_errors",
+        "received",
+    )
 
     def __init__(self) -> None:
         self.received = 0
@@ -14,4 +22,5 @@ class ActorStats:
         self.handled = 0
         self.handler_errors = 0
         self.dropped = 0
+        self.poll_errors = 0
         self.latency: list[float] = []

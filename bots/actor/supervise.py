@@ -16,6 +16,7 @@ import structlog
 from bots.actor.actor import ActorState, BotActor
 from bots.actor.policy import Backoff, BackoffConfig
 from bots.telegram.api import Conflict, TokenRejected
+from config.logthrottle import THROTTLE
 
 log = structlog.get_logger(__name__)
 
@@ -75,9 +76,12 @@ async def supervise(handle: BotHandle, backoff: BackoffConfig, on_disabled: OnDi
             delay = policy.next_delay()
             if isinstance(exc, Conflict):
                 handle.conflicts += 1
-                blog.warning("actor.conflict", description=exc.description, retry_in_s=delay)
+                THROTTLE.warning(
+                    blog, "actor.conflict", description=exc.description, retry_in_s=delay
+                )
             else:
-                blog.warning(
+                THROTTLE.warning(
+                    blog,
                     "actor.crashed",
                     error=str(exc),
                     kind=type(exc).__name__,

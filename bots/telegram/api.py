@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from contextvars import ContextVar
 from typing import Any, Final
 
 import aiohttp
@@ -19,6 +20,10 @@ from bots.telegram.token import BotToken
 from ratelimit import BotLimiter
 
 _JSON: Final = {"Content-Type": "application/json"}
+
+#: Messages sent by the current task (a chat's handler run): an update whose handler
+#: already sent something is never run again, so a retry cannot answer twice.
+SENT_IN_TASK: Final[ContextVar[int]] = ContextVar("botvisor_sent_in_task", default=0)
 
 
 class TelegramError(Exception):
@@ -198,6 +203,7 @@ class BotApi:
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
             else:
                 self.stats.sent += 1
+                SENT_IN_TASK.set(SENT_IN_TASK.get() + 1)
                 return result
             finally:
                 # count the message from its answer, not its grant (see Window.settle)

@@ -16,7 +16,14 @@ import aiohttp
 import structlog
 from pydantic import ValidationError
 
-from bots.actor.actor import ActorState, BotActor, BotSpec, OffsetStore, PollConfig
+from bots.actor.actor import (
+    ActorState,
+    BotActor,
+    BotSpec,
+    MemoryProgress,
+    PollConfig,
+    ProgressStore,
+)
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.handlers.base import HandlerDeps, UnknownHandler
@@ -24,6 +31,7 @@ from bots.handlers.registry import make_handler
 from bots.telegram.api import BotApi
 from config import Settings
 from config.settings import RateLimitSection
+from ipc.offsets import BotProgress
 from ratelimit import BotLimiter, Limits
 from supervisor.worker.plan import Plan
 
@@ -74,6 +82,7 @@ class Totals:
     conflicts: int = 0
     limiter_waits: int = 0
     restarts: int = 0
+    poll_errors: int = 0
     latencies: list[float] = field(default_factory=list)
 
     def counters(self) -> dict[str, int]:
@@ -87,12 +96,12 @@ class Fleet:
         settings: Settings,
         session: aiohttp.ClientSession,
         on_disabled: OnDisabled,
-        offsets: OffsetStore | None = None,
+        progress: ProgressStore | None = None,
         handler_deps: HandlerDeps | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
-        self.offsets = offsets
+        self.progress: ProgressStore = progress or MemoryProgress()
         self.handler_deps = handler_deps or HandlerDeps()
         self.on_disabled = on_disabled
         self.handles: dict[int, BotHandle] = {}
@@ -105,6 +114,10 @@ class Fleet:
     def counts(self) -> dict[str, int]:
         c = Counter(str(h.state) for h in self.handles.values())
         return {str(s): c.get(str(s), 0) for s in ActorState}
+
+    def troubles(self) -> dict[str, int]:
+        """Running bots whose getUpdates is failing now, by reason ("429", "502", …)."""
+        return dict(Counter(h.actor.trouble for h in self.handles.values() if h.actor.trouble))
 
     def retune_all(self, settings: Settings) -> None:
         """New deployment settings (reload): new limits for every bot, in place."""
@@ -132,7 +145,8 @@ class Fleet:
             if handle is not None:
                 self._retune(handle, spec)
         starting = [*plan.start, *plan.restart]
-        known = await self.offsets.load_many([s.bot_id for s in starting]) if self.offsets else {}
+        # every starting bot's progress in bulk: none of them does a read of its own
+        known = await self.progress.load_many([s.bot_id for s in starting]) if starting else {}
         await asyncio.gather(*(self._start(spec, known.get(spec.bot_id)) for spec in starting))
 
     async def stop_all(self) -> None:
@@ -148,7 +162,7 @@ class Fleet:
         if self.handler_deps.context is not None:
             self.handler_deps.context.forget_bot(bot_id)
 
-    async def _start(self, spec: BotSpec, offset: int | None = None) -> None:
+    async def _start(self, spec: BotSpec, progress: BotProgress | None = None) -> None:
         if spec.bot_id in self.handles:
             return
         try:
@@ -172,7 +186,7 @@ class Fleet:
             inflight_max=self.settings.bots.inflight_max,
             grace_s=self.settings.shutdown.grace_s,
         )
-        handle = BotHandle(BotActor(spec, api, handler, poll, self.offsets, offset))
+        handle = BotHandle(BotActor(spec, api, handler, poll, self.progress, progress))
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
         async with self._spawn_gate:
@@ -196,7 +210,9 @@ class Fleet:
         t.handled += a.handled
         t.dropped += a.dropped
         t.handler_errors += a.handler_errors
+        t.poll_errors += a.poll_errors
         a.received = a.duplicates = a.handled = a.dropped = a.handler_errors = 0
+        a.poll_errors = 0
         if a.latency:
             t.latencies.extend(a.latency)
             a.latency = []

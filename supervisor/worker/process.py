@@ -35,7 +35,7 @@ from ipc import keys, pipe
 from ipc.control import listen
 from ipc.heartbeat import Heartbeat, HeartbeatSender, reply_status
 from ipc.messages import BadMessage, Message, Reconcile, StatusRequest
-from ipc.offsets import RedisOffsets
+from ipc.offsets import RedisProgress
 from ipc.redis_client import redacted_address, redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.bots import BotState, Registry
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from bots.llm.client import LLMClient
 
 log = structlog.get_logger(__name__)
+
+#: The worker's one-line picture of its fleet is logged at most this often.
+FLEET_LOG_EVERY_S = 10.0
 
 
 def raise_nofile_limit() -> int:
@@ -80,6 +83,8 @@ class Worker:
         self._heartbeat_fd = heartbeat_fd
         self._beats: HeartbeatSender | None = None
         self._redis_beat_failures = 0
+        self._fleet_logged: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        self._fleet_logged_at = -FLEET_LOG_EVERY_S
         self.index = index
         self.shards = shards
         #: the shard assignment (from the master) this worker's bots now match
@@ -129,12 +134,12 @@ class Worker:
                 open_llm(s.openai) as llm,
             ):
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
-                offsets = RedisOffsets(redis, s.redis.prefix)
+                self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
                 admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
                 deps = HandlerDeps(context, llm, admin)
-                self.fleet = Fleet(s, session, self._on_disabled, offsets, deps)
+                self.fleet = Fleet(s, session, self._on_disabled, self.progress, deps)
                 self.redis = redis
                 await self._serve()
         finally:
@@ -145,6 +150,7 @@ class Worker:
         async with asyncio.TaskGroup() as tg:
             services = [
                 tg.create_task(self._heartbeat_loop(), name="worker:heartbeat"),
+                tg.create_task(self.progress.run(), name="worker:progress"),
                 tg.create_task(self._control_loop(), name="worker:control"),
                 tg.create_task(self._master_pipe(), name="worker:master-pipe"),
                 tg.create_task(self._reconcile_loop(), name="worker:reconcile"),
@@ -209,6 +215,20 @@ class Worker:
                 self._log.error("worker.orphaned")
                 self._drain.set()
             await self._write_heartbeat()
+            self._log_fleet(now)
+
+    def _log_fleet(self, now: float) -> None:
+        """One INFO line per worker when its fleet's picture changes (at most every
+        FLEET_LOG_EVERY_S): per-bot lifecycle lines are DEBUG."""
+        hb = self._last_heartbeat
+        if hb is None or now - self._fleet_logged_at < FLEET_LOG_EVERY_S:
+            return
+        picture = {s: n for s, n in hb.bots.items() if n}
+        troubles = self.fleet.troubles()
+        if (picture, troubles) == self._fleet_logged:
+            return
+        self._fleet_logged, self._fleet_logged_at = (picture, troubles), now
+        self._log.info("worker.fleet", **picture, polling_failing=troubles or None)
 
     async def _write_heartbeat(self) -> None:
         from supervisor.metrics import metrics
@@ -301,8 +321,9 @@ class Worker:
             ("conflicts", m.conflicts),
             ("limiter_waits", m.limiter_waits),
             ("restarts", m.actor_restarts),
+            ("poll_errors", m.poll_errors),
         ):
-            delta = hb.totals[name] - prev.get(name, 0)
+            delta = hb.totals.get(name, 0) - prev.get(name, 0)
             if delta > 0:
                 counter.inc(delta)
         self._exported = dict(hb.totals)

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bots.actor.actor import BotActor, BotSpec, PollConfig
+from bots.actor.actor import BotActor, BotSpec, MemoryProgress, PollConfig
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext, HandlerDeps
@@ -53,19 +53,6 @@ class Counted:
             await self.changed.wait()
 
 
-class MemoryOffsets:
-    """The confirm watermark kept across actor lives, as the worker's RedisOffsets does."""
-
-    def __init__(self) -> None:
-        self.saved: dict[int, int] = {}
-
-    async def load(self, bot_id: int) -> int | None:
-        return self.saved.get(bot_id)
-
-    async def save(self, bot_id: int, offset: int) -> None:
-        self.saved[bot_id] = offset
-
-
 class Rig:
     def __init__(
         self,
@@ -92,7 +79,7 @@ class Rig:
         self.store: ContextStore | None = None
         self.handle: BotHandle | None = None
         self.counted: Counted | None = None
-        self.offsets = MemoryOffsets()
+        self.offsets = MemoryProgress()
         (self.bot,) = emu.state.create_bots(1)
         self.chat = secrets.randbelow(2**40) + 1  # chats of this test alone in the database
 
