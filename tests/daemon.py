@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,26 @@ class Daemon:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The daemon's JSON log lines (master and workers); other lines are skipped."""
+        out = []
+        for line in self.log_path.read_bytes().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                record = orjson.loads(line)
+                if isinstance(record, dict):
+                    out.append(record)
+        return out
+
+    def unexpected_warnings(self, expected: Iterable[str]) -> list[str]:
+        """WARNING and worse lines whose event is not in `expected` (fnmatch patterns)."""
+        patterns = list(expected)
+        return [
+            f"{r.get('level')} {r.get('event')} {orjson.dumps(r).decode()[:300]}"
+            for r in self.log_lines()
+            if str(r.get("level", "")).lower() in BAD_LEVELS
+            and not any(fnmatch.fnmatchcase(str(r.get("event", "")), p) for p in patterns)
+        ]
+
 
 def _flatten(tree: dict[str, Any], prefix: str = "BOTVISOR_") -> dict[str, str]:
     out: dict[str, str] = {}
@@ -136,10 +157,23 @@ def daemon_env(settings: Settings, api_base: str, http_port: int, **extra: str) 
     return {k: v for k, v in env.items() if v != "" or k not in extra}
 
 
+#: A daemon under test whose log has one of these is a failed test, unless expected.
+BAD_LEVELS = frozenset({"warning", "error", "critical", "exception"})
+
+
 @asynccontextmanager
 async def start_daemon(
-    settings: Settings, api_base: str, tmp: Path, *, ready_timeout: float = 60, **extra_env: str
+    settings: Settings,
+    api_base: str,
+    tmp: Path,
+    *,
+    ready_timeout: float = 60,
+    expect_warnings: Iterable[str] = (),
+    **extra_env: str,
 ) -> AsyncIterator[Daemon]:
+    """The daemon, ready. At exit, every WARNING/ERROR line in its log fails the test
+    unless its event matches one of `expect_warnings` (warnings are how scale bugs
+    first show)."""
     port = free_port()
     notify = NotifySocket(tmp / f"notify-{port}.sock")
     env = daemon_env(settings, api_base, port, NOTIFY_SOCKET=str(notify.path), **extra_env)
@@ -168,6 +202,10 @@ async def start_daemon(
                 f"daemon not ready in {ready_timeout}s:\n{daemon.log_text()[-3000:]}"
             ) from None
         yield daemon
+        passed = True
+    except BaseException:
+        passed = False  # the test's own failure is the one to report
+        raise
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -179,3 +217,9 @@ async def start_daemon(
                 await proc.wait()
         await session.close()
         notify.close()
+    bad = daemon.unexpected_warnings(expect_warnings)
+    if passed and bad:
+        raise AssertionError(
+            f"{len(bad)} unexpected WARNING/ERROR line(s) in the daemon log "
+            f"{log_path}:\n" + "\n".join(bad[:20])
+        )

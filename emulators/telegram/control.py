@@ -140,6 +140,13 @@ class EmulatorControl:
     async def revoke(self, bot_id: int) -> None:
         await self._request("POST", "revoke", {"bot_id": bot_id})
 
+    async def outage(self, code: int, seconds: float, retry_after: int | None = None) -> None:
+        """Telegram down: every Bot API request answers `code` (429 or 5xx) for `seconds`."""
+        body: dict[str, Any] = {"code": code, "seconds": seconds}
+        if retry_after is not None:
+            body["retry_after"] = retry_after
+        await self._request("POST", "outage", body)
+
     async def stats(self, per_bot: bool = True) -> dict[str, Any]:
         """`{"now", "totals": {...}, "bots": {str(bot_id): {...}}}` (no "bots" if not per_bot)."""
         result: dict[str, Any] = await self._request(

@@ -171,6 +171,7 @@ class EmulatorServer:
             "inject": self._c_inject,
             "revoke": self._c_revoke,
             "reset_stats": self._c_reset_stats,
+            "outage": self._c_outage,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -242,6 +243,9 @@ class EmulatorServer:
         sync = self._sync_methods.get(method)
         if sync is None and method != "getupdates":
             return _result(NOT_FOUND)
+        down = self.state.outage_answer()
+        if down is not None:
+            return _result(down)
         bot = self.state.authenticate(token)
         if not isinstance(bot, BotState):
             return _result(bot)
@@ -380,6 +384,15 @@ class EmulatorServer:
         bot_id = int(body["bot_id"])
         if not self.state.revoke(bot_id):
             return _control_error(404, f"unknown bot_id {bot_id}")
+        return _json(200, b'{"ok":true}')
+
+    def _c_outage(self, body: Any) -> web.Response:
+        if not isinstance(body, dict) or "code" not in body:
+            raise InjectError('expected {"code": 502, "seconds": 30, "retry_after": 5}')
+        ra = body.get("retry_after")
+        self.state.start_outage(
+            int(body["code"]), float(body.get("seconds", 30)), None if ra is None else int(ra)
+        )
         return _json(200, b'{"ok":true}')
 
     def _c_reset_stats(self, _body: Any) -> web.Response:

@@ -411,8 +411,43 @@ class EmulatorState:
         self.conflicts = 0
         self.get_updates_total = 0
         self.latencies_ms: array[float] = array("d")
+        #: a Telegram outage: every Bot API request answers this error until `until`
+        self.outage: tuple[Result, float] | None = None
+        self.outage_answers = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    # ------------------------------------------------------------------ outages
+
+    def start_outage(self, code: int, seconds: float, retry_after: int | None = None) -> None:
+        """Answer every Bot API request with `code` for `seconds` (429 with retry_after,
+        5xx like Telegram's front end when the Bot API is down). 0 seconds ends it."""
+        if code == 429:
+            ra = retry_after if retry_after is not None else 5
+            result = error(429, f"Too Many Requests: retry after {ra}", ra)
+        elif code >= 500:
+            result = error(
+                code,
+                {502: "Bad Gateway", 503: "Service Unavailable"}.get(code, "Internal Server Error"),
+            )
+        else:
+            raise ValueError("outage code must be 429 or 5xx")
+        self.outage = (result, self.clock() + seconds) if seconds > 0 else None
+        if self.outage is not None:
+            for bot in self.bots.values():  # parked long polls end with the error too
+                if bot.resolve_waiter(result):
+                    self.outage_answers += 1
+
+    def outage_answer(self) -> Result | None:
+        """The error to answer now, or None when Telegram is up."""
+        if self.outage is None:
+            return None
+        result, until = self.outage
+        if self.clock() >= until:
+            self.outage = None
+            return None
+        self.outage_answers += 1
+        return result
 
     # ------------------------------------------------------------------ bots
 
@@ -723,6 +758,7 @@ class EmulatorState:
             "replied": self.replied,
             "lost": self.injected - self.replied,
             "duplicates": self.duplicates,
+            "outage_answers": self.outage_answers,
             "out_of_order": self.out_of_order,
             "sent": self.sent,
             "telegram_429": self.telegram_429,

@@ -115,7 +115,13 @@ async def test_import_then_run_in_an_empty_directory_uses_embedded_servers(
     )
     code, out, err = await cli(env, "bots", "list", "--json", cwd=tmp_path)
     assert sorted(b["id"] for b in orjson.loads(out)) == sorted(b.id for b in bots)
-    async with start_daemon(settings, emulator.base_url, tmp_path) as d:
+    # pytest's 0700 temp dirs keep `nobody` out: the warning says so, as designed
+    async with start_daemon(
+        settings,
+        emulator.base_url,
+        tmp_path,
+        expect_warnings=("embedded postgres: nobody cannot reach*",),
+    ) as d:
         emulator.state.inject([{"bot_id": b.id, "chat_id": 1, "text": "hi"} for b in bots])
         async with asyncio.timeout(30):
             await emulator.state.wait_until(

@@ -83,7 +83,9 @@ async def test_sigkill_of_a_worker_loses_no_message_and_its_bots_poll_again(
 ) -> None:
     settings = fresh_settings(workers={"count": 2})
     bots = await register(settings, emulator, 100)
-    async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
+    async with start_daemon(
+        settings, emulator.base_url, tmp_path, expect_warnings=("worker.died",)
+    ) as daemon:
         victim = (await daemon.status())["workers"][0]
         victim_shards = set(victim["shards"])
         victim_bots = [b.id for b in bots if b.id % settings.workers.shards in victim_shards]

@@ -33,7 +33,12 @@ async def test_a_hung_worker_is_killed_and_replaced(
 ) -> None:
     settings = fresh_settings(workers={"count": 1, "heartbeat_timeout_s": 2})
     bots = await register(settings, emulator, 3)
-    async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
+    async with start_daemon(
+        settings,
+        emulator.base_url,
+        tmp_path,
+        expect_warnings=("worker.hung", "worker.kill", "worker.died"),
+    ) as daemon:
         old_pid = (await daemon.status())["workers"][0]["pid"]
         os.kill(old_pid, signal.SIGSTOP)  # alive, but its loop writes no heartbeat
         status = await daemon.wait_status(
@@ -53,7 +58,9 @@ async def test_workers_dying_too_often_halt_the_master_with_a_nonzero_status(
 ) -> None:
     settings = fresh_settings(workers={"count": 1, "restart_max": 1, "restart_within_s": 60})
     await register(settings, emulator, 1)
-    async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
+    async with start_daemon(
+        settings, emulator.base_url, tmp_path, expect_warnings=("worker.died", "master.halt")
+    ) as daemon:
         for restarts in (1, 2):
             pid = (await daemon.status())["workers"][0]["pid"]
             os.kill(pid, signal.SIGKILL)
@@ -76,7 +83,12 @@ async def test_reload_applies_a_good_config_and_keeps_running_on_a_bad_one(
     config = tmp_path / "botvisor.toml"
     config.write_text('[log]\nlevel = "INFO"\n')
     async with start_daemon(
-        settings, emulator.base_url, tmp_path, BOTVISOR_CONFIG=str(config), BOTVISOR_LOG__LEVEL=""
+        settings,
+        emulator.base_url,
+        tmp_path,
+        expect_warnings=("master.reload_rejected",),
+        BOTVISOR_CONFIG=str(config),
+        BOTVISOR_LOG__LEVEL="",
     ) as daemon:
         config.write_text("[log]\nlevel = 'LOUD'\n")
         daemon.proc.send_signal(signal.SIGHUP)

@@ -1,0 +1,198 @@
+"""Answer once: the progress record, re-delivery after a restart, handler retries, and
+Telegram's errors on getUpdates handled inside the poll loop (no actor restart)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bots.actor.actor import ActorState, BotActor, BotSpec, MemoryProgress, PollConfig
+from bots.actor.dispatch import ChatDispatcher
+from bots.actor.policy import BackoffConfig
+from bots.actor.stats import ActorStats
+from bots.actor.supervise import BotHandle, spawn
+from bots.handlers.base import BotContext
+from bots.handlers.registry import make_handler
+from bots.telegram.api import BotApi, BotNetworkError
+from bots.telegram.token import BotToken
+from bots.telegram.update import Incoming
+from emulators.telegram.server import RunningEmulator, open_emulator
+from ipc.offsets import BotProgress
+from ratelimit import BotLimiter, Limits
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[RunningEmulator]:
+    async with open_emulator() as e:
+        yield e
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def _never_disabled(bot_id: int, reason: str) -> None:
+    raise AssertionError(f"bot {bot_id} disabled: {reason}")
+
+
+def _handle(
+    emu: RunningEmulator,
+    session: aiohttp.ClientSession,
+    token: str,
+    handler: Any,
+    progress: MemoryProgress | None = None,
+    grace_s: float = 5.0,
+) -> BotHandle:
+    t = BotToken(token)
+    api = BotApi(
+        session,
+        emu.base_url,
+        t,
+        BotLimiter(Limits.telegram_defaults()),
+        request_timeout=5,
+        max_retries=2,
+    )
+    poll = PollConfig(1, 100, grace_s, poll_backoff_max_s=0.5)
+    return BotHandle(BotActor(BotSpec(t.bot_id, t, "x", {}, 1), api, handler, poll, progress))
+
+
+def test_the_progress_record_round_trips_and_rejects_garbage() -> None:
+    p = BotProgress(100, frozenset({103, 101, 99}))
+    assert p.encode() == b"100:101,103"  # ids below the watermark are implied by it
+    assert BotProgress.decode(p.encode()) == BotProgress(100, frozenset({101, 103}))
+    assert BotProgress.decode(b"42") == BotProgress(42)
+    assert BotProgress.decode(None) is None
+    assert BotProgress.decode(b"x:1") is None and BotProgress.decode(b"5:1,y") is None
+
+
+async def test_the_dispatcher_skips_what_an_earlier_poller_answered() -> None:
+    handled: list[int] = []
+
+    async def handle(update: Incoming) -> None:
+        handled.append(update.update_id)
+
+    stats = ActorStats()
+    d = ChatDispatcher(1, handle, stats)
+    d.start_at(10, frozenset({12, 8}))
+    raw = [
+        {"update_id": i, "message": {"chat": {"id": i}, "text": "x"}} for i in (9, 10, 11, 12, 13)
+    ]
+    assert d.submit(raw) == 3
+    assert await d.drain(5)
+    assert sorted(handled) == [10, 11, 13]
+    assert stats.duplicates == 2  # 9 below the watermark, 12 answered before
+    assert d.watermark() == 14  # the skipped id is confirmed with the rest
+    assert d.record() == BotProgress(14)
+
+
+class Gate:
+    """A handler that answers chat 1 at once and holds chat 2 until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.release = asyncio.Event()
+
+    async def handle(self, update: Incoming, ctx: BotContext) -> None:
+        self.calls.append((update.chat_id, update.update_id))
+        if update.chat_id == 2:
+            await self.release.wait()
+        await ctx.api.send_message(update.chat_id, "ok", reply_to=update.message_id)
+
+
+async def test_an_update_answered_above_the_watermark_is_not_answered_again(
+    emu: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    """Chat 2's handler holds the watermark back while chat 1's update is answered; the
+    actor stops (its chat-2 handler cancelled at the grace). Telegram hands out both again:
+    the next actor answers chat 2 only."""
+    (bot,) = emu.state.create_bots(1)
+    progress = MemoryProgress()
+    first = Gate()
+    h1 = _handle(emu, session, bot.token, first, progress, grace_s=0.2)
+    await spawn(h1, BackoffConfig(0.1, 1), _never_disabled)
+    slow, fast = emu.state.inject(
+        [
+            {"bot_id": bot.id, "chat_id": 2, "text": "slow"},
+            {"bot_id": bot.id, "chat_id": 1, "text": "fast"},
+        ]
+    )
+    async with asyncio.timeout(10):
+        await emu.state.wait_until(lambda: emu.state.replied == 1)
+    await h1.stop()
+    assert progress.saved[bot.id] == BotProgress(slow, frozenset({fast}))
+
+    second = Gate()
+    second.release.set()
+    h2 = _handle(emu, session, bot.token, second, progress)
+    await spawn(h2, BackoffConfig(0.1, 1), _never_disabled)
+    async with asyncio.timeout(10):
+        await emu.state.wait_until(lambda: emu.state.replied == 2)
+    await h2.stop()
+    assert second.calls == [(2, slow)]
+    assert emu.state.duplicates == 0
+
+
+class SendsThenFails:
+    def __init__(self, fail_before_send: bool) -> None:
+        self.calls = 0
+        self.fail_before_send = fail_before_send
+
+    async def handle(self, update: Incoming, ctx: BotContext) -> None:
+        self.calls += 1
+        if self.fail_before_send and self.calls == 1:
+            raise BotNetworkError(ctx.bot_id, "sendMessage", "ClientOSError")
+        await ctx.api.send_message(update.chat_id, "reply", reply_to=update.message_id)
+        if not self.fail_before_send:
+            raise BotNetworkError(ctx.bot_id, "sendMessage", "ClientOSError")
+
+
+@pytest.mark.parametrize(("fail_before_send", "calls"), [(True, 2), (False, 1)])
+async def test_a_handler_is_run_again_only_while_it_has_sent_nothing(
+    emu: RunningEmulator, session: aiohttp.ClientSession, fail_before_send: bool, calls: int
+) -> None:
+    (bot,) = emu.state.create_bots(1)
+    handler = SendsThenFails(fail_before_send)
+    h = _handle(emu, session, bot.token, handler)
+    await spawn(h, BackoffConfig(0.1, 1), _never_disabled)
+    emu.state.inject([{"bot_id": bot.id, "chat_id": 5, "text": "hi"}])
+    async with asyncio.timeout(10):
+        await emu.state.wait_until(lambda: emu.state.replied == 1)
+    await h.stop()  # drains: the handler has finished, retries included
+    assert handler.calls == calls
+    assert emu.state.sent == 1  # one reply either way: never a second one
+
+
+@pytest.mark.parametrize(("code", "retry_after"), [(502, None), (429, 1)])
+async def test_telegram_errors_on_the_poll_wait_in_the_loop_without_a_restart(
+    emu: RunningEmulator, session: aiohttp.ClientSession, code: int, retry_after: int | None
+) -> None:
+    (bot,) = emu.state.create_bots(1)
+    h = _handle(emu, session, bot.token, make_handler("echo"))
+    await spawn(h, BackoffConfig(0.1, 1), _never_disabled)
+    states: list[ActorState] = []
+    original = h.actor.set_state
+
+    def record(new: ActorState, reason: str = "") -> None:
+        states.append(new)
+        original(new, reason)
+
+    h.actor.set_state = record  # type: ignore[method-assign]
+    await emu.state.wait_polling(bot.id)
+    gets_before = emu.state.bots[bot.id].get_updates
+    emu.state.start_outage(code, 1.5, retry_after)
+    emu.state.inject([{"bot_id": bot.id, "chat_id": 3, "text": "during"}])
+    async with asyncio.timeout(15):
+        await emu.state.wait_until(lambda: emu.state.replied == 1)
+    assert emu.state.outage_answers >= 1
+    assert h.restarts == 0 and states == []  # never left RUNNING, never called getMe again
+    assert h.actor.stats.poll_errors >= 1 and h.actor.trouble == ""
+    # waited, not spun: retry_after 1 s or a backoff from 0.5 s over a 1.5 s outage
+    assert emu.state.outage_answers <= 6
+    assert emu.state.bots[bot.id].get_updates - gets_before <= 8
+    await h.stop()
