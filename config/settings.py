@@ -83,11 +83,20 @@ class TelegramSection(_Section):
     max_retries: int = Field(
         3, ge=0, le=20, description="Retries of one call after a 429 or a network error."
     )
+    send_deadline_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="A send keeps retrying 429s, 5xx and network errors (a Telegram outage) "
+        "for this long, past max_retries, before its update is given up.",
+    )
     connections_per_worker: int = Field(
-        0,
+        128,
         ge=0,
         le=1_000_000,
-        description="HTTP pool size per worker; 0 sizes it for the worker's long polls.",
+        description="Keep-alive HTTP connections per worker for sends and other calls (long "
+        "polls have a lean connection of their own per bot). Bounded so a burst reuses "
+        "connections instead of opening one per message; 0 = unbounded.",
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
+import time
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -106,6 +108,7 @@ class BotApi:
     __slots__ = (
         "_limiter",
         "_max_retries",
+        "_send_deadline_s",
         "_poll",
         "_session",
         "_timeout",
@@ -123,6 +126,7 @@ class BotApi:
         *,
         request_timeout: float,
         max_retries: int,
+        send_deadline_s: float = 0.0,
     ) -> None:
         self._session = session
         self._url = f"{api_base.rstrip('/')}/bot{token.reveal()}/"
@@ -130,6 +134,8 @@ class BotApi:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._limiter = limiter
         self._max_retries = max_retries
+        #: past max_retries, sends keep retrying until this long after their first try
+        self._send_deadline_s = send_deadline_s
         self.bot_id = token.bot_id
         self.stats = ApiStats()
 
@@ -188,6 +194,7 @@ class BotApi:
         call waits its turn again; at most `max_retries` retries, then the error is raised.
         """
         attempt = 0
+        give_up_at = time.monotonic() + self._send_deadline_s
         while True:
             granted = await self._limiter.acquire(chat_id)
             try:
@@ -195,12 +202,13 @@ class BotApi:
             except RetryAfter as exc:
                 self.stats.telegram_429 += 1
                 self._limiter.penalize(chat_id, exc.retry_after)
-                if attempt >= self._max_retries:
+                if attempt >= self._max_retries and time.monotonic() + exc.retry_after > give_up_at:
                     raise
             except (BotNetworkError, ServerError):
-                if attempt >= self._max_retries:
+                delay = min(0.2 * 2**attempt, 5.0) * (0.5 + random.random())  # noqa: S311
+                if attempt >= self._max_retries and time.monotonic() + delay > give_up_at:
                     raise
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                await asyncio.sleep(delay)
             else:
                 self.stats.sent += 1
                 SENT_IN_TASK.set(SENT_IN_TASK.get() + 1)

@@ -180,6 +180,7 @@ class Fleet:
             limiter,
             request_timeout=tg.request_timeout_s,
             max_retries=tg.max_retries,
+            send_deadline_s=tg.send_deadline_s,
         )
         poll = PollConfig(
             poll_timeout_s=tg.poll_timeout_s,

@@ -118,7 +118,8 @@ class Worker:
         s = self.settings
         assert s.redis.url is not None and s.database.url is not None
         connector = aiohttp.TCPConnector(
-            limit=s.telegram.connections_per_worker,  # 0: no cap; one socket per long poll
+            # bounded: a burst of 5,000 replies must reuse connections, not open 5,000
+            limit=s.telegram.connections_per_worker,
             limit_per_host=0,
             ttl_dns_cache=300,
             keepalive_timeout=max(30.0, s.telegram.poll_timeout_s + 5.0),
