@@ -117,6 +117,13 @@ class WorkersSection(_Section):
     reconcile_interval_s: float = Field(
         5.0, gt=0, le=3600, description="Registry re-read period; bounds a lost hint's delay."
     )
+    reconcile_full_interval_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="Safety full pass (compares every row, decrypts none it need not); "
+        "the passes between read only rows changed since the last one.",
+    )
 
 
 class HttpSection(_Section):
