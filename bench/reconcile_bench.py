@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import time
@@ -76,6 +77,7 @@ class LagProbe:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
+        await asyncio.sleep(0.003)  # let the probe record a stall that ended the pass
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
@@ -155,6 +157,7 @@ async def one_run(dsn: str, n: int, settings: Any) -> dict[str, dict[str, Any]]:
 
 
 async def main(args: argparse.Namespace) -> int:
+    gc.set_threshold(50_000, 20, 100)  # what a worker sets (supervisor/worker/process.py)
     config = Path(args.out_dir) / "reconcile-bench.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("")

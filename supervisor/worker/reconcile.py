@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 #: tokens decrypted between two yields to the event loop
 DECRYPT_BATCH = 64
+#: rows compared between two yields to the event loop
+YIELD_EVERY = 1000
 
 
 class Decrypt(Protocol):
@@ -180,7 +182,9 @@ class Reconciler:
         self.stats.rows_read += len(rows)
         desired: dict[int, BotSpec] = {}
         needed: list[BotRow] = []
-        for row in rows:
+        for i, row in enumerate(rows):
+            if i and not i % YIELD_EVERY:
+                await asyncio.sleep(0)
             current = running.get(row.id)
             if not row.active:
                 continue
