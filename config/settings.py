@@ -158,6 +158,12 @@ class ContextSection(_Section):
     prefs_ttl_s: int = Field(2_592_000, ge=1, description="TTL of preferences in Redis.")
     cache_entries: int = Field(1000, ge=0, description="Chats cached in each actor's LRU.")
     cache_bytes: int = Field(1_048_576, ge=0, description="Bytes cached in each actor's LRU.")
+    cache_bytes_worker: int = Field(
+        33_554_432,
+        ge=0,
+        description="Bytes cached across all bots of one worker (LRU across bots; an "
+        "evicted chat reloads from Redis). 32 MiB: 2 workers of 5,000 bots fit 512 MiB.",
+    )
     max_messages: int = Field(50, ge=1, le=10_000, description="Recent messages kept per chat.")
 
 
