@@ -150,6 +150,13 @@ class RateLimitSection(_Section):
     idle_keys_max: int = Field(
         100_000, ge=100, description="Idle chat keys kept per bot before eviction."
     )
+    chat_keys_worker_max: int = Field(
+        100_000,
+        ge=0,
+        description="Chat keys (per-chat windows, ~300 B each) held by all bots of one "
+        "worker; past it every bot's idle keys are evicted at the next heartbeat. Keys still "
+        "limiting a send are never dropped. Ignored in a bot's own settings.",
+    )
 
 
 class ContextSection(_Section):
@@ -225,6 +232,13 @@ class ShutdownSection(_Section):
 class BotsSection(_Section):
     inflight_max: int = Field(
         200, ge=1, le=100_000, description="Unfinished updates per bot before polling pauses."
+    )
+    queued_max_worker: int = Field(
+        20_000,
+        ge=1,
+        le=10_000_000,
+        description="Updates received and not yet handled across all bots of one worker; "
+        "past it polls wait for room (Telegram keeps the updates), nothing is dropped.",
     )
     spawn_concurrency: int = Field(
         256, ge=1, le=100_000, description="getMe handshakes run at once when a worker boots."
