@@ -90,6 +90,9 @@ class Reconciler:
         self._hinted: set[int] = set()
         self._blobs: dict[int, bytes] = {}  # ciphertext each running bot's token came from
         self._desired: set[int] = set()
+        #: active rows whose token did not decrypt: retried every by-change pass (a reload
+        #: may have brought the key back)
+        self._undecryptable: set[int] = set()
         self._log = host._log
 
     def hint(self, bot_ids: Iterable[int]) -> None:
@@ -161,12 +164,18 @@ class Reconciler:
         return plan
 
     async def _changed(self, shards: list[int]) -> Plan:
-        changes = await self.feed.since(self._lookback, shards, self.host.settings.workers.shards)
+        total = self.host.settings.workers.shards
+        changes = await self.feed.since(self._lookback, shards, total)
         self.stats.changed += 1
         self._lookback, self._cursor = self._cursor, changes.cursor
-        if not changes.rows and not changes.removed:
+        rows = changes.rows
+        retry = self._undecryptable - {r.id for r in rows}
+        if retry:
+            rows = rows + await self.feed.by_ids(sorted(retry), shards, total)
+        if not rows and not changes.removed:
             return Plan()
-        return await self._plan(changes.rows, self.host.fleet.running_specs(), changes.removed)
+        also = [*changes.removed, *retry]
+        return await self._plan(rows, self.host.fleet.running_specs(), also)
 
     async def _targeted(self, ids: set[int], shards: list[int]) -> Plan:
         rows = await self.feed.by_ids(sorted(ids), shards, self.host.settings.workers.shards)
@@ -182,6 +191,7 @@ class Reconciler:
         self.stats.rows_read += len(rows)
         desired: dict[int, BotSpec] = {}
         needed: list[BotRow] = []
+        failed: set[int] = set()
         for i, row in enumerate(rows):
             if i and not i % YIELD_EVERY:
                 await asyncio.sleep(0)
@@ -204,6 +214,8 @@ class Reconciler:
                     token = self.decrypt(row.id, row.blob, row.key_id)
                 except TokenDecryptError:
                     self._log.error("reconcile.token_undecryptable", bot_id=row.id)
+                    self._undecryptable.add(row.id)
+                    failed.add(row.id)
                     continue
                 self.stats.decrypted += 1
                 self._blobs[row.id] = row.blob
@@ -213,7 +225,10 @@ class Reconciler:
         for bot_id in scope:
             if bot_id in desired:
                 self._desired.add(bot_id)
+                self._undecryptable.discard(bot_id)
             else:
                 self._desired.discard(bot_id)
+                if bot_id not in failed:
+                    self._undecryptable.discard(bot_id)
         in_scope = {b: s for b, s in running.items() if b in scope}
         return plan_changes(desired, in_scope)

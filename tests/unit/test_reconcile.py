@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from config import Settings, load_settings
+from supervisor.registry.tokenbox import TokenDecryptError
 from supervisor.worker.reconcile import DECRYPT_BATCH, Reconciler
 from tests.reconcile_helpers import CountingDecrypt, FakeFeed, FakeHost
 
@@ -172,3 +173,26 @@ async def test_decryption_yields_to_the_loop_between_batches(settings: Settings)
     assert all(
         len(set(seen[i : i + DECRYPT_BATCH])) == 1 for i in range(0, len(seen), DECRYPT_BATCH)
     )
+
+
+async def test_an_undecryptable_token_is_retried_until_it_decrypts(settings: Settings) -> None:
+    feed, host, decrypt, rec = make(settings, bots=3)
+    broken = {2}
+
+    def flaky(bot_id: int, blob: bytes, key_id: str) -> Any:
+        if bot_id in broken:
+            raise TokenDecryptError("no key")
+        return decrypt(bot_id, blob, key_id)
+
+    rec.decrypt = flaky
+    await rec.pass_once()
+    assert sorted(host.fleet.specs) == [1, 3] and host.desired == 2
+    feed.calls.clear()
+    await rec.pass_once()  # nothing changed, but the failed row is read again
+    assert feed.calls == ["since", "by_ids:[2]"]
+    broken.clear()  # the key came back (reload)
+    await rec.pass_once()
+    assert sorted(host.fleet.specs) == [1, 2, 3] and host.desired == 3
+    feed.calls.clear()
+    await rec.pass_once()
+    assert feed.calls == ["since"]
