@@ -126,3 +126,15 @@ async def test_a_hint_queries_just_its_bots(
     await rec.pass_once()  # the timer's pass picks up the rest by change
     assert [s.bot_id for s in host.fleet.plans[-1].retune] == [7]
     assert decrypted == []
+
+
+async def test_tombstones_older_than_a_day_are_pruned_on_the_next_delete(
+    world: tuple[Settings, asyncpg.Pool, Registry],
+) -> None:
+    _, pool, registry = world
+    await registry.add_many([(token(i), "") for i in range(1, 4)])
+    await registry.remove(1)
+    await pool.execute("UPDATE bots_removed SET removed_at = now() - interval '2 days'")
+    await registry.remove(2)
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM bots_removed ORDER BY id")]
+    assert ids == [2]

@@ -16,6 +16,7 @@ CREATE TABLE bots_removed (
     removed_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX bots_removed_change_seq_idx ON bots_removed (change_seq);
+CREATE INDEX bots_removed_removed_at_idx ON bots_removed (removed_at);
 
 CREATE FUNCTION bots_touch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -36,3 +37,14 @@ END $$;
 
 CREATE TRIGGER bots_tombstone AFTER DELETE ON bots
     FOR EACH ROW EXECUTE FUNCTION bots_tombstone();
+
+-- A worker's cursor lives in memory and a restarted worker starts with a full pass, so a
+-- tombstone only matters for seconds; keep a day, pruned once per DELETE statement.
+CREATE FUNCTION bots_prune_tombstones() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM bots_removed WHERE removed_at < now() - interval '1 day';
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER bots_prune_tombstones AFTER DELETE ON bots
+    FOR EACH STATEMENT EXECUTE FUNCTION bots_prune_tombstones();
