@@ -153,7 +153,7 @@ class RateLimitSection(_Section):
     chat_keys_worker_max: int = Field(
         100_000,
         ge=0,
-        description="Chat keys (per-chat windows, ~300 B each) held by all bots of one "
+        description="Chat keys (per-chat windows, ~370 B each) held by all bots of one "
         "worker; past it every bot's idle keys are evicted at the next heartbeat. Keys still "
         "limiting a send are never dropped. Ignored in a bot's own settings.",
     )

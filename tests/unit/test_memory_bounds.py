@@ -226,3 +226,23 @@ async def test_gated_poll_waits_for_room(
     async with asyncio.timeout(5):
         assert await task == []
     assert len(polled) == 1
+
+
+def test_bounds_export_bytes_entries_keys_and_queued(settings: Settings) -> None:
+    from prometheus_client import REGISTRY
+
+    class Store:
+        cache_budget = CacheBudget(10_000)
+
+    cache = ChatCache(100, 100_000, 60, budget=Store.cache_budget)
+    cache.put(ctx(1, 1))
+    cache.put(ctx(1, 2))
+    bounds = WorkerBounds(settings)
+    bounds.chat_keys = 7
+    bounds.queue.add(3)
+    bounds.export(Store())  # type: ignore[arg-type]
+    sample = REGISTRY.get_sample_value
+    assert sample("botvisor_context_cache_bytes") == Store.cache_budget.bytes > 0
+    assert sample("botvisor_context_cache_entries") == 2
+    assert sample("botvisor_ratelimit_chat_keys") == 7
+    assert sample("botvisor_queued_updates") == 3
