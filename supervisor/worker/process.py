@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     structlog.contextvars.bind_contextvars(worker=args.index)
     # Thousands of long-lived actor objects make every full collection walk them all:
     # measured 300-750 ms pauses, 14-21 per 45 s at 5,000 bots. Collect young objects
-    # rarely and freeze the long-lived ones once the fleet is up (see _reconcile_loop).
+    # rarely and freeze the long-lived ones once the fleet is up (supervisor/worker/reconcile.py).
     gc.set_threshold(50_000, 20, 100)
     try:
         import uvloop
