@@ -126,6 +126,13 @@ class WorkersSection(_Section):
     reconcile_interval_s: float = Field(
         5.0, gt=0, le=3600, description="Registry re-read period; bounds a lost hint's delay."
     )
+    reconcile_full_interval_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="Safety full pass (compares every row, decrypts none it need not); "
+        "the passes between read only rows changed since the last one.",
+    )
 
 
 class HttpSection(_Section):
@@ -152,6 +159,13 @@ class RateLimitSection(_Section):
     idle_keys_max: int = Field(
         100_000, ge=100, description="Idle chat keys kept per bot before eviction."
     )
+    chat_keys_worker_max: int = Field(
+        100_000,
+        ge=0,
+        description="Chat keys (per-chat windows, ~370 B each) held by all bots of one "
+        "worker; past it every bot's idle keys are evicted at the next heartbeat. Keys still "
+        "limiting a send are never dropped. Ignored in a bot's own settings.",
+    )
 
 
 class ContextSection(_Section):
@@ -160,6 +174,12 @@ class ContextSection(_Section):
     prefs_ttl_s: int = Field(2_592_000, ge=1, description="TTL of preferences in Redis.")
     cache_entries: int = Field(1000, ge=0, description="Chats cached in each actor's LRU.")
     cache_bytes: int = Field(1_048_576, ge=0, description="Bytes cached in each actor's LRU.")
+    cache_bytes_worker: int = Field(
+        33_554_432,
+        ge=0,
+        description="Bytes cached across all bots of one worker (LRU across bots; an "
+        "evicted chat reloads from Redis). 32 MiB: 2 workers of 5,000 bots fit 512 MiB.",
+    )
     max_messages: int = Field(50, ge=1, le=10_000, description="Recent messages kept per chat.")
 
 
@@ -221,6 +241,13 @@ class ShutdownSection(_Section):
 class BotsSection(_Section):
     inflight_max: int = Field(
         200, ge=1, le=100_000, description="Unfinished updates per bot before polling pauses."
+    )
+    queued_max_worker: int = Field(
+        20_000,
+        ge=1,
+        le=10_000_000,
+        description="Updates received and not yet handled across all bots of one worker; "
+        "past it polls wait for room (Telegram keeps the updates), nothing is dropped.",
     )
     spawn_concurrency: int = Field(
         256, ge=1, le=100_000, description="getMe handshakes run at once when a worker boots."

@@ -20,6 +20,8 @@ class StoreConfig:
     cache_bytes: int
     #: Writes kept in memory while Redis is down; past it saves raise ContextUnavailable.
     pending_max: int = 200_000
+    #: Bytes cached across every bot of the worker (LRU across bots).
+    cache_bytes_worker: int = 33_554_432
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: int | float) -> StoreConfig:
@@ -34,6 +36,7 @@ class StoreConfig:
             "max_messages": c.max_messages,
             "cache_entries": c.cache_entries,
             "cache_bytes": c.cache_bytes,
+            "cache_bytes_worker": c.cache_bytes_worker,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

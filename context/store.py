@@ -25,7 +25,7 @@ import structlog
 
 from context.aio import KeyedLocks, wait_first
 from context.durable import PG_DOWN, DurableLog
-from context.lru import ChatCache
+from context.lru import CacheBudget, ChatCache
 from context.model import RESET_ROLE, Changes, Context, Message, apply_changes, now_ts
 from context.pending import ALL, PendingChat, ReplayContended, replay
 from context.redis_io import REDIS_DOWN, RedisContexts, new_version
@@ -50,6 +50,8 @@ class ContextStore:
         self._redis = redis
         self._durable = durable
         self._caches: dict[int, ChatCache] = {}
+        #: the worker-wide byte cap over every bot's cache
+        self.cache_budget = CacheBudget(config.cache_bytes_worker)
         self._locks: KeyedLocks[tuple[int, int]] = KeyedLocks()
         self._pending: dict[tuple[int, int], PendingChat] = {}
         self._pending_changes = 0
@@ -117,12 +119,16 @@ class ContextStore:
         cache = self._caches.get(bot_id)
         if cache is None:
             c = self.config
-            cache = self._caches[bot_id] = ChatCache(c.cache_entries, c.cache_bytes, c.cache_ttl_s)
+            cache = self._caches[bot_id] = ChatCache(
+                c.cache_entries, c.cache_bytes, c.cache_ttl_s, budget=self.cache_budget
+            )
         return cache
 
     def forget_bot(self, bot_id: int) -> None:
         """The bot left this worker: free its cache (queued writes stay until replayed)."""
-        self._caches.pop(bot_id, None)
+        cache = self._caches.pop(bot_id, None)
+        if cache is not None:
+            cache.clear()  # uncharge the worker's budget
 
     def health(self) -> dict[str, Any]:
         """Which layer is degraded, for /readyz and /v1/status (via heartbeats)."""

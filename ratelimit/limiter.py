@@ -257,6 +257,16 @@ class BotLimiter:
             waiting=self._waiting,
         )
 
+    def evict_idle(self) -> int:
+        """Drop every chat key nobody uses whose window no longer constrains a send
+        (the worker calls it when its chat keys pass `ratelimit.chat_keys_worker_max`).
+        Keys still limiting a send are kept: dropping them could earn a 429."""
+        now = self._clock()
+        idle = [c for c, k in self._keys.items() if k.users == 0 and k.window.idle(now)]
+        for chat_id in idle:
+            del self._keys[chat_id]
+        return len(idle)
+
     def _key(self, chat_id: int) -> _ChatKey:
         key = self._keys.get(chat_id)
         if key is None:

@@ -104,6 +104,38 @@ def metrics() -> SimpleNamespace:
             "LLM tokens used per bot (only with metrics.per_bot_labels).",
             ["bot_id"],
         ),
+        context_cache_bytes=Gauge(
+            "botvisor_context_cache_bytes",
+            "Bytes of chat contexts cached in memory (capped by context.cache_bytes_worker).",
+            multiprocess_mode="livesum",
+        ),
+        context_cache_entries=Gauge(
+            "botvisor_context_cache_entries",
+            "Chat contexts cached in memory.",
+            multiprocess_mode="livesum",
+        ),
+        context_cache_evictions=Counter(
+            "botvisor_context_cache_evictions_total",
+            "Cached contexts evicted by the worker-wide byte cap (they reload from Redis).",
+        ),
+        ratelimit_chat_keys=Gauge(
+            "botvisor_ratelimit_chat_keys",
+            "Per-chat rate limiter keys held (capped by ratelimit.chat_keys_worker_max).",
+            multiprocess_mode="livesum",
+        ),
+        ratelimit_keys_evicted=Counter(
+            "botvisor_ratelimit_chat_keys_evicted_total",
+            "Idle per-chat limiter keys evicted by the worker-wide cap.",
+        ),
+        queued_updates=Gauge(
+            "botvisor_queued_updates",
+            "Updates received and not yet handled (capped by bots.queued_max_worker).",
+            multiprocess_mode="livesum",
+        ),
+        poll_pauses=Counter(
+            "botvisor_poll_pauses_total",
+            "Polls that waited because the worker's queued updates were at the cap.",
+        ),
         llm_breaker_open=Gauge(
             "botvisor_llm_breaker_open",
             "1 while a worker's LLM circuit breaker is open or half-open.",

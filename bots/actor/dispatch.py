@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
@@ -25,8 +25,55 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
+class QueueBudget:
+    """The worker-wide count of updates received and not yet handled, against a cap.
+
+    Nothing is ever dropped: past the cap, polls wait (`wait_room`, see
+    supervisor/worker/bounds.py) so Telegram keeps the updates until there is room.
+    """
+
+    __slots__ = ("_room", "max_queued", "pauses", "queued")
+
+    def __init__(self, max_queued: int) -> None:
+        self.max_queued = max_queued
+        self.queued = 0
+        #: polls that had to wait for room
+        self.pauses = 0
+        self._room: asyncio.Event | None = None  # created while someone waits
+
+    def full(self) -> bool:
+        return self.queued >= self.max_queued
+
+    def add(self, n: int) -> None:
+        self.queued += n
+        room = self._room
+        if room is not None and self.queued < self.max_queued:
+            self._room = None  # waiters still over the cap after waking wait on a new one
+            room.set()
+
+    def release_of(self, queue: deque[Incoming]) -> Callable[[asyncio.Task[None]], None]:
+        """A done callback: what a chat task left unhandled no longer counts."""
+
+        def release(_: asyncio.Task[None]) -> None:
+            if queue:
+                self.add(-len(queue))
+
+        return release
+
+    async def wait_room(self) -> None:
+        if self.full():
+            self.pauses += 1
+        while self.full():
+            if self._room is None:
+                self._room = asyncio.Event()
+            await self._room.wait()
+
+
 class ChatDispatcher:
     """Runs in the actor's tasks. One per actor run."""
+
+    #: the worker's budget (set by the worker's Fleet); every dispatcher counts against it
+    budget: ClassVar[QueueBudget | None] = None
 
     def __init__(
         self,
@@ -35,6 +82,7 @@ class ChatDispatcher:
         stats: ActorStats,
         on_finished: Callable[[], None] | None = None,
     ) -> None:
+        self._budget = ChatDispatcher.budget
         self._bot_id = bot_id
         self._handle = handle
         self._on_finished = on_finished
@@ -85,10 +133,15 @@ class ChatDispatcher:
                     self._tasks = set()
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                if self._budget is not None:
+                    # updates a cancelled chat task leaves behind leave the count too
+                    task.add_done_callback(self._budget.release_of(queue))
             else:
                 queue.append(update)
             fresh += 1
         self._stats.received += fresh
+        if self._budget is not None and fresh:
+            self._budget.add(fresh)
         return fresh
 
     def start_at(self, offset: int, answered: frozenset[int] = frozenset()) -> None:
@@ -173,6 +226,8 @@ class ChatDispatcher:
                     # the handle wrapper logs and classifies; this is a last guard
                     log.exception("update.handler_crashed", bot_id=self._bot_id)
                 queue.popleft()
+                if self._budget is not None:
+                    self._budget.add(-1)
                 if self._done is None:
                     self._done = set()
                 self._done.add(update.update_id)

@@ -285,6 +285,10 @@ class Registry:
 
     # -- encryption keys -----------------------------------------------------------------
 
+    def decrypt(self, bot_id: int, blob: bytes, key_id: str) -> BotToken:
+        """One stored token (the reconciler decrypts only those it is about to use)."""
+        return self._box.decrypt(bot_id, blob, key_id)
+
     def use_tokenbox(self, box: TokenBox) -> None:
         """Runs on reload: later queries encrypt and decrypt with this keyring."""
         self._box = box

@@ -24,15 +24,16 @@ from bots.actor.actor import (
     PollConfig,
     ProgressStore,
 )
+from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.handlers.base import HandlerDeps, UnknownHandler
 from bots.handlers.registry import make_handler
-from bots.telegram.api import BotApi
 from config import Settings
 from config.settings import RateLimitSection
 from ipc.offsets import BotProgress
 from ratelimit import BotLimiter, Limits
+from supervisor.worker.bounds import GatedBotApi, WorkerBounds
 from supervisor.worker.plan import Plan
 
 log = structlog.get_logger(__name__)
@@ -107,6 +108,8 @@ class Fleet:
         self.handles: dict[int, BotHandle] = {}
         self.totals = Totals()
         self._spawn_gate = asyncio.Semaphore(settings.bots.spawn_concurrency)
+        self.bounds = WorkerBounds(settings)
+        ChatDispatcher.budget = self.bounds.queue  # every actor's dispatcher counts in it
 
     def running_specs(self) -> dict[int, BotSpec]:
         return {bot_id: h.actor.spec for bot_id, h in self.handles.items()}
@@ -122,6 +125,7 @@ class Fleet:
     def retune_all(self, settings: Settings) -> None:
         """New deployment settings (reload): new limits for every bot, in place."""
         self.settings = settings
+        self.bounds.retune(settings)
         for h in self.handles.values():
             self._retune(h, h.actor.spec)
 
@@ -173,7 +177,7 @@ class Fleet:
             await self.on_disabled(spec.bot_id, str(exc))
             return
         tg = self.settings.telegram
-        api = BotApi(
+        api = GatedBotApi(
             self.session,
             tg.api_base,
             spec.token,
@@ -181,6 +185,7 @@ class Fleet:
             request_timeout=tg.request_timeout_s,
             max_retries=tg.max_retries,
             send_deadline_s=tg.send_deadline_s,
+            gate=self.bounds.queue,
         )
         poll = PollConfig(
             poll_timeout_s=tg.poll_timeout_s,
@@ -200,6 +205,8 @@ class Fleet:
         """Fold every actor's counters into `totals`; returns the new latency samples."""
         for handle in self.handles.values():
             self._fold(handle)
+        self.bounds.enforce(h.actor.api.limiter for h in self.handles.values())
+        self.bounds.export(self.handler_deps.context)
         samples, self.totals.latencies = self.totals.latencies, []
         return samples
 

@@ -22,7 +22,6 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import asyncpg
 import redis.asyncio as aioredis
 import structlog
 from pydantic import ValidationError
@@ -39,12 +38,13 @@ from ipc.offsets import RedisProgress
 from ipc.redis_client import redacted_address, redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.bots import BotState, Registry
+from supervisor.registry.changes import ChangeFeed
 from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import create_pool
 from supervisor.worker.context_metrics import ContextMetrics
 from supervisor.worker.fleet import Fleet
 from supervisor.worker.manager_admin import ManagerAdmin
-from supervisor.worker.plan import plan_changes
+from supervisor.worker.reconcile import Reconciler
 from supervisor.worker.ticker import ticker
 
 if TYPE_CHECKING:
@@ -136,6 +136,8 @@ class Worker:
             ):
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
                 self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
+                feed = ChangeFeed(pool, s.database.timeout_s)
+                self.reconciler = Reconciler(self, feed, self.registry.decrypt)
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
                 admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
@@ -169,41 +171,8 @@ class Worker:
     # -- services ---------------------------------------------------------------------------
 
     async def _reconcile_loop(self) -> None:
-        """Desired state from PostgreSQL on every hint and every interval; plan, then apply."""
-        async for _ in ticker(self.settings.workers.reconcile_interval_s, self._reconcile_now):
-            if self._drain.is_set():
-                return
-            shards = self.shards
-            try:
-                desired = await self.registry.desired(shards, self.settings.workers.shards)
-            except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-                self._log.warning("reconcile.registry_unavailable", error=type(exc).__name__)
-                continue
-            for bot_id in self.registry.undecryptable:
-                self._log.error("reconcile.token_undecryptable", bot_id=bot_id)
-            epoch = self._assigned_epoch
-            if self.shards != shards:
-                continue  # reassigned while we read: read again for the new shards
-            self.desired = len(desired)
-            plan = plan_changes(desired, self.fleet.running_specs())
-            if plan:
-                self._log.info(
-                    "reconcile.apply",
-                    start=len(plan.start),
-                    stop=len(plan.stop),
-                    restart=len(plan.restart),
-                    retune=len(plan.retune),
-                )
-                await self.fleet.apply(plan)
-            if self.state == "booting":
-                self.state = "ready"
-                self._log.info("worker.ready", bots=len(self.fleet.handles))
-                gc.collect()
-                gc.freeze()  # the fleet's long-lived objects leave the collector's scans
-            if epoch != self.epoch:
-                # the master waits for this before giving moved shards to another worker
-                self.epoch = epoch
-                await self._write_heartbeat()
+        """Desired state from PostgreSQL by change and by hint (supervisor/worker/reconcile.py)."""
+        await self.reconciler.run()
 
     async def _heartbeat_loop(self) -> None:
         """Written from this loop, so a blocked loop shows as a stale heartbeat."""
@@ -344,8 +313,8 @@ class Worker:
 
     async def _on_control(self, message: Message) -> None:
         match message:
-            case Reconcile():
-                self._reconcile_now.set()
+            case Reconcile(bots=bots):
+                self.reconciler.hint(bots)
             case StatusRequest(reply_to=reply_to):
                 await reply_status(self.redis, reply_to, {"role": "worker", **self._status()})
 
@@ -419,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     structlog.contextvars.bind_contextvars(worker=args.index)
     # Thousands of long-lived actor objects make every full collection walk them all:
     # measured 300-750 ms pauses, 14-21 per 45 s at 5,000 bots. Collect young objects
-    # rarely and freeze the long-lived ones once the fleet is up (see _reconcile_loop).
+    # rarely and freeze the long-lived ones once the fleet is up (supervisor/worker/reconcile.py).
     gc.set_threshold(50_000, 20, 100)
     try:
         import uvloop

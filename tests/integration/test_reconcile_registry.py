@@ -1,0 +1,140 @@
+"""Reconcile by change against real PostgreSQL: the change cursor, tombstones, hints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from bots.telegram.token import BotToken
+from config import Settings
+from supervisor.registry.bots import BotState, Registry
+from supervisor.registry.changes import ChangeFeed
+from supervisor.registry.migrate import migrate
+from supervisor.registry.tokenbox import open_tokenbox
+from supervisor.services import create_pool
+from supervisor.worker.reconcile import Reconciler
+from tests.reconcile_helpers import FakeHost
+
+SHARDS = 4
+
+
+def token(bot_id: int) -> BotToken:
+    return BotToken(f"{bot_id}:{'A' * 35}")
+
+
+@pytest.fixture
+async def world(
+    fresh_settings: Callable[..., Settings],
+) -> AsyncIterator[tuple[Settings, asyncpg.Pool, Registry]]:
+    settings = fresh_settings(workers={"shards": SHARDS})
+    pool = await create_pool(settings)
+    try:
+        async with pool.acquire(timeout=10) as conn:
+            await migrate(conn)
+        yield settings, pool, Registry(pool, open_tokenbox(settings), 10.0)
+    finally:
+        await pool.close()
+
+
+def reconciler(settings: Settings, pool: asyncpg.Pool, registry: Registry) -> Any:
+    decrypted: list[int] = []
+
+    def decrypt(bot_id: int, blob: bytes, key_id: str) -> BotToken:
+        decrypted.append(bot_id)
+        return registry.decrypt(bot_id, blob, key_id)
+
+    host = FakeHost(settings, list(range(SHARDS)))
+    feed = ChangeFeed(pool, 10.0)
+    return host, feed, decrypted, Reconciler(host, feed, decrypt)  # type: ignore[arg-type]
+
+
+async def test_changes_come_by_cursor_and_deletes_by_tombstone(
+    world: tuple[Settings, asyncpg.Pool, Registry],
+) -> None:
+    settings, pool, registry = world
+    await registry.add_many([(token(i), f"bot{i}") for i in range(1, 9)])
+    host, feed, decrypted, rec = reconciler(settings, pool, registry)
+    await rec.pass_once()
+    assert sorted(host.fleet.specs) == list(range(1, 9))
+    assert host.fleet.specs[5].token.reveal() == token(5).reveal()
+    assert sorted(decrypted) == list(range(1, 9))
+
+    decrypted.clear()
+    await rec.pass_once()
+    assert rec.stats.full == 1 and rec.stats.changed == 1 and rec.stats.rows_read == 8
+    assert len(host.fleet.plans) == 1 and decrypted == []
+
+    await registry.update(2, settings={"ratelimit": {"per_bot": {"limit": 5}}})
+    assert await registry.remove(3)
+    await registry.set_state(4, BotState.PAUSED)
+    await rec.pass_once()
+    plan = host.fleet.plans[-1]
+    assert [s.bot_id for s in plan.retune] == [2]
+    assert sorted(plan.stop) == [3, 4]
+    assert decrypted == []  # a retune reuses the running token
+    assert host.desired == 6
+    removed = await pool.fetchval("SELECT count(*) FROM bots_removed WHERE id = 3")
+    assert removed == 1
+
+    await registry.set_state(4, BotState.ACTIVE)
+    await registry.add(token(3))  # re-registered after removal
+    await rec.pass_once()
+    assert sorted(s.bot_id for s in host.fleet.plans[-1].start) == [3, 4]
+    assert sorted(decrypted) == [3, 4]
+    assert sorted(host.fleet.specs) == list(range(1, 9))
+
+
+async def test_cursor_advances_on_every_write_and_filters_shards(
+    world: tuple[Settings, asyncpg.Pool, Registry],
+) -> None:
+    _, pool, registry = world
+    feed = ChangeFeed(pool, 10.0)
+    await registry.add_many([(token(i), "") for i in range(1, 9)])
+    start = await feed.cursor()
+    assert (await feed.since(start, [0, 1, 2, 3], SHARDS)).rows == []
+    await registry.update(5, settings={"a": 1})
+    await registry.update(6, settings={"a": 1})
+    await pool.execute("UPDATE bots SET username = 'renamed' WHERE id = 7")  # any write
+    changes = await feed.since(start, [1, 2], SHARDS)  # 5 % 4 = 1, 6 % 4 = 2, 7 % 4 = 3
+    assert sorted(r.id for r in changes.rows) == [5, 6]
+    assert changes.cursor > start
+    assert changes.cursor <= await feed.cursor()
+    later = await feed.since(changes.cursor, [1, 2], SHARDS)
+    assert later.rows == [] and later.removed == []
+    await registry.remove(6)
+    gone = await feed.since(changes.cursor, [1, 2], SHARDS)
+    assert gone.removed == [6] and gone.rows == []
+
+
+async def test_a_hint_queries_just_its_bots(
+    world: tuple[Settings, asyncpg.Pool, Registry],
+) -> None:
+    settings, pool, registry = world
+    await registry.add_many([(token(i), "") for i in range(1, 9)])
+    host, feed, decrypted, rec = reconciler(settings, pool, registry)
+    await rec.pass_once()
+    decrypted.clear()
+    await registry.set_state(6, BotState.PAUSED)
+    await registry.update(7, settings={"b": 2})  # changed, but not hinted
+    rec.hint([6])
+    await rec.pass_once()
+    assert rec.stats.targeted == 1 and rec.stats.rows_read == 8 + 1
+    assert host.fleet.plans[-1].stop == [6] and not host.fleet.plans[-1].retune
+    await rec.pass_once()  # the timer's pass picks up the rest by change
+    assert [s.bot_id for s in host.fleet.plans[-1].retune] == [7]
+    assert decrypted == []
+
+
+async def test_tombstones_older_than_a_day_are_pruned_on_the_next_delete(
+    world: tuple[Settings, asyncpg.Pool, Registry],
+) -> None:
+    _, pool, registry = world
+    await registry.add_many([(token(i), "") for i in range(1, 4)])
+    await registry.remove(1)
+    await pool.execute("UPDATE bots_removed SET removed_at = now() - interval '2 days'")
+    await registry.remove(2)
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM bots_removed ORDER BY id")]
+    assert ids == [2]
