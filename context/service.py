@@ -44,7 +44,7 @@ async def open_context_store(
         assert settings.database.url is not None, "database.url must be set (or pass a pool)"
         pool = await asyncpg.create_pool(
             settings.database.url.get_secret_value(),
-            min_size=1,
+            min_size=0,  # no floor to restore while PostgreSQL is away (see services.py)
             max_size=settings.database.pool_max,
             command_timeout=settings.database.timeout_s,
             timeout=settings.database.timeout_s,

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -47,12 +48,23 @@ async def open_services(
         yield settings.model_copy(update=update)
 
 
+def database_address(settings: Settings) -> str:
+    """Where the registry is, for logs: host and port or socket directory, never a password."""
+    if settings.database.url is None:
+        return "unset"
+    parts = urlsplit(settings.database.url.get_secret_value())
+    host = parts.hostname or parse_qs(parts.query).get("host", ["?"])[0]
+    return f"{host}:{parts.port or 5432}/{parts.path.lstrip('/') or '?'}"
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     """Every PostgreSQL pool of ours: size and timeouts from `database.*`."""
     assert settings.database.url is not None
     return await asyncpg.create_pool(
         settings.database.url.get_secret_value(),
-        min_size=1,
+        # no floor to restore: asyncpg would retry it with a traceback a second while
+        # PostgreSQL is away; connections open on demand and idle ones are kept
+        min_size=0,
         max_size=settings.database.pool_max,
         command_timeout=settings.database.timeout_s,
         timeout=settings.database.timeout_s,

@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 
 from bots.actor.actor import BotSpec
+from config.logthrottle import THROTTLE
 from supervisor.registry.changes import BotRow, ChangeFeed
 from supervisor.registry.tokenbox import TokenDecryptError
+from supervisor.services import database_address
 from supervisor.worker.plan import Plan, plan_changes
 from supervisor.worker.ticker import ticker
 
@@ -121,7 +123,12 @@ class Reconciler:
                 plan = await self._changed(shards)
         except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
             self._hinted |= hinted
-            self._log.warning("reconcile.registry_unavailable", error=type(exc).__name__)
+            THROTTLE.warning(
+                self._log,
+                "reconcile.registry_unavailable",
+                database=database_address(host.settings),
+                error=type(exc).__name__,
+            )
             return
         if host.shards != shards:
             host._reconcile_now.set()  # reassigned while we read: read again for the new shards

@@ -1,0 +1,310 @@
+"""Faults under continuous traffic: the fleet loses nothing and answers once.
+
+Each test runs the real daemon (master + 2 workers) with FAULT_BOTS echo bots while a
+steady stream of messages flows (each to a chat of its own, so Telegram's per-chat
+limit never binds), applies one fault, then waits until every message is answered and
+checks the emulator's books: lost, answered twice, 429s, 409s, worker restarts.
+The 10,000-bot version of these figures is `bench/scale10k.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+from pydantic import SecretStr
+
+from config import Settings
+from emulators.telegram.server import RunningEmulator, open_emulator
+from tests.context_helpers import RedisProcess, TcpProxy
+from tests.daemon import start_daemon
+from tests.e2e.test_daemon_e2e import register
+
+FAULT_BOTS = int(os.environ.get("BOTVISOR_FAULT_BOTS", "1000"))
+RATE = 100  # messages a second, spread over all bots
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[RunningEmulator]:
+    async with open_emulator() as emu:
+        yield emu
+
+
+class Load:
+    """RATE messages a second, round-robin over the bots, each to a new chat."""
+
+    def __init__(self, emu: RunningEmulator, bot_ids: list[int]) -> None:
+        self.emu = emu
+        self.bots = itertools.cycle(bot_ids)
+        self.chats = itertools.count(1_000_000)
+        self.injected = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        step = 0.05
+        per_step = max(1, int(RATE * step))
+        while True:
+            batch = [
+                {"bot_id": next(self.bots), "chat_id": next(self.chats), "text": "load"}
+                for _ in range(per_step)
+            ]
+            self.injected += len(self.emu.state.inject(batch))
+            await asyncio.sleep(step)  # pacing the load generator, not synchronisation
+
+    def __enter__(self) -> Load:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    async def until_injected(self, n: int) -> None:
+        async with asyncio.timeout(30):
+            while self.injected < n:  # noqa: ASYNC110 - our own counter, stepped by _run
+                await asyncio.sleep(0.05)
+
+
+#: A reply that reached Telegram this recently may not have reached its worker's books
+#: (the answer's way back, the handler's end, the progress flush): still "running".
+IN_FLIGHT_S = 0.25
+
+
+def running_handlers(emu: RunningEmulator, bot_ids: set[int]) -> int:
+    """An upper bound on these bots' handlers running now: messages not answered yet,
+    plus answers sent within the last IN_FLIGHT_S."""
+    now = emu.state.clock()
+    unanswered = sum(
+        1
+        for bot_id in bot_ids
+        for chat in emu.state.bots[bot_id].chats.values()
+        if chat.injected
+        for at in chat.injected.values()
+        if at >= 0.0
+    )
+    just_answered = sum(
+        1
+        for bot_id in bot_ids
+        for *_, at in emu.state.bots[bot_id].sent_log
+        if now - at < IN_FLIGHT_S
+    )
+    return unanswered + just_answered
+
+
+async def books(emu: RunningEmulator, load: Load, timeout: float = 90) -> dict[str, Any]:
+    """Once every message is answered (or the timeout): the emulator's totals."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await emu.state.wait_until(lambda: emu.state.replied >= load.injected)
+    totals: dict[str, Any] = emu.state.stats(False)["totals"]
+    totals["lost"] = load.injected - totals["replied"]
+    return totals
+
+
+async def fleet(
+    fresh_settings: Callable[..., Settings], emu: RunningEmulator, **sections: Any
+) -> tuple[Settings, list[int]]:
+    settings = fresh_settings(workers={"count": 2, "heartbeat_timeout_s": 4.0}, **sections)
+    bots = await register(settings, emu, FAULT_BOTS)
+    return settings, [b.id for b in bots]
+
+
+def bots_of(
+    daemon_status: dict[str, Any], worker: int, bot_ids: list[int], shards: int
+) -> set[int]:
+    owned = set(daemon_status["workers"][worker]["shards"])
+    return {b for b in bot_ids if b % shards in owned}
+
+
+async def polled_since(emu: RunningEmulator, bot_ids: set[int], t: float, within: float) -> float:
+    def all_polled() -> bool:
+        return all((emu.state.bots[b].last_poll_at or 0) > t for b in bot_ids)
+
+    async with asyncio.timeout(within):
+        await emu.state.wait_until(all_polled)
+    return max(emu.state.bots[b].last_poll_at or 0 for b in bot_ids) - t
+
+
+async def test_sigkill_of_a_worker_under_load(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings, ids = await fleet(fresh_settings, emulator)
+    async with start_daemon(
+        settings, emulator.base_url, tmp_path, expect_warnings=("worker.died",)
+    ) as daemon:
+        victims = bots_of(await daemon.status(), 0, ids, settings.workers.shards)
+        with Load(emulator, ids) as load:
+            await load.until_injected(RATE * 2)
+            running = running_handlers(emulator, victims)
+            killed_at = emulator.state.clock()
+            os.kill((await daemon.status())["workers"][0]["pid"], signal.SIGKILL)
+            repoll_s = await polled_since(emulator, victims, killed_at, 30)
+            await load.until_injected(load.injected + RATE * 2)
+        totals = await books(emulator, load)
+        status = await daemon.status()
+    print(f"SIGKILL: repoll {repoll_s:.2f}s, running {running}, totals {totals}")
+    assert totals["lost"] == 0
+    assert totals["duplicates"] <= running  # only handlers running at the kill
+    assert totals["telegram_429"] == 0
+    assert status["worker_restarts"] == 1
+    assert repoll_s < 10
+
+
+async def test_sigstop_of_a_worker_replaces_it_and_leaves_the_other_alone(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings, ids = await fleet(fresh_settings, emulator)
+    async with start_daemon(
+        settings,
+        emulator.base_url,
+        tmp_path,
+        expect_warnings=("worker.hung", "worker.kill", "worker.died"),
+    ) as daemon:
+        before = await daemon.status()
+        frozen, other = before["workers"][0]["pid"], before["workers"][1]["pid"]
+        victims = bots_of(before, 0, ids, settings.workers.shards)
+        with Load(emulator, ids) as load:
+            await load.until_injected(RATE)
+            running = running_handlers(emulator, victims)
+            os.kill(frozen, signal.SIGSTOP)
+            status = await daemon.wait_status(
+                lambda s: s["workers"][0]["pid"] not in (None, frozen) and s["ready"], 60
+            )
+            await load.until_injected(load.injected + RATE)
+        totals = await books(emulator, load)
+    assert not psutil.pid_exists(frozen) or psutil.Process(frozen).status() == "zombie"
+    assert status["workers"][1]["pid"] == other  # untouched
+    assert status["worker_restarts"] == 1
+    assert totals["lost"] == 0
+    assert totals["duplicates"] <= running + RATE * settings.workers.heartbeat_timeout_s
+    assert totals["telegram_429"] == 0
+
+
+async def test_sigkill_of_the_master_and_a_new_master_takes_over(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings, ids = await fleet(fresh_settings, emulator)
+    with Load(emulator, ids) as load:
+        async with start_daemon(
+            settings, emulator.base_url, tmp_path, expect_warnings=("worker.master_gone",)
+        ) as first:
+            workers = [w["pid"] for w in (await first.status())["workers"]]
+            await load.until_injected(RATE)
+            first.proc.kill()  # SIGKILL: no drain, no goodbye
+            await first.proc.wait()
+            for pid in workers:  # they notice the closed pipe and leave
+                async with asyncio.timeout(settings.shutdown.grace_s + 10):
+                    while psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":  # noqa: ASYNC110
+                        await asyncio.sleep(0.1)
+        async with start_daemon(settings, emulator.base_url, tmp_path) as second:
+            await load.until_injected(load.injected + RATE)
+            totals = await books(emulator, load)
+            assert (await second.status())["ready"]
+    assert totals["lost"] == 0
+    assert totals["telegram_429"] == 0
+    assert totals["conflicts"] == 0  # the old workers were gone before the new ones polled
+
+
+async def test_redis_restart_under_load_loses_nothing_and_kills_no_worker(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    redis = RedisProcess(tmp_path / "r.sock")
+    await redis.start()
+    try:
+        settings, ids = await fleet(
+            fresh_settings, emulator, redis={"url": redis.url, "timeout_s": 1.0}
+        )
+        async with start_daemon(
+            settings,
+            emulator.base_url,
+            tmp_path,
+            expect_warnings=(
+                "progress.save_failed",
+                "heartbeat.redis_unavailable",
+                "control.redis_unavailable",
+                "progress.load_failed",
+            ),
+        ) as daemon:
+            with Load(emulator, ids) as load:
+                await load.until_injected(RATE)
+                await redis.kill()
+                await load.until_injected(load.injected + RATE * 3)
+                await redis.start()
+                await load.until_injected(load.injected + RATE)
+            totals = await books(emulator, load)
+            status = await daemon.status()
+    finally:
+        await redis.kill()
+    assert totals["lost"] == 0 and totals["duplicates"] == 0
+    assert status["worker_restarts"] == 0  # a Redis outage is not a hung worker
+    assert totals["telegram_429"] == 0
+
+
+@pytest.mark.parametrize(("code", "retry_after"), [(502, None), (429, 3)])
+async def test_a_telegram_outage_under_load_restarts_nothing_and_loses_nothing(
+    fresh_settings: Callable[..., Settings],
+    emulator: RunningEmulator,
+    tmp_path: Path,
+    code: int,
+    retry_after: int | None,
+) -> None:
+    settings, ids = await fleet(fresh_settings, emulator)
+    seconds = 10.0
+    async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
+        with Load(emulator, ids) as load:
+            await load.until_injected(RATE)
+            emulator.state.start_outage(code, seconds, retry_after)
+            end = emulator.state.clock() + seconds
+            await load.until_injected(load.injected + int(RATE * seconds))
+            recovered_s = await polled_since(emulator, set(ids), end, 30)
+        totals = await books(emulator, load)
+        status = await daemon.status()
+        restarts = sum(w["totals"].get("restarts", 0) for w in status["workers"])
+    print(f"outage {code}: every bot polling {recovered_s:.2f}s after its end; {totals}")
+    assert totals["lost"] == 0 and totals["duplicates"] == 0
+    assert restarts == 0 and status["worker_restarts"] == 0  # no actor restart, no getMe storm
+    assert recovered_s < 5 + (retry_after or 0)
+    assert totals["conflicts"] == 0
+
+
+async def test_postgres_away_under_load_loses_nothing_and_kills_no_worker(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings, ids = await fleet(fresh_settings, emulator)
+    assert settings.database.url is not None
+    url = urlsplit(settings.database.url.get_secret_value())
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    via_proxy = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}").geturl()
+    settings = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"url": SecretStr(via_proxy)})}
+    )
+    try:
+        async with start_daemon(
+            settings,
+            emulator.base_url,
+            tmp_path,
+            expect_warnings=("reconcile.registry_unavailable",),
+        ) as daemon:
+            with Load(emulator, ids) as load:
+                await load.until_injected(RATE)
+                await proxy.stop()  # PostgreSQL unreachable for 10 s
+                await load.until_injected(load.injected + RATE * 10)
+                await proxy.start()
+                await load.until_injected(load.injected + RATE)
+            totals = await books(emulator, load)
+            status = await daemon.status()
+    finally:
+        await proxy.stop()
+    assert totals["lost"] == 0 and totals["duplicates"] == 0
+    assert status["worker_restarts"] == 0
