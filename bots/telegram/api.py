@@ -131,7 +131,12 @@ class BotApi:
         self._session = session
         self._url = f"{api_base.rstrip('/')}/bot{token.reveal()}/"
         self._poll = LongPoll(api_base, token.reveal())
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        # per socket operation, not in total: waiting for a free pooled connection during a
+        # burst is not Telegram being slow, and a send timed out after Telegram took it
+        # would be sent again (an answer twice)
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=request_timeout, sock_read=request_timeout
+        )
         self._limiter = limiter
         self._max_retries = max_retries
         #: past max_retries, sends keep retrying until this long after their first try
