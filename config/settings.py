@@ -27,7 +27,11 @@ from config.errors import ConfigError
 
 ENV_PREFIX = "BOTVISOR_"
 #: Environment variables with our prefix that are not settings keys.
-ENV_NOT_SETTINGS = frozenset({"BOTVISOR_CONFIG", "BOTVISOR_WORKER_INDEX"})
+ENV_NOT_SETTINGS = frozenset(
+    {"BOTVISOR_CONFIG", "BOTVISOR_WORKER_INDEX", "BOTVISOR_TEST_SERVICES", "BOTVISOR_DEBUG"}
+)
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class _Section(BaseModel):
@@ -58,6 +62,16 @@ class RedisSection(_Section):
         "timeout_s) for a free connection; it never fails for being busy.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(REDIS_SCHEMES):
+            raise ValueError(
+                f"{value!r} has no scheme; write redis://{value.split('://')[-1]} "
+                "(or rediss:// for TLS, unix:///path/redis.sock)"
+            )
+        return value
+
 
 class DatabaseSection(_Section):
     url: SecretStr | None = Field(
@@ -65,6 +79,14 @@ class DatabaseSection(_Section):
         description="postgresql:// DSN. Unset: a private PostgreSQL is started in state.dir.",
     )
     pool_max: int = Field(4, ge=1, le=100, description="Connections per process.")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(POSTGRES_SCHEMES):
+            raise ValueError("must start with postgresql:// (e.g. postgresql://user@host/db)")
+        return value
+
     timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one SQL command.")
 
 
@@ -312,7 +334,9 @@ def _describe(err: ValidationError, origin: Mapping[tuple[str, ...], str]) -> st
             allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
             lines.append(f"{key}: unknown key{where}; allowed here: {allowed}")
         else:
-            lines.append(f"{key}: {e['msg']}{where}")
+            lines.append(f"{key}: {e['msg'].removeprefix('Value error, ')}{where}")
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -337,6 +361,18 @@ def _origins(tree: Mapping[str, Any], label: str, prefix: tuple[str, ...] = ()) 
     return out
 
 
+def config_path(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Path | None:
+    """The config file in use: `path`, else $BOTVISOR_CONFIG, else ./botvisor.toml if present."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get("BOTVISOR_CONFIG"):
+        path = environ["BOTVISOR_CONFIG"]
+    if path is None and Path("botvisor.toml").is_file():
+        path = Path("botvisor.toml")
+    return None if path is None else Path(path)
+
+
 def load_settings(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -349,10 +385,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     origin: dict[tuple[str, ...], str] = {}
-    if path is None and environ.get("BOTVISOR_CONFIG"):
-        path = environ["BOTVISOR_CONFIG"]
-    if path is None and Path("botvisor.toml").is_file():
-        path = Path("botvisor.toml")
+    path = config_path(path, environ)
     if path is not None:
         p = Path(path)
         try:

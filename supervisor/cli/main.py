@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from config import ConfigError, Settings, load_settings
+from config import ConfigError, Settings, config_path, load_settings
 from supervisor.exitcodes import ExitCode
 
 EPILOG = """\
@@ -27,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, help="TOML config file (default ./botvisor.toml)")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the full traceback of a failure instead of one line",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser(
@@ -177,6 +182,16 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"botvisor: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # one line for what an operator can fix, else a traceback
+        from supervisor.failures import explain
+
+        error = explain(exc, settings)
+        if error is None or args.debug:
+            raise
+        print(f"botvisor: {error.line(config_path(args.config))}", file=sys.stderr)
+        raise SystemExit(error.exit_status) from None
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
