@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -76,6 +77,12 @@ async def _bots(svc: BotService, args: argparse.Namespace) -> int:
             _out(orjson.dumps(record.public(), option=orjson.OPT_INDENT_2).decode())
         case "update":
             return await _update(svc, args)
+        case "replace-token":
+            token = _read_token(args.token_file)
+            if token is None:
+                return ExitCode.FAILURE
+            record = await svc.replace_token(ADMIN, args.id, token)
+            _out(f"bot {record.id} (@{record.username}): token replaced, {record.state}")
         case "pause":
             await svc.pause(ADMIN, args.id)
             _out(f"bot {args.id}: paused")
@@ -88,6 +95,19 @@ async def _bots(svc: BotService, args: argparse.Namespace) -> int:
         case _:
             raise AssertionError(args.bots_command)
     return 0
+
+
+def _read_token(name: str) -> str | None:
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        _err(f"--token-file {name}: {exc.strerror}")
+        return None
+    lines = text.strip().splitlines()
+    if not lines:
+        _err(f"--token-file {name}: empty; put the token from @BotFather on its first line")
+        return None
+    return lines[0].strip()
 
 
 def _list(bots: list[BotRecord], as_json: bool) -> None:

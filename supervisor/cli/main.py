@@ -97,6 +97,21 @@ def _parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="set a setting; repeatable"
     )
     upd.add_argument("--unset", action="append", default=[], metavar="KEY", help="drop a setting")
+    rep = bsub.add_parser(
+        "replace-token",
+        help="give a bot a new token (after /revoke), keeping owner and settings",
+        description="Store a new token from @BotFather for a registered bot (the bot id stays "
+        "the same): checked with getMe, encrypted under the current key; a bot disabled "
+        "for a revoked token polls again. The token is read from a file (or - for stdin) "
+        "so it never shows in `ps` or the shell history.",
+    )
+    rep.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
+    rep.add_argument(
+        "--token-file",
+        required=True,
+        metavar="FILE",
+        help="file holding the new token on its first line; - reads stdin",
+    )
     imp = bsub.add_parser("import", help="register many bots from a file, one token a line")
     imp.add_argument("file", type=Path)
     imp.add_argument("--handler", default="echo")

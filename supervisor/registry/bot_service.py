@@ -123,6 +123,31 @@ class BotService:
             _check_handler(handler)
         return await self._change(caller, bot_id, "updated", handler=handler, settings=settings)
 
+    async def replace_token(self, caller: Caller, bot_id: int, token: str) -> BotRecord:
+        """A new token from @BotFather for bot `bot_id` (after /revoke): checked with getMe,
+        stored re-encrypted; owner, handler and settings stay, a disabled bot polls again."""
+        try:
+            parsed = BotToken(token)
+        except BadToken as exc:
+            raise BotServiceError(ErrorKind.INVALID, "invalid_token", f"token: {exc}") from None
+        await self.get(caller, bot_id)  # another owner's bot is a 404 before any getMe
+        if parsed.bot_id != bot_id:
+            raise BotServiceError(
+                ErrorKind.INVALID,
+                "token_of_another_bot",
+                f"token: it belongs to bot {parsed.bot_id}, not bot {bot_id}; a bot keeps "
+                "its id when @BotFather issues a new token",
+            )
+        me = await self._get_me(parsed)
+        record = await self._registry.replace_token(
+            parsed, str(me.get("username", "")), owner_id=caller.scope
+        )
+        if record is None:
+            raise _not_found(bot_id)
+        await publish_hint(self._settings, (bot_id,), self._redis)
+        log.info("bot.token_replaced", bot_id=bot_id, revision=record.revision)
+        return record
+
     async def pause(self, caller: Caller, bot_id: int) -> BotRecord:
         return await self._change(caller, bot_id, "paused", state=BotState.PAUSED)
 
