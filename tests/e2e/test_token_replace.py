@@ -86,7 +86,8 @@ async def test_cli_replace_token_keeps_owner_and_settings_and_reactivates(
 
 
 async def test_api_put_token_replaces_it_for_the_owner_only(api: Api) -> None:
-    bot = await api.register(api.alice, settings={"note": "kept"})
+    kept = {"ratelimit": {"per_bot": {"limit": 5}}}
+    bot = await api.register(api.alice, settings=kept)
     new = reissue(api.emulator, bot["id"])
     path = f"/v1/bots/{bot['id']}/token"
     status, data = await api.call("PUT", path, api.bob, {"token": new})
@@ -95,7 +96,7 @@ async def test_api_put_token_replaces_it_for_the_owner_only(api: Api) -> None:
     assert status == 422, data
     status, data = await api.call("PUT", path, api.alice, {"token": new})
     assert status == 200, data
-    assert data["settings"] == {"note": "kept"} and data["owner_id"] == api.alice_id
+    assert data["settings"] == kept and data["owner_id"] == api.alice_id
     assert data["revision"] == bot["revision"] + 1 and data["token"] == f"{bot['id']}:***"
 
 
