@@ -34,6 +34,17 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+def default_state_dir(config_file: Path | None, environ: Mapping[str, str]) -> tuple[Path, str]:
+    """Where state lives when `state.dir` is not set, and why (for the CLI's one line)."""
+    if environ.get("STATE_DIRECTORY"):  # systemd: the first of StateDirectory=
+        return Path(environ["STATE_DIRECTORY"].split(":")[0]), "$STATE_DIRECTORY (systemd)"
+    if config_file is not None:
+        return config_file.absolute().parent / ".botvisor", f"beside {config_file}"
+    xdg = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")) / ".local/state")
+    why = "$XDG_STATE_HOME" if environ.get("XDG_STATE_HOME") else "~/.local/state"
+    return Path(xdg).expanduser() / "botvisor", f"{why}, no config file"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -248,8 +259,11 @@ class MetricsSection(_Section):
 
 class StateSection(_Section):
     dir: Path = Field(
-        default_factory=lambda: Path(os.environ.get("STATE_DIRECTORY", ".botvisor")),
-        description="State directory: embedded servers, key file, metrics files.",
+        default_factory=lambda: default_state_dir(None, os.environ)[0],
+        description="State directory: embedded servers, key file, metrics files. Unset: "
+        "$STATE_DIRECTORY (systemd's StateDirectory=, /var/lib/botvisor), else `.botvisor` "
+        "beside the config file, else $XDG_STATE_HOME/botvisor (~/.local/state/botvisor). "
+        "A relative path in the config file is relative to that file.",
     )
 
 
@@ -361,6 +375,23 @@ def _origins(tree: Mapping[str, Any], label: str, prefix: tuple[str, ...] = ()) 
     return out
 
 
+def state_dir_origin(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> str:
+    """Where `state.dir` came from: the environment, the config file or a default rule."""
+    environ = os.environ if environ is None else environ
+    if f"{ENV_PREFIX}STATE__DIR" in environ:
+        return f"from environment {ENV_PREFIX}STATE__DIR"
+    file = config_path(path, environ)
+    if file is not None:
+        try:
+            if "dir" in tomllib.loads(file.read_text(encoding="utf-8")).get("state", {}):
+                return f"state.dir in {file}"
+        except (OSError, tomllib.TOMLDecodeError):
+            pass
+    return default_state_dir(file, environ)[1]
+
+
 def config_path(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Path | None:
@@ -399,6 +430,12 @@ def load_settings(
         origin.update(_origins(data, f" (in {p})"))
     env_tree = _env_overrides(environ)
     origin.update(_env_origins(env_tree))
+    state = data.get("state") if isinstance(data.get("state"), dict) else None
+    if state is not None and isinstance(state.get("dir"), str) and path is not None:
+        state["dir"] = str(Path(path).absolute().parent / state["dir"])  # relative to the file
+    given = [t.get("state", {}) for t in (data, env_tree, overrides or {})]
+    if not any(isinstance(g, Mapping) and "dir" in g for g in given):
+        data = _merge(data, {"state": {"dir": str(default_state_dir(path, environ)[0])}})
     # Start from the defaults so a partial nested value (one field of a Rate) keeps the rest.
     data = _merge(_merge(Settings().model_dump(), data), env_tree)
     if overrides:

@@ -14,6 +14,8 @@ class ExitCode(IntEnum):
     BOOT_FAILED = 3
     #: workers died faster than the restart intensity allows
     RESTART_INTENSITY = 4
+    #: sysexits EX_NOINPUT: a read-only command found no registry (and created none)
+    NO_REGISTRY = 66
     #: sysexits EX_UNAVAILABLE: PostgreSQL, Redis or the Bot API cannot be reached
     UNAVAILABLE = 69
     #: sysexits EX_OSERR: the HTTP address is taken by another process

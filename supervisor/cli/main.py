@@ -204,8 +204,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"botvisor: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
     from config.logging import configure_logging
+    from supervisor.cli import preflight
 
-    configure_logging(settings.log.level, settings.log.format, stream=sys.stderr)
+    configure_logging(preflight.log_level(args, settings), settings.log.format, stream=sys.stderr)
+    refused = preflight.refuse_empty(args, settings)
+    if refused is not None:
+        raise SystemExit(refused)
+    preflight.announce(args, settings)
     try:
         raise SystemExit(_dispatch(args, settings))
     except ConfigError as exc:
