@@ -85,7 +85,14 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
 
     state_dir = Path(settings.state.dir).absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
-    metrics.prepare_dir(state_dir)  # before anything imports prometheus_client
+    metrics_dir = metrics.prepare_dir(state_dir)  # before anything imports prometheus_client
+    try:
+        return await _serve(settings, config_path)
+    finally:
+        metrics.remove_dir(metrics_dir)
+
+
+async def _serve(settings: Settings, config_path: Path | None) -> int:
     async with (
         open_services(settings) as live,
         open_registry(live) as registry,

@@ -105,3 +105,5 @@ async def test_a_second_master_refuses_and_leaves_the_first_ones_pid_file(
         assert "since " in line
         assert pid_file.read_text().strip() == str(first.proc.pid)
         assert first.proc.returncode is None
+    # neither master left its metrics directory behind
+    assert not list(Path(settings.state.dir).glob("metrics-*"))
