@@ -115,7 +115,7 @@ def _explain_one(exc: BaseException, settings: Settings) -> OperatorError | None
     if isinstance(exc, aiohttp.ClientConnectionError):
         return OperatorError(
             f"the Bot API at {settings.telegram.api_base} is unreachable: {exc}",
-            "check the network (and telegram.proxy if one is needed) or telegram.api_base",
+            "check this host's network and DNS, or fix telegram.api_base",
             ExitCode.UNAVAILABLE,
             "telegram.api_base",
         )
