@@ -41,6 +41,12 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         "SIGTERM (drain, exit 0). SIGHUP reloads the configuration.",
     )
     sub.add_parser("migrate", help="apply pending database migrations and exit")
+    sub.add_parser(
+        "doctor",
+        help="check configuration, Redis, PostgreSQL, the Bot API, state dir, limits, unit",
+        description="One line per check, ✔ or ✖ with what to do; exit status 1 if any ✖. "
+        "Changes nothing.",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -201,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
+        if args.command == "doctor":
+            print(f"✖ configuration: {exc}; fix it (docs/CONFIGURATION.md lists every key)")
+            raise SystemExit(ExitCode.FAILURE) from None
         print(f"botvisor: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
     from config.logging import configure_logging
@@ -234,6 +243,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from supervisor.master.run import run_daemon
 
             return _run(run_daemon, settings, args.config)
+        case "doctor":
+            from supervisor.cli.doctor import doctor_command
+
+            return _run(doctor_command, settings, args)
         case "migrate":
             from supervisor.master.run import migrate_only
 

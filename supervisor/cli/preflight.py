@@ -44,7 +44,7 @@ def _private(settings: Settings) -> list[str]:
 
 def announce(args: argparse.Namespace, settings: Settings) -> None:
     """One short stderr line: where state lives (and why) when private servers are used."""
-    if args.command in ("emulator", "demo") or not _private(settings):
+    if args.command in ("emulator", "demo", "doctor") or not _private(settings):
         return
     where = Path(settings.state.dir).absolute()
     servers = " and ".join(_private(settings))
@@ -65,7 +65,7 @@ def _urls(settings: Settings) -> list[str]:
     return out
 
 
-def _has_private_postgres(state_dir: Path) -> bool:
+def has_private_postgres(state_dir: Path) -> bool:
     """A cluster exists: in state_dir, or where it goes when its account can't reach it."""
     from supervisor.embedded.base import digest
 
@@ -89,7 +89,7 @@ def refuse_empty(args: argparse.Namespace, settings: Settings) -> int | None:
             )
             return ExitCode.NO_REGISTRY
         return None
-    if settings.database.url is None and not _has_private_postgres(where):
+    if settings.database.url is None and not has_private_postgres(where):
         print(
             f"botvisor: no registry in {where} ({state_dir_origin(args.config)}); "
             "register a bot with `botvisor bots add` first, or point --config, "
