@@ -4,6 +4,7 @@ Imports nothing of ours (imports flow toward config).
 """
 
 from config.errors import ConfigError
-from config.settings import ENV_PREFIX, Settings, config_path, load_settings
+from config.loading import config_path, load_settings
+from config.settings import ENV_PREFIX, Settings
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings", "config_path", "load_settings"]

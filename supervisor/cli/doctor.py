@@ -23,7 +23,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from config import Settings, config_path
-from config.settings import state_dir_origin
+from config.loading import state_dir_origin
 from supervisor.cli.preflight import has_private_postgres
 from supervisor.failures import postgres_address, redis_address
 from supervisor.registry.migrate import available

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from config import Settings
-from config.settings import state_dir_origin
+from config.loading import state_dir_origin
 from supervisor.exitcodes import ExitCode
 
 #: Commands that only read: they never create a registry (nor start a private server
