@@ -101,6 +101,13 @@ def _explain_one(exc: BaseException, settings: Settings) -> OperatorError | None
             ExitCode.CONFIG,
             "database.url",
         )
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return OperatorError(
+            f"{pg} holds no botvisor registry ({exc})",
+            "check database.url, or create the tables with `botvisor migrate`",
+            ExitCode.NO_REGISTRY,
+            "database.url",
+        )
     if isinstance(exc, asyncpg.CannotConnectNowError):
         return OperatorError(
             f"{pg} is starting up or shutting down", "retry in a moment", ExitCode.UNAVAILABLE

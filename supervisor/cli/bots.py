@@ -47,7 +47,7 @@ async def bots_command(settings: Settings, args: argparse.Namespace) -> int:
     writes = args.bots_command not in ("list", "show")  # reads need no Redis for hints
     async with (
         open_services(settings, redis=writes) as live,
-        open_registry(live) as registry,
+        open_registry(live, apply_migrations=writes) as registry,  # reads create nothing
         aiohttp.ClientSession() as session,
     ):
         if args.bots_command == "import":

@@ -99,3 +99,21 @@ def test_make_install_puts_botvisor_on_path(tmp_path: Path) -> None:
     assert link.is_symlink()
     help_run = subprocess.run([str(link), "--help"], capture_output=True, text=True, timeout=60)
     assert help_run.returncode == 0 and help_run.stdout.startswith("usage: botvisor")
+
+
+async def test_bots_list_on_an_empty_database_creates_no_tables(
+    fresh_settings: Callable[..., Settings],
+) -> None:
+    import asyncpg
+
+    settings = fresh_settings()
+    env = daemon_env(settings, "http://127.0.0.1:9", free_port(), BOTVISOR_LOG__LEVEL="WARNING")
+    code, _, err = await cli(env, "bots", "list")
+    assert code == ExitCode.NO_REGISTRY, err
+    assert err.splitlines()[0].startswith("botvisor: PostgreSQL at ") and "botvisor migrate" in err
+    assert settings.database.url is not None
+    conn = await asyncpg.connect(settings.database.url.get_secret_value(), timeout=10)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('bots')", timeout=10) is None
+    finally:
+        await conn.close(timeout=10)
