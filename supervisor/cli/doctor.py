@@ -136,18 +136,19 @@ async def _postgres_at(settings: Settings) -> tuple[Check, int | None]:
 
 
 async def _bot_api(settings: Settings) -> Check:
-    """Any HTTP answer means the endpoint is reachable (through HTTPS_PROXY if set)."""
+    """Any HTTP answer means the endpoint is reachable. Connects as the workers do: directly
+    (they use no proxy, so neither does this check)."""
     base = settings.telegram.api_base
     timeout = aiohttp.ClientTimeout(total=settings.telegram.request_timeout_s)
     try:
-        async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             async with session.get(f"{base}/bot0:doctor/getMe", allow_redirects=False) as resp:
                 status = resp.status
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         return Check(
             False,
             f"Bot API at {base}: {exc or type(exc).__name__}",
-            "check this host's network, DNS and proxy (HTTPS_PROXY), or telegram.api_base",
+            "check this host's network, DNS and firewall, or telegram.api_base",
         )
     return Check(True, f"Bot API at {base} answers (HTTP {status})")
 
