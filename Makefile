@@ -14,15 +14,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp
 DEMO_ARGS ?=
 TEST_ARGS ?=
+BINDIR ?= $(HOME)/.local/bin
 PIP_COMPILE = $(BIN)/uv pip compile pyproject.toml --no-header --python-version 3.11 --no-annotate
 
 # Many bots mean many sockets: raise the soft open-files limit to the hard one.
 RAISE_NOFILE := ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true
 
-.PHONY: help venv demo test lint bench requirements promtool clean distclean
+.PHONY: help venv install demo test lint bench requirements promtool clean distclean
 
 help:
 	@echo "make venv          create $(VENV) with the pinned dev requirements"
+	@echo "make install       link $(BIN)/botvisor into BINDIR (default ~/.local/bin) to put it on PATH"
 	@echo "make demo          run the demo (DEMO_ARGS=... passes options to 'botvisor demo')"
 	@echo "make test          run the tests (TEST_ARGS=... passes options to pytest)"
 	@echo "make lint          ruff check, ruff format --check, mypy"
@@ -39,6 +41,13 @@ $(STAMP): requirements-dev.txt pyproject.toml scripts/bootstrap.py
 		exit 1; }
 	$(PYTHON) scripts/bootstrap.py --venv $(VENV) --requirements requirements-dev.txt
 	@touch $@
+
+# The venv stays where it is; the link follows it (make venv again after a pull).
+install: $(STAMP)
+	install -d "$(BINDIR)"
+	ln -sfn "$(CURDIR)/$(BIN)/botvisor" "$(BINDIR)/botvisor"
+	@echo "botvisor -> $(BINDIR)/botvisor"; case ":$$PATH:" in *":$(BINDIR):"*) ;; \
+		*) echo "note: $(BINDIR) is not on PATH; add it, e.g. export PATH=\"$(BINDIR):\$$PATH\"";; esac
 
 demo: $(STAMP)
 	$(RAISE_NOFILE); $(BIN)/botvisor demo $(DEMO_ARGS)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,16 +17,27 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from config.errors import ConfigError
-
 ENV_PREFIX = "BOTVISOR_"
 #: Environment variables with our prefix that are not settings keys.
-ENV_NOT_SETTINGS = frozenset({"BOTVISOR_CONFIG", "BOTVISOR_WORKER_INDEX"})
+#: (BOTVISOR_TEST_SERVICES: tests/conftest.py's switch, inherited by the CLI it runs)
+ENV_NOT_SETTINGS = frozenset({"BOTVISOR_CONFIG", "BOTVISOR_WORKER_INDEX", "BOTVISOR_TEST_SERVICES"})
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def default_state_dir(config_file: Path | None, environ: Mapping[str, str]) -> tuple[Path, str]:
+    """Where state lives when `state.dir` is not set, and why (for the CLI's one line)."""
+    if environ.get("STATE_DIRECTORY"):  # systemd: the first of StateDirectory=
+        return Path(environ["STATE_DIRECTORY"].split(":")[0]), "$STATE_DIRECTORY (systemd)"
+    if config_file is not None:
+        return config_file.absolute().parent / ".botvisor", f"beside {config_file}"
+    xdg = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")) / ".local/state")
+    why = "$XDG_STATE_HOME" if environ.get("XDG_STATE_HOME") else "~/.local/state"
+    return Path(xdg).expanduser() / "botvisor", f"{why}, no config file"
 
 
 class _Section(BaseModel):
@@ -58,6 +68,16 @@ class RedisSection(_Section):
         "timeout_s) for a free connection; it never fails for being busy.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(REDIS_SCHEMES):
+            raise ValueError(
+                f"{value!r} has no scheme; write redis://{value.split('://')[-1]} "
+                "(or rediss:// for TLS, unix:///path/redis.sock)"
+            )
+        return value
+
 
 class DatabaseSection(_Section):
     url: SecretStr | None = Field(
@@ -65,6 +85,14 @@ class DatabaseSection(_Section):
         description="postgresql:// DSN. Unset: a private PostgreSQL is started in state.dir.",
     )
     pool_max: int = Field(4, ge=1, le=100, description="Connections per process.")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(POSTGRES_SCHEMES):
+            raise ValueError("must start with postgresql:// (e.g. postgresql://user@host/db)")
+        return value
+
     timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one SQL command.")
 
 
@@ -262,8 +290,11 @@ class MetricsSection(_Section):
 
 class StateSection(_Section):
     dir: Path = Field(
-        default_factory=lambda: Path(os.environ.get("STATE_DIRECTORY", ".botvisor")),
-        description="State directory: embedded servers, key file, metrics files.",
+        default_factory=lambda: default_state_dir(None, os.environ)[0],
+        description="State directory: embedded servers, key file, metrics files. Unset: "
+        "$STATE_DIRECTORY (systemd's StateDirectory=, /var/lib/botvisor), else `.botvisor` "
+        "beside the config file, else $XDG_STATE_HOME/botvisor (~/.local/state/botvisor). "
+        "A relative path in the config file is relative to that file.",
     )
 
 
@@ -309,114 +340,3 @@ def _reveal(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """BOTVISOR_SECTION__KEY[__SUBKEY]=value -> nested dict; unknown names are errors."""
-    tree: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
-            continue
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
-        node = tree
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"environment {name}: conflicts with another variable")
-        node[parts[-1]] = value
-    return tree
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _describe(err: ValidationError, origin: Mapping[tuple[str, ...], str]) -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"])
-        key = ".".join(loc) or "(top level)"
-        where = origin.get(loc, "")
-        if e["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
-            allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
-            lines.append(f"{key}: unknown key{where}; allowed here: {allowed}")
-        else:
-            lines.append(f"{key}: {e['msg']}{where}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
-
-
-def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = Settings
-    for part in loc:
-        field = model.model_fields.get(part)
-        ann = field.annotation if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return None
-        model = ann
-    return model
-
-
-def _origins(tree: Mapping[str, Any], label: str, prefix: tuple[str, ...] = ()) -> dict:
-    out: dict[tuple[str, ...], str] = {}
-    for k, v in tree.items():
-        loc = (*prefix, k)
-        if isinstance(v, Mapping):
-            out.update(_origins(v, label, loc))
-        out[loc] = label
-    return out
-
-
-def load_settings(
-    path: str | Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Settings:
-    """Read TOML `path` (or ./botvisor.toml if present), overlay environment and overrides.
-
-    Raises ConfigError naming every bad key and what is allowed.
-    """
-    environ = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    origin: dict[tuple[str, ...], str] = {}
-    if path is None and environ.get("BOTVISOR_CONFIG"):
-        path = environ["BOTVISOR_CONFIG"]
-    if path is None and Path("botvisor.toml").is_file():
-        path = Path("botvisor.toml")
-    if path is not None:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p}: not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from None
-        origin.update(_origins(data, f" (in {p})"))
-    env_tree = _env_overrides(environ)
-    origin.update(_env_origins(env_tree))
-    # Start from the defaults so a partial nested value (one field of a Rate) keeps the rest.
-    data = _merge(_merge(Settings().model_dump(), data), env_tree)
-    if overrides:
-        data = _merge(data, overrides)
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin)) from None
-
-
-def _env_origins(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict:
-    out: dict[tuple[str, ...], str] = {}
-    for k, v in tree.items():
-        loc = (*prefix, k)
-        if isinstance(v, Mapping):
-            out.update(_env_origins(v, loc))
-        out[loc] = f" (from environment {ENV_PREFIX}{'__'.join(loc).upper()})"
-    return out

@@ -19,12 +19,33 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 def prepare_dir(state_dir: Path) -> Path:
-    """Runs in the master before anything imports prometheus_client. Wipes old files."""
-    path = Path(state_dir).absolute() / f"metrics-{os.getpid()}"
+    """Runs in the master before anything imports prometheus_client. Wipes old files,
+    and the directories of masters that died without removing theirs (`remove_dir`)."""
+    state_dir = Path(state_dir).absolute()
+    for old in state_dir.glob("metrics-*"):
+        pid = old.name.removeprefix("metrics-")
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = state_dir / f"metrics-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     os.environ[ENV] = str(path)
     return path
+
+
+def remove_dir(path: Path) -> None:
+    """At the master's exit: its workers are gone, so are their files."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 @cache

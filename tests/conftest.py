@@ -2,7 +2,8 @@
 
 PostgreSQL and Redis are the machine's own at 127.0.0.1:5432 (user postgres, trust) and
 127.0.0.1:6379 when they answer within a second, else private embedded servers started in a
-temporary directory for the session. Nothing of the machine's is touched beyond the one
+temporary directory for the session. `BOTVISOR_TEST_SERVICES=embedded` skips the machine's
+servers and always starts the private ones (CI runs the suite both ways). Nothing of the machine's is touched beyond the one
 database created and dropped for this run and keys under each test's prefix.
 
 Session fixtures are synchronous (asyncio.run for the few async calls, an embedded server
@@ -35,6 +36,12 @@ from supervisor.embedded.servers import open_embedded
 SYSTEM_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 SYSTEM_REDIS = ("127.0.0.1", 6379)
 ANSWER_TIMEOUT_S = 1.0
+#: "embedded": never use the machine's servers; anything else: use them when they answer.
+SERVICES_MODE = os.environ.get("BOTVISOR_TEST_SERVICES", "auto")
+
+
+def _use_system() -> bool:
+    return SERVICES_MODE != "embedded"
 
 
 def _postgres_answers(dsn: str) -> bool:
@@ -105,7 +112,7 @@ class EmbeddedInThread:
 @pytest.fixture(scope="session")
 def postgres_server_dsn() -> Iterator[str]:
     """A superuser DSN of a running PostgreSQL: the machine's, or a private one."""
-    if _postgres_answers(SYSTEM_POSTGRES):
+    if _use_system() and _postgres_answers(SYSTEM_POSTGRES):
         yield SYSTEM_POSTGRES
         return
     embedded = EmbeddedInThread(redis=False, postgres=True)
@@ -120,7 +127,7 @@ def postgres_server_dsn() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_server_url() -> Iterator[str]:
     """URL of a running Redis: the machine's, or a private one."""
-    if _redis_answers(*SYSTEM_REDIS):
+    if _use_system() and _redis_answers(*SYSTEM_REDIS):
         yield "redis://{}:{}/0".format(*SYSTEM_REDIS)
         return
     embedded = EmbeddedInThread(redis=True, postgres=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -120,12 +121,30 @@ class RedisProcess:
             await asyncio.gather(self._drain, return_exceptions=True)
 
 
-class TcpProxy:
-    """Forwards 127.0.0.1:port to a target; `stop()` cuts every connection, `start()` on
-    the same port lets new ones through again."""
+def postgres_address(database_url: str) -> tuple[str, int] | str:
+    """Where a PostgreSQL URL really connects: (host, port), or the Unix socket's path
+    when the URL names a socket directory (`?host=/dir`, as the embedded server's does)."""
+    url = urlsplit(database_url)
+    port = url.port or 5432
+    host = dict(parse_qsl(url.query)).get("host") or url.hostname or "127.0.0.1"
+    if host.startswith("/"):
+        return f"{host}/.s.PGSQL.{port}"
+    return (host, port)
 
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+
+def via_proxy(database_url: str, port: int) -> str:
+    """The same database through 127.0.0.1:port (TCP, whatever the original transport)."""
+    url = urlsplit(database_url)
+    query = urlencode([(k, v) for k, v in parse_qsl(url.query) if k != "host"])
+    return url._replace(netloc=f"{url.username}@127.0.0.1:{port}", query=query).geturl()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target, (host, port) or a Unix socket path; `stop()`
+    cuts every connection, `start()` on the same port lets new ones through again."""
+
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
@@ -151,8 +170,15 @@ class TcpProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
+            if isinstance(self.target, str):
+                up_reader, up_writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(self.target), 5
+                )
+            else:
+                up_reader, up_writer = await asyncio.wait_for(
+                    asyncio.open_connection(*self.target), 5
+                )
+        except (OSError, TimeoutError):
             writer.transport.abort()
             return
         self._writers.update((writer, up_writer))

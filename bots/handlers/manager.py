@@ -2,7 +2,8 @@
 
 /start and /help explain; /login <owner API key> links the Telegram user (message.from.id)
 to the owner; /addbot <token> (or a bare token) registers a bot for that owner; /mybots
-(or /list) lists them; /pause, /resume, /remove <id>; /logout. The fleet is reached only
+(or /list) lists them; /pause, /resume, /remove <id>; /newtoken <token> gives one of them
+the new token @BotFather issued after /revoke; /logout. The fleet is reached only
 through `FleetAdmin` (bots never import supervisor), which the worker supplies.
 
 Private chats only: in a group the bot answers commands with "talk to me in private".
@@ -34,7 +35,7 @@ _BARE_KEY: Final = re.compile(r"^bvo_\d+_\S+$")
 #: Anything secret-looking inside a message.
 _SECRET: Final = re.compile(r"\d{3,20}:[A-Za-z0-9_-]{20,}|bvo_\d+_\S+")
 #: Commands whose argument is a secret.
-_SECRET_COMMANDS: Final = frozenset({"login", "addbot"})
+_SECRET_COMMANDS: Final = frozenset({"login", "addbot", "newtoken"})
 #: deleteMessage is best effort; a slow answer must not hold up the reply.
 DELETE_TIMEOUT_S: Final = 5.0
 
@@ -137,6 +138,8 @@ class ManagerHandler:
         match said.command:
             case "addbot":
                 return await self._add(admin, owner_id, said.arg)
+            case "newtoken":
+                return await self._new_token(admin, owner_id, said.arg)
             case "mybots" | "list":
                 return say.bot_list(await admin.list_bots(owner_id))
             case "pause" | "resume" | "remove" as command:
@@ -167,6 +170,15 @@ class ManagerHandler:
         except BadToken:
             raise FleetAdminError(Refusal.BAD_TOKEN) from None
         return say.added(await admin.register(owner_id, token.reveal()))
+
+    async def _new_token(self, admin: FleetAdmin, owner_id: int, arg: str) -> str:
+        if not arg:
+            return say.NEWTOKEN_USAGE
+        try:
+            token = BotToken(arg)
+        except BadToken:
+            raise FleetAdminError(Refusal.BAD_TOKEN) from None
+        return say.token_replaced(await admin.replace_token(owner_id, token.reveal()))
 
     async def _in_group(self, said: _Said, text: str, ctx: BotContext) -> None:
         """Groups get no service: a command is told to go private; a secret is removed."""

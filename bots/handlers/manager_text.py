@@ -15,6 +15,7 @@ HELP: Final = (
     "(the key `botvisor owners add` printed)\n"
     "/addbot <token> - add a bot, with the token @BotFather gave you\n"
     "/mybots - list your bots\n"
+    "/newtoken <token> - a new token for one of your bots (after /revoke at @BotFather)\n"
     "/pause <id>, /resume <id>, /remove <id> - change one of them\n"
     "/logout - unlink this Telegram account"
 )
@@ -30,6 +31,9 @@ LOGIN_USAGE: Final = "Send /login followed by your owner API key (it starts with
 LOGIN_BAD_KEY: Final = "That API key is not valid. Check it and send /login <API key> again."
 ADDBOT_USAGE: Final = (
     "Send me the bot's token from @BotFather (it looks like 123456789:AAE...), or /addbot <token>."
+)
+NEWTOKEN_USAGE: Final = (
+    "Send /newtoken followed by the bot's new token from @BotFather; the bot keeps its settings."
 )
 LOGGED_OUT: Final = "Logged out. This Telegram account no longer manages any bots."
 NOT_LOGGED_IN_ANYWAY: Final = "You were not logged in."
@@ -70,6 +74,10 @@ def logged_in(owner: str) -> str:
 
 def added(bot: ManagedBot) -> str:
     return f"Added {name(bot)}. It is starting now; /mybots shows it."
+
+
+def token_replaced(bot: ManagedBot) -> str:
+    return f"New token stored for {name(bot)}; it is {bot.state} now."
 
 
 def paused(bot: ManagedBot) -> str:
@@ -113,7 +121,10 @@ def refusal(exc: FleetAdminError) -> str:
             token = "that token" if exc.bot_id is None else masked(exc.bot_id)
             return f"The bot of {token} is already registered with botvisor."
         case Refusal.ALREADY_YOURS:
-            return f"You already have {bot}; /mybots lists it."
+            return (
+                f"You already have {bot}; /mybots lists it. If @BotFather gave it a new "
+                "token, send /newtoken <token>."
+            )
         case Refusal.BAD_TOKEN:
             return "That is not a bot token. " + ADDBOT_USAGE
         case Refusal.TOKEN_REJECTED:

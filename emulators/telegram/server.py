@@ -21,6 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from emulators.telegram.openapi import document
 from emulators.telegram.state import (
     CHAT_ID_EMPTY,
     CHAT_NOT_FOUND,
@@ -165,6 +166,7 @@ class EmulatorServer:
         self._control_get: dict[str, Callable[[web.BaseRequest], web.Response]] = {
             "stats": self._c_stats,
             "polling": self._c_polling,
+            "openapi.json": lambda _request: _json(200, orjson.dumps(document())),
         }
         self._control_post: dict[str, Callable[[Any], web.Response]] = {
             "bots": self._c_create_bots,

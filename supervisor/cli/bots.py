@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -43,21 +44,22 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 async def bots_command(settings: Settings, args: argparse.Namespace) -> int:
     """`botvisor bots …`: the admin's view, through the same BotService as the HTTP API."""
+    writes = args.bots_command not in ("list", "show")  # reads need no Redis for hints
     async with (
-        open_services(settings) as live,
-        open_registry(live) as registry,
+        open_services(settings, redis=writes) as live,
+        open_registry(live, apply_migrations=writes) as registry,  # reads create nothing
         aiohttp.ClientSession() as session,
     ):
         if args.bots_command == "import":
             return await _import(live, registry, args)
         try:
-            return await _bots(BotService(registry, live, session), args)
+            return await _bots(BotService(registry, live, session), registry, args)
         except BotServiceError as exc:
             _err(exc.message)
             return ExitCode.FAILURE
 
 
-async def _bots(svc: BotService, args: argparse.Namespace) -> int:
+async def _bots(svc: BotService, registry: Registry, args: argparse.Namespace) -> int:
     match args.bots_command:
         case "add":
             try:
@@ -70,12 +72,19 @@ async def _bots(svc: BotService, args: argparse.Namespace) -> int:
             )
             _out(f"bot {record.id} (@{record.username}) registered, handler {record.handler}")
         case "list":
-            _list(await svc.list(ADMIN), args.json)
+            owners = {o.id: o.name for o in await registry.owners()}
+            _list(await svc.list(ADMIN), owners, args.json)
         case "show":
             record = await svc.get(ADMIN, args.id)
             _out(orjson.dumps(record.public(), option=orjson.OPT_INDENT_2).decode())
         case "update":
             return await _update(svc, args)
+        case "replace-token":
+            token = _read_token(args.token_file)
+            if token is None:
+                return ExitCode.FAILURE
+            record = await svc.replace_token(ADMIN, args.id, token)
+            _out(f"bot {record.id} (@{record.username}): token replaced, {record.state}")
         case "pause":
             await svc.pause(ADMIN, args.id)
             _out(f"bot {args.id}: paused")
@@ -90,14 +99,29 @@ async def _bots(svc: BotService, args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(bots: list[BotRecord], as_json: bool) -> None:
+def _read_token(name: str) -> str | None:
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        _err(f"--token-file {name}: {exc.strerror}")
+        return None
+    lines = text.strip().splitlines()
+    if not lines:
+        _err(f"--token-file {name}: empty; put the token from @BotFather on its first line")
+        return None
+    return lines[0].strip()
+
+
+def _list(bots: list[BotRecord], owners: dict[int, str], as_json: bool) -> None:
     if as_json:
-        _out(orjson.dumps([b.public() for b in bots]).decode())
+        rows = [{**b.public(), "owner": owners.get(b.owner_id or 0)} for b in bots]
+        _out(orjson.dumps(rows).decode())
         return
-    _out(f"{'ID':>12}  {'USERNAME':<24} {'OWNER':>5} {'HANDLER':<8} {'STATE':<9} REASON")
+    _out(f"{'ID':>12}  {'USERNAME':<24} {'OWNER':<16} {'HANDLER':<8} {'STATE':<9} REASON")
     for b in bots:
+        owner = owners.get(b.owner_id, str(b.owner_id)) if b.owner_id is not None else "-"
         _out(
-            f"{b.id:>12}  {b.username:<24} {b.owner_id or '-':>5} {b.handler:<8} {b.state:<9} "
+            f"{b.id:>12}  {b.username:<24} {owner:<16} {b.handler:<8} {b.state:<9} "
             f"{b.disabled_reason or ''}"
         )
     _out(f"{len(bots)} bot(s)")
@@ -130,16 +154,22 @@ async def _import(settings: Settings, registry: Registry, args: argparse.Namespa
         _err(f"{args.file}: {exc.strerror}")
         return ExitCode.FAILURE
     tokens: list[BotToken] = []
+    seen: dict[str, int] = {}  # token -> first line: a repeated line is checked once
     bad = 0
     for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
+            continue
+        if line in seen:
+            _err(f"{args.file}:{number}: same token as line {seen[line]} (skipped)")
             continue
         try:
             tokens.append(BotToken(line))
         except BadToken:
             bad += 1
             _err(f"{args.file}:{number}: not a bot token (line skipped)")
+            continue
+        seen[line] = number
     usernames: dict[int, str] = {}
     rejected = 0
     if not args.no_check and tokens:

@@ -68,8 +68,33 @@ class Demo:
         self.last_status: dict[str, Any] = {}
         self._prev_totals: dict[int, dict[str, int]] = {}  # per worker, for per-second rates
         self._lines = 0  # lines of the live view to redraw on a TTY
+        #: Ctrl-C once: stop the traffic, then stop the daemon and print what was measured
+        self.interrupted = False
+        self._task: asyncio.Task[Any] | None = None
+        self._started = time.monotonic()
+
+    def _interrupt(self) -> None:
+        if self.interrupted and self._task is not None:
+            self._task.cancel()  # a second Ctrl-C: quit at once
+            return
+        self.interrupted = True
+        print(
+            "\ndemo: interrupted; stopping the daemon and summing up what was measured "
+            "(Ctrl-C again quits at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        loop.add_signal_handler(signal.SIGINT, self._interrupt)
+        try:
+            return await self._run()
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    async def _run(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         demo_settings = self.settings.model_copy(
             update={"state": self.settings.state.model_copy(update={"dir": self.state_dir})}
@@ -88,6 +113,7 @@ class Demo:
                     str(emu_port),
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=fd,
+                    start_new_session=True,  # the terminal's Ctrl-C is for us: we stop it
                 )
             finally:
                 os.close(fd)
@@ -109,11 +135,11 @@ class Demo:
                         f"state in {self.state_dir}"
                     )
                     started = time.monotonic()
-                    if not await _wait_http(f"{status_url}/readyz", 120):
+                    if not self.interrupted and not await _wait_http(f"{status_url}/readyz", 120):
                         self._say("demo: the daemon did not become ready within 120 s")
                     ready_s = time.monotonic() - started
                     await self._traffic(emu, bots, status_url)
-                    await self._settle(emu)
+                    await self._settle(emu, 5.0 if self.interrupted else 30.0)
                     stats = await emu.stats(per_bot=False)
                     await self._refresh_status(status_url)
                     code = await self._stop_master(master)
@@ -128,8 +154,9 @@ class Demo:
                     emulator.terminate()
                     await emulator.wait()
         self._print_summary(summary)
-        ok = summary["lost"] == 0 and summary["bots_running"] == self.n_bots
-        return 0 if ok else 1
+        if self.interrupted:
+            return 130
+        return 0 if summary["verdict"].startswith("OK") else 1
 
     async def _register(self, live: Settings, tokens: list[str]) -> None:
         async with open_registry(live) as registry:
@@ -166,6 +193,7 @@ class Demo:
                 env=env,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=fd,
+                start_new_session=True,  # Ctrl-C reaches only the demo, which drains the daemon
             )
         finally:
             os.close(fd)
@@ -180,7 +208,7 @@ class Demo:
         start = time.monotonic()
         next_view = start + 1.0
         owed = 0.0
-        while (now := time.monotonic()) - start < self.args.duration:
+        while (now := time.monotonic()) - start < self.args.duration and not self.interrupted:
             owed += self.rate * tick
             batch = int(owed)
             owed -= batch
@@ -261,7 +289,7 @@ class Demo:
     def _summary(self, stats: dict[str, Any], ready_s: float, master_exit: int) -> dict[str, Any]:
         t = stats["totals"]
         workers = self.last_status.get("workers", [])
-        return {
+        summary = {
             "bots": self.n_bots,
             "bots_running": sum(w.get("bots_running", 0) for w in workers),
             "workers": len(workers),
@@ -278,15 +306,38 @@ class Demo:
             "p99_ms": t["p99_ms"],
             "worker_restarts": self.last_status.get("worker_restarts", 0),
             "master_exit": master_exit,
+            "interrupted": self.interrupted,
+            "elapsed_s": round(time.monotonic() - self._started, 1),
         }
+        summary["verdict"] = self._verdict(summary)
+        return summary
+
+    def _verdict(self, s: dict[str, Any]) -> str:
+        """One line: OK or FAIL, and why."""
+        problems = []
+        if s["bots_running"] != s["bots"]:
+            problems.append(f"{s['bots_running']}/{s['bots']} bots running")
+        if s["lost"]:
+            problems.append(f"{s['lost']} message(s) lost")
+        if s["master_exit"]:
+            problems.append(f"the daemon exited {s['master_exit']}")
+        head = "FAIL: " + ", ".join(problems) if problems else "OK"
+        partial = " (interrupted: partial run)" if s["interrupted"] else ""
+        return (
+            f"{head}{partial}; {s['replied']}/{s['injected']} answered, "
+            f"{s['telegram_429']} × 429, p99 {s['p99_ms']} ms"
+        )
 
     def _print_summary(self, s: dict[str, Any]) -> None:
         if self.args.json:
+            self._say(f"verdict: {s['verdict']}")
             print(orjson.dumps(s).decode(), flush=True)
             return
-        self._say("\nsummary")
+        self._say("\nsummary" + (" (interrupted)" if s["interrupted"] else ""))
         for key, value in s.items():
-            self._say(f"  {key:<16} {value}")
+            if key != "verdict":
+                self._say(f"  {key:<16} {value}")
+        self._say(f"verdict: {s['verdict']}")
 
 
 async def run_demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from config import Settings
 from context import ContextStore, release_chat
-from supervisor.http.models import Bot, BotCreate, BotList, BotPatch, ChatRelease
+from supervisor.http.models import Bot, BotCreate, BotList, BotPatch, BotTokenReplace, ChatRelease
 from supervisor.http.openapi import HOST_OPERATIONS, Handler, Operation, Reply, build_document
 from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind
 from supervisor.registry.bots import Registry
@@ -215,6 +215,12 @@ async def resume_bot(request: web.Request, caller: Caller, svc: BotService) -> w
     return _model(Bot.of(await svc.resume(caller, _bot_id(request))))
 
 
+async def replace_token(request: web.Request, caller: Caller, svc: BotService) -> web.Response:
+    body = await _body(request, BotTokenReplace)
+    token = body.token.get_secret_value()
+    return _model(Bot.of(await svc.replace_token(caller, _bot_id(request), token)))
+
+
 async def release_chat_view(request: web.Request, caller: Caller, svc: BotService) -> web.Response:
     """End an operator handoff: the bot answers that chat again (same code as the CLI)."""
     bot_id = _bot_id(request)
@@ -309,6 +315,18 @@ ADMIN_OPERATIONS: tuple[Operation, ...] = (
         errors=_RW,
         auth=True,
         handler=_endpoint(resume_bot),
+    ),
+    Operation(
+        method="PUT",
+        path=_ONE + "/token",
+        operation_id="replaceBotToken",
+        summary="Give it a new token (same bot id; checked with getMe, stored re-encrypted); "
+        "owner, handler and settings stay, a disabled bot polls again.",
+        replies=_BOT,
+        errors=(400, 401, 404, 408, 413, 422, 502, 503),
+        body=BotTokenReplace,
+        auth=True,
+        handler=_endpoint(replace_token),
     ),
     Operation(
         method="POST",

@@ -45,6 +45,12 @@ class BotPatch(_Model):
     )
 
 
+class BotTokenReplace(_Model):
+    """A new token for a registered bot (after /revoke in @BotFather): same bot id."""
+
+    token: SecretStr = Field(description="The new token, `<bot id>:<secret>`; checked with getMe.")
+
+
 # -- responses ------------------------------------------------------------------------------
 
 

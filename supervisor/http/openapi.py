@@ -14,7 +14,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from supervisor.http.models import Error, Health, Readiness, Status
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Method = Literal["GET", "POST", "PATCH", "DELETE"]
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 _REF = "#/components/schemas/{model}"
 #: the error responses an authenticated endpoint may give, with what they mean

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,9 @@ from config import Settings, load_settings
 from context import open_context_store
 from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
+from supervisor.failures import OperatorError
 from supervisor.master.arbiter import HaltMaster, Master
+from supervisor.registry.master_lock import AlreadyRunning, hold_master_lock
 from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import open_registry, open_services
 
@@ -26,16 +31,72 @@ def pidfile(settings: Settings) -> Path:
     return Path(settings.state.dir).absolute() / "master.pid"
 
 
+def already_running(exc: AlreadyRunning) -> OperatorError:
+    h = exc.holder
+    who = (
+        f"pid {h.pid} on host {h.host}, HTTP {h.http}, since {h.started_at:%Y-%m-%d %H:%M:%S %Z}"
+        if h is not None
+        else f"host {exc.host}, starting"
+    )
+    return OperatorError(
+        f"another botvisor master already runs on this registry: {who}",
+        "stop it first (`systemctl stop botvisor` or kill that pid); "
+        "one master per host and database",
+        ExitCode.ALREADY_RUNNING,
+    )
+
+
+@contextlib.asynccontextmanager
+async def master_lock(live: Settings) -> AsyncIterator[None]:
+    assert live.database.url is not None
+    http = f"{live.http.host}:{live.http.port}"
+    try:
+        async with hold_master_lock(
+            live.database.url.get_secret_value(),
+            socket.gethostname(),
+            http,
+            live.database.timeout_s,
+        ):
+            yield
+    except AlreadyRunning as exc:
+        raise already_running(exc) from None
+
+
+async def start_http(runner: web.AppRunner, live: Settings) -> int:
+    """Bind the HTTP endpoints; a taken address is an OperatorError. Returns the port."""
+    site = web.TCPSite(runner, live.http.host, live.http.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise OperatorError(
+            f"cannot listen on {live.http.host}:{live.http.port}: {exc.strerror}",
+            "stop what uses that port (`ss -ltnp`) or choose another http.port",
+            ExitCode.ADDRESS_IN_USE,
+            "http.port",
+        ) from None
+    return runner.addresses[0][1] if runner.addresses else live.http.port
+
+
 async def run_daemon(settings: Settings, config_path: Path | None) -> int:
     """Runs in the master process. Returns the exit status."""
     from supervisor import metrics
 
     state_dir = Path(settings.state.dir).absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
-    metrics.prepare_dir(state_dir)  # before anything imports prometheus_client
+    metrics_dir = metrics.prepare_dir(state_dir)  # before anything imports prometheus_client
+    try:
+        return await _serve(settings, config_path)
+    finally:
+        metrics.remove_dir(metrics_dir)
+
+
+async def _serve(settings: Settings, config_path: Path | None) -> int:
     async with (
         open_services(settings) as live,
         open_registry(live) as registry,
+        master_lock(live),  # before the pid file and the port: a second run touches neither
         aiohttp.ClientSession() as session,  # the admin API's getMe checks
         contextlib.aclosing(
             redis_client(live.redis.url or "", live.redis.timeout_s, live.redis.pool_max)
@@ -65,9 +126,11 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
 
         runner = web.AppRunner(make_app(master, registry, admin), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, live.http.host, live.http.port)
-        await site.start()
-        port = runner.addresses[0][1] if runner.addresses else live.http.port
+        try:
+            port = await start_http(runner, live)
+        except OperatorError:
+            await runner.cleanup()
+            raise
         pidfile(live).write_text(f"{os.getpid()}\n")
         log.info("master.http", host=live.http.host, port=port, workers=live.workers.count)
         try:
@@ -78,8 +141,15 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
             return halt.exit_status
         finally:
             await runner.cleanup()
-            with contextlib.suppress(FileNotFoundError):
-                pidfile(live).unlink()
+            remove_own_pidfile(live)
+
+
+def remove_own_pidfile(settings: Settings) -> None:
+    """Remove master.pid only if it is ours: never another master's."""
+    path = pidfile(settings)
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()
 
 
 async def migrate_only(settings: Settings) -> int:

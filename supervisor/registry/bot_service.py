@@ -17,13 +17,14 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 
-from bots.handlers.registry import HANDLERS
+from bots.handlers.registry import HANDLERS, check_settings, unavailable
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
 from supervisor.registry.bots import AlreadyRegistered, BotRecord, BotState, Registry
 from supervisor.registry.owners import Caller
 from supervisor.services import publish_hint
+from supervisor.worker.fleet import BadBotSettings, limits_for
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +81,7 @@ class BotService:
     ) -> BotRecord:
         """Check the token with getMe, store the bot, hint the workers. The token is checked
         before the duplicate test, so only a holder of a live token learns a bot is taken."""
-        _check_handler(handler)
+        self._check(handler, settings or {}, new_handler=True)
         try:
             parsed = BotToken(token)
         except BadToken as exc:
@@ -118,10 +119,41 @@ class BotService:
         handler: str | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> BotRecord:
-        """Replace the handler and/or the settings object; bumps the revision."""
-        if handler is not None:
-            _check_handler(handler)
+        """Replace the handler and/or the settings object; bumps the revision. The result is
+        checked against the handler's settings model (another owner's bot: 404 first)."""
+        if handler is not None or settings is not None:
+            current = await self.get(caller, bot_id)
+            self._check(
+                handler or current.handler,
+                current.settings if settings is None else settings,
+                new_handler=handler is not None and handler != current.handler,
+            )
         return await self._change(caller, bot_id, "updated", handler=handler, settings=settings)
+
+    async def replace_token(self, caller: Caller, bot_id: int, token: str) -> BotRecord:
+        """A new token from @BotFather for bot `bot_id` (after /revoke): checked with getMe,
+        stored re-encrypted; owner, handler and settings stay, a disabled bot polls again."""
+        try:
+            parsed = BotToken(token)
+        except BadToken as exc:
+            raise BotServiceError(ErrorKind.INVALID, "invalid_token", f"token: {exc}") from None
+        await self.get(caller, bot_id)  # another owner's bot is a 404 before any getMe
+        if parsed.bot_id != bot_id:
+            raise BotServiceError(
+                ErrorKind.INVALID,
+                "token_of_another_bot",
+                f"token: it belongs to bot {parsed.bot_id}, not bot {bot_id}; a bot keeps "
+                "its id when @BotFather issues a new token",
+            )
+        me = await self._get_me(parsed)
+        record = await self._registry.replace_token(
+            parsed, str(me.get("username", "")), owner_id=caller.scope
+        )
+        if record is None:
+            raise _not_found(bot_id)
+        await publish_hint(self._settings, (bot_id,), self._redis)
+        log.info("bot.token_replaced", bot_id=bot_id, revision=record.revision)
+        return record
 
     async def pause(self, caller: Caller, bot_id: int) -> BotRecord:
         return await self._change(caller, bot_id, "paused", state=BotState.PAUSED)
@@ -193,11 +225,26 @@ class BotService:
                 f"could not check the token with getMe at {tg.api_base}: {exc}; try again",
             ) from None
 
-
-def _check_handler(handler: str) -> None:
-    if handler not in HANDLERS:
-        raise BotServiceError(
-            ErrorKind.INVALID,
-            "unknown_handler",
-            f"handler: unknown handler {handler!r}; available: {', '.join(sorted(HANDLERS))}",
-        )
+    def _check(self, handler: str, settings: Mapping[str, Any], *, new_handler: bool) -> None:
+        """A known handler this host can run (when new), settings its model accepts."""
+        if handler not in HANDLERS:
+            raise BotServiceError(
+                ErrorKind.INVALID,
+                "unknown_handler",
+                f"handler: unknown handler {handler!r}; available: {', '.join(sorted(HANDLERS))}",
+            )
+        reason = unavailable(handler, self._settings) if new_handler else None
+        if reason is not None:
+            raise BotServiceError(ErrorKind.INVALID, "handler_unavailable", reason)
+        problems = check_settings(handler, settings)
+        if not problems:
+            try:
+                limits_for(self._settings, settings)
+            except BadBotSettings as exc:
+                problems = [str(exc).removeprefix("settings.")]
+        if problems:
+            raise BotServiceError(
+                ErrorKind.INVALID,
+                "invalid_settings",
+                f"settings of a {handler} bot: " + "; ".join(problems),
+            )

@@ -206,6 +206,24 @@ class Registry:
         )
         return None if row is None else _record(row)
 
+    async def replace_token(
+        self, token: BotToken, username: str, *, owner_id: int | None = None
+    ) -> BotRecord | None:
+        """A new token for a registered bot (same id), re-encrypted under the current key;
+        owner, handler and settings stay; a disabled bot is active again."""
+        row = await self._pool.fetchrow(
+            "UPDATE bots SET key_id = $2, token_encrypted = $3, username = $4,"
+            " state = CASE WHEN state = 'disabled' THEN 'active' ELSE state END,"
+            " disabled_reason = NULL, revision = revision + 1, updated_at = now()"
+            f" WHERE id = $1 AND ($5::bigint IS NULL OR owner_id = $5) RETURNING {_COLUMNS}",
+            token.bot_id,
+            *self._box.seal(token),
+            username,
+            owner_id,
+            timeout=self._timeout,
+        )
+        return None if row is None else _record(row)
+
     async def set_state(self, bot_id: int, state: BotState, reason: str | None = None) -> bool:
         status = await self._pool.execute(
             "UPDATE bots SET state = $2, disabled_reason = $3, revision = revision + 1,"

@@ -114,6 +114,17 @@ class ManagerAdmin:
                     refusal = Refusal.ALREADY_YOURS if mine is not None else refusal
                 raise FleetAdminError(refusal, bot_id) from None
 
+    async def replace_token(self, owner_id: int, token: str) -> ManagedBot:
+        try:
+            bot_id = BotToken(token).bot_id
+        except BadToken:
+            raise FleetAdminError(Refusal.BAD_TOKEN) from None
+        with _outage("replace_token"):
+            try:
+                return _bot(await self._service().replace_token(_owner(owner_id), bot_id, token))
+            except BotServiceError as exc:
+                raise FleetAdminError(self._refusal(exc, bot_id), bot_id) from None
+
     async def list_bots(self, owner_id: int) -> list[ManagedBot]:
         with _outage("list"):
             return [_bot(r) for r in await self._service().list(_owner(owner_id))]

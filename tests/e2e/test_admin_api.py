@@ -220,17 +220,18 @@ async def test_a_body_that_is_not_json_is_400(api: Api) -> None:
 async def test_patch_bumps_the_revision_replaces_settings_and_hints_the_workers(
     api: Api, redis_url: str
 ) -> None:
-    bot = await api.register(api.alice, settings={"greeting": "hi", "n": 1})
+    slow, slower = ({"ratelimit": {"per_bot": {"limit": n}}} for n in (10, 5))
+    bot = await api.register(api.alice, settings=slow)
     client = aioredis.from_url(redis_url, socket_timeout=10)
     pubsub = client.pubsub()
     await pubsub.subscribe(keys.control_channel(api.settings.redis.prefix))
     try:
         status, data = await api.call(
-            "PATCH", f"/v1/bots/{bot['id']}", api.alice, {"settings": {"n": 2}}
+            "PATCH", f"/v1/bots/{bot['id']}", api.alice, {"settings": slower}
         )
         assert status == 200, data
         assert data["revision"] == bot["revision"] + 1
-        assert data["settings"] == {"n": 2} and data["handler"] == "echo"
+        assert data["settings"] == slower and data["handler"] == "echo"
         async with asyncio.timeout(5):
             while (msg := await pubsub.get_message(True, timeout=5)) is None:
                 pass
@@ -330,7 +331,9 @@ async def test_the_openapi_document_lists_exactly_the_routes_and_describes_the_a
         return data
 
     bot = api.emulator.state.create_bots(1)[0]
-    created = await check("POST", "/v1/bots", api.alice, {"token": bot.token, "settings": {"a": 1}})
+    created = await check(
+        "POST", "/v1/bots", api.alice, {"token": bot.token, "settings": {"ratelimit": {}}}
+    )
     one = f"/v1/bots/{created['id']}"
     await check("GET", "/v1/bots", api.alice)
     await check("GET", one, api.alice)

@@ -106,13 +106,18 @@ async def test_import_then_run_in_an_empty_directory_uses_embedded_servers(
         BOTVISOR_WORKERS__COUNT="1",
         BOTVISOR_HTTP__PORT=str(free_port()),
         BOTVISOR_LOG__FORMAT="json",
+        XDG_STATE_HOME=str(tmp_path / "xdg"),
     )
     code, out, err = await cli(env, "bots", "import", "tokens.txt", cwd=tmp_path)
     assert code == 0, err
-    assert "embedded" in err  # the log says the servers are private ones
-    settings = Settings.model_validate(
-        {"state": {"dir": str(tmp_path / ".botvisor")}, "workers": {"count": 1}}
+    state = tmp_path / "xdg" / "botvisor"  # no config file: $XDG_STATE_HOME/botvisor
+    assert err.splitlines()[0] == (
+        f"botvisor: state in {state} ($XDG_STATE_HOME, no config file); "
+        "embedded PostgreSQL and Redis there (no database.url/redis.url set)"
     )
+    assert '"level":"info"' not in err  # no other chatter from the private servers
+    assert not (tmp_path / ".botvisor").exists()
+    settings = Settings.model_validate({"state": {"dir": str(state)}, "workers": {"count": 1}})
     code, out, err = await cli(env, "bots", "list", "--json", cwd=tmp_path)
     assert sorted(b["id"] for b in orjson.loads(out)) == sorted(b.id for b in bots)
     # pytest's 0700 temp dirs keep `nobody` out: the warning says so, as designed

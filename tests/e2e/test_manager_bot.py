@@ -148,8 +148,8 @@ async def test_an_owner_adds_lists_pauses_resumes_and_removes_a_bot_from_telegra
         reply = await alice.say("/mybots")
         assert reply == f"Your bots (1):\n{bot_id} @emu{bot_id}_bot - active"
         assert await alice.say(f"/addbot {token}") == (
-            f"You already have bot {bot_id}; /mybots lists it."
-            "\n\nI deleted your message: it held a secret."
+            f"You already have bot {bot_id}; /mybots lists it. If @BotFather gave it a new "
+            "token, send /newtoken <token>.\n\nI deleted your message: it held a secret."
         )
 
         # another owner's Telegram user sees nothing of alice's and changes nothing

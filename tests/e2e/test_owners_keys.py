@@ -265,17 +265,33 @@ async def test_cli_bots_add_owner_and_update_go_through_the_shared_service(
     code, _, err = await cli(env, "bots", "add", "--token", bot.token, "--owner", "nobody")
     assert code != 0 and "no owner named 'nobody'" in err
     code, out, err = await cli(
-        env, "bots", "add", "--token", bot.token, "--owner", "carol", "--set", "a=1"
+        env,
+        "bots",
+        "add",
+        "--token",
+        bot.token,
+        "--owner",
+        "carol",
+        "--set",
+        'ratelimit={"per_bot": {"limit": 3}}',
     )
     assert code == 0, err
     code, out, err = await cli(
-        env, "bots", "update", str(bot.id), "--set", "b=2", "--unset", "a", "--handler", "echo"
+        env,
+        "bots",
+        "update",
+        str(bot.id),
+        *("--set", 'ratelimit={"per_bot": {"limit": 7}}', "--handler", "echo"),
     )
     assert code == 0 and "revision 2" in out, err
     async with open_registry(settings) as registry:
         record = await registry.get(bot.id)
         owners = await registry.owners()
-    assert record is not None and record.settings == {"b": 2} and record.revision == 2
+    assert (
+        record is not None
+        and record.settings == {"ratelimit": {"per_bot": {"limit": 7}}}
+        and record.revision == 2
+    )
     assert [(o.name, o.bots) for o in owners] == [("carol", 1)]
     assert record.owner_id == owners[0].id
     code, _, err = await cli(env, "bots", "update", "42")

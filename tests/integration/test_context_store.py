@@ -19,7 +19,14 @@ from context.model import RESET_ROLE, apply_changes, recent_history
 from context.pending import ALL, PendingChat, replay
 from context.redis_io import RedisContexts, Ttls
 from ipc import keys
-from tests.context_helpers import TcpProxy, delete_prefix, durable_rows, ensure_migrated
+from tests.context_helpers import (
+    TcpProxy,
+    delete_prefix,
+    durable_rows,
+    ensure_migrated,
+    postgres_address,
+    via_proxy,
+)
 
 
 @pytest.fixture
@@ -256,13 +263,11 @@ async def test_postgres_down_keeps_serving_and_writes_the_history_when_back(
     settings_factory: Callable[..., Settings], database_url: str
 ) -> None:
     await ensure_migrated(database_url)
-    from urllib.parse import urlsplit
-
-    url = urlsplit(database_url)
-    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    proxy = TcpProxy(postgres_address(database_url))
     await proxy.start()
-    via_proxy = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}").geturl()
-    settings = settings_factory(database={"url": via_proxy, "timeout_s": 1.0})
+    settings = settings_factory(
+        database={"url": via_proxy(database_url, proxy.port), "timeout_s": 1.0}
+    )
     bot = new_bot()
     try:
         async with open_context_store(settings) as store:
