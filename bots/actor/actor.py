@@ -78,6 +78,8 @@ class BotSpec:
     handler: str
     settings: Mapping[str, Any]
     revision: int
+    #: known from registration: the actor then starts with a getUpdates, not a getMe
+    username: str = ""
 
 
 class ProgressStore(Protocol):
@@ -168,6 +170,7 @@ class BotActor:
         #: why getUpdates is failing right now ("" while it works): "429", "502", "timeout"…
         self.trouble = ""
         self._poll_backoff: Backoff | None = None
+        self._first: list[Any] | None = None  # the handshake poll's updates
         self._log = log.bind(bot_id=spec.bot_id)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -234,19 +237,40 @@ class BotActor:
             await asyncio.shield(self._teardown())
 
     async def _setup(self) -> None:
-        me = await self.api.call("getMe")
-        self.username = str(me.get("username", "")) if isinstance(me, dict) else ""
+        """The handshake. With the username known from registration, the first call is a
+        getUpdates with no wait on the bot's own poll connection (it then carries the
+        long polls): a dead token answers 401 there as it would to getMe, and a worker
+        starting 5,000 bots makes 5,000 requests fewer, none through the shared pool."""
         initial, self._initial = self._initial, UNKNOWN
         if initial is UNKNOWN:
             initial = await self.progress.load(self.spec.bot_id)
         if isinstance(initial, BotProgress) and self._dispatcher is not None:
             self._dispatcher.start_at(initial.watermark, initial.done)
-        self.set_state(ActorState.RUNNING, "getMe ok")
+        if self.spec.username:
+            self.username = self.spec.username
+            self._first = await self._first_poll()
+        else:
+            me = await self.api.call("getMe")
+            self.username = str(me.get("username", "")) if isinstance(me, dict) else ""
+        self.set_state(ActorState.RUNNING, "handshake ok")
+
+    async def _first_poll(self) -> list[Any]:
+        params: dict[str, Any] = {"timeout": 0, "limit": min(100, self.poll.inflight_max)}
+        offset = self._dispatcher.watermark() if self._dispatcher is not None else None
+        if offset is not None:
+            params["offset"] = offset
+        updates = await self.api.poll(params, timeout=self.poll.poll_timeout_s + 10)
+        if not isinstance(updates, list):
+            raise TelegramError(self.spec.bot_id, "getUpdates", 200, "result is not a list")
+        return updates
 
     async def _running(self) -> None:
         dispatcher = self._dispatcher
         assert dispatcher is not None
         poll_timeout = self.poll.poll_timeout_s + 10
+        first, self._first = self._first, None
+        if first:
+            dispatcher.submit(first)
         while not self._stopping:
             mark = dispatcher.progress()
             if dispatcher.inflight() >= self.poll.inflight_max:

@@ -39,6 +39,13 @@ CONTROL: Final[tuple[ControlOp, ...]] = (
         "Revoke a bot's token: its calls get 401 from now on.",
         '{"bot_id": 7000000001}',
     ),
+    ControlOp(
+        "POST",
+        "/control/outage",
+        "Telegram down: every Bot API request (parked long polls too) answers `code` "
+        "(429 with `retry_after`, or a 5xx) for `seconds`; 0 seconds ends it.",
+        '{"code": 502, "seconds": 30}',
+    ),
     ControlOp("POST", "/control/reset_stats", "Zero the counters of every bot.", "{}"),
     ControlOp(
         "GET",

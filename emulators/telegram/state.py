@@ -414,6 +414,7 @@ class EmulatorState:
         #: a Telegram outage: every Bot API request answers this error until `until`
         self.outage: tuple[Result, float] | None = None
         self.outage_answers = 0
+        self.get_me_total = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
 
@@ -581,6 +582,7 @@ class EmulatorState:
     # ------------------------------------------------------------------ Bot API methods
 
     def get_me(self, bot: BotState) -> Result:
+        self.get_me_total += 1
         return ok(
             {
                 "id": bot.id,
@@ -759,6 +761,7 @@ class EmulatorState:
             "lost": self.injected - self.replied,
             "duplicates": self.duplicates,
             "outage_answers": self.outage_answers,
+            "get_me": self.get_me_total,
             "out_of_order": self.out_of_order,
             "sent": self.sent,
             "telegram_429": self.telegram_429,

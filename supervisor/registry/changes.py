@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-_ROW = "id, state, key_id, token_encrypted, handler, settings, revision, change_seq"
+_ROW = "id, state, key_id, token_encrypted, handler, settings, revision, change_seq, username"
 _SHARDS = "(id % $1) = ANY($2::int[])"
 
 
@@ -32,6 +32,8 @@ class BotRow:
     raw_settings: Any
     revision: int
     change_seq: int
+    #: from getMe at registration: lets an actor start without a getMe of its own
+    username: str = ""
 
     @property
     def settings(self) -> Mapping[str, Any]:
@@ -59,6 +61,7 @@ def _row(r: asyncpg.Record) -> BotRow:
         r["settings"],
         r["revision"],
         r["change_seq"],
+        r["username"] or "",
     )
 
 

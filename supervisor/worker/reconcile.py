@@ -209,7 +209,7 @@ class Reconciler:
                 desired[row.id] = current
             elif current is not None and self._blobs.get(row.id) == row.blob:
                 desired[row.id] = BotSpec(
-                    row.id, current.token, row.handler, row.settings, row.revision
+                    row.id, current.token, row.handler, row.settings, row.revision, row.username
                 )
             else:
                 needed.append(row)
@@ -226,7 +226,9 @@ class Reconciler:
                     continue
                 self.stats.decrypted += 1
                 self._blobs[row.id] = row.blob
-                desired[row.id] = BotSpec(row.id, token, row.handler, row.settings, row.revision)
+                desired[row.id] = BotSpec(
+                    row.id, token, row.handler, row.settings, row.revision, row.username
+                )
         scope = {r.id for r in rows}
         scope.update(also)
         for bot_id in scope:
