@@ -17,7 +17,6 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -25,7 +24,7 @@ from pydantic import SecretStr
 
 from config import Settings
 from emulators.telegram.server import RunningEmulator, open_emulator
-from tests.context_helpers import RedisProcess, TcpProxy
+from tests.context_helpers import RedisProcess, TcpProxy, postgres_address, via_proxy
 from tests.daemon import start_daemon
 from tests.e2e.test_daemon_e2e import register
 
@@ -282,12 +281,12 @@ async def test_postgres_away_under_load_loses_nothing_and_kills_no_worker(
 ) -> None:
     settings, ids = await fleet(fresh_settings, emulator)
     assert settings.database.url is not None
-    url = urlsplit(settings.database.url.get_secret_value())
-    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    database_url = settings.database.url.get_secret_value()
+    proxy = TcpProxy(postgres_address(database_url))  # TCP or the private server's socket
     await proxy.start()
-    via_proxy = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}").geturl()
+    proxied = SecretStr(via_proxy(database_url, proxy.port))
     settings = settings.model_copy(
-        update={"database": settings.database.model_copy(update={"url": SecretStr(via_proxy)})}
+        update={"database": settings.database.model_copy(update={"url": proxied})}
     )
     try:
         async with start_daemon(
