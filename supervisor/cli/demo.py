@@ -26,6 +26,7 @@ import structlog
 
 from bots.telegram.token import BotToken
 from config import Settings
+from supervisor.cli import demo_report as report
 from supervisor.services import open_registry, open_services
 
 log = structlog.get_logger(__name__)
@@ -287,57 +288,23 @@ class Demo:
             self._say(" | ".join(lines[:1] + lines[2:]))
 
     def _summary(self, stats: dict[str, Any], ready_s: float, master_exit: int) -> dict[str, Any]:
-        t = stats["totals"]
         workers = self.last_status.get("workers", [])
-        summary = {
-            "bots": self.n_bots,
-            "bots_running": sum(w.get("bots_running", 0) for w in workers),
-            "workers": len(workers),
-            "ready_s": round(ready_s, 2),
-            "duration_s": self.args.duration,
-            "injected": t["injected"],
-            "replied": t["replied"],
-            "lost": t["lost"],
-            "duplicates": t["duplicates"],
-            "out_of_order": t["out_of_order"],
-            "telegram_429": t["telegram_429"],
-            "conflicts": t["conflicts"],
-            "p50_ms": t["p50_ms"],
-            "p99_ms": t["p99_ms"],
-            "worker_restarts": self.last_status.get("worker_restarts", 0),
-            "master_exit": master_exit,
-            "interrupted": self.interrupted,
-            "elapsed_s": round(time.monotonic() - self._started, 1),
-        }
-        summary["verdict"] = self._verdict(summary)
-        return summary
-
-    def _verdict(self, s: dict[str, Any]) -> str:
-        """One line: OK or FAIL, and why."""
-        problems = []
-        if s["bots_running"] != s["bots"]:
-            problems.append(f"{s['bots_running']}/{s['bots']} bots running")
-        if s["lost"]:
-            problems.append(f"{s['lost']} message(s) lost")
-        if s["master_exit"]:
-            problems.append(f"the daemon exited {s['master_exit']}")
-        head = "FAIL: " + ", ".join(problems) if problems else "OK"
-        partial = " (interrupted: partial run)" if s["interrupted"] else ""
-        return (
-            f"{head}{partial}; {s['replied']}/{s['injected']} answered, "
-            f"{s['telegram_429']} × 429, p99 {s['p99_ms']} ms"
+        return report.summary(
+            stats["totals"],
+            bots=self.n_bots,
+            bots_running=sum(w.get("bots_running", 0) for w in workers),
+            workers=len(workers),
+            ready_s=ready_s,
+            duration_s=self.args.duration,
+            worker_restarts=self.last_status.get("worker_restarts", 0),
+            master_exit=master_exit,
+            interrupted=self.interrupted,
+            elapsed_s=time.monotonic() - self._started,
+            log_warnings=report.warning_lines(self.state_dir / "daemon.log"),
         )
 
     def _print_summary(self, s: dict[str, Any]) -> None:
-        if self.args.json:
-            self._say(f"verdict: {s['verdict']}")
-            print(orjson.dumps(s).decode(), flush=True)
-            return
-        self._say("\nsummary" + (" (interrupted)" if s["interrupted"] else ""))
-        for key, value in s.items():
-            if key != "verdict":
-                self._say(f"  {key:<16} {value}")
-        self._say(f"verdict: {s['verdict']}")
+        report.print_summary(s, self.args.json, self._say)
 
 
 async def run_demo(settings: Settings, args: argparse.Namespace) -> int:

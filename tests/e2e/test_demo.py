@@ -41,6 +41,7 @@ async def test_demo_answers_everything_within_the_limits_and_ends_with_one_json_
     assert summary["injected"] > 0 and summary["replied"] == summary["injected"]
     assert summary["lost"] == 0 and summary["telegram_429"] == 0
     assert summary["worker_restarts"] == 0 and summary["master_exit"] == 0
+    assert summary["log_warnings"] == 0  # the daemon's own log stays clean
     assert {"p50_ms", "p99_ms", "duplicates"} <= summary.keys()
     assert "embedded" in err.decode()  # the log says the servers are private ones
     assert summary["verdict"].startswith("OK;") and summary["interrupted"] is False
