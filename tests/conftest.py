@@ -244,3 +244,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for kind in KINDS:
             if kind in parts:
                 item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _secret_grep_tap() -> Iterator[None]:
+    """Every finished log line of this process passes the leak check before it is written."""
+    from config import logging as ours
+    from tests.leakcheck import LEAKS
+
+    emit = ours._emit
+
+    def tapped(line: str) -> None:
+        LEAKS.scan(line, "test process")
+        emit(line)
+
+    ours._emit = tapped
+    yield
+    ours._emit = emit
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs(_secret_grep_tap: None) -> Iterator[None]:
+    """Each test runs with our logging chain on every logger (ours, aiohttp, asyncpg, redis,
+    openai) and fails if any line it produced, here or in a daemon it ran, held a secret."""
+    from config.logging import configure_logging, reset_logging
+    from tests.leakcheck import LEAKS
+
+    configure_logging("INFO", "json")
+    LEAKS.take()
+    yield
+    leaks = LEAKS.take()
+    reset_logging()
+    assert not leaks, "secrets in log lines:\n" + "\n".join(leaks)

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from config import Settings
+from tests.leakcheck import LEAKS
 
 
 def free_port() -> int:
@@ -179,3 +180,4 @@ async def start_daemon(
                 await proc.wait()
         await session.close()
         notify.close()
+        LEAKS.scan_file(log_path)

@@ -10,7 +10,8 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from supervisor.http.admin_api import AdminContext, add_admin_routes, json_errors
+from supervisor.http.admin_api import add_admin_routes
+from supervisor.http.common import AdminContext, json_errors
 from supervisor.master.arbiter import Master
 from supervisor.registry.bots import Registry
 

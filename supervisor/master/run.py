@@ -9,11 +9,11 @@ from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp import web
 
 from config import Settings, load_settings
 from context import open_context_store
 from ipc.redis_client import redis_client
+from supervisor.embedded.base import state_dir_mode
 from supervisor.exitcodes import ExitCode
 from supervisor.master.arbiter import HaltMaster, Master
 from supervisor.registry.tokenbox import open_tokenbox
@@ -31,7 +31,8 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
     from supervisor import metrics
 
     state_dir = Path(settings.state.dir).absolute()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    # keys, sockets and the pid file live here: nobody else lists or reads it
+    state_dir.mkdir(mode=state_dir_mode(), parents=True, exist_ok=True)
     metrics.prepare_dir(state_dir)  # before anything imports prometheus_client
     async with (
         open_services(settings) as live,
@@ -42,7 +43,7 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
         ) as redis,
         open_context_store(live, redis=redis) as context,  # the admin API's handoff release
     ):
-        from supervisor.http.admin_api import AdminContext
+        from supervisor.http.common import AdminContext
 
         admin = AdminContext(registry, live, session, context, redis)
         embedded = {"redis": live.redis.url, "database": live.database.url}
@@ -62,10 +63,15 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
 
         master = Master(live, reload_settings)
         from supervisor.http.app import make_app
+        from supervisor.http.server import HardenedSite, make_runner
 
-        runner = web.AppRunner(make_app(master, registry, admin), access_log=None)
+        runner = make_runner(
+            make_app(master, registry, admin), idle_timeout_s=live.http.idle_timeout_s
+        )
         await runner.setup()
-        site = web.TCPSite(runner, live.http.host, live.http.port)
+        site = HardenedSite(
+            runner, live.http.host, live.http.port, max_connections=live.http.max_connections
+        )
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else live.http.port
         pidfile(live).write_text(f"{os.getpid()}\n")

@@ -21,6 +21,7 @@ from bots.handlers.registry import HANDLERS
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
+from config.bot_settings import BadBotSettings, check_for
 from supervisor.registry.bots import AlreadyRegistered, BotRecord, BotState, Registry
 from supervisor.registry.owners import Caller
 from supervisor.services import publish_hint
@@ -81,6 +82,7 @@ class BotService:
         """Check the token with getMe, store the bot, hint the workers. The token is checked
         before the duplicate test, so only a holder of a live token learns a bot is taken."""
         _check_handler(handler)
+        settings = self._check_settings(settings or {})
         try:
             parsed = BotToken(token)
         except BadToken as exc:
@@ -121,6 +123,8 @@ class BotService:
         """Replace the handler and/or the settings object; bumps the revision."""
         if handler is not None:
             _check_handler(handler)
+        if settings is not None:
+            settings = self._check_settings(settings)
         return await self._change(caller, bot_id, "updated", handler=handler, settings=settings)
 
     async def pause(self, caller: Caller, bot_id: int) -> BotRecord:
@@ -154,6 +158,13 @@ class BotService:
         await publish_hint(self._settings, (bot_id,), self._redis)
         log.info(f"bot.{what}", bot_id=bot_id, revision=record.revision)
         return record
+
+    def _check_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The rules the workers apply (config/bot_settings.py), before anything is stored."""
+        try:
+            return check_for(self._settings, dict(settings))
+        except BadBotSettings as exc:
+            raise BotServiceError(ErrorKind.INVALID, "invalid_settings", str(exc)) from None
 
     async def _owner_id(self, caller: Caller, owner: str | None) -> int | None:
         if owner is None:

@@ -24,8 +24,8 @@ from config import Settings
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ipc import keys
 from ipc.messages import Reconcile, decode
-from supervisor.http.admin_api import AdminContext
 from supervisor.http.app import make_app
+from supervisor.http.common import AdminContext
 from supervisor.master.arbiter import Master
 from supervisor.registry.owners import create_owner
 from supervisor.services import open_registry
@@ -33,7 +33,7 @@ from tests.daemon import start_daemon
 
 pytestmark = pytest.mark.timeout(120)
 
-ADMIN_KEY = "admin-" + secrets.token_urlsafe(24)
+ADMIN_KEY = "admin-" + secrets.token_urlsafe(32)
 
 
 @pytest.fixture
@@ -72,8 +72,10 @@ class Api:
 async def api(
     fresh_settings: Callable[..., Settings], emulator: RunningEmulator
 ) -> AsyncIterator[Api]:
+    # tests here send many wrong keys on purpose; the lockout has tests of its own
     settings = fresh_settings(
-        security={"admin_key": ADMIN_KEY}, telegram={"api_base": emulator.base_url}
+        security={"admin_key": ADMIN_KEY, "login_free_failures": 1000},
+        telegram={"api_base": emulator.base_url},
     )
     async with open_registry(settings) as registry, aiohttp.ClientSession() as session:
         alice_owner, alice = await create_owner(registry, "alice")

@@ -86,7 +86,7 @@ async def test_operator_handoff_is_released_through_the_admin_api(
         workers={"count": 1},
         telegram={"poll_timeout_s": 1},
         openai={"base_url": llm.base_url, "api_key": "sk-test", "model": "emu-1"},
-        security={"admin_key": "admin-secret-key-123"},
+        security={"admin_key": "admin-secret-key-123-long-enough-now"},
     )
     (bot,) = emu.state.create_bots(1)
     async with open_registry(settings) as registry:

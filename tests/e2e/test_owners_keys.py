@@ -28,7 +28,7 @@ from tests.daemon import daemon_env, free_port, start_daemon
 
 pytestmark = pytest.mark.timeout(180)
 
-ADMIN_KEY = "admin-key-for-rotation-tests"
+ADMIN_KEY = "admin-key-for-rotation-tests-" + "0" * 8
 
 
 @pytest.fixture
