@@ -73,7 +73,9 @@ async def test_a_malformed_header_holding_a_key_is_neither_logged_nor_echoed(
 
 async def test_an_oversized_header_holding_a_key_is_not_logged(out: io.StringIO) -> None:
     async with serve() as port:
-        request = f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}{'A' * 20_000}\r\n\r\n"
+        request = (
+            f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}{'A' * 20_000}\r\n\r\n"
+        )
         answer = await exchange(port, request.encode())
     assert b" 400 " in answer.split(b"\r\n")[0] or b" 431 " in answer.split(b"\r\n")[0]
     assert ADMIN not in out.getvalue()
