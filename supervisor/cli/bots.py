@@ -41,6 +41,17 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _token(args: argparse.Namespace) -> str:
+    """`--token`, or the first line of `--token-file` (stdin for '-'): a token given in
+    a file or a pipe never shows in `ps` or the shell's history."""
+    if args.token_file is None:
+        return str(args.token)
+    if args.token_file == "-":
+        return sys.stdin.readline(4096).strip()
+    with open(args.token_file, encoding="utf-8") as f:
+        return f.readline(4096).strip()
+
+
 async def bots_command(settings: Settings, args: argparse.Namespace) -> int:
     """`botvisor bots …`: the admin's view, through the same BotService as the HTTP API."""
     async with (
@@ -65,8 +76,13 @@ async def _bots(svc: BotService, args: argparse.Namespace) -> int:
             except ValueError as exc:
                 _err(str(exc))
                 return ExitCode.FAILURE
+            try:
+                token = _token(args)
+            except OSError as exc:
+                _err(f"--token-file {args.token_file}: cannot read it: {exc.strerror}")
+                return ExitCode.FAILURE
             record = await svc.register(
-                ADMIN, args.token, handler=args.handler, settings=extra, owner=args.owner
+                ADMIN, token, handler=args.handler, settings=extra, owner=args.owner
             )
             _out(f"bot {record.id} (@{record.username}) registered, handler {record.handler}")
         case "list":
