@@ -20,11 +20,11 @@ are masked too, for processors and test captures that see the dict.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 from collections.abc import Callable
 from contextlib import suppress
+from types import TracebackType
 from typing import Any, Final, Literal, TextIO
 
 import orjson
@@ -34,15 +34,12 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 from config.redact import redact
 
 __all__ = [
-    "TOKEN_PATTERN",
     "configure_logging",
     "redact_tokens",
     "reset_logging",
     "set_level",
 ]
 
-#: A Telegram bot token: `<bot id>:<secret>`. The id is kept, the secret is masked.
-TOKEN_PATTERN: Final = re.compile(r"(\d{5,}):[A-Za-z0-9_-]{30,}")
 _MAX_DEPTH: Final = 8
 
 _LEVELS: Final[dict[str, int]] = {
@@ -275,6 +272,15 @@ def configure_logging(
     root.setLevel(number)
     _handler = handler
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught  # a traceback escaping main goes through the redactor too
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """sys.excepthook: the last-resort traceback as one redacted line, not raw stderr."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    structlog.get_logger("botvisor").critical("uncaught", exc_info=(kind, exc, tb))
 
 
 def set_level(level: str | int) -> None:
@@ -298,6 +304,7 @@ def reset_logging() -> None:
         logging.getLogger().removeHandler(_handler)
         _handler = None
     logging.captureWarnings(False)
+    sys.excepthook = sys.__excepthook__
     with _write_lock:
         _stream = None
     _level = logging.NOTSET
