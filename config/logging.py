@@ -19,6 +19,7 @@ are masked too, for processors and test captures that see the dict.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -83,7 +84,15 @@ def redact_tokens(logger: WrappedLogger, method_name: str, event_dict: EventDict
 
 
 def _orjson_dumps(obj: Any, **kwargs: Any) -> str:
-    return orjson.dumps(obj, **kwargs).decode()
+    """One JSON line; a value orjson refuses (an int beyond 64 bits, a cycle) is written
+    with its repr instead, because logging must never raise into the code that logged."""
+    try:
+        return orjson.dumps(obj, **kwargs).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        try:
+            return json.dumps(obj, default=repr, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            return json.dumps({"event": "log.unserialisable", "repr": repr(obj)[:2000]})
 
 
 def _write_line(line: str) -> None:

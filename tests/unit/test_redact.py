@@ -67,3 +67,12 @@ def test_ordinary_text_is_left_alone() -> None:
     for text in ("bot 123456 started", "2026-12-02T10:30:00Z", "worker 3 ready", "ctx:1:2:dialog"):
         assert not contains_secret(text)
         assert redact(text) == text
+
+
+def test_a_value_json_cannot_hold_is_logged_not_raised(out: io.StringIO) -> None:
+    import structlog
+
+    structlog.get_logger("t").info("chat.released", chat_id=-(2**63) - 1, huge=2**70)
+
+    line = out.getvalue().strip()
+    assert str(-(2**63) - 1) in line and str(2**70) in line
