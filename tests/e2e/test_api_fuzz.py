@@ -167,5 +167,20 @@ async def test_every_operation_fuzzed_under_both_keys_gives_no_5xx_and_conforms(
         status = await daemon.status()
         assert status["worker_restarts"] == 0
         assert daemon.proc.returncode is None
+        # issue 10's first reproduction: a malformed header holding a key
+        port = int(daemon.http.rsplit(":", 1)[1])
+        for key in (ADMIN_KEY, owner_key):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET /v1/bots HTTP/1.1\r\nHost: x\r\nAuthorization : Bearer "
+                + key.encode()
+                + b"\r\n\r\n"
+            )
+            async with asyncio.timeout(10):
+                answer = await reader.read()
+            writer.close()
+            assert b" 400 " in answer.split(b"\r\n")[0] and key.encode() not in answer
     log = daemon.log_text()
     assert "api.unexpected" not in log and "Traceback" not in log
+    assert "http.bad_request" in log
+    assert ADMIN_KEY not in log and owner_key not in log
