@@ -20,7 +20,7 @@ class BotToken:
 
     def __init__(self, value: str) -> None:
         value = value.strip()
-        match = _TOKEN.match(value)
+        match = _TOKEN.fullmatch(value)
         if match is None or not 0 < int(match.group(1)) <= _MAX_ID:
             raise BadToken(
                 "not a bot token: expected <bot id>:<secret> as BotFather prints it "

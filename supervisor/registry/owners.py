@@ -51,7 +51,7 @@ def _hash(secret: str) -> bytes:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BadOwnerName(
             f"owner name {name!r}: use 1-64 letters, digits and . _ @ -, starting with a letter "
             "or digit"
@@ -69,7 +69,7 @@ async def create_owner(registry: Registry, name: str) -> tuple[OwnerRecord, str]
 async def authenticate(registry: Registry, settings: Settings, key: str) -> Caller | None:
     """The caller a presented key speaks for, or None. Never says which part was wrong.
     Any string is safe here: non-ASCII or overlong keys are simply wrong."""
-    if not _PRESENTABLE.match(key):
+    if not _PRESENTABLE.fullmatch(key):
         return None
     admin = settings.security.admin_key
     admin_key = admin.get_secret_value() if admin is not None else ""
@@ -80,7 +80,7 @@ async def authenticate(registry: Registry, settings: Settings, key: str) -> Call
 
 async def authenticate_owner(registry: Registry, key: str) -> Caller | None:
     """The owner an owner's API key speaks for, or None; the admin key is just wrong here."""
-    match = _KEY.match(key) if _PRESENTABLE.match(key) else None
+    match = _KEY.fullmatch(key) if _PRESENTABLE.fullmatch(key) else None
     if match is None:
         return None
     owner_id = int(match.group(1))

@@ -10,6 +10,7 @@ must not have restarted, and the daemon must have logged no unexpected error. Ab
 from __future__ import annotations
 
 import asyncio
+import stat
 import threading
 import time
 from collections import Counter
@@ -34,6 +35,7 @@ from schemathesis.core.failures import FailureGroup
 
 from config import Settings
 from emulators.telegram.server import RunningEmulator
+from supervisor.embedded.base import state_dir_mode
 from supervisor.registry.owners import create_owner
 from supervisor.services import open_registry
 from tests.daemon import start_daemon
@@ -135,7 +137,11 @@ async def test_every_operation_fuzzed_under_both_keys_gives_no_5xx_and_conforms(
     async with open_registry(settings) as registry:
         _, owner_key = await create_owner(registry, "fuzz")
     tokens = emulator.state.create_bots(3)
+    state_dir = Path(settings.state.dir)
+    state_dir.rmdir()  # the daemon creates it, private
     async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
+        assert stat.S_IMODE(state_dir.stat().st_mode) == state_dir_mode()
+        assert state_dir.stat().st_mode & 0o066 == 0  # no one else reads or writes
         # a few real bots, so some generated ids and chats reach existing rows
         session = daemon.session
         for bot, key in zip(tokens, (owner_key, ADMIN_KEY, owner_key), strict=True):
