@@ -88,8 +88,12 @@ def _parse(update: Incoming, username: str) -> _Said | None:
 
 
 def _bot_id(arg: str) -> int | None:
+    """A bot id: ASCII digits (str.isdigit also takes other scripts' digits), within int64."""
     arg = arg.strip().lstrip("@")
-    return int(arg) if arg.isdigit() and len(arg) <= 20 else None
+    if not (arg.isascii() and arg.isdigit() and len(arg) <= 19):
+        return None
+    value = int(arg)
+    return value if 0 < value <= 2**63 - 1 else None
 
 
 class ManagerHandler:
