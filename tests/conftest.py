@@ -13,6 +13,7 @@ function-scoped fixtures that talk to servers are async.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -271,8 +272,13 @@ def no_secret_in_logs(_secret_grep_tap: None) -> Iterator[None]:
     from tests.leakcheck import LEAKS
 
     configure_logging("INFO", "json")
+    # The in-process emulator's and test servers' access lines (one per request, thousands
+    # in a fleet test) would slow the loop that plays Telegram; the daemon logs none.
+    access = logging.getLogger("aiohttp.access")
+    access.setLevel(logging.WARNING)
     LEAKS.take()
     yield
     leaks = LEAKS.take()
+    access.setLevel(logging.NOTSET)
     reset_logging()
     assert not leaks, "secrets in log lines:\n" + "\n".join(leaks)

@@ -16,6 +16,7 @@ from emulators.telegram.server import RunningEmulator, open_emulator
 from supervisor.registry.bots import BotState
 from supervisor.services import open_registry
 from tests.daemon import daemon_env, free_port, start_daemon
+from tests.leakcheck import LEAKS
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -42,6 +43,7 @@ async def cli(
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
     assert proc.returncode is not None
+    LEAKS.scan(err.decode(errors="replace"), "cli stderr")  # its log lines; stdout is output
     return proc.returncode, out.decode(), err.decode()
 
 
