@@ -137,8 +137,11 @@ async def test_every_operation_fuzzed_under_both_keys_gives_no_5xx_and_conforms(
     async with open_registry(settings) as registry:
         _, owner_key = await create_owner(registry, "fuzz")
     tokens = emulator.state.create_bots(3)
-    state_dir = Path(settings.state.dir)
-    state_dir.rmdir()  # the daemon creates it, private
+    # a state dir the daemon creates itself, private (the one above holds the key file)
+    state_dir = tmp_path / "private-state"
+    settings = settings.model_copy(
+        update={"state": settings.state.model_copy(update={"dir": state_dir})}
+    )
     async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
         assert stat.S_IMODE(state_dir.stat().st_mode) == state_dir_mode()
         assert state_dir.stat().st_mode & 0o066 == 0  # no one else reads or writes
