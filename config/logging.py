@@ -1,4 +1,4 @@
-"""Logging: structlog for our code, stdlib records rendered by the same chain, tokens redacted.
+"""Logging: structlog for our code, stdlib records rendered by the same chain, secrets redacted.
 
 Runs in every process (master and each worker) at start, and again on config reload.
 Every line has one shape: JSON (orjson) when the stream is not a TTY or `fmt="json"`,
@@ -11,33 +11,36 @@ class is the NOTSET filtering logger with each method gated on `_level`, so a ca
 below the level still costs one comparison, and `set_level` reaches every logger.
 For the same reason the output object and the processor list are stable: reconfigure
 swaps the stream and mutates the list in place (as `structlog.testing.capture_logs` does).
+
+Redaction by construction: every finished line, whoever logged it, passes `_write_line`,
+which masks every secret (config/redact.py) before writing. Values in the event dict
+are masked too, for processors and test captures that see the dict.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import sys
 import threading
 from collections.abc import Callable
 from contextlib import suppress
+from types import TracebackType
 from typing import Any, Final, Literal, TextIO
 
 import orjson
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
+from config.redact import redact
+
 __all__ = [
-    "TOKEN_PATTERN",
     "configure_logging",
     "redact_tokens",
     "reset_logging",
     "set_level",
 ]
 
-#: A Telegram bot token: `<bot id>:<secret>`. The id is kept, the secret is masked.
-TOKEN_PATTERN: Final = re.compile(r"(\d{5,}):[A-Za-z0-9_-]{30,}")
-_MASK: Final = r"\1:***"
 _MAX_DEPTH: Final = 8
 
 _LEVELS: Final[dict[str, int]] = {
@@ -55,13 +58,9 @@ _handler: logging.Handler | None = None
 _write_lock: Final = threading.Lock()
 
 
-def _mask(text: str) -> str:
-    return TOKEN_PATTERN.sub(_MASK, text) if ":" in text else text
-
-
 def _scrub(value: Any, depth: int) -> Any:
     if isinstance(value, str):
-        return _mask(value)
+        return redact(value)
     if depth >= _MAX_DEPTH:
         return value
     kind = type(value)
@@ -69,45 +68,44 @@ def _scrub(value: Any, depth: int) -> Any:
         return {k: _scrub(v, depth + 1) for k, v in value.items()}
     if kind is list or kind is tuple or kind is set or kind is frozenset:
         return kind(_scrub(v, depth + 1) for v in value)
-    # Subclasses (namedtuples, custom mappings) are left whole; `_RedactRendered` masks them.
+    # Subclasses (namedtuples, custom mappings) are left whole; `_write_line` masks them.
     return value
 
 
 def redact_tokens(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    """Mask bot tokens in every string value, nested ones and exception text included.
+    """Mask secrets in every string value, nested ones and exception text included.
 
     A safety net: code binds `bot_id`, never the token (STYLE 15). Objects that are not
-    strings (a URL, an exception) are caught after rendering by `_RedactRendered`.
+    strings (a URL, an exception) are caught after rendering, in `_write_line`.
     """
     for key, value in event_dict.items():
         event_dict[key] = _scrub(value, 0)
     return event_dict
 
 
-class _RedactRendered:
-    """Wraps the renderer and masks tokens in the finished line.
-
-    Catches values whose str/repr carries a token (a yarl.URL, an aiohttp error).
-    """
-
-    def __init__(self, renderer: Callable[[WrappedLogger, str, EventDict], str | bytes]) -> None:
-        self._renderer = renderer
-
-    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
-        line = self._renderer(logger, method_name, event_dict)
-        return _mask(line.decode() if isinstance(line, bytes) else line)
-
-
 def _orjson_dumps(obj: Any, **kwargs: Any) -> str:
-    return orjson.dumps(obj, **kwargs).decode()
+    """One JSON line; a value orjson refuses (an int beyond 64 bits, a cycle) is written
+    with its repr instead, because logging must never raise into the code that logged."""
+    try:
+        return orjson.dumps(obj, **kwargs).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        try:
+            return json.dumps(obj, default=repr, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            return json.dumps({"event": "log.unserialisable", "repr": repr(obj)[:2000]})
 
 
 def _write_line(line: str) -> None:
     """Write one finished line to the current stream; called from any thread.
 
     Native structlog events and stdlib records share this lock so lines never interleave.
-    A closed or broken stream must not raise into the code that logged.
+    Every secret is masked here, so no logger can write one. A closed or broken stream
+    must not raise into the code that logged.
     """
+    _emit(redact(line))
+
+
+def _emit(line: str) -> None:
     stream = _stream if _stream is not None else sys.stderr
     with _write_lock, suppress(OSError, ValueError):
         stream.write(line + "\n")
@@ -203,13 +201,16 @@ def _is_tty(stream: TextIO) -> bool:
         return False
 
 
-def _renderer(fmt: str, stream: TextIO) -> _RedactRendered:
+Renderer = Callable[[WrappedLogger, str, EventDict], str | bytes]
+
+
+def _renderer(fmt: str, stream: TextIO) -> Renderer:
     if fmt == "auto":
         fmt = "console" if _is_tty(stream) else "json"
     if fmt == "console":
-        return _RedactRendered(structlog.dev.ConsoleRenderer(colors=_is_tty(stream)))
+        return structlog.dev.ConsoleRenderer(colors=_is_tty(stream))
     if fmt == "json":
-        return _RedactRendered(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
+        return structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     raise ValueError(f"unknown log format {fmt!r}; use auto, json or console")
 
 
@@ -280,6 +281,15 @@ def configure_logging(
     root.setLevel(number)
     _handler = handler
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught  # a traceback escaping main goes through the redactor too
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """sys.excepthook: the last-resort traceback as one redacted line, not raw stderr."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    structlog.get_logger("botvisor").critical("uncaught", exc_info=(kind, exc, tb))
 
 
 def set_level(level: str | int) -> None:
@@ -303,6 +313,7 @@ def reset_logging() -> None:
         logging.getLogger().removeHandler(_handler)
         _handler = None
     logging.captureWarnings(False)
+    sys.excepthook = sys.__excepthook__
     with _write_lock:
         _stream = None
     _level = logging.NOTSET

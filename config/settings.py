@@ -10,7 +10,8 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -21,12 +22,16 @@ from pydantic import (
     model_validator,
 )
 
+from config import redact
+
 ENV_PREFIX = "BOTVISOR_"
 #: Environment variables with our prefix that are not settings keys.
 #: (BOTVISOR_TEST_SERVICES: tests/conftest.py's switch, inherited by the CLI it runs)
 ENV_NOT_SETTINGS = frozenset({"BOTVISOR_CONFIG", "BOTVISOR_WORKER_INDEX", "BOTVISOR_TEST_SERVICES"})
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: A shorter admin key could be guessed; refused at load (exit 78).
+ADMIN_KEY_MIN_LEN: Final = 32
 
 
 def default_state_dir(config_file: Path | None, environ: Mapping[str, str]) -> tuple[Path, str]:
@@ -166,6 +171,18 @@ class WorkersSection(_Section):
 class HttpSection(_Section):
     host: str = Field("127.0.0.1", description="Address of health, metrics and admin API.")
     port: int = Field(8080, ge=0, le=65_535, description="Port; 0 picks a free one.")
+    idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description=(
+            "A connection that sends no complete request head within this time (of "
+            "connecting, or of its last response) is closed."
+        ),
+    )
+    max_connections: int = Field(
+        256, ge=1, le=65_536, description="Open connections at most; more are closed at once."
+    )
 
 
 class RateLimitSection(_Section):
@@ -234,7 +251,36 @@ class SecuritySection(_Section):
             "encryption_key. In the environment: comma-separated or a JSON list."
         ),
     )
-    admin_key: SecretStr | None = Field(None, description="Bearer key of the admin API.")
+    admin_key: SecretStr | None = Field(
+        None,
+        description=(
+            f"Bearer key of the admin API, at least {ADMIN_KEY_MIN_LEN} characters "
+            "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
+        ),
+    )
+
+    login_free_failures: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description=(
+            "Failed logins (admin API per client address, manager bot per Telegram user) "
+            "before that source is locked out; each further failure doubles the lockout."
+        ),
+    )
+    login_lockout_max_s: float = Field(
+        900.0, gt=0, le=86_400, description="Longest lockout after failed logins."
+    )
+
+    @field_validator("admin_key")
+    @classmethod
+    def _long_admin_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < ADMIN_KEY_MIN_LEN:
+            raise ValueError(
+                f"too short: use at least {ADMIN_KEY_MIN_LEN} random characters, e.g. "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
 
     @field_validator("previous_keys", mode="before")
     @classmethod
@@ -325,9 +371,35 @@ class Settings(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _remember_secrets(self) -> Settings:
+        """Every secret of every Settings built in this process is masked in its logs."""
+        redact.remember(_secret_values(self))
+        return self
+
     def to_json_dict(self) -> dict[str, Any]:
         """Plain data with secrets revealed: only for handing to our own worker processes."""
         return _reveal(self.model_dump(mode="python"))
+
+
+def _secret_values(settings: Settings) -> list[str]:
+    """The secrets of these settings: SecretStr values and passwords of service URLs."""
+    values = [v.get_secret_value() for v in _secrets(settings.model_dump(mode="python"))]
+    for url in (settings.redis.url, *(u for u in values if "://" in u)):
+        if url:
+            password = urlsplit(url).password
+            values.append(unquote(password) if password else "")
+    return [v for v in values if v]
+
+
+def _secrets(value: Any) -> list[SecretStr]:
+    if isinstance(value, SecretStr):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _secrets(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _secrets(v)]
+    return []
 
 
 def _reveal(value: Any) -> Any:

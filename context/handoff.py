@@ -35,9 +35,11 @@ async def release_chat(store: ContextStore, bot_id: int, chat_id: int) -> bool:
 
     A compare-and-set like every write, so it works from any process (the CLI, the
     admin API) while the bot's worker keeps writing the chat.
+    A chat that is not handed off is left alone: nothing is written.
     """
     before = await store.load(bot_id, chat_id)
+    if not handed_off(before):
+        return False
     await store.save(bot_id, chat_id, Changes(dialog_clear=(HANDOFF_KEY,)))
-    was = handed_off(before)
-    log.info("chat.released", bot_id=bot_id, chat_id=chat_id, was_handed_off=was)
-    return was
+    log.info("chat.released", bot_id=bot_id, chat_id=chat_id)
+    return True

@@ -14,6 +14,7 @@ function-scoped fixtures that talk to servers are async.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -251,3 +252,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for kind in KINDS:
             if kind in parts:
                 item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _secret_grep_tap() -> Iterator[None]:
+    """Every finished log line of this process passes the leak check before it is written."""
+    from config import logging as ours
+    from tests.leakcheck import LEAKS
+
+    emit = ours._emit
+
+    def tapped(line: str) -> None:
+        LEAKS.scan(line, "test process")
+        emit(line)
+
+    ours._emit = tapped
+    yield
+    ours._emit = emit
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs(_secret_grep_tap: None) -> Iterator[None]:
+    """Each test runs with our logging chain on every logger (ours, aiohttp, asyncpg, redis,
+    openai) and fails if any line it produced, here or in a daemon it ran, held a secret."""
+    from config.logging import configure_logging, reset_logging
+    from tests.leakcheck import LEAKS
+
+    configure_logging("INFO", "json")
+    # The in-process emulator's and test servers' access lines (one per request, thousands
+    # in a fleet test) would slow the loop that plays Telegram; the daemon logs none.
+    access = logging.getLogger("aiohttp.access")
+    access.setLevel(logging.WARNING)
+    LEAKS.take()
+    yield
+    leaks = LEAKS.take()
+    access.setLevel(logging.NOTSET)
+    reset_logging()
+    assert not leaks, "secrets in log lines:\n" + "\n".join(leaks)

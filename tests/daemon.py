@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 
 from config import Settings
+from tests.leakcheck import LEAKS
 
 
 def free_port() -> int:
@@ -217,6 +218,7 @@ async def start_daemon(
                 await proc.wait()
         await session.close()
         notify.close()
+        LEAKS.scan_file(log_path)
     bad = daemon.unexpected_warnings(expect_warnings)
     if passed and bad:
         raise AssertionError(

@@ -35,8 +35,8 @@ class Refusal(StrEnum):
     BAD_TOKEN = "bad_token"
     #: Telegram answered getMe with 401: revoked or mistyped
     TOKEN_REJECTED = "token_rejected"
-    #: the admin key: the manager bot links Telegram users to owners only
-    ADMIN_KEY = "admin_key"
+    #: too many wrong keys from this Telegram user: locked out for a while
+    LOCKED_OUT = "locked_out"
     #: Telegram, PostgreSQL or Redis did not answer in time; try again
     UNAVAILABLE = "unavailable"
 
@@ -52,8 +52,9 @@ class FleetAdmin(Protocol):
     """One owner's fleet, and which owner a Telegram user speaks for."""
 
     async def login(self, user_id: int, api_key: str) -> str | None:
-        """Link the Telegram user to the key's owner; the owner's name, or None for a bad
-        key. Raises FleetAdminError(ADMIN_KEY) for the admin key."""
+        """Link the Telegram user to the key's owner; the owner's name, or None for any
+        key that is not an owner's (the admin key included: it is not told apart). Raises
+        FleetAdminError(LOCKED_OUT) after too many wrong keys from this user."""
         ...
 
     async def logout(self, user_id: int) -> bool:

@@ -7,9 +7,12 @@ the new token @BotFather issued after /revoke; /logout. The fleet is reached onl
 through `FleetAdmin` (bots never import supervisor), which the worker supplies.
 
 Private chats only: in a group the bot answers commands with "talk to me in private".
-A message holding a secret (a key or a token) is deleted at once where Telegram lets
-the bot, and the reply says so, or asks the user to delete it. Replies show a token
-only as `<id>:***`; nothing here logs message text.
+A message holding a secret (a key or a token of any shape, the admin key or any other
+secret this process knows, or any `/login` or `/addbot` argument) is deleted at once in
+any chat where Telegram lets the bot, and the reply says so, or asks the user to delete
+it. A wrong key is never told apart from another (the admin key is just wrong here), and
+wrong keys lock the user out for a growing time. Replies show a token only as
+`<id>:***`; nothing here logs message text.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from bots.handlers.fleet_admin import FleetAdmin, FleetAdminError, Refusal
 from bots.telegram.api import BotNetworkError, TelegramError
 from bots.telegram.token import BadToken, BotToken
 from bots.telegram.update import Incoming
+from config.redact import contains_secret
 
 log = structlog.get_logger(__name__)
 
@@ -85,8 +89,12 @@ def _parse(update: Incoming, username: str) -> _Said | None:
 
 
 def _bot_id(arg: str) -> int | None:
+    """A bot id: ASCII digits (str.isdigit also takes other scripts' digits), within int64."""
     arg = arg.strip().lstrip("@")
-    return int(arg) if arg.isdigit() and len(arg) <= 20 else None
+    if not (arg.isascii() and arg.isdigit() and len(arg) <= 19):
+        return None
+    value = int(arg)
+    return value if 0 < value <= 2**63 - 1 else None
 
 
 class ManagerHandler:
@@ -98,11 +106,12 @@ class ManagerHandler:
         said = _parse(update, ctx.username)
         if said is None:
             return
+        holds_secret = _holds_secret(said, update.text or "")
         if not said.private:
-            await self._in_group(said, update.text or "", ctx)
+            await self._in_group(said, holds_secret, ctx)
             return
         note = ""
-        if (said.command in _SECRET_COMMANDS and said.arg) or _SECRET.search(update.text or ""):
+        if holds_secret:
             deleted = await _delete(ctx, said)
             note = "\n\n" + (say.DELETED_NOTE if deleted else say.DELETE_IT_NOTE)
         if self._admin is None:
@@ -180,15 +189,25 @@ class ManagerHandler:
             raise FleetAdminError(Refusal.BAD_TOKEN) from None
         return say.token_replaced(await admin.replace_token(owner_id, token.reveal()))
 
-    async def _in_group(self, said: _Said, text: str, ctx: BotContext) -> None:
+    async def _in_group(self, said: _Said, holds_secret: bool, ctx: BotContext) -> None:
         """Groups get no service: a command is told to go private; a secret is removed."""
-        if _SECRET.search(text):
+        if holds_secret:
             deleted = await _delete(ctx, said)
             log.warning("manager.secret_in_group", bot_id=ctx.bot_id, deleted=deleted)
             reply = say.GROUP_SECRET + ("\n\n" + say.DELETED_NOTE if deleted else "")
             await ctx.api.send_message(said.chat_id, reply)
         elif said.command is not None:
             await ctx.api.send_message(said.chat_id, say.PRIVATE_ONLY)
+
+
+def _holds_secret(said: _Said, text: str) -> bool:
+    """A secret command's argument, a key or token shape, or a value this process knows
+    to be secret (the admin key, encryption keys: config/redact.py)."""
+    return (
+        (said.command in _SECRET_COMMANDS and bool(said.arg))
+        or _SECRET.search(text) is not None
+        or contains_secret(text)
+    )
 
 
 async def _delete(ctx: BotContext, said: _Said) -> bool:

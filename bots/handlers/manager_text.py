@@ -133,7 +133,7 @@ def refusal(exc: FleetAdminError) -> str:
                 f"Telegram rejected the token {token}: it was revoked or mistyped. "
                 "Get the current one from @BotFather (/token) and send it again."
             )
-        case Refusal.ADMIN_KEY:
-            return "That is the admin key. Log in with an owner's API key instead."
+        case Refusal.LOCKED_OUT:
+            return "Too many wrong keys. Wait a while, then send /login <API key> again."
         case Refusal.UNAVAILABLE:
             return UNAVAILABLE

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-_TOKEN = re.compile(r"^(\d{1,20}):[A-Za-z0-9_-]{20,}$")
+#: Telegram's: a positive 64-bit bot id, `:`, a secret (35 characters today; room to spare).
+_TOKEN = re.compile(r"^([0-9]{1,19}):[A-Za-z0-9_-]{20,80}$")
+_MAX_ID = 2**63 - 1
 
 
 class BadToken(ValueError):
@@ -18,9 +20,12 @@ class BotToken:
 
     def __init__(self, value: str) -> None:
         value = value.strip()
-        match = _TOKEN.match(value)
-        if match is None:
-            raise BadToken("not a bot token: expected <bot id>:<secret> as BotFather prints it")
+        match = _TOKEN.fullmatch(value)
+        if match is None or not 0 < int(match.group(1)) <= _MAX_ID:
+            raise BadToken(
+                "not a bot token: expected <bot id>:<secret> as BotFather prints it "
+                "(a positive id, a secret of 20-80 letters, digits, _ and -)"
+            )
         self._value = value
         self.bot_id = int(match.group(1))
 

@@ -67,8 +67,12 @@ async def _bots(svc: BotService, registry: Registry, args: argparse.Namespace) -
             except ValueError as exc:
                 _err(str(exc))
                 return ExitCode.FAILURE
+            # a token in a file or a pipe never shows in `ps` or the shell's history
+            token = str(args.token) if args.token_file is None else _read_token(args.token_file)
+            if token is None:
+                return ExitCode.FAILURE
             record = await svc.register(
-                ADMIN, args.token, handler=args.handler, settings=extra, owner=args.owner
+                ADMIN, token, handler=args.handler, settings=extra, owner=args.owner
             )
             _out(f"bot {record.id} (@{record.username}) registered, handler {record.handler}")
         case "list":
@@ -80,10 +84,10 @@ async def _bots(svc: BotService, registry: Registry, args: argparse.Namespace) -
         case "update":
             return await _update(svc, args)
         case "replace-token":
-            token = _read_token(args.token_file)
-            if token is None:
+            new_token = _read_token(args.token_file)
+            if new_token is None:
                 return ExitCode.FAILURE
-            record = await svc.replace_token(ADMIN, args.id, token)
+            record = await svc.replace_token(ADMIN, args.id, new_token)
             _out(f"bot {record.id} (@{record.username}): token replaced, {record.state}")
         case "pause":
             await svc.pause(ADMIN, args.id)
@@ -103,7 +107,7 @@ def _read_token(name: str) -> str | None:
     try:
         text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
     except OSError as exc:
-        _err(f"--token-file {name}: {exc.strerror}")
+        _err(f"--token-file {name}: cannot read it: {exc.strerror}")
         return None
     lines = text.strip().splitlines()
     if not lines:

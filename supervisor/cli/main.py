@@ -94,7 +94,13 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     bots = sub.add_parser("bots", help="register and manage bots")
     bsub = bots.add_subparsers(dest="bots_command", required=True, metavar="ACTION")
     add = bsub.add_parser("add", help="register a bot (checks the token with getMe)")
-    add.add_argument("--token", required=True, help="the token BotFather gave you")
+    given = add.add_mutually_exclusive_group(required=True)
+    given.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the token BotFather gave you from PATH, or from stdin with '-'",
+    )
+    given.add_argument("--token", help="the token itself (visible to `ps`: prefer --token-file)")
     add.add_argument("--handler", default="echo", help="what the bot does (default echo)")
     add.add_argument("--owner", metavar="NAME", help="the owner (see `botvisor owners add`)")
     add.add_argument(

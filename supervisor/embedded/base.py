@@ -152,6 +152,12 @@ def socket_dir(preferred: Path, socket_name: str, state_dir: Path, name: str) ->
     return short
 
 
+def state_dir_mode() -> int:
+    """Mode of a new state directory: 0700, or 0711 as root so that `nobody` can reach
+    its own 0700 PostgreSQL directory inside (it cannot list or read anything else)."""
+    return 0o711 if os.geteuid() == 0 else 0o700
+
+
 def private_dir(path: Path, account: Account) -> None:
     """Make `path` a real directory owned by `account`, mode 0700; refuse anyone else's."""
     with suppress(FileExistsError):

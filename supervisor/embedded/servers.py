@@ -31,6 +31,7 @@ from supervisor.embedded.base import (
     EmbeddedServices,
     Server,
     read_pid,
+    state_dir_mode,
     tail,
     until,
 )
@@ -48,7 +49,7 @@ async def open_embedded(
 
     def prepare() -> tuple[Path, dict[str, Server]]:
         where = Path(state_dir).resolve()  # one path per directory: hashes and locks agree
-        where.mkdir(parents=True, exist_ok=True)
+        where.mkdir(mode=state_dir_mode(), parents=True, exist_ok=True)
         servers: dict[str, Server] = {}
         if redis:
             servers["redis"] = EmbeddedRedis(where)

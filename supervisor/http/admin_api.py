@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
-import aiohttp
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
@@ -23,19 +21,20 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from config import Settings
-from context import ContextStore, release_chat
+from context import release_chat
+from supervisor.http.auth import caller_of
+from supervisor.http.common import ADMIN_KEY, AdminContext, ApiError, error_response, json_response
 from supervisor.http.models import Bot, BotCreate, BotList, BotPatch, BotTokenReplace, ChatRelease
 from supervisor.http.openapi import HOST_OPERATIONS, Handler, Operation, Reply, build_document
 from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind
-from supervisor.registry.bots import Registry
-from supervisor.registry.owners import Caller, authenticate
+from supervisor.registry.owners import Caller
 
 log = structlog.get_logger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 _BODY_TIMEOUT_S: Final = 10.0
-_MAX_ID: Final = 2**63 - 1
+_MIN_INT64: Final = -(2**63)
+_MAX_INT64: Final = 2**63 - 1
 _STATUS: Final = {
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.CONFLICT: 409,
@@ -43,78 +42,18 @@ _STATUS: Final = {
     ErrorKind.FORBIDDEN: 403,
     ErrorKind.UPSTREAM: 502,
 }
-
-
-@dataclass(slots=True)
-class AdminContext:
-    """What the handlers need. `settings` is replaced on reload (run.py)."""
-
-    registry: Registry
-    settings: Settings
-    session: aiohttp.ClientSession
-    #: conversation contexts (operator handoff release); None in API-only tests
-    context: ContextStore | None = None
-    #: the master's Redis client, for reconcile hints
-    redis: aioredis.Redis | None = None
-
-    def service(self) -> BotService:
-        return BotService(self.registry, self.settings, self.session, self.redis)
-
-
-ADMIN_KEY: Final = web.AppKey("admin", AdminContext)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def json_response(data: Any, status: int = 200, **headers: str) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
-
-
-def error_response(status: int, code: str, message: str, **headers: str) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status, **headers)
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own 4xx (unknown path 404, 405, body too large 413) as `{"error": …}`."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = exc.reason.lower().replace(" ", "_")
-        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
-        # the path is not echoed: a client may have put a token in it by mistake
-        message = f"{exc.reason}; the endpoints are listed at /v1/openapi.json"
-        return error_response(exc.status, code, message, **allow)
+#: what "a service did not answer" looks like from here; a 503, never a 500
+_OUTAGES: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    aioredis.RedisError,
+    OSError,
+    TimeoutError,
+)
 
 
 def _model(data: BaseModel, status: int = 200, **headers: str) -> web.Response:
     return json_response(data.model_dump(mode="json"), status, **headers)
-
-
-async def _caller(request: web.Request) -> Caller:
-    header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(
-            401,
-            "missing_key",
-            "send `Authorization: Bearer <key>` with an owner's API key or security.admin_key",
-        )
-    ctx = request.app[ADMIN_KEY]
-    caller = await authenticate(ctx.registry, ctx.settings, key.strip())
-    if caller is None:
-        raise ApiError(401, "bad_key", "the key is not an owner's API key nor the admin key")
-    return caller
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
@@ -131,40 +70,54 @@ async def _body(request: web.Request, model: type[M]) -> M:
         raise ApiError(400, "bad_json", f"the body is not valid JSON ({exc.msg})") from None
     try:
         return model.model_validate(data)
-    except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ApiError(422, "invalid", fields) from None
+    except (ValidationError, RecursionError) as exc:
+        raise ApiError(422, "invalid", _fields(exc)) from None
+
+
+def _fields(exc: Exception) -> str:
+    if not isinstance(exc, ValidationError):
+        return "body: nested too deeply"
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )[:2000]
+
+
+def _int64(request: web.Request, name: str, what: str, minimum: int) -> int:
+    """A path id: ASCII digits (the route allows no others) within signed 64 bits."""
+    value = int(request.match_info[name])
+    if not minimum <= value <= _MAX_INT64:
+        raise ApiError(404, "not_found", f"{what} {value} does not exist")
+    return value
 
 
 def _bot_id(request: web.Request) -> int:
-    bot_id = int(request.match_info["id"])
-    if not 0 < bot_id <= _MAX_ID:
-        raise ApiError(404, "not_found", f"bot {bot_id} is not registered")
-    return bot_id
+    return _int64(request, "id", "bot", 1)
 
 
 Endpoint = Callable[[web.Request, Caller, BotService], Awaitable[web.Response]]
 
 
 def _endpoint(fn: Endpoint) -> Handler:
-    """Authenticate, run, and map service and registry errors to their status."""
+    """Authenticate, run, and map every error to a 4xx or 503 with an `{"error": …}` body."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            caller = await _caller(request)
+            caller = await caller_of(request)
             return await fn(request, caller, request.app[ADMIN_KEY].service())
         except ApiError as exc:
-            extra = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-            return error_response(exc.status, exc.code, exc.message, **extra)
+            return error_response(exc.status, exc.code, exc.message, **exc.headers)
         except BotServiceError as exc:
             return error_response(_STATUS[exc.kind], exc.code, exc.message)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            log.warning("api.registry_unavailable", path=request.path, error=type(exc).__name__)
+        except _OUTAGES as exc:
+            log.warning("api.unavailable", path=request.path, error=type(exc).__name__)
             return error_response(
-                503, "unavailable", "the registry (PostgreSQL) did not answer in time; try again"
+                503, "unavailable", "PostgreSQL or Redis did not answer in time; try again"
             )
+        except web.HTTPException:
+            raise  # aiohttp's own 4xx (413 body too large), shaped by json_errors
+        except Exception as exc:  # noqa: BLE001 - a bug: logged loudly, never a 500
+            log.error("api.unexpected", path=request.path, error=type(exc).__name__, exc_info=True)
+            return error_response(503, "internal", "the request failed; it changed nothing")
 
     handler.__name__ = fn.__name__
     return handler
@@ -228,9 +181,10 @@ async def release_chat_view(request: web.Request, caller: Caller, svc: BotServic
     store = request.app[ADMIN_KEY].context
     if store is None:
         raise ApiError(503, "unavailable", "conversation contexts are not available here")
-    chat_id = int(request.match_info["chat"])
-    released = await release_chat(store, bot_id, chat_id)
-    return _model(ChatRelease(bot_id=bot_id, chat_id=chat_id, released=released))
+    chat_id = _int64(request, "chat", "chat", _MIN_INT64)
+    if not await release_chat(store, bot_id, chat_id):
+        raise ApiError(404, "not_handed_off", f"chat {chat_id} of bot {bot_id} is not handed off")
+    return _model(ChatRelease(bot_id=bot_id, chat_id=chat_id, released=True))
 
 
 async def openapi_json(request: web.Request) -> web.Response:
@@ -242,7 +196,7 @@ async def openapi_json(request: web.Request) -> web.Response:
 _DOCUMENT_KEY: Final = web.AppKey("openapi", bytes)
 _ONE = "/v1/bots/{id}"
 _BOT = (Reply(200, "The bot.", Bot),)
-_RW = (401, 404, 503)
+_RW = (401, 404, 429, 503)
 ADMIN_OPERATIONS: tuple[Operation, ...] = (
     Operation(
         method="POST",
@@ -250,7 +204,7 @@ ADMIN_OPERATIONS: tuple[Operation, ...] = (
         operation_id="createBot",
         summary="Register a bot: getMe checks its token, then it starts polling within a second.",
         replies=(Reply(201, "Registered.", Bot),),
-        errors=(400, 401, 403, 408, 409, 413, 422, 502, 503),
+        errors=(400, 401, 403, 408, 409, 413, 422, 429, 502, 503),
         body=BotCreate,
         auth=True,
         handler=_endpoint(create_bot),
@@ -261,7 +215,7 @@ ADMIN_OPERATIONS: tuple[Operation, ...] = (
         operation_id="listBots",
         summary="The caller's bots (the admin's: all), by id.",
         replies=(Reply(200, "Bots.", BotList),),
-        errors=(401, 503),
+        errors=(401, 429, 503),
         auth=True,
         handler=_endpoint(list_bots),
     ),
@@ -281,7 +235,7 @@ ADMIN_OPERATIONS: tuple[Operation, ...] = (
         operation_id="updateBot",
         summary="Replace its handler and/or settings; the revision goes up.",
         replies=_BOT,
-        errors=(400, 401, 404, 408, 413, 422, 503),
+        errors=(400, 401, 404, 408, 413, 422, 429, 503),
         body=BotPatch,
         auth=True,
         handler=_endpoint(patch_bot),
@@ -364,5 +318,7 @@ def add_admin_routes(app: web.Application, ctx: AdminContext) -> None:
     )
     for op in ADMIN_OPERATIONS:
         assert op.handler is not None
-        path = op.path.replace("{id}", r"{id:\d{1,19}}").replace("{chat}", r"{chat:-?\d{1,19}}")
+        # [0-9], not \d: Python's \d also matches Arabic-Indic and full-width digits
+        path = op.path.replace("{id}", r"{id:[0-9]{1,19}}")
+        path = path.replace("{chat}", r"{chat:-?[0-9]{1,19}}")
         app.router.add_route(op.method, path, op.handler)

@@ -10,7 +10,8 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from supervisor.http.admin_api import AdminContext, add_admin_routes, json_errors
+from supervisor.http.admin_api import add_admin_routes
+from supervisor.http.common import AdminContext, json_errors
 from supervisor.master.arbiter import Master
 from supervisor.registry.bots import Registry
 
@@ -53,7 +54,7 @@ async def status(request: web.Request) -> web.Response:
     if registry is not None:
         try:
             counts = await registry.counts_by_state()
-        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             registry_error = type(exc).__name__
     now = time.monotonic()
     workers = []

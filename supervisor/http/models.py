@@ -6,11 +6,29 @@ every handler builds its JSON through them, so the document is what is served.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
+from config.bot_settings import MAX_BYTES, MAX_DEPTH, MAX_NUMBER, check_bot_settings
 from supervisor.registry.bots import BotRecord, BotState
+
+#: Telegram's tokens are `<id>:<35 chars>`; room to spare, never 9,000 characters.
+TOKEN_MAX_LEN: Final = 100
+HANDLER_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+OWNER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+
+BotSettings = Annotated[
+    dict[str, Any],
+    AfterValidator(check_bot_settings),
+    Field(
+        description=(
+            f"Handler settings: a JSON object of at most {MAX_BYTES} bytes, nested at most "
+            f"{MAX_DEPTH} levels, numbers within ±{MAX_NUMBER}, no NUL in strings; "
+            "`ratelimit` overrides the deployment's rate limits for this bot."
+        )
+    ),
+]
 
 
 class _Model(BaseModel):
@@ -23,15 +41,14 @@ class _Model(BaseModel):
 class BotCreate(_Model):
     """Register a bot. Its token is checked with getMe first."""
 
-    token: SecretStr = Field(description="The token BotFather gave, `<bot id>:<secret>`.")
-    handler: str = Field("echo", min_length=1, max_length=64, description="What the bot does.")
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="Handler settings (a JSON object)."
+    token: SecretStr = Field(
+        max_length=TOKEN_MAX_LEN, description="The token BotFather gave, `<bot id>:<secret>`."
     )
+    handler: str = Field("echo", pattern=HANDLER_PATTERN, description="What the bot does.")
+    settings: BotSettings = Field(default_factory=dict)
     owner: str | None = Field(
         None,
-        min_length=1,
-        max_length=64,
+        pattern=OWNER_PATTERN,
         description="Owner name (admin key only; an owner's key registers for itself).",
     )
 
@@ -39,10 +56,8 @@ class BotCreate(_Model):
 class BotPatch(_Model):
     """Change a bot: each given field replaces the stored one; the revision goes up."""
 
-    handler: str | None = Field(None, min_length=1, max_length=64, description="New handler.")
-    settings: dict[str, Any] | None = Field(
-        None, description="New handler settings; replaces the whole object."
-    )
+    handler: str | None = Field(None, pattern=HANDLER_PATTERN, description="New handler.")
+    settings: BotSettings | None = Field(None)
 
 
 class BotTokenReplace(_Model):
@@ -64,6 +79,9 @@ class Bot(_Model):
     state: BotState
     disabled_reason: str | None = Field(description="Why Telegram rejected it, when disabled.")
     revision: int = Field(description="Goes up on every change.")
+    problem: str | None = Field(
+        None, description="Set when the stored row could not be read whole (settings shown empty)."
+    )
 
     @classmethod
     def of(cls, record: BotRecord) -> Bot:

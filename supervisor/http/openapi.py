@@ -22,13 +22,14 @@ ERROR_TEXT: dict[int, str] = {
     400: "The body is not valid JSON.",
     401: "No key, or not a valid owner key or admin key.",
     403: "The key may not do this (an owner naming an owner).",
-    404: "No such bot, or another owner's bot.",
+    404: "No such bot (or another owner's), or the chat was not handed off.",
     408: "The body did not arrive within 10 s.",
     409: "The bot is registered already.",
     413: "The body is larger than 1 MiB.",
     422: "A field is invalid (named in the message), or Telegram rejected the token.",
+    429: "Too many failed logins from this address; `Retry-After` says when to try again.",
     502: "Telegram (getMe) did not answer.",
-    503: "PostgreSQL did not answer.",
+    503: "PostgreSQL, Redis or the context store did not answer; try again.",
 }
 
 
@@ -90,6 +91,17 @@ HOST_OPERATIONS: tuple[Operation, ...] = (
 
 
 _Refs = dict[tuple[Any, str], Any]
+_INT64 = 2**63 - 1
+_PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "id": {
+        "description": "Bot id (the number before ':' in its token).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": _INT64},
+    },
+    "chat": {
+        "description": "Telegram chat id (negative for groups).",
+        "schema": {"type": "integer", "minimum": -_INT64 - 1, "maximum": _INT64},
+    },
+}
 
 
 def _schemas(ops: Sequence[Operation]) -> tuple[_Refs, Any]:
@@ -111,16 +123,13 @@ def _content(schema: Any, media_type: str) -> dict[str, Any]:
 
 def _operation(op: Operation, refs: _Refs) -> dict[str, Any]:
     out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
-    if "{id}" in op.path:
-        out["parameters"] = [
-            {
-                "name": "id",
-                "in": "path",
-                "required": True,
-                "description": "Bot id (the number before ':' in its token).",
-                "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
-            }
-        ]
+    params = [
+        {"name": name, "in": "path", "required": True, **spec}
+        for name, spec in _PATH_PARAMS.items()
+        if "{" + name + "}" in op.path
+    ]
+    if params:
+        out["parameters"] = params
     if op.body is not None:
         out["requestBody"] = {
             "required": True,

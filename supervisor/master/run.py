@@ -17,6 +17,7 @@ from aiohttp import web
 from config import Settings, load_settings
 from context import open_context_store
 from ipc.redis_client import redis_client
+from supervisor.embedded.base import state_dir_mode
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import OperatorError
 from supervisor.master.arbiter import HaltMaster, Master
@@ -64,7 +65,11 @@ async def master_lock(live: Settings) -> AsyncIterator[None]:
 
 async def start_http(runner: web.AppRunner, live: Settings) -> int:
     """Bind the HTTP endpoints; a taken address is an OperatorError. Returns the port."""
-    site = web.TCPSite(runner, live.http.host, live.http.port)
+    from supervisor.http.server import HardenedSite
+
+    site = HardenedSite(
+        runner, live.http.host, live.http.port, max_connections=live.http.max_connections
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -84,7 +89,8 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
     from supervisor import metrics
 
     state_dir = Path(settings.state.dir).absolute()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    # keys, sockets and the pid file live here: nobody else lists or reads it
+    state_dir.mkdir(mode=state_dir_mode(), parents=True, exist_ok=True)
     metrics_dir = metrics.prepare_dir(state_dir)  # before anything imports prometheus_client
     try:
         return await _serve(settings, config_path)
@@ -103,7 +109,7 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
         ) as redis,
         open_context_store(live, redis=redis) as context,  # the admin API's handoff release
     ):
-        from supervisor.http.admin_api import AdminContext
+        from supervisor.http.common import AdminContext
 
         admin = AdminContext(registry, live, session, context, redis)
         embedded = {"redis": live.redis.url, "database": live.database.url}
@@ -123,8 +129,11 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
 
         master = Master(live, reload_settings)
         from supervisor.http.app import make_app
+        from supervisor.http.server import make_runner
 
-        runner = web.AppRunner(make_app(master, registry, admin), access_log=None)
+        runner = make_runner(
+            make_app(master, registry, admin), idle_timeout_s=live.http.idle_timeout_s
+        )
         await runner.setup()
         try:
             port = await start_http(runner, live)

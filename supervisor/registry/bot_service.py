@@ -21,10 +21,10 @@ from bots.handlers.registry import HANDLERS, check_settings, unavailable
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
+from config.bot_settings import BadBotSettings, check_for
 from supervisor.registry.bots import AlreadyRegistered, BotRecord, BotState, Registry
 from supervisor.registry.owners import Caller
 from supervisor.services import publish_hint
-from supervisor.worker.fleet import BadBotSettings, limits_for
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +81,8 @@ class BotService:
     ) -> BotRecord:
         """Check the token with getMe, store the bot, hint the workers. The token is checked
         before the duplicate test, so only a holder of a live token learns a bot is taken."""
-        self._check(handler, settings or {}, new_handler=True)
+        settings = self._check_settings(settings or {})
+        self._check(handler, settings, new_handler=True)
         try:
             parsed = BotToken(token)
         except BadToken as exc:
@@ -120,9 +121,12 @@ class BotService:
         settings: Mapping[str, Any] | None = None,
     ) -> BotRecord:
         """Replace the handler and/or the settings object; bumps the revision. The result is
-        checked against the handler's settings model (another owner's bot: 404 first)."""
+        checked against the shared rules and the handler's settings model (another owner's
+        bot: 404 first)."""
         if handler is not None or settings is not None:
             current = await self.get(caller, bot_id)
+            if settings is not None:
+                settings = self._check_settings(settings)
             self._check(
                 handler or current.handler,
                 current.settings if settings is None else settings,
@@ -187,6 +191,13 @@ class BotService:
         log.info(f"bot.{what}", bot_id=bot_id, revision=record.revision)
         return record
 
+    def _check_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The rules the workers apply (config/bot_settings.py), before anything is stored."""
+        try:
+            return check_for(self._settings, dict(settings))
+        except BadBotSettings as exc:
+            raise BotServiceError(ErrorKind.INVALID, "invalid_settings", str(exc)) from None
+
     async def _owner_id(self, caller: Caller, owner: str | None) -> int | None:
         if owner is None:
             return caller.owner_id
@@ -237,11 +248,6 @@ class BotService:
         if reason is not None:
             raise BotServiceError(ErrorKind.INVALID, "handler_unavailable", reason)
         problems = check_settings(handler, settings)
-        if not problems:
-            try:
-                limits_for(self._settings, settings)
-            except BadBotSettings as exc:
-                problems = [str(exc).removeprefix("settings.")]
         if problems:
             raise BotServiceError(
                 ErrorKind.INVALID,

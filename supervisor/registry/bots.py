@@ -14,6 +14,7 @@ import asyncpg
 
 from bots.actor.actor import BotSpec
 from bots.telegram.token import BotToken
+from config.bot_settings import BadBotSettings, check_bot_settings
 from supervisor.registry.tokenbox import TokenBox, TokenDecryptError
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class BotRecord:
     state: BotState
     disabled_reason: str | None
     revision: int
+    #: why the stored row could not be read whole (its settings are then shown empty)
+    problem: str | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -77,16 +80,23 @@ class BotRecord:
             "state": str(self.state),
             "disabled_reason": self.disabled_reason,
             "revision": self.revision,
+            "problem": self.problem,
         }
 
 
 _COLUMNS = "id, owner_id, username, handler, settings, state, disabled_reason, revision"
 
 
+def _stored_settings(raw: Any) -> tuple[dict[str, Any], str | None]:
+    """A row's settings, or {} and why not: one unreadable row never breaks a list."""
+    try:
+        return check_bot_settings(json.loads(raw) if isinstance(raw, str) else raw), None
+    except (ValueError, BadBotSettings, RecursionError) as exc:
+        return {}, f"stored settings are unreadable ({exc}); replace them with PATCH"
+
+
 def _record(row: asyncpg.Record) -> BotRecord:
-    settings = row["settings"]
-    if isinstance(settings, str):
-        settings = json.loads(settings)
+    settings, problem = _stored_settings(row["settings"])
     return BotRecord(
         id=row["id"],
         owner_id=row["owner_id"],
@@ -96,6 +106,7 @@ def _record(row: asyncpg.Record) -> BotRecord:
         state=BotState(row["state"]),
         disabled_reason=row["disabled_reason"],
         revision=row["revision"],
+        problem=problem,
     )
 
 

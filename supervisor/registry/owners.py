@@ -22,6 +22,8 @@ from supervisor.registry.bots import OwnerRecord, Registry
 KEY_PREFIX: Final = "bvo_"
 _KEY = re.compile(r"^bvo_(\d{1,18})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+#: What a presented key may look like at all: printable ASCII, bounded.
+_PRESENTABLE = re.compile(r"^[!-~]{1,512}$")
 
 
 class BadOwnerName(ValueError):
@@ -49,7 +51,7 @@ def _hash(secret: str) -> bytes:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BadOwnerName(
             f"owner name {name!r}: use 1-64 letters, digits and . _ @ -, starting with a letter "
             "or digit"
@@ -65,12 +67,20 @@ async def create_owner(registry: Registry, name: str) -> tuple[OwnerRecord, str]
 
 
 async def authenticate(registry: Registry, settings: Settings, key: str) -> Caller | None:
-    """The caller a presented key speaks for, or None. Never says which part was wrong."""
+    """The caller a presented key speaks for, or None. Never says which part was wrong.
+    Any string is safe here: non-ASCII or overlong keys are simply wrong."""
+    if not _PRESENTABLE.fullmatch(key):
+        return None
     admin = settings.security.admin_key
     admin_key = admin.get_secret_value() if admin is not None else ""
     if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
         return ADMIN
-    match = _KEY.match(key)
+    return await authenticate_owner(registry, key)
+
+
+async def authenticate_owner(registry: Registry, key: str) -> Caller | None:
+    """The owner an owner's API key speaks for, or None; the admin key is just wrong here."""
+    match = _KEY.fullmatch(key) if _PRESENTABLE.fullmatch(key) else None
     if match is None:
         return None
     owner_id = int(match.group(1))

@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import structlog
-from pydantic import ValidationError
 
 from bots.actor.actor import (
     ActorState,
@@ -30,7 +29,7 @@ from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.handlers.base import HandlerDeps, UnknownHandler
 from bots.handlers.registry import make_handler
 from config import Settings
-from config.settings import RateLimitSection
+from config.bot_settings import BadBotSettings, ratelimit_for
 from ipc.offsets import BotProgress
 from ratelimit import BotLimiter, Limits
 from supervisor.worker.bounds import GatedBotApi, WorkerBounds
@@ -39,34 +38,9 @@ from supervisor.worker.plan import Plan
 log = structlog.get_logger(__name__)
 
 
-class BadBotSettings(ValueError):
-    """A bot's own settings are invalid; the message names the key and what is allowed."""
-
-
 def limits_for(settings: Settings, bot_settings: Mapping[str, Any]) -> Limits:
-    """Deployment limits, overridden per bot by its settings' `ratelimit` object
-    (e.g. {"ratelimit": {"per_bot": {"limit": 1000}}} for paid broadcasts), validated by
-    the same model as the config file so the rules and messages are the config's."""
-    own = bot_settings.get("ratelimit") if isinstance(bot_settings, Mapping) else None
-    if own is None:
-        return Limits.from_settings(settings.ratelimit)
-    merged = settings.ratelimit.model_dump()
-    try:
-        for name, value in dict(own).items():
-            merged[name] = (
-                {**merged[name], **value} if isinstance(merged.get(name), dict) else value
-            )
-        section = RateLimitSection.model_validate(merged)
-    except (ValidationError, TypeError, ValueError) as exc:
-        raise BadBotSettings(f"settings.ratelimit: {_first_error(exc)}") from None
-    return Limits.from_settings(section)
-
-
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        e = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-    return 'expected an object like {"per_bot": {"limit": 30, "period_s": 1}}'
+    """The bot's rate limits: config/bot_settings.py validates them, for the API too."""
+    return Limits.from_settings(ratelimit_for(settings, bot_settings))
 
 
 @dataclass(slots=True)

@@ -24,8 +24,9 @@ from bots.telegram.token import BadToken, BotToken
 from config import Settings
 from supervisor.registry.bot_service import BotService, BotServiceError
 from supervisor.registry.bots import BotRecord, Registry
+from supervisor.registry.lockout import Lockout
 from supervisor.registry.owner_links import OwnerLinks
-from supervisor.registry.owners import Caller, authenticate
+from supervisor.registry.owners import Caller, authenticate_owner
 
 log = structlog.get_logger(__name__)
 
@@ -72,18 +73,25 @@ class ManagerAdmin:
         self._session = session
         self._settings = settings
         self._links = OwnerLinks(pool, settings().database.timeout_s)
+        sec = settings().security
+        #: wrong keys per Telegram user (numbers as at start)
+        self._lockout = Lockout(free=sec.login_free_failures, max_s=sec.login_lockout_max_s)
 
     def _service(self) -> BotService:
         return BotService(self._registry, self._settings(), self._session, self._redis)
 
     async def login(self, user_id: int, api_key: str) -> str | None:
+        source = f"telegram:{user_id}"
+        if self._lockout.retry_after(source) > 0:
+            log.info("manager.login_refused", user_id=user_id, reason="locked out")
+            raise FleetAdminError(Refusal.LOCKED_OUT)
         with _outage("login"):
-            caller = await authenticate(self._registry, self._settings(), api_key)
-            if caller is not None and caller.admin:
-                log.warning("manager.login_refused", user_id=user_id, reason="admin key")
-                raise FleetAdminError(Refusal.ADMIN_KEY)
+            caller = await authenticate_owner(self._registry, api_key)
             if caller is None or caller.owner_id is None:
-                log.info("manager.login_refused", user_id=user_id, reason="bad key")
+                failures, locked_s = self._lockout.failed(source)
+                log.warning(
+                    "manager.login_failed", user_id=user_id, failures=failures, locked_s=locked_s
+                )
                 return None
             owner = await self._links.link(user_id, caller.owner_id)
         log.info("manager.login", user_id=user_id, owner_id=caller.owner_id)

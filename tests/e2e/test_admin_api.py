@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,75 +15,15 @@ import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from config import Settings
-from emulators.telegram.server import RunningEmulator, open_emulator
+from emulators.telegram.server import RunningEmulator
 from ipc import keys
 from ipc.messages import Reconcile, decode
-from supervisor.http.admin_api import AdminContext
-from supervisor.http.app import make_app
-from supervisor.master.arbiter import Master
-from supervisor.registry.owners import create_owner
-from supervisor.services import open_registry
 from tests.daemon import start_daemon
+from tests.e2e.admin_rig import ADMIN_KEY, Api, error_of
 
 pytestmark = pytest.mark.timeout(120)
-
-ADMIN_KEY = "admin-" + secrets.token_urlsafe(24)
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with open_emulator() as emu:
-        yield emu
-
-
-@dataclass
-class Api:
-    client: TestClient[web.Request, web.Application]
-    app: web.Application
-    settings: Settings
-    emulator: RunningEmulator
-    alice: str  # owner keys
-    bob: str
-    alice_id: int
-
-    async def call(
-        self, method: str, path: str, key: str | None, body: Any = None, raw: bytes | None = None
-    ) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-        data = raw if raw is not None else (None if body is None else orjson.dumps(body))
-        async with self.client.request(method, path, data=data, headers=headers) as resp:
-            payload = await resp.read()
-            return resp.status, orjson.loads(payload) if payload else None
-
-    async def register(self, key: str, **body: Any) -> dict[str, Any]:
-        bot = self.emulator.state.create_bots(1)[0]
-        status, data = await self.call("POST", "/v1/bots", key, {"token": bot.token, **body})
-        assert status == 201, data
-        return dict(data)
-
-
-@pytest.fixture
-async def api(
-    fresh_settings: Callable[..., Settings], emulator: RunningEmulator
-) -> AsyncIterator[Api]:
-    settings = fresh_settings(
-        security={"admin_key": ADMIN_KEY}, telegram={"api_base": emulator.base_url}
-    )
-    async with open_registry(settings) as registry, aiohttp.ClientSession() as session:
-        alice_owner, alice = await create_owner(registry, "alice")
-        _, bob = await create_owner(registry, "bob")
-        app = make_app(Master(settings), registry, AdminContext(registry, settings, session))
-        async with TestClient(TestServer(app)) as client:
-            yield Api(client, app, settings, emulator, alice, bob, alice_owner.id)
-
-
-def _error(data: Any) -> tuple[str, str]:
-    assert set(data) == {"error"} and set(data["error"]) == {"code", "message"}, data
-    return data["error"]["code"], data["error"]["message"]
 
 
 async def test_an_owner_gets_404_for_another_owners_bot_on_every_endpoint(api: Api) -> None:
@@ -105,7 +43,7 @@ async def test_an_owner_gets_404_for_another_owners_bot_on_every_endpoint(api: A
     ):
         status, data = await api.call(method, path, api.alice, body)
         assert status == 404, (method, path, data)
-        assert _error(data) == ("not_found", f"bot {theirs['id']} is not registered")
+        assert error_of(data) == ("not_found", f"bot {theirs['id']} is not registered")
     # untouched, as the admin sees it
     status, data = await api.call("GET", one, ADMIN_KEY)
     assert status == 200 and data == theirs
@@ -129,9 +67,9 @@ async def test_the_admin_sees_and_changes_every_bot_and_may_name_an_owner(api: A
     status, data = await api.call(
         "POST", "/v1/bots", api.alice, {"token": bot.token, "owner": "bob"}
     )
-    assert status == 403 and _error(data)[0] == "forbidden"
+    assert status == 403 and error_of(data)[0] == "forbidden"
     status, data = await api.call("POST", "/v1/bots", ADMIN_KEY, {"token": bot.token, "owner": "x"})
-    assert status == 422 and _error(data)[0] == "unknown_owner"
+    assert status == 422 and error_of(data)[0] == "unknown_owner"
 
 
 async def test_no_key_or_a_bad_key_is_401_on_every_endpoint(api: Api) -> None:
@@ -153,7 +91,7 @@ async def test_no_key_or_a_bad_key_is_401_on_every_endpoint(api: Api) -> None:
             async with api.client.request(method, path, headers=headers, data=b"{}") as resp:
                 assert resp.status == 401, (key, method, path)
                 assert resp.headers["WWW-Authenticate"] == "Bearer"
-                code, _ = _error(await resp.json())
+                code, _ = error_of(await resp.json())
                 assert code in {"missing_key", "bad_key"}
     status, data = await api.call("GET", one, api.alice)
     assert status == 200 and data["revision"] == bot["revision"]  # nothing happened
@@ -164,7 +102,7 @@ async def test_a_revoked_token_is_refused_with_422_saying_telegram_rejected_it(a
     api.emulator.state.revoke(bot.id)
     status, data = await api.call("POST", "/v1/bots", api.alice, {"token": bot.token})
     assert status == 422
-    code, message = _error(data)
+    code, message = error_of(data)
     assert code == "token_rejected" and "Telegram rejected" in message
     assert bot.token.split(":")[1] not in orjson.dumps(data).decode()
     status, data = await api.call("GET", "/v1/bots", ADMIN_KEY)
@@ -176,7 +114,7 @@ async def test_a_bot_registered_twice_is_409_whoever_asks(api: Api) -> None:
     assert (await api.call("POST", "/v1/bots", api.alice, {"token": bot.token}))[0] == 201
     for key in (api.alice, api.bob, ADMIN_KEY):
         status, data = await api.call("POST", "/v1/bots", key, {"token": bot.token})
-        assert status == 409 and _error(data) == (
+        assert status == 409 and error_of(data) == (
             "already_registered",
             f"bot {bot.id} is already registered",
         )
@@ -202,19 +140,19 @@ async def test_a_bad_body_is_422_naming_the_field(
         body = {**body, "token": token}
     status, data = await api.call("POST", "/v1/bots", api.alice, body)
     assert status == 422, data
-    got_code, message = _error(data)
+    got_code, message = error_of(data)
     assert got_code == code and message.startswith(f"{field}:"), message
     assert token.split(":")[1] not in message
 
 
 async def test_a_body_that_is_not_json_is_400(api: Api) -> None:
     status, data = await api.call("POST", "/v1/bots", api.alice, raw=b"{token: 1")
-    assert status == 400 and _error(data)[0] == "bad_json"
+    assert status == 400 and error_of(data)[0] == "bad_json"
     bot = await api.register(api.alice)
     status, data = await api.call("PATCH", f"/v1/bots/{bot['id']}", api.alice, raw=b"")
-    assert status == 400 and _error(data)[0] == "bad_json"
+    assert status == 400 and error_of(data)[0] == "bad_json"
     status, data = await api.call("PATCH", f"/v1/bots/{bot['id']}", api.alice, {})
-    assert status == 422 and "handler" in _error(data)[1]
+    assert status == 422 and "handler" in error_of(data)[1]
 
 
 async def test_patch_bumps_the_revision_replaces_settings_and_hints_the_workers(
@@ -247,9 +185,9 @@ async def test_patch_bumps_the_revision_replaces_settings_and_hints_the_workers(
 
 async def test_unknown_paths_and_methods_answer_json_errors(api: Api) -> None:
     status, data = await api.call("GET", "/v1/nothing", ADMIN_KEY)
-    assert status == 404 and _error(data)[0] == "not_found"
+    assert status == 404 and error_of(data)[0] == "not_found"
     status, data = await api.call("PUT", "/v1/bots", ADMIN_KEY)
-    assert status == 405 and _error(data)[0] == "method_not_allowed"
+    assert status == 405 and error_of(data)[0] == "method_not_allowed"
     status, data = await api.call("GET", "/v1/bots/abc", ADMIN_KEY)
     assert status == 404
 

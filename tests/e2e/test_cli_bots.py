@@ -16,6 +16,7 @@ from emulators.telegram.server import RunningEmulator, open_emulator
 from supervisor.registry.bots import BotState
 from supervisor.services import open_registry
 from tests.daemon import daemon_env, free_port, start_daemon
+from tests.leakcheck import LEAKS
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,7 +27,9 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
         yield emu
 
 
-async def cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+async def cli(
+    env: dict[str, str], *args: str, cwd: Path | None = None, stdin: bytes | None = None
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -34,11 +37,13 @@ async def cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> tuple
         *args,
         env=env,
         cwd=cwd,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
     assert proc.returncode is not None
+    LEAKS.scan(err.decode(errors="replace"), "cli stderr")  # its log lines; stdout is output
     return proc.returncode, out.decode(), err.decode()
 
 
@@ -75,6 +80,31 @@ async def test_add_list_pause_remove_and_refusals(
     assert (await cli(env, "bots", "remove", str(good.id)))[0] == 0
     code, _, err = await cli(env, "bots", "remove", str(good.id))
     assert code != 0 and "not registered" in err
+
+
+async def test_add_reads_the_token_from_stdin_or_a_file_never_the_command_line(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    settings = fresh_settings()
+    env = daemon_env(settings, emulator.base_url, free_port())
+    piped, filed = emulator.state.create_bots(2)
+
+    code, out, err = await cli(
+        env, "bots", "add", "--token-file", "-", stdin=piped.token.encode() + b"\n"
+    )
+    assert code == 0, err
+    assert f"bot {piped.id}" in out and piped.token not in out + err
+    path = tmp_path / "token"
+    path.write_text(filed.token + "\n")
+    code, out, err = await cli(env, "bots", "add", "--token-file", str(path), "--handler", "echo")
+    assert code == 0, err
+    assert f"bot {filed.id}" in out
+    code, _, err = await cli(env, "bots", "add", "--token-file", str(tmp_path / "missing"))
+    assert code != 0 and "cannot read it" in err
+    code, _, err = await cli(env, "bots", "add", "--token", "1:x", "--token-file", "-")
+    assert code != 0 and "not allowed with" in err
+    async with open_registry(settings, apply_migrations=False) as registry:
+        assert {b.id for b in await registry.list()} == {piped.id, filed.id}
 
 
 async def test_import_reports_each_bad_line_and_registers_the_rest(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -25,7 +26,7 @@ from tests.daemon import Daemon, start_daemon
 
 pytestmark = pytest.mark.timeout(90)
 
-ADMIN_KEY = "admin-" + secrets.token_urlsafe(24)
+ADMIN_KEY = "admin-" + secrets.token_urlsafe(32)
 ALICE, BOB, CAROL = 501, 502, 503  # Telegram user ids (and their private chat ids)
 GROUP = -9001
 REPLY_TIMEOUT_S = 15
@@ -96,11 +97,11 @@ class Chat:
 
 @asynccontextmanager
 async def open_fleet(
-    fresh_settings: Callable[..., Settings], emu: RunningEmulator, tmp: Path
+    fresh_settings: Callable[..., Settings], emu: RunningEmulator, tmp: Path, **security: Any
 ) -> AsyncIterator[Fleet]:
     settings = fresh_settings(
         workers={"count": 1},
-        security={"admin_key": ADMIN_KEY},
+        security={"admin_key": ADMIN_KEY, **security},
         ratelimit={"per_chat": {"limit": 100, "period_s": 1}},
     )
     (manager,) = emu.state.create_bots(1)
@@ -193,7 +194,8 @@ async def test_refusals_are_friendly_and_never_show_a_secret(
         assert "not logged in" in reply and "I deleted your message" in reply
         reply = await carol.say("/login bvo_1_" + "x" * 43)
         assert reply.startswith("That API key is not valid.")
-        assert (await carol.say(f"/login {ADMIN_KEY}")).startswith("That is the admin key.")
+        # the admin key is just a wrong key here: nothing tells it apart
+        assert (await carol.say(f"/login {ADMIN_KEY}")).startswith("That API key is not valid.")
         assert "not logged in" in await carol.say("/mybots")  # neither key linked carol
 
         await alice.say(f"/login {fleet.keys['alice']}")
@@ -230,3 +232,48 @@ async def test_refusals_are_friendly_and_never_show_a_secret(
         reply = await group.say(f"/login {fleet.keys['alice']}")
         assert reply.startswith("That message holds a secret") and "I deleted" in reply
         assert len(group.deleted()) == 1
+
+
+async def test_wrong_keys_lock_a_telegram_user_out_and_the_admin_key_is_just_wrong(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    async with open_fleet(fresh_settings, emulator, tmp_path, login_free_failures=3) as fleet:
+        carol, alice = fleet.chat(CAROL), fleet.chat(ALICE)
+        wrong = ["bvo_1_" + "x" * 43, ADMIN_KEY, "guess-" + "y" * 30]
+        replies = [await carol.say(f"/login {key}") for key in wrong]
+        # the admin key is not told apart from any other wrong key
+        assert len({r.split("\n")[0] for r in replies}) == 1, replies
+        assert all(r.startswith("That API key is not valid.") for r in replies)
+        assert not [r for r in carol.replies() if "admin" in r.lower()]
+        assert (await carol.say(f"/login {ADMIN_KEY}x")).startswith("That API key is not valid.")
+        # now locked: even the right key is refused, and nothing says whether it was right
+        assert (await carol.say(f"/login {fleet.keys['alice']}")).startswith("Too many wrong keys")
+        assert "not logged in" in await carol.say("/mybots")
+        # another user is not affected
+        assert "alice" in await alice.say(f"/login {fleet.keys['alice']}")
+        # every one of those messages held a secret and was deleted
+        assert len(carol.deleted()) == 5
+
+
+async def test_any_secret_is_deleted_in_any_chat_and_login_works_only_in_private(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    async with open_fleet(fresh_settings, emulator, tmp_path) as fleet:
+        carol = fleet.chat(CAROL)
+        group = fleet.chat(CAROL, GROUP)
+        # private: a bare admin key, a key inside other text, a token inside other text
+        _, token = fleet.new_token()
+        for text in (ADMIN_KEY, f"my key is {fleet.keys['bob']} ok?", f"here: {token} thanks"):
+            reply = await carol.say(text)
+            assert "I deleted your message" in reply, (text, reply)
+        assert len(carol.deleted()) == 3
+        # group: /login with the admin key (no key shape) is deleted, and not honoured
+        reply = await group.say(f"/login {ADMIN_KEY}")
+        assert reply.startswith("That message holds a secret") and "I deleted" in reply
+        reply = await group.say(f"note {ADMIN_KEY}")
+        assert reply.startswith("That message holds a secret")
+        assert len(group.deleted()) == 2
+        assert (await group.say("/login")).startswith("Talk to me in a private chat")
+        async with open_registry(fleet.settings, apply_migrations=False) as registry:
+            assert await registry.owners()  # unchanged: alice and bob
+        assert "not logged in" in await carol.say("/mybots")

@@ -17,6 +17,8 @@ from emulators.telegram.server import RunningEmulator, open_emulator
 from supervisor.services import open_registry
 from tests.daemon import start_daemon
 
+ADMIN_KEY = "admin-secret-key-123-long-enough-now"
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -86,12 +88,12 @@ async def test_operator_handoff_is_released_through_the_admin_api(
         workers={"count": 1},
         telegram={"poll_timeout_s": 1},
         openai={"base_url": llm.base_url, "api_key": "sk-test", "model": "emu-1"},
-        security={"admin_key": "admin-secret-key-123"},
+        security={"admin_key": ADMIN_KEY},
     )
     (bot,) = emu.state.create_bots(1)
     async with open_registry(settings) as registry:
         await registry.add_many([(BotToken(bot.token), "llmbot")], handler="openai")
-    headers = {"Authorization": "Bearer admin-secret-key-123"}
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
     def sent_to(chat: int) -> int:
         return sum(1 for m in emu.state.sent_log(bot.id) or [] if m["chat_id"] == chat)
@@ -110,8 +112,10 @@ async def test_operator_handoff_is_released_through_the_admin_api(
         async with daemon.session.post(url, headers=headers) as resp:
             assert resp.status == 200, await resp.text()
             assert (await resp.json())["released"] is True
+        # a chat that is not handed off: 404, and nothing is written
         async with daemon.session.post(url.replace("/7/", "/-99/"), headers=headers) as resp:
-            assert (await resp.json())["released"] is False
+            assert resp.status == 404
+            assert (await resp.json())["error"]["code"] == "not_handed_off"
         async with daemon.session.post(url) as resp:
             assert resp.status == 401
         emu.state.inject([{"bot_id": bot.id, "chat_id": 7, "text": "back?"}])

@@ -25,10 +25,11 @@ from supervisor.registry.owners import authenticate
 from supervisor.registry.tokenbox import TokenBox, TokenDecryptError, key_id_of, open_tokenbox
 from supervisor.services import open_registry
 from tests.daemon import daemon_env, free_port, start_daemon
+from tests.leakcheck import LEAKS
 
 pytestmark = pytest.mark.timeout(180)
 
-ADMIN_KEY = "admin-key-for-rotation-tests"
+ADMIN_KEY = "admin-key-for-rotation-tests-" + "0" * 8
 
 
 @pytest.fixture
@@ -49,6 +50,7 @@ async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
+    LEAKS.scan(err.decode(errors="replace"), "cli stderr")  # its log lines; stdout is output
     return proc.returncode, out.decode(), err.decode()
 
 

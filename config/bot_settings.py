@@ -1,0 +1,103 @@
+"""A bot's own settings (the JSON object stored with it): what is allowed, checked once.
+
+Runs wherever a bot's settings are written or read: the admin API and the CLI check them
+before anything is stored (supervisor/registry/bot_service.py), the registry checks every
+row it reads, and workers build the bot's rate limits with `ratelimit_for`. One set of
+rules, so a value the API accepts is one the worker runs. Imports nothing of ours but
+config.settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+from pydantic import ValidationError
+
+from config.settings import RateLimitSection, Settings
+
+#: Serialised size of one bot's settings.
+MAX_BYTES: Final = 65_536
+#: Objects and lists inside objects and lists.
+MAX_DEPTH: Final = 16
+#: Numbers beyond ±2^53 lose precision in JSON readers (and 1e20 fits no int64).
+MAX_NUMBER: Final = 2**53
+MAX_KEY_LEN: Final = 256
+
+
+class BadBotSettings(ValueError):
+    """A bot's settings are invalid; the message names the key and what is allowed."""
+
+
+def check_bot_settings(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object within the limits, else BadBotSettings."""
+    if not isinstance(value, dict):
+        raise BadBotSettings("settings: expected a JSON object")
+    _check(value, "settings", 0)
+    try:
+        size = len(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):
+        raise BadBotSettings("settings: not representable as JSON") from None
+    if size > MAX_BYTES:
+        raise BadBotSettings(f"settings: {size} bytes as JSON; at most {MAX_BYTES} are allowed")
+    return value
+
+
+def _check(value: Any, where: str, depth: int) -> None:
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadBotSettings(f"{where}: strings may not hold a NUL character")
+        return
+    if isinstance(value, int | float):
+        if not -MAX_NUMBER <= value <= MAX_NUMBER or value != value:
+            raise BadBotSettings(f"{where}: numbers must be within ±2^53 ({MAX_NUMBER})")
+        return
+    if depth >= MAX_DEPTH:
+        raise BadBotSettings(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or len(key) > MAX_KEY_LEN or "\x00" in key:
+                raise BadBotSettings(
+                    f"{where}: keys are strings of at most {MAX_KEY_LEN} characters without NUL"
+                )
+            _check(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, f"{where}[{index}]", depth + 1)
+    else:
+        raise BadBotSettings(f"{where}: {type(value).__name__} is not a JSON value")
+
+
+def ratelimit_for(settings: Settings, bot_settings: Mapping[str, Any]) -> RateLimitSection:
+    """Deployment limits, overridden per bot by its settings' `ratelimit` object
+    (e.g. {"ratelimit": {"per_bot": {"limit": 1000}}} for paid broadcasts), validated by
+    the same model as the config file so the rules and messages are the config's."""
+    own = bot_settings.get("ratelimit") if isinstance(bot_settings, Mapping) else None
+    if own is None:
+        return settings.ratelimit
+    merged = settings.ratelimit.model_dump()
+    try:
+        for name, value in dict(own).items():
+            merged[name] = (
+                {**merged[name], **value} if isinstance(merged.get(name), dict) else value
+            )
+        return RateLimitSection.model_validate(merged)
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise BadBotSettings(f"settings.ratelimit: {_first_error(exc)}") from None
+
+
+def check_for(settings: Settings, bot_settings: Any) -> dict[str, Any]:
+    """Every rule: the shape and limits above, then the `ratelimit` object."""
+    checked = check_bot_settings(bot_settings)
+    ratelimit_for(settings, checked)
+    return checked
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        e = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+    return 'expected an object like {"per_bot": {"limit": 30, "period_s": 1}}'
