@@ -17,17 +17,12 @@ from supervisor.registry.bots import BotState
 from supervisor.registry.owners import create_owner
 from supervisor.services import open_registry
 from tests.daemon import daemon_env, free_port
-from tests.e2e import test_admin_api as admin_tests
-from tests.e2e.test_admin_api import Api
+from tests.e2e.admin_rig import Api
 from tests.e2e.test_cli_bots import cli
 from tests.e2e.test_daemon_e2e import is_disabled
 from tests.e2e.test_manager_bot import ALICE, open_fleet, wait_polling
 
 pytestmark = pytest.mark.timeout(120)
-
-# the admin API tests' fixtures
-emulator = admin_tests.emulator
-api = admin_tests.api
 
 
 def reissue(emu: RunningEmulator, bot_id: int) -> str:
