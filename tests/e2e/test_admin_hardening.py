@@ -71,7 +71,7 @@ async def test_settings_the_workers_would_refuse_are_422_and_change_nothing(
     api: Api, settings: Any, why: str
 ) -> None:
     text = settings.json if isinstance(settings, Nested) else orjson.dumps(settings).decode()
-    bot = await api.register(api.alice, settings={"keep": True})
+    bot = await api.register(api.alice, settings={"ratelimit": {"per_chat": {"limit": 1}}})
     raw = ('{"settings":' + text + "}").encode()
     status, data = await api.call("PATCH", f"/v1/bots/{bot['id']}", api.alice, raw=raw)
     assert status == 422, data

@@ -110,7 +110,7 @@ async def open_fleet(
         await registry.add(BotToken(manager.token), username=manager.username, handler="manager")
         for name in ("alice", "bob"):
             _, keys[name] = await create_owner(registry, name)
-    refusals = ("manager.login_refused", "manager.secret_in_group")
+    refusals = ("manager.login_refused", "manager.login_failed", "manager.secret_in_group")
     async with start_daemon(settings, emu.base_url, tmp, expect_warnings=refusals) as daemon:
         async with asyncio.timeout(REPLY_TIMEOUT_S):
             await emu.state.wait_polling(manager.id)
