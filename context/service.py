@@ -20,8 +20,11 @@ from ipc.redis_client import redis_client
 
 log = structlog.get_logger(__name__)
 
-#: How long closing waits for queued writes (Redis replays, PostgreSQL rows).
+#: How long closing waits for PostgreSQL to take the queued rows and states.
 CLOSE_TIMEOUT_S: Final = 5.0
+#: How long closing tries to replay held writes into a Redis that answers again. Short:
+#: they are in PostgreSQL's queue too, and a load finds Redis stale and rebuilds.
+CLOSE_REPLAY_S: Final = 1.0
 
 
 @asynccontextmanager
@@ -70,14 +73,17 @@ async def open_context_store(
 async def _close(
     store: ContextStore, durable: DurableLog, stop: asyncio.Event, tasks: set[asyncio.Task[None]]
 ) -> None:
-    """Replay what Redis still owes, let PostgreSQL take the queued rows, then stop."""
-    if store.health()["pending_redis_writes"]:
+    """Let PostgreSQL (the source of truth) take every queued row and state, replay what
+    Redis still owes if it answers at once, then stop. Never waits on a hung Redis for
+    longer than CLOSE_REPLAY_S."""
+    if store.health()["pending_redis_writes"] and not store.redis_down:
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            async with asyncio.timeout(CLOSE_REPLAY_S):
                 await store.replay_pending()
         except TimeoutError:
             pass
-    await durable.wait_idle(CLOSE_TIMEOUT_S)
+    if not await durable.wait_idle(CLOSE_TIMEOUT_S):
+        log.warning("context.flush_timed_out", queued=len(durable))
     stop.set()
     _, running = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
     for task in running:
