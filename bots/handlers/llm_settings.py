@@ -27,6 +27,8 @@ class LLMBotSettings:
     temperature: float | None = None
     max_history_messages: int = 20
     max_tokens: int | None = None
+    #: the bot's model's context window (None: the deployment's openai.context_window_tokens)
+    context_window_tokens: int | None = None
     handoff_keyword: str | None = None
     greeting: str = DEFAULT_GREETING
     fallback_text: str = DEFAULT_FALLBACK
@@ -66,12 +68,14 @@ def parse_settings(raw: Mapping[str, Any]) -> tuple[LLMBotSettings, list[str]]:
     d = LLMBotSettings()
     history = _number(raw, "max_history_messages", 1, 10_000, problems, integer=True)
     max_tokens = _number(raw, "max_tokens", 1, 1_000_000, problems, integer=True)
+    window = _number(raw, "context_window_tokens", 256, 10_000_000, problems, integer=True)
     settings = LLMBotSettings(
         system_prompt=_text(raw, "system_prompt", problems) or d.system_prompt,
         model=_text(raw, "model", problems),
         temperature=_number(raw, "temperature", 0, 2, problems, integer=False),
         max_history_messages=int(history) if history is not None else d.max_history_messages,
         max_tokens=int(max_tokens) if max_tokens is not None else None,
+        context_window_tokens=int(window) if window is not None else None,
         handoff_keyword=_text(raw, "handoff_keyword", problems),
         greeting=_text(raw, "greeting", problems) or d.greeting,
         fallback_text=_text(raw, "fallback_text", problems) or d.fallback_text,

@@ -72,8 +72,11 @@ class LLMClient:
         deadline_s: float | None = None,
         breaker: BreakerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        context_window_tokens: int = 128_000,
     ) -> None:
         self.default_model = default_model
+        #: the default model's context window (prompts are fitted to it)
+        self.context_window_tokens = context_window_tokens
         self._options: dict[str, Any] = {
             "base_url": base_url,
             # local OpenAI-compatible servers take any key; the client insists on one
@@ -97,6 +100,7 @@ class LLMClient:
             api_key=key,
             default_model=section.model,
             attempt_timeout_s=section.timeout_s,
+            context_window_tokens=section.context_window_tokens,
             **kwargs,
         )
 
