@@ -25,6 +25,7 @@ CLOSE_TIMEOUT_S: Final = 5.0
 #: How long closing tries to replay held writes into a Redis that answers again. Short:
 #: they are in PostgreSQL's queue too, and a load finds Redis stale and rebuilds.
 CLOSE_REPLAY_S: Final = 1.0
+RECOVERY_TASK: Final = "context:redis-recovery"
 
 
 @asynccontextmanager
@@ -58,7 +59,7 @@ async def open_context_store(
     stop = asyncio.Event()
     tasks = {
         asyncio.create_task(durable.run(stop), name="context:durable"),
-        asyncio.create_task(store.recover_forever(stop), name="context:redis-recovery"),
+        asyncio.create_task(store.recover_forever(stop), name=RECOVERY_TASK),
     }
     try:
         yield store
@@ -85,6 +86,9 @@ async def _close(
     if not await durable.wait_idle(CLOSE_TIMEOUT_S):
         log.warning("context.flush_timed_out", queued=len(durable))
     stop.set()
+    for task in tasks:  # the recovery task may be probing a hung Redis: never wait for it
+        if task.get_name() == RECOVERY_TASK:
+            task.cancel(msg="context store closing")
     _, running = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
     for task in running:
         task.cancel(msg="context store closing")

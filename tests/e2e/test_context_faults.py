@@ -130,3 +130,54 @@ async def test_writes_held_while_redis_is_frozen_survive_sigterm_and_a_restart(
         "five",
     ]
     assert took < 10, f"SIGTERM with Redis frozen took {took:.1f} s"
+
+
+def worker_redis(data: dict[str, Any]) -> str:
+    return str(data["workers"][0]["health"].get("redis", ""))
+
+
+async def test_status_shows_a_frozen_redis_per_worker_and_sigterm_acts_at_once(
+    fresh_settings: Callable[..., Settings],
+    emulators: tuple[RunningEmulator, RunningLLMEmulator],
+    redis_proc: RedisProcess,
+    tmp_path: Path,
+) -> None:
+    """No chat writes meanwhile: the worker's heartbeat is what notices the outage. The
+    default Redis timeout (5 s) is kept, so an unbounded wait at shutdown would show."""
+    emu, _ = emulators
+    settings = fresh_settings(
+        workers={"count": 1}, telegram={"poll_timeout_s": 1}, redis={"url": redis_proc.url}
+    )
+    (bot,) = emu.state.create_bots(1)
+    async with open_registry(settings) as registry:
+        await registry.add_many([(BotToken(bot.token), "echobot")], handler="echo")
+    async with start_daemon(
+        settings, emu.base_url, tmp_path, expect_warnings=REDIS_FROZEN
+    ) as daemon:
+        assert worker_redis(await daemon.wait_status(lambda d: d["ready"])) == "ok"
+        signal_redis(redis_proc, signal.SIGSTOP)
+        await daemon.wait_status(lambda d: worker_redis(d) == "degraded", timeout=20)
+        signal_redis(redis_proc, signal.SIGCONT)
+        await daemon.wait_status(lambda d: worker_redis(d) == "ok", timeout=20)
+        signal_redis(redis_proc, signal.SIGSTOP)
+        await daemon.wait_status(lambda d: worker_redis(d) == "degraded", timeout=20)
+        signalled = time.time()
+        assert await daemon.stop() == 0
+        exited = time.time()
+    signal_redis(redis_proc, signal.SIGCONT)
+    lines = daemon.log_lines()
+    stopped = [r for r in lines if r.get("event") == "worker.stopped"]
+    assert stopped, "the worker never logged worker.stopped"
+    drained = _epoch(stopped[-1]["timestamp"]) - signalled
+    assert drained < 1.5, f"the worker took {drained:.1f} s to drain with Redis frozen"
+    assert exited - signalled < 3
+    # health is logged when a layer changes: ok -> degraded -> ok -> degraded (+ slack),
+    # not once a beat
+    health = [r for r in lines if r.get("event") == "worker.health"]
+    assert 3 <= len(health) <= 6, [r.get("redis") for r in health]
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
