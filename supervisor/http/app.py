@@ -53,7 +53,7 @@ async def status(request: web.Request) -> web.Response:
     if registry is not None:
         try:
             counts = await registry.counts_by_state()
-        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             registry_error = type(exc).__name__
     now = time.monotonic()
     workers = []

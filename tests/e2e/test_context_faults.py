@@ -12,15 +12,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from pydantic import SecretStr
 
 from bots.telegram.token import BotToken
 from config import Settings
 from emulators.openai import RunningLLMEmulator, open_llm_emulator
 from emulators.telegram.server import RunningEmulator, open_emulator
 from supervisor.services import open_registry
-from tests.context_helpers import RedisProcess
+from tests.context_helpers import RedisProcess, TcpProxy
 from tests.daemon import start_daemon
 
 pytestmark = pytest.mark.timeout(180)
@@ -181,3 +183,56 @@ def _epoch(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+async def test_postgres_away_and_back_is_one_line_each_way_without_tracebacks(
+    fresh_settings: Callable[..., Settings],
+    emulators: tuple[RunningEmulator, RunningLLMEmulator],
+    tmp_path: Path,
+) -> None:
+    emu, llm = emulators
+    settings = fresh_settings(
+        workers={"count": 1, "reconcile_interval_s": 0.5},
+        telegram={"poll_timeout_s": 1},
+        database={"timeout_s": 2.0},
+        openai={"base_url": llm.base_url, "api_key": "sk-test", "model": "emu-1"},
+    )
+    (bot,) = emu.state.create_bots(1)
+    async with open_registry(settings) as registry:
+        await registry.add_many([(BotToken(bot.token), "llmbot")], handler="openai")
+    assert settings.database.url is not None
+    url = urlsplit(settings.database.url.get_secret_value())
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    via_proxy = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}").geturl()
+    settings = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"url": SecretStr(via_proxy)})}
+    )
+    chat = Chat(emu, llm, bot.id)
+    try:
+        async with start_daemon(
+            settings,
+            emu.base_url,
+            tmp_path,
+            expect_warnings=("reconcile.registry_unavailable", "context.postgres_degraded"),
+        ) as daemon:
+            await chat.say("one")
+            await proxy.stop()  # PostgreSQL unreachable, its connections cut
+            await chat.say("two")
+            await daemon.wait_status(lambda d: d["workers"][0]["health"]["postgres"] != "ok")
+            await proxy.start()
+            await chat.say("three")
+            status = await daemon.wait_status(
+                lambda d: d["workers"][0]["health"]["postgres"] == "ok"
+            )
+            # reconcile passes met the cut connections: the worker lived through them
+            await daemon.wait_metrics("botvisor_context_saves_total 6.0")
+            status = await daemon.status()
+    finally:
+        await proxy.stop()
+    assert status["worker_restarts"] == 0
+    text = daemon.log_text()
+    assert "Traceback" not in text and '"exception"' not in text
+    lines = daemon.log_lines()
+    for event in ("context.postgres_degraded", "context.postgres_recovered"):
+        assert sum(1 for r in lines if r.get("event") == event) == 1, event
