@@ -45,13 +45,17 @@ class RedisRecovery:
 
     def redis_failed(self, exc: BaseException) -> None:
         """Another user of the worker's Redis (the heartbeat) saw it fail: serve from
-        memory and let the recovery task probe it, so health says so at once."""
-        self._mark_redis_down(exc)
+        memory and let the recovery task probe it, so health says so at once. Logged at
+        info: that user has already warned about the outage."""
+        self._mark_redis_down(exc, noticed_by="heartbeat")
 
-    def _mark_redis_down(self, exc: BaseException) -> None:
+    def _mark_redis_down(self, exc: BaseException, noticed_by: str = "") -> None:
         self._c.redis_errors += 1
         if not self._redis_down:
-            log.warning("context.redis_degraded", error=type(exc).__name__)
+            if noticed_by:
+                log.info("context.redis_degraded", error=type(exc).__name__, by=noticed_by)
+            else:
+                log.warning("context.redis_degraded", error=type(exc).__name__)
             self._redis_down = True
             self._recovery_wake.set()
             self._changed()
