@@ -233,6 +233,14 @@ class OpenAISection(_Section):
     api_key: SecretStr | None = Field(None, description="API key for base_url.")
     model: str = Field("gpt-4o-mini", min_length=1, description="Default model.")
     timeout_s: float = Field(30.0, gt=0, le=600, description="Timeout of one completion.")
+    context_window_tokens: int = Field(
+        128_000,
+        ge=256,
+        le=10_000_000,
+        description="The model's context window in tokens: prompts keep the newest "
+        "history that fits it (minus room for the reply), dropping the oldest turns. "
+        "A bot's `context_window_tokens` setting overrides it.",
+    )
 
 
 class SecuritySection(_Section):

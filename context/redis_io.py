@@ -4,11 +4,14 @@ Keys (from ipc/keys.py only): `ctx:{bot}:{chat}:{dialog|messages|prefs}` with th
 own TTLs, plus `ctx:{bot}:{chat}:ver`, a random token replaced on every write and kept
 as long as the longest namespace TTL. A random token, not a counter, so a chat wiped
 by FLUSHALL and written again can never show a stale writer the version it expects.
+The token starts with the write's time in microseconds (`version_stamp`): a load
+compares it with PostgreSQL's `chat_state.stamp` and rebuilds when Redis is older.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -64,7 +67,16 @@ class Ttls:
 
 
 def new_version() -> str:
-    return secrets.token_hex(8)
+    """`{microseconds since the epoch}-{random}`: unique, and says when it was written."""
+    return f"{round(time.time() * 1_000_000)}-{secrets.token_hex(6)}"
+
+
+def version_stamp(version: str) -> float:
+    """When a version was written, in epoch seconds (0.0: unknown, e.g. an older format)."""
+    head, sep, _ = version.partition("-")
+    if not sep or not head.isdigit():
+        return 0.0
+    return int(head) / 1_000_000
 
 
 class RedisContexts:

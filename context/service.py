@@ -20,8 +20,12 @@ from ipc.redis_client import redis_client
 
 log = structlog.get_logger(__name__)
 
-#: How long closing waits for queued writes (Redis replays, PostgreSQL rows).
+#: How long closing waits for PostgreSQL to take the queued rows and states.
 CLOSE_TIMEOUT_S: Final = 5.0
+#: How long closing tries to replay held writes into a Redis that answers again. Short:
+#: they are in PostgreSQL's queue too, and a load finds Redis stale and rebuilds.
+CLOSE_REPLAY_S: Final = 1.0
+RECOVERY_TASK: Final = "context:redis-recovery"
 
 
 @asynccontextmanager
@@ -55,7 +59,7 @@ async def open_context_store(
     stop = asyncio.Event()
     tasks = {
         asyncio.create_task(durable.run(stop), name="context:durable"),
-        asyncio.create_task(store.recover_forever(stop), name="context:redis-recovery"),
+        asyncio.create_task(store.recover_forever(stop), name=RECOVERY_TASK),
     }
     try:
         yield store
@@ -70,15 +74,21 @@ async def open_context_store(
 async def _close(
     store: ContextStore, durable: DurableLog, stop: asyncio.Event, tasks: set[asyncio.Task[None]]
 ) -> None:
-    """Replay what Redis still owes, let PostgreSQL take the queued rows, then stop."""
-    if store.health()["pending_redis_writes"]:
+    """Let PostgreSQL (the source of truth) take every queued row and state, replay what
+    Redis still owes if it answers at once, then stop. Never waits on a hung Redis for
+    longer than CLOSE_REPLAY_S."""
+    if store.health()["pending_redis_writes"] and not store.redis_down:
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            async with asyncio.timeout(CLOSE_REPLAY_S):
                 await store.replay_pending()
         except TimeoutError:
             pass
-    await durable.wait_idle(CLOSE_TIMEOUT_S)
+    if not await durable.wait_idle(CLOSE_TIMEOUT_S):
+        log.warning("context.flush_timed_out", queued=len(durable))
     stop.set()
+    for task in tasks:  # the recovery task may be probing a hung Redis: never wait for it
+        if task.get_name() == RECOVERY_TASK:
+            task.cancel(msg="context store closing")
     _, running = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
     for task in running:
         task.cancel(msg="context store closing")
@@ -87,5 +97,8 @@ async def _close(
         if not task.cancelled() and task.exception() is not None:
             log.error("context.task_failed", task=task.get_name(), error=repr(task.exception()))
     health = store.health()
-    if health["pending_redis_writes"] or health["pending_durable_writes"]:
+    if health["pending_durable_writes"]:
         log.error("context.closed_with_unwritten", **health)
+    elif health["pending_redis_writes"]:
+        # PostgreSQL has them: the next load finds Redis older and rebuilds from it
+        log.info("context.closed_redis_behind", **health)

@@ -61,6 +61,8 @@ class ContextStatistics:
     saves: int
     conflicts: int
     redis_errors: int
+    #: Redis copies found older than PostgreSQL (rebuilt from it).
+    stale_redis: int
     postgres_errors: int
     pending_redis_chats: int
     pending_redis_writes: int
@@ -86,6 +88,7 @@ class Counters:
         "redis_hits",
         "redis_misses",
         "saves",
+        "stale_redis",
     )
 
     def __init__(self) -> None:
@@ -99,6 +102,7 @@ class Counters:
         self.saves = 0
         self.conflicts = 0
         self.redis_errors = 0
+        self.stale_redis = 0
 
     def freeze(self, **rest: int) -> ContextStatistics:
         own = {

@@ -4,39 +4,45 @@ One store per worker process (one Redis client, one asyncpg pool), one `ChatCach
 per bot inside it, so a busy bot only ever evicts its own chats, and a restarted
 actor finds its cache warm. Runs in the worker's event loop.
 
-* `load` serves memory, else Redis, else rebuilds the messages from PostgreSQL.
+* `load` serves memory, else Redis unless PostgreSQL holds a newer change of the chat
+  (`chat_state.stamp` later than the time in Redis's version token: writes a worker
+  queued while Redis was away and then exited with), else rebuilds the chat from
+  PostgreSQL: messages from `messages`, dialog and prefs from `chat_state`.
 * `save` applies `Changes` on the freshest state it has and writes it with a
   compare-and-set; a stale write is retried on the state Redis returns, never
   written over it. Writes of one chat in this process queue on a lock, so only
   other processes ever race.
 * Redis down: reads are served from memory (or PostgreSQL), writes are applied in
   memory and queued per chat; a recovery task replays them once Redis answers.
-* PostgreSQL down: history rows stay queued and are retried (see `DurableLog`).
+* Every write also queues its history rows and, when it touches dialog or prefs, the
+  chat's new state for PostgreSQL (the source of truth); closing flushes them.
+* PostgreSQL down: they stay queued and are retried (see `DurableLog`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import structlog
 
-from context.aio import KeyedLocks, wait_first
-from context.durable import PG_DOWN, DurableLog
+from context.aio import KeyedLocks
+from context.durable import PG_DOWN, ChatState, DurableLog
 from context.lru import CacheBudget, ChatCache
-from context.model import RESET_ROLE, Changes, Context, Message, apply_changes, now_ts
-from context.pending import ALL, PendingChat, ReplayContended, replay
-from context.redis_io import REDIS_DOWN, RedisContexts, new_version
+from context.model import EMPTY, RESET_ROLE, Changes, Context, Message, apply_changes, now_ts
+from context.pending import ALL, PendingChat
+from context.recovery import RedisRecovery
+from context.redis_io import REDIS_DOWN, RedisContexts, new_version, version_stamp
 from context.stats import ContextStatistics, Counters, StoreConfig
 
 log = structlog.get_logger(__name__)
 
 #: A save that loses this many compare-and-set races in a row gives up.
 SAVE_ATTEMPTS: Final = 100
-#: Replays running at once when Redis comes back.
-REPLAY_CONCURRENCY: Final = 32
+#: How long a load waits for PostgreSQL to say whether Redis is stale before trusting it.
+STALE_CHECK_TIMEOUT_S: Final = 2.0
 
 
 class ContextUnavailable(Exception):
@@ -44,7 +50,7 @@ class ContextUnavailable(Exception):
     other writers won every attempt."""
 
 
-class ContextStore:
+class ContextStore(RedisRecovery):
     def __init__(self, redis: RedisContexts, durable: DurableLog, config: StoreConfig) -> None:
         self.config = config
         self._redis = redis
@@ -173,6 +179,7 @@ class ContextStore:
 
     async def _fetch(self, bot_id: int, chat_id: int) -> Context:
         """The freshest context this store can get without raising."""
+        stale = ""
         if not self._redis_down:
             try:
                 async with asyncio.timeout(self.config.redis_timeout_s):
@@ -180,30 +187,52 @@ class ContextStore:
             except REDIS_DOWN as exc:
                 self._mark_redis_down(exc)
             else:
-                if ctx.version:
+                if ctx.version and not await self._older_than_durable(ctx):
                     self._c.redis_hits += 1
                     return ctx
-                self._c.redis_misses += 1
+                if ctx.version:
+                    stale = ctx.version
+                else:
+                    self._c.redis_misses += 1
         rebuilt = await self._rebuild(bot_id, chat_id, None)
-        if not rebuilt.messages or self._redis_down:
+        if (rebuilt.empty and not stale) or self._redis_down:
             return rebuilt
         # put it back, so other readers (a restarted actor, another worker) find it there
         try:
             async with asyncio.timeout(self.config.redis_timeout_s):
-                _, stored = await self._redis.write("", rebuilt, ALL, new_version())
+                _, stored = await self._redis.write(stale, rebuilt, ALL, new_version())
         except REDIS_DOWN as exc:
             self._mark_redis_down(exc)
             return rebuilt
         return stored  # ours, or what a writer stored meanwhile
 
+    async def _older_than_durable(self, ctx: Context) -> bool:
+        """Whether PostgreSQL holds a change of the chat newer than Redis's copy. With
+        PostgreSQL away Redis is trusted (the best there is)."""
+        if self._durable.degraded or self._rebuild_failing:
+            return False
+        try:
+            state = await self._durable.state(ctx.bot_id, ctx.chat_id, STALE_CHECK_TIMEOUT_S)
+        except PG_DOWN:
+            self._c.rebuild_errors += 1
+            return False
+        if state.stamp <= version_stamp(ctx.version):
+            return False
+        self._c.stale_redis += 1
+        log.info("context.redis_stale", bot_id=ctx.bot_id, chat_id=ctx.chat_id)
+        return True
+
     async def _rebuild(self, bot_id: int, chat_id: int, fallback: Context | None) -> Context:
-        """Messages from PostgreSQL plus rows still queued for it; version "" (not in Redis).
+        """The chat from PostgreSQL plus what is still queued for it; version "" (not in
+        Redis). Dialog and prefs: `chat_state` (lapsed by their TTLs since the chat's
+        last change), else what memory had (`fallback`).
 
         With PostgreSQL down too: `fallback` (what memory had) or an empty context.
         """
         c = self.config
         try:
             messages = await self._durable.recent(bot_id, chat_id, c.max_messages, c.messages_ttl_s)
+            state = await self._durable.state(bot_id, chat_id)
         except PG_DOWN as exc:
             self._c.rebuild_errors += 1
             if not self._rebuild_failing:
@@ -222,11 +251,15 @@ class ContextStore:
             self._c.postgres_hits += 1
         else:
             self._c.postgres_misses += 1
-        if fallback is None:
-            return Context(bot_id, chat_id, "", messages=messages)
-        # Redis lost the chat but memory still has it: its dialog and prefs are the best
-        # knowledge there is (PostgreSQL keeps only messages)
-        return Context(bot_id, chat_id, "", fallback.dialog, messages, fallback.prefs)
+        state = state.newer(self._durable.pending_state(bot_id, chat_id))
+        dialog, prefs = (
+            (fallback.dialog, fallback.prefs) if fallback is not None else (EMPTY, EMPTY)
+        )
+        if state.state_stamp:
+            age = now_ts() - state.stamp
+            dialog = _frozen(state.dialog) if age < c.dialog_ttl_s else EMPTY
+            prefs = _frozen(state.prefs) if age < c.prefs_ttl_s else EMPTY
+        return Context(bot_id, chat_id, "", dialog, messages, prefs)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -244,6 +277,14 @@ class ContextStore:
             rows = (Message(RESET_ROLE, "", rows[0].ts if rows else now_ts()), *rows)
         if rows:
             self._durable.enqueue_nowait(key[0], key[1], rows)
+        if changes.reset or changes.dialog_set or changes.dialog_clear or changes.prefs_set:
+            # the time Redis got (or, queued, will get a later one): PostgreSQL never
+            # looks newer than a Redis copy that has this write
+            stamp = version_stamp(ctx.version) if not queued else now_ts()
+            stamp = max(stamp, *(m.ts for m in rows)) if rows else stamp
+            self._durable.enqueue_state_nowait(
+                key[0], key[1], ChatState(stamp, stamp, ctx.dialog, ctx.prefs)
+            )
         return ctx
 
     async def _save_in_memory(
@@ -263,78 +304,8 @@ class ContextStore:
         self._recovery_wake.set()
         return self._accept(key, pending.ctx, changes, queued=True)
 
-    # -- degraded mode ----------------------------------------------------------------------
 
-    def _mark_redis_down(self, exc: BaseException) -> None:
-        self._c.redis_errors += 1
-        if not self._redis_down:
-            log.warning("context.redis_degraded", error=type(exc).__name__)
-            self._redis_down = True
-            self._recovery_wake.set()
-            self._changed()
+def _frozen(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    from types import MappingProxyType
 
-    def _changed(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    async def recover_forever(self, stop: asyncio.Event) -> None:
-        """Background task: while Redis is down, probe it; once it answers, replay."""
-        delay = 0.05
-        while not stop.is_set():
-            if not (self._redis_down or self._pending):
-                self._recovery_wake.clear()
-                await wait_first(self._recovery_wake, stop)
-                continue
-            if await self.replay_pending():
-                delay = 0.05
-                continue
-            await wait_first(stop, timeout=delay)
-            delay = min(delay * 2, 1.0)
-
-    async def replay_pending(self) -> bool:
-        """One recovery pass. True once Redis is up and nothing is pending any more.
-
-        Redis counts as up as soon as it answers: chats with nothing queued write to it
-        directly again, chats with queued writes keep queuing until their own replay
-        (under the chat's lock) has run, so per chat the order is kept and the queue
-        only shrinks — a steady stream of writes cannot keep recovery from finishing.
-        """
-        try:
-            async with asyncio.timeout(self.config.redis_timeout_s):
-                await self._redis.ping()
-        except REDIS_DOWN:
-            return False
-        if self._redis_down:
-            self._redis_down = False
-            log.info("context.redis_recovered", pending_chats=len(self._pending))
-            self._changed()
-        gate = asyncio.Semaphore(REPLAY_CONCURRENCY)
-        while self._pending and not self._redis_down:
-            results = await asyncio.gather(
-                *(self._replay_one(key, gate) for key in list(self._pending))
-            )
-            if not all(results):
-                return False
-            if not self._pending:
-                log.info("context.replayed")
-                self._changed()
-        return not self._pending and not self._redis_down
-
-    async def _replay_one(self, key: tuple[int, int], gate: asyncio.Semaphore) -> bool:
-        async with gate, self._locks.hold(key):
-            pending = self._pending.get(key)
-            if pending is None:
-                return True
-            try:
-                async with asyncio.timeout(self.config.redis_timeout_s):
-                    ctx = await replay(self._redis, pending, self.config.max_messages)
-            except REDIS_DOWN as exc:
-                self._mark_redis_down(exc)
-                return False
-            except ReplayContended:
-                log.warning("context.replay_contended", bot_id=key[0], chat_id=key[1])
-                return False
-            del self._pending[key]
-            self._pending_changes -= len(pending.changes)
-            self.cache_for(key[0]).put(ctx)
-            return True
+    return MappingProxyType(dict(value)) if value else EMPTY

@@ -51,6 +51,9 @@ class LLMEmulatorState:
     faults: deque[Fault] = field(default_factory=deque)
     hangs: asyncio.Event = field(default_factory=asyncio.Event)  # set: hung requests end
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: prompts counting more tokens than this (as `usage` counts them) are rejected with
+    #: 400 context_length_exceeded, like a real model's window (None: no limit)
+    context_window: int | None = None
 
     def fail_next(self, kind: FaultKind, count: int = 1, retry_after: float = 1.0) -> None:
         if kind not in KINDS:
@@ -104,9 +107,13 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(_words(str(m.get("content", ""))) + 3 for m in messages)
+
+
 def completion_body(model: str, messages: list[dict[str, Any]], n: int) -> dict[str, Any]:
     reply = answer(messages)
-    prompt = sum(_words(str(m.get("content", ""))) + 3 for m in messages)
+    prompt = prompt_tokens(messages)
     done = _words(reply)
     return {
         "id": f"chatcmpl-emu-{n}",
@@ -135,9 +142,13 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _error(
-    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    kind: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    code: str | None = None,
 ) -> web.Response:
-    return _json({"error": {"message": message, "type": kind, "code": None}}, status, headers)
+    return _json({"error": {"message": message, "type": kind, "code": code}}, status, headers)
 
 
 STATE_KEY: Final = web.AppKey("state", LLMEmulatorState)
@@ -155,8 +166,17 @@ async def chat_completions(request: web.Request) -> web.Response:
             raise TypeError(f"messages must be a list of {{role, content}} with role in {_ROLES}")
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         return _error(400, "invalid_request_error", f"bad request: {exc}")
-    fault = state.take_fault()
     now = time.monotonic()
+    window = state.context_window
+    if window is not None and prompt_tokens(messages) > window:
+        state.record(Seen(now, 400, model, messages))
+        return _error(
+            400,
+            "invalid_request_error",
+            f"this model's maximum context length is {window} tokens",
+            code="context_length_exceeded",
+        )
+    fault = state.take_fault()
     if fault is None:
         state.record(Seen(now, 200, model, messages))
         return _json(completion_body(model, messages, len(state.requests)))

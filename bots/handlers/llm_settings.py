@@ -36,6 +36,12 @@ class LLMBotSettings(BotSettings):
         20, ge=1, le=10_000, description="Messages of history sent with each question."
     )
     max_tokens: int | None = Field(None, ge=1, le=1_000_000, description="Longest answer.")
+    context_window_tokens: int | None = Field(
+        None,
+        ge=256,
+        le=10_000_000,
+        description="The model's context window; unset: openai.context_window_tokens.",
+    )
     handoff_keyword: str | None = Field(
         None, min_length=1, description="A word that hands the chat to a human operator."
     )

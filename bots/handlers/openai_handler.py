@@ -1,11 +1,17 @@
 """`openai`: answer with an LLM, remembering the conversation in the chat's context.
 
-Per update (one chat's updates never overlap): record the user's message, build the
-prompt from the chat's recent messages, show "typing" while the model thinks, send
-the answer (split past 4,096 characters), record it. Commands: /start greets,
-/reset forgets the chat, /operator (or the bot's `handoff_keyword`) hands the chat to
-a human: the bot records but no longer answers it until `context.release_chat`.
-When the model is unavailable the user gets a friendly fallback, never silence.
+Per update (one chat's updates never overlap): record the user's message (in groups
+prefixed with the speaker's name), build the prompt from the chat's recent messages
+that fit the model's context window (`bots/handlers/prompt.py`), show "typing" while
+the model thinks, send the answer (split past 4,096 characters), record it.
+Commands: /start greets, /reset forgets the chat, /operator (or the bot's
+`handoff_keyword`) hands the chat to a human: the bot records but no longer answers it
+until `context.release_chat`. Commands during a handoff stay commands (never recorded
+as text for the model): /reset forgets the messages and keeps the handoff, /start and
+/operator say a human is coming, others are ignored.
+When the model is unavailable the user gets a friendly fallback, never silence; a
+prompt the upstream rejects (400, e.g. a window configured too large) is retried once
+with the newest turn alone.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import structlog
 
 from bots.handlers.base import BotContext, HandlerDeps
 from bots.handlers.llm_settings import LLMBotSettings, parse_settings
+from bots.handlers.prompt import Prompt, fit_prompt, prompt_budget, speaker_turn
 from bots.handlers.textsplit import split_message
-from bots.llm.client import LLMUnavailable
+from bots.llm.client import LLMClient, LLMUnavailable
 from bots.telegram.api import TRANSIENT, TelegramError
 from bots.telegram.update import Incoming
-from context import Changes, Context, Message, handed_off, handoff_changes
+from context import HANDOFF_KEY, Changes, Context, Message, handed_off, handoff_changes
 
 log = structlog.get_logger(__name__)
 
@@ -55,9 +62,12 @@ class OpenAIHandler:
             await self._reply(ctx, update, settings.fallback_text)
             return
         bot_id, chat_id = ctx.bot_id, update.chat_id
-        user = Message("user", text)
+        user = Message("user", speaker_turn(text, update.message))
         state = await store.load(bot_id, chat_id)
         recorded = state.dialog.get(LAST_UPDATE) == update.update_id  # a retry of this update
+        if handed_off(state) and command is not None:
+            await self._command_in_handoff(ctx, update, settings, command, state)
+            return
         if handed_off(state):
             if not recorded:
                 state = await store.save(bot_id, chat_id, self._record(user, update))
@@ -95,6 +105,28 @@ class OpenAIHandler:
     def _record(user: Message, update: Incoming) -> Changes:
         return Changes(append=(user,), dialog_set={LAST_UPDATE: update.update_id})
 
+    async def _command_in_handoff(
+        self,
+        ctx: BotContext,
+        update: Incoming,
+        settings: LLMBotSettings,
+        command: str,
+        state: Context,
+    ) -> None:
+        """A human has the chat: commands act as commands, none becomes text for the model."""
+        assert self._store is not None
+        match command:
+            case "/reset":
+                mark = {HANDOFF_KEY: state.dialog[HANDOFF_KEY]}  # the human keeps the chat
+                await self._store.save(
+                    ctx.bot_id, update.chat_id, Changes(reset=True, dialog_set=mark)
+                )
+                await self._reply(ctx, update, RESET_TEXT)
+            case "/start" | "/operator":
+                await self._reply(ctx, update, HANDOFF_TEXT)
+            case _:
+                log.debug("openai.command_ignored_in_handoff", bot_id=ctx.bot_id, command=command)
+
     async def _hand_off(
         self, ctx: BotContext, update: Incoming, user: Message | None, reason: str
     ) -> None:
@@ -111,25 +143,42 @@ class OpenAIHandler:
         if llm is None:
             log.error("openai.not_configured", bot_id=ctx.bot_id)
             return None
-        prompt = build_prompt(settings, state)
+        prompt = build_prompt(settings, state, llm.context_window_tokens)
         typing = asyncio.create_task(
             _keep_typing(ctx, update.chat_id), name=f"bot:{ctx.bot_id}:chat:{update.chat_id}:typing"
         )
         try:
-            done = await llm.complete(
-                ctx.bot_id,
-                prompt,
-                model=settings.model,
-                temperature=settings.temperature,
-                max_tokens=settings.max_tokens,
-            )
+            try:
+                text = await self._complete(llm, ctx.bot_id, settings, prompt)
+            except LLMUnavailable as exc:
+                if exc.reason != "rejected" or len(prompt) <= 2:
+                    raise
+                # our window is wrong for this model: the newest turn alone, in a quarter
+                # of it (the next message tries the full budget again)
+                window = settings.context_window_tokens or llm.context_window_tokens
+                short = fit_prompt(settings.system_prompt, state.messages, window // 4, 1)
+                log.info("openai.prompt_rejected_retrying_short", bot_id=ctx.bot_id)
+                text = await self._complete(llm, ctx.bot_id, settings, short)
         except LLMUnavailable as exc:
             log.info("openai.fallback", bot_id=ctx.bot_id, reason=exc.reason)
             return None
         finally:
             typing.cancel()
             await asyncio.gather(typing, return_exceptions=True)
-        return done.text if done.text.strip() else None
+        return text if text.strip() else None
+
+    @staticmethod
+    async def _complete(
+        llm: LLMClient, bot_id: int, settings: LLMBotSettings, prompt: Prompt
+    ) -> str:
+        done = await llm.complete(
+            bot_id,
+            prompt,
+            model=settings.model,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+        )
+        return done.text
 
     async def _reply(self, ctx: BotContext, update: Incoming, text: str) -> None:
         for i, piece in enumerate(split_message(text)):
@@ -148,14 +197,12 @@ class OpenAIHandler:
         return settings
 
 
-def build_prompt(settings: LLMBotSettings, state: Context) -> list[dict[str, str]]:
-    """System prompt, then the chat's most recent user and assistant messages."""
-    history = [m for m in state.messages if m.role in ("user", "assistant")]
-    prompt = [{"role": "system", "content": settings.system_prompt}]
-    prompt += [
-        {"role": m.role, "content": m.content} for m in history[-settings.max_history_messages :]
-    ]
-    return prompt
+def build_prompt(settings: LLMBotSettings, state: Context, window_tokens: int) -> Prompt:
+    """System prompt, then the chat's most recent user and assistant messages: at most
+    `max_history_messages`, and no more than fit the model's window."""
+    window = settings.context_window_tokens or window_tokens
+    budget = prompt_budget(window, settings.max_tokens)
+    return fit_prompt(settings.system_prompt, state.messages, budget, settings.max_history_messages)
 
 
 def _command(text: str, username: str) -> str | None:

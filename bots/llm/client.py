@@ -1,16 +1,19 @@
 """The LLM upstream seam: the official `openai.AsyncOpenAI` client behind a circuit breaker.
 
-One `LLMClient` per upstream per worker, shared by its bots. Retries are the openai
-client's own (`max_retries`): it retries 408/409/429/5xx, timeouts and connection
-errors with exponential backoff, and honours `Retry-After` / `retry-after-ms` up to
-120 s (openai `_base_client._calculate_retry_timeout`; tests/unit/test_llm.py checks it
-against the local server). Each attempt has a timeout, the whole call a deadline.
-The breaker counts calls that failed after those retries. Runs in the worker's loop.
+One `LLMClient` per upstream per worker, shared by its bots. Retries are ours, not the
+openai client's (it runs with `max_retries=0`): 408/409/429/5xx, timeouts and
+connection errors are retried with jittered exponential backoff, or after the
+`Retry-After` / `retry-after-ms` the upstream asks for — unless that wait does not fit
+in what is left of the call's deadline: then the call fails at once (the user gets the
+fallback now, not after the whole deadline). Each attempt has a timeout, the whole call
+a deadline. The breaker counts calls that failed after those retries. Runs in the
+worker's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +32,11 @@ log = structlog.get_logger(__name__)
 
 #: Answers that say "this request is wrong", not "the upstream is unwell".
 _CLIENT_ERRORS: Final = frozenset({400, 404, 413, 422})
+#: Statuses worth another attempt (as the openai client's own retries judge them).
+_RETRY_STATUSES: Final = frozenset({408, 409, 429})
+#: Backoff between attempts without a Retry-After: 0.5 s doubling, at most 8 s.
+BACKOFF_FIRST_S: Final = 0.5
+BACKOFF_MAX_S: Final = 8.0
 
 
 class LLMUnavailable(Exception):
@@ -72,15 +80,19 @@ class LLMClient:
         deadline_s: float | None = None,
         breaker: BreakerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        context_window_tokens: int = 128_000,
     ) -> None:
         self.default_model = default_model
+        #: the default model's context window (prompts are fitted to it)
+        self.context_window_tokens = context_window_tokens
         self._options: dict[str, Any] = {
             "base_url": base_url,
             # local OpenAI-compatible servers take any key; the client insists on one
             "api_key": api_key or "unused",
             "timeout": attempt_timeout_s,
-            "max_retries": max_retries,
+            "max_retries": 0,  # ours: a Retry-After is weighed against the deadline
         }
+        self._max_retries = max_retries
         self._client: openai.AsyncOpenAI | None = None  # built by the first completion
         self._deadline_s = deadline_s or attempt_timeout_s * (max_retries + 1) + 10.0
         self.breaker = CircuitBreaker(breaker)
@@ -97,6 +109,7 @@ class LLMClient:
             api_key=key,
             default_model=section.model,
             attempt_timeout_s=section.timeout_s,
+            context_window_tokens=section.context_window_tokens,
             **kwargs,
         )
 
@@ -123,18 +136,31 @@ class LLMClient:
 
         if self._client is None:
             self._client = openai.AsyncOpenAI(**self._options)
-        try:
-            async with asyncio.timeout(self._deadline_s):
-                resp = await self._client.chat.completions.create(
-                    model=model or self.default_model,
-                    messages=[dict(m) for m in messages],  # type: ignore[misc]
-                    **extra,
-                )
-        except asyncio.CancelledError:
-            self.breaker.abandon()
-            raise
-        except (openai.APIError, TimeoutError) as exc:
-            raise self._failure(bot_id, exc) from None
+        deadline = time.monotonic() + self._deadline_s
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    resp = await self._client.chat.completions.create(
+                        model=model or self.default_model,
+                        messages=[dict(m) for m in messages],  # type: ignore[misc]
+                        **extra,
+                    )
+                break
+            except asyncio.CancelledError:
+                self.breaker.abandon()
+                raise
+            except TimeoutError as exc:
+                raise self._failure(bot_id, exc) from None
+            except openai.APIError as exc:
+                wait = _retry_wait(exc, attempt) if attempt < self._max_retries else None
+                if wait is None:
+                    raise self._failure(bot_id, exc) from None
+                if wait >= deadline - time.monotonic():
+                    log.info("llm.retry_after_past_deadline", bot_id=bot_id, wait_s=wait)
+                    raise self._failure(bot_id, exc) from None
+            attempt += 1
+            await asyncio.sleep(wait)  # the backoff itself, not synchronisation
         self.breaker.record_success(self._clock())
         self._succeeded += 1
         text = resp.choices[0].message.content if resp.choices else None
@@ -193,6 +219,44 @@ class LLMClient:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+def _loop_time(deadline_monotonic: float) -> float:
+    """A time.monotonic() deadline on the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline_monotonic - time.monotonic())
+
+
+def _retry_wait(exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before retrying after `exc`, or None when it is not worth a retry."""
+    import openai  # already loaded: only a completion fails
+
+    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+        return _backoff(attempt)
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    headers = exc.response.headers
+    should = headers.get("x-should-retry")
+    if should == "false" or (
+        should != "true" and exc.status_code not in _RETRY_STATUSES and exc.status_code < 500
+    ):
+        return None
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            asked = float(value) / divisor
+        except ValueError:
+            continue
+        if asked >= 0:
+            return asked
+    return _backoff(attempt)
+
+
+def _backoff(attempt: int) -> float:
+    jitter = 1 - 0.25 * random.random()  # noqa: S311 - spreading retries, not a secret
+    return min(BACKOFF_FIRST_S * 2.0**attempt, BACKOFF_MAX_S) * jitter
 
 
 def _reason(exc: BaseException) -> str:

@@ -165,6 +165,8 @@ class Fleet:
             poll_timeout_s=tg.poll_timeout_s,
             inflight_max=self.settings.bots.inflight_max,
             grace_s=self.settings.shutdown.grace_s,
+            # a hung Redis must not hold a stopping worker: SIGTERM acts within a second
+            save_timeout_s=min(1.0, self.settings.redis.timeout_s),
         )
         handle = BotHandle(BotActor(spec, api, handler, poll, self.progress, progress))
         self.handles[spec.bot_id] = handle

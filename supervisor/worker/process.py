@@ -54,6 +54,9 @@ log = structlog.get_logger(__name__)
 
 #: The worker's one-line picture of its fleet is logged at most this often.
 FLEET_LOG_EVERY_S = 10.0
+#: While draining, a Redis call waits at most this long: a hung Redis must not hold up
+#: an exit (PostgreSQL, not Redis, keeps what matters; see context/service.py).
+SHUTDOWN_REDIS_S = 0.5
 
 
 def raise_nofile_limit() -> int:
@@ -101,7 +104,7 @@ class Worker:
         self.context: ContextStore | None = None
         self.llm: LLMClient | None = None
         self._exported: dict[str, int] = {}  # counters already added to Prometheus
-        self._last_health: dict[str, str | int] = {}
+        self._last_health: dict[str, str] = {}  # the layers' states last logged
         self._window: list[float] = []
         self._last_heartbeat: Heartbeat | None = None
         self._rate_base: tuple[float, dict[str, int]] = (time.monotonic(), {})
@@ -163,7 +166,7 @@ class Worker:
             self._log.info("worker.draining", bots=len(self.fleet.handles))
             await self.fleet.stop_all()
             self.fleet.harvest()
-            await self._write_heartbeat()
+            await self._write_heartbeat(redis_timeout=SHUTDOWN_REDIS_S)
             for task in services:
                 task.cancel(msg="drain complete")
         self._log.info("worker.stopped")
@@ -200,7 +203,7 @@ class Worker:
         self._fleet_logged, self._fleet_logged_at = (picture, troubles), now
         self._log.info("worker.fleet", **picture, polling_failing=troubles or None)
 
-    async def _write_heartbeat(self) -> None:
+    async def _write_heartbeat(self, redis_timeout: float | None = None) -> None:
         from supervisor.metrics import metrics
 
         samples = self.fleet.harvest()
@@ -231,17 +234,21 @@ class Worker:
         if self._beats is not None:
             self._beats.send(hb)  # liveness: the pipe first, whatever Redis does
         self._export(hb)
-        await self._store_heartbeat(hb)
+        await self._store_heartbeat(hb, redis_timeout or self.settings.redis.timeout_s)
 
-    async def _store_heartbeat(self, hb: Heartbeat) -> None:
+    async def _store_heartbeat(self, hb: Heartbeat, timeout: float) -> None:
         """The copy in Redis serves `botvisor status`; its failures are logged when they
-        start and when they end (with a count), never once per beat."""
+        start and when they end (with a count), never once per beat. A failure also tells
+        the context store, so the worker's health says "redis degraded" even while no
+        chat is writing."""
         key = keys.heartbeat_key(self.settings.redis.prefix, self.host, self.index)
         ttl = max(int(self.settings.workers.heartbeat_timeout_s * 3), 3)
         try:
-            async with asyncio.timeout(self.settings.redis.timeout_s):
+            async with asyncio.timeout(timeout):
                 await self.redis.set(key, hb.dumps(), ex=ttl)
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            if self.context is not None:
+                self.context.redis_failed(exc)
             if self._redis_beat_failures == 0:
                 self._log.warning(
                     "heartbeat.redis_unavailable",
@@ -255,13 +262,14 @@ class Worker:
             self._redis_beat_failures = 0
 
     def _health(self) -> dict[str, str | int]:
-        """The context store's layers; logged when they change (a degraded layer
-        makes /readyz 503 with the reason)."""
+        """The context store's layers; logged when a layer's state changes, not when only
+        a count of queued writes does (a degraded layer makes /readyz 503 with the reason)."""
         context = self.context
         health: dict[str, str | int] = dict(context.health()) if context is not None else {}
-        if health != self._last_health:
+        states = {k: v for k, v in health.items() if isinstance(v, str)}
+        if states != self._last_health:
             self._log.info("worker.health", **health)
-            self._last_health = health
+            self._last_health = states
         return health
 
     def _rates(self, totals: dict[str, int]) -> dict[str, float]:

@@ -121,7 +121,7 @@ class Reconciler:
                 plan = await self._targeted(hinted, shards)
             else:
                 plan = await self._changed(shards)
-        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             self._hinted |= hinted
             THROTTLE.warning(
                 self._log,

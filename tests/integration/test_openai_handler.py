@@ -207,14 +207,83 @@ async def test_handoff_stops_answers_until_the_chat_is_released(rig: Rig) -> Non
     assert await rig.say("hi") == ["you said hi"]
     assert await rig.say("/operator") == [HANDOFF_TEXT]
     assert await rig.say("are you there?") == []
-    assert await rig.say("/reset") == []  # the human has the chat, commands included
     assert await rig.say("I want a HUMAN PLEASE", chat=other) == [HANDOFF_TEXT]
     assert await rig.say("hello?", chat=other) == []
     # released from another process (the CLI / admin API), with a store of its own
     async with open_context_store(rig.settings) as admin:
         assert await release_chat(admin, rig.bot.id, rig.chat) is True
-    assert await rig.say("back?") == ["you said back?; earlier you said /reset"]
+    assert await rig.say("back?") == ["you said back?; earlier you said are you there?"]
     assert await rig.say("still?", chat=other) == []  # only the released chat
+
+
+async def test_commands_during_a_handoff_are_commands_not_text_for_the_model(
+    rig: Rig,
+) -> None:
+    await rig.start_bot()
+    assert await rig.say("hi") == ["you said hi"]
+    assert await rig.say("/operator") == [HANDOFF_TEXT]
+    assert await rig.say("are you there?") == []
+    assert await rig.say("/start") == [HANDOFF_TEXT]  # a human is coming, not the greeting
+    assert await rig.say("/operator") == [HANDOFF_TEXT]
+    assert await rig.say("/whatever") == []
+    assert await rig.say("/reset") == [RESET_TEXT]  # forgets the messages...
+    assert await rig.say("hello?") == []  # ...and the human keeps the chat
+    async with open_context_store(rig.settings) as admin:
+        assert await release_chat(admin, rig.bot.id, rig.chat) is True
+    assert await rig.say("back?") == ["you said back?; earlier you said hello?"]
+    said = [m["content"] for r in rig.llm_emu.state.requests for m in r.messages]
+    assert not [t for t in said if t.startswith("/")]  # no command ever reached the model
+
+
+async def test_a_handoff_survives_a_redis_wipe_with_a_cold_cache(rig: Rig, redis_url: str) -> None:
+    await rig.start_bot()
+    assert await rig.say("hi") == ["you said hi"]
+    assert await rig.say("/operator") == [HANDOFF_TEXT]
+    await rig.stop_bot()
+    await rig.stack.aclose()  # the worker's store goes away (queued state is written)
+    assert await delete_prefix(redis_url, rig.settings.redis.prefix) > 0
+    await rig.open_store()  # a new worker: empty memory, empty Redis
+    await rig.start_bot()
+    assert await rig.say("are you there?") == []  # the human still has the chat
+    assert len(rig.llm_emu.state.requests) == 1
+
+
+async def test_a_history_longer_than_the_window_still_gets_answers(rig: Rig) -> None:
+    rig.llm_emu.state.context_window = 600  # tokens, as the emulator counts them
+    await rig.start_bot({"context_window_tokens": 600})
+    words = " ".join(["word"] * 60)
+    for n in range(8):
+        (answer,) = await rig.say(f"{words} n{n}")
+        assert answer.startswith(f"you said {words} n{n}")
+        if n:
+            assert answer.endswith(f"earlier you said {words} n{n - 1}")  # history kept
+    assert rig.llm_emu.state.count(400) == 0  # every prompt fitted: nothing rejected
+    assert len(rig.llm_emu.state.requests[-1].messages) < 8  # the oldest turns dropped
+
+
+async def test_a_prompt_the_model_rejects_is_retried_with_the_newest_turn_alone(
+    rig: Rig,
+) -> None:
+    rig.llm_emu.state.context_window = 150  # smaller than the window the client assumes
+    await rig.start_bot()
+    words = " ".join(["word"] * 60)
+    for n in range(4):
+        (answer,) = await rig.say(f"{words} n{n}")
+        assert answer.startswith(f"you said {words} n{n}")
+    assert rig.llm_emu.state.count(400) >= 1  # rejected, retried short, answered
+
+
+async def test_in_a_group_each_user_turn_carries_the_speakers_name(rig: Rig) -> None:
+    await rig.start_bot()
+    group = -(rig.chat + 10)
+    assert await rig.say("hello", chat=group) == ["you said User: hello"]
+    assert await rig.say("hi", chat=rig.chat) == ["you said hi"]  # a private chat: as typed
+    (prompt,) = [
+        r.messages
+        for r in rig.llm_emu.state.requests
+        if r.messages[-1]["content"].endswith("hello")
+    ]
+    assert prompt[-1] == {"role": "user", "content": "User: hello"}
 
 
 async def test_long_replies_are_split_under_telegrams_limit(rig: Rig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -138,3 +139,52 @@ async def test_tombstones_older_than_a_day_are_pruned_on_the_next_delete(
     await registry.remove(2)
     ids = [r["id"] for r in await pool.fetch("SELECT id FROM bots_removed ORDER BY id")]
     assert ids == [2]
+
+
+async def test_a_pooled_connection_cut_by_a_postgres_outage_is_logged_not_raised(
+    world: tuple[Settings, asyncpg.Pool, Registry],
+) -> None:
+    """A cut leaves idle pooled connections dead; the next query on one raises asyncpg's
+    InterfaceError (ConnectionDoesNotExistError), not a PostgresError. A pass must log
+    it as one line, not crash the worker with a traceback (issue 9)."""
+    from urllib.parse import urlsplit
+
+    from tests.context_helpers import TcpProxy
+
+    settings, _, registry = world
+    assert settings.database.url is not None
+    url = urlsplit(settings.database.url.get_secret_value())
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    dsn = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}").geturl()
+    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=1, timeout=5, command_timeout=5)
+    try:
+        await registry.add_many([(token(1), "bot1")])
+        host, _, _, rec = reconciler(settings, pool, registry)
+        await rec.pass_once()  # the pool now holds one idle connection
+        assert sorted(host.fleet.specs) == [1]
+        # cut the connection in the middle of a pass's query (held up by a lock)
+        locker = await asyncpg.connect(settings.database.url.get_secret_value(), timeout=10)
+        try:
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute("LOCK TABLE bots IN ACCESS EXCLUSIVE MODE")
+            passing = asyncio.create_task(rec.pass_once())
+            async with asyncio.timeout(10):
+                while not await locker.fetchval(  # noqa: ASYNC110 - another session's state
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                ):
+                    await asyncio.sleep(0.02)
+            await proxy.stop()
+            await passing  # must not raise
+            await lock.rollback()
+        finally:
+            await locker.close(timeout=10)
+        await proxy.start()
+        await registry.add_many([(token(2), "bot2")])
+        await rec.pass_once()
+        assert sorted(host.fleet.specs) == [1, 2]
+    finally:
+        await pool.close()
+        await proxy.stop()

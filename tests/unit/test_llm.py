@@ -165,6 +165,35 @@ async def test_client_retry_honours_retry_after(llm_emu: RunningLLMEmulator) -> 
     assert done.text == "you said hi"
 
 
+async def test_a_retry_after_longer_than_the_deadline_falls_back_at_once(
+    llm_emu: RunningLLMEmulator,
+) -> None:
+    llm_emu.state.fail_next("429", count=1, retry_after=30)
+    llm = client(llm_emu, max_retries=2, deadline_s=25)
+    started = time.monotonic()
+    try:
+        with pytest.raises(LLMUnavailable) as err:
+            await llm.complete(1, [{"role": "user", "content": "hi"}])
+    finally:
+        await llm.aclose()
+    assert err.value.reason == "rate_limited"
+    assert time.monotonic() - started < 2  # not the 25 s deadline
+    assert llm_emu.state.count() == 1
+
+
+async def test_a_retry_after_that_fits_is_waited_and_5xx_are_retried(
+    llm_emu: RunningLLMEmulator,
+) -> None:
+    llm_emu.state.fail_next("500", count=2)
+    llm = client(llm_emu, max_retries=2, deadline_s=25)
+    try:
+        done = await llm.complete(1, [{"role": "user", "content": "hi"}])
+    finally:
+        await llm.aclose()
+    assert done.text == "you said hi"
+    assert [r.status for r in llm_emu.state.requests] == [500, 500, 200]
+
+
 async def test_client_gives_up_on_a_hung_upstream_within_its_timeout(
     llm_emu: RunningLLMEmulator,
 ) -> None:
