@@ -15,6 +15,7 @@ flush: it costs duplicates after a crash, never a crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -68,6 +69,7 @@ class RedisProgress:
         self._timeout_s = timeout_s
         self._dirty: dict[int, Snapshot] = {}
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()  # a flush is awaited: cut a failure backoff short
         self._started = self._finished = 0  # flush generations
         self._waiters: dict[int, asyncio.Future[bool]] = {}
         self._failing = 0
@@ -110,6 +112,7 @@ class RedisProgress:
         else:
             return True
         self._wake.set()
+        self._urgent.set()
         waiter = self._waiters.get(target)
         if waiter is None:
             waiter = self._waiters[target] = asyncio.get_running_loop().create_future()
@@ -137,7 +140,11 @@ class RedisProgress:
             if waiter is not None and not waiter.done():
                 waiter.set_result(ok)
             if not ok:
-                await asyncio.sleep(min(0.5 * 2 ** min(self._failing, 4), 5.0))
+                # back off, but a flush someone waits for (a stopping actor) goes at once
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(0.5 * 2 ** min(self._failing, 4), 5.0)):
+                        await self._urgent.wait()
+                self._urgent.clear()
                 self._wake.set()
 
     async def _write(self, batch: dict[int, Snapshot]) -> bool:

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from pydantic import SecretStr
@@ -22,7 +21,7 @@ from config import Settings
 from emulators.openai import RunningLLMEmulator, open_llm_emulator
 from emulators.telegram.server import RunningEmulator, open_emulator
 from supervisor.services import open_registry
-from tests.context_helpers import RedisProcess, TcpProxy
+from tests.context_helpers import RedisProcess, TcpProxy, postgres_address, via_proxy
 from tests.daemon import start_daemon
 
 pytestmark = pytest.mark.timeout(180)
@@ -198,12 +197,12 @@ async def test_postgres_away_and_back_is_one_line_each_way_without_tracebacks(
     async with open_registry(settings) as registry:
         await registry.add_many([(BotToken(bot.token), "llmbot")], handler="openai")
     assert settings.database.url is not None
-    url = urlsplit(settings.database.url.get_secret_value())
-    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    database_url = settings.database.url.get_secret_value()
+    proxy = TcpProxy(postgres_address(database_url))
     await proxy.start()
-    via_proxy = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}").geturl()
+    proxied = SecretStr(via_proxy(database_url, proxy.port))
     settings = settings.model_copy(
-        update={"database": settings.database.model_copy(update={"url": SecretStr(via_proxy)})}
+        update={"database": settings.database.model_copy(update={"url": proxied})}
     )
     chat = Chat(emu, llm, bot.id)
     try:

@@ -195,7 +195,10 @@ async def test_sigkill_of_the_master_and_a_new_master_takes_over(
     settings, ids = await fleet(fresh_settings, emulator)
     with Load(emulator, ids) as load:
         async with start_daemon(
-            settings, emulator.base_url, tmp_path, expect_warnings=("worker.master_gone",)
+            settings,
+            emulator.base_url,
+            tmp_path,
+            expect_warnings=("worker.master_gone", "worker.orphaned"),
         ) as first:
             workers = [w["pid"] for w in (await first.status())["workers"]]
             await load.until_injected(RATE)

@@ -147,16 +147,14 @@ async def test_a_pooled_connection_cut_by_a_postgres_outage_is_logged_not_raised
     """A cut leaves idle pooled connections dead; the next query on one raises asyncpg's
     InterfaceError (ConnectionDoesNotExistError), not a PostgresError. A pass must log
     it as one line, not crash the worker with a traceback (issue 9)."""
-    from urllib.parse import urlsplit
-
-    from tests.context_helpers import TcpProxy
+    from tests.context_helpers import TcpProxy, postgres_address, via_proxy
 
     settings, _, registry = world
     assert settings.database.url is not None
-    url = urlsplit(settings.database.url.get_secret_value())
-    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    database_url = settings.database.url.get_secret_value()
+    proxy = TcpProxy(postgres_address(database_url))
     await proxy.start()
-    dsn = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}").geturl()
+    dsn = via_proxy(database_url, proxy.port)
     pool = await asyncpg.create_pool(dsn, min_size=0, max_size=1, timeout=5, command_timeout=5)
     try:
         await registry.add_many([(token(1), "bot1")])
