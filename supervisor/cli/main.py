@@ -145,6 +145,13 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         cmd = bsub.add_parser(name, help=text)
         cmd.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
 
+    handlers = sub.add_parser("handlers", help="what a bot's --handler may name")
+    hsub = handlers.add_subparsers(dest="handlers_command", required=True, metavar="ACTION")
+    hsub.add_parser("list", help="built-in handlers, installed entry points, handler paths")
+    hchk = hsub.add_parser(
+        "check", help="import a handler reference the way a worker does and say what it is"
+    )
+    hchk.add_argument("ref", help="a name or an import path like package.module:router")
     owners = sub.add_parser("owners", help="owners of bots and their API keys")
     osub = owners.add_subparsers(dest="owners_command", required=True, metavar="ACTION")
     oadd = osub.add_parser(
@@ -272,6 +279,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from supervisor.cli.bots import bots_command
 
             return _run(bots_command, settings, args)
+        case "handlers":
+            from supervisor.cli.handlers import handlers_command
+
+            return handlers_command(settings, args)
         case "owners" | "keys":
             from supervisor.cli.security import keys_command, owners_command
 

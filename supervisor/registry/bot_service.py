@@ -17,7 +17,9 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 
-from bots.handlers.registry import HANDLERS, check_settings, unavailable
+from bots.handlers.base import UnknownHandler
+from bots.handlers.plugins import use_paths
+from bots.handlers.registry import HANDLERS, check_settings, resolve, unavailable
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
@@ -69,6 +71,7 @@ class BotService:
         self._settings = settings
         self._session = session
         self._redis = redis  # for hints; None: one connection per hint (a CLI run)
+        use_paths(settings.handlers.paths)  # plugin references are checked by importing them
 
     async def register(
         self,
@@ -227,12 +230,14 @@ class BotService:
 
     def _check(self, handler: str, settings: Mapping[str, Any], *, new_handler: bool) -> None:
         """A known handler this host can run (when new), settings its model accepts."""
-        if handler not in HANDLERS:
+        try:
+            resolve(handler)
+        except UnknownHandler as exc:
             raise BotServiceError(
                 ErrorKind.INVALID,
                 "unknown_handler",
-                f"handler: unknown handler {handler!r}; available: {', '.join(sorted(HANDLERS))}",
-            )
+                f"handler: {exc}; built-in: {', '.join(sorted(HANDLERS))}",
+            ) from None
         reason = unavailable(handler, self._settings) if new_handler else None
         if reason is not None:
             raise BotServiceError(ErrorKind.INVALID, "handler_unavailable", reason)

@@ -28,6 +28,7 @@ from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.handlers.base import HandlerDeps, UnknownHandler
+from bots.handlers.plugins import use_paths
 from bots.handlers.registry import make_handler
 from config import Settings
 from config.settings import RateLimitSection
@@ -105,6 +106,7 @@ class Fleet:
         self.progress: ProgressStore = progress or MemoryProgress()
         self.handler_deps = handler_deps or HandlerDeps()
         self.on_disabled = on_disabled
+        use_paths(settings.handlers.paths)  # where handler references import from
         self.handles: dict[int, BotHandle] = {}
         self.totals = Totals()
         self._spawn_gate = asyncio.Semaphore(settings.bots.spawn_concurrency)
@@ -125,6 +127,7 @@ class Fleet:
     def retune_all(self, settings: Settings) -> None:
         """New deployment settings (reload): new limits for every bot, in place."""
         self.settings = settings
+        use_paths(settings.handlers.paths)
         self.bounds.retune(settings)
         for h in self.handles.values():
             self._retune(h, h.actor.spec)
