@@ -293,8 +293,16 @@ class HandlersSection(_Section):
         default_factory=list,
         description="Directories added to the front of sys.path (in workers, the master "
         "and CLI runs) before a handler reference `package.module:attr` is imported, e.g. "
-        '["/srv/bots"]. Relative paths are relative to the working directory.',
+        '["/srv/bots"]. Relative paths are relative to the working directory. In the '
+        "environment, separated like PYTHONPATH: BOTVISOR_HANDLERS__PATHS=/srv/bots:/opt/more.",
     )
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p]
+        return value
 
 
 class StateSection(_Section):

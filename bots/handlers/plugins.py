@@ -127,11 +127,11 @@ def _guard(ref: str, fn: Callable[[], Any]) -> Any:
 
 
 def _kind(ref: str, target: Any) -> Kind:
-    from aiogram import Dispatcher, Router
-
-    if isinstance(target, Dispatcher):
+    # a Router's module imported aiogram already; a factory's need not (seconds of import)
+    aiogram = sys.modules.get("aiogram")
+    if aiogram is not None and isinstance(target, aiogram.Dispatcher):
         return "dispatcher"
-    if isinstance(target, Router):
+    if aiogram is not None and isinstance(target, aiogram.Router):
         return "router"
     if callable(target):
         return "factory"

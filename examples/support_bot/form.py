@@ -68,9 +68,7 @@ async def bad_email(message: Message) -> None:
 
 
 @router.message(Form.issue, F.text)
-async def got_issue(
-    message: Message, state: FSMContext, bot_settings: Mapping[str, Any]
-) -> None:
+async def got_issue(message: Message, state: FSMContext, bot_settings: Mapping[str, Any]) -> None:
     data = await state.update_data(issue=message.text)
     await state.clear()
     team = SupportSettings.model_validate(dict(bot_settings)).team

@@ -22,10 +22,7 @@ MENU = InlineKeyboardMarkup(
         [InlineKeyboardButton(text="📝 Contact form", callback_data="menu:form")],
     ]
 )
-HELP = (
-    "/start shows the menu, /form asks you three questions for our team, "
-    "/cancel stops the form."
-)
+HELP = "/start shows the menu, /form asks you three questions for our team, /cancel stops the form."
 
 
 def settings_of(bot_settings: Mapping[str, Any]) -> SupportSettings:
