@@ -70,8 +70,15 @@ async def _bots(svc: BotService, registry: Registry, args: argparse.Namespace) -
             except ValueError as exc:
                 _err(str(exc))
                 return ExitCode.FAILURE
+            token = args.token
+            if token is None:
+                try:
+                    token = args.token_file.read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    _err(f"--token-file {args.token_file}: {exc.strerror}")
+                    return ExitCode.FAILURE
             record = await svc.register(
-                ADMIN, args.token, handler=args.handler, settings=extra, owner=args.owner
+                ADMIN, token, handler=args.handler, settings=extra, owner=args.owner
             )
             _out(f"bot {record.id} (@{record.username}) registered, handler {record.handler}")
         case "list":

@@ -94,8 +94,21 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     bots = sub.add_parser("bots", help="register and manage bots")
     bsub = bots.add_subparsers(dest="bots_command", required=True, metavar="ACTION")
     add = bsub.add_parser("add", help="register a bot (checks the token with getMe)")
-    add.add_argument("--token", required=True, help="the token BotFather gave you")
-    add.add_argument("--handler", default="echo", help="what the bot does (default echo)")
+    given = add.add_mutually_exclusive_group(required=True)
+    given.add_argument("--token", help="the token BotFather gave you")
+    given.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="read the token from FILE (keeps it out of the shell history and ps)",
+    )
+    add.add_argument(
+        "--handler",
+        default="echo",
+        help="what the bot does: a built-in (echo), an entry point name, or an import path "
+        "package.module:attr of an aiogram Router/Dispatcher or a factory (default echo; "
+        "see `botvisor handlers list`)",
+    )
     add.add_argument("--owner", metavar="NAME", help="the owner (see `botvisor owners add`)")
     add.add_argument(
         "--set",

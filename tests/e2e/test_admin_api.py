@@ -191,6 +191,7 @@ async def test_a_bot_registered_twice_is_409_whoever_asks(api: Api) -> None:
         ({"token": "VALID", "handler": 7}, "handler", "invalid"),
         ({"token": "12:short"}, "token", "invalid_token"),
         ({"token": "VALID", "handler": "nope"}, "handler", "unknown_handler"),
+        ({"token": "VALID", "handler": "no_such_pkg.mod:router"}, "handler", "unknown_handler"),
         ([1, 2], "body", "invalid"),
     ],
 )
