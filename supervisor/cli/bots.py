@@ -72,10 +72,8 @@ async def _bots(svc: BotService, registry: Registry, args: argparse.Namespace) -
                 return ExitCode.FAILURE
             token = args.token
             if token is None:
-                try:
-                    token = args.token_file.read_text(encoding="utf-8").strip()
-                except OSError as exc:
-                    _err(f"--token-file {args.token_file}: {exc.strerror}")
+                token = _read_token(args.token_file)
+                if token is None:
                     return ExitCode.FAILURE
             record = await svc.register(
                 ADMIN, token, handler=args.handler, settings=extra, owner=args.owner

@@ -98,9 +98,9 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     given.add_argument("--token", help="the token BotFather gave you")
     given.add_argument(
         "--token-file",
-        type=Path,
         metavar="FILE",
-        help="read the token from FILE (keeps it out of the shell history and ps)",
+        help="file holding the token on its first line (out of shell history and ps); "
+        "- reads stdin",
     )
     add.add_argument(
         "--handler",
