@@ -47,6 +47,7 @@ async def _run(
     session: aiohttp.ClientSession,
     token: str,
     settings: Mapping[str, Any] | None = None,
+    ref: str = REF,
 ) -> BotHandle:
     t = BotToken(token)
     # a quick conversation: the form sends faster than Telegram's 1 message/s per chat
@@ -59,8 +60,8 @@ async def _run(
         request_timeout=5,
         max_retries=2,
     )
-    spec = BotSpec(t.bot_id, t, REF, settings or {}, 1)
-    handler = make_handler(REF, HandlerDeps())
+    spec = BotSpec(t.bot_id, t, ref, settings or {}, 1)
+    handler = make_handler(ref, HandlerDeps())
     handle = BotHandle(BotActor(spec, api, handler, PollConfig(1, 100, 5.0), MemoryProgress()))
     await spawn(handle, BackoffConfig(0.1, 1), _never_disabled)
     return handle
