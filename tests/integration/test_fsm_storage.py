@@ -60,3 +60,25 @@ async def test_state_and_data_per_key_survive_a_new_store(
     async with open_context_store(settings) as third:
         assert await ContextStorage(third).get_state(key) is None
         assert await ContextStorage(third).get_data(key) == {}
+
+
+async def test_a_chat_without_state_is_answered_from_the_bots_index(
+    settings: Settings, store: ContextStore
+) -> None:
+    bot = secrets.randbelow(2**40) + 1
+    fsm = ContextStorage(store)
+    await fsm.set_state(StorageKey(bot_id=bot, chat_id=5, user_id=5), "Form:name")
+    before = store.statistics()
+    for chat in range(100, 200):
+        assert await fsm.get_state(StorageKey(bot_id=bot, chat_id=chat, user_id=chat)) is None
+        await fsm.set_state(StorageKey(bot_id=bot, chat_id=chat, user_id=chat), None)
+    after = store.statistics()
+    assert after.memory_misses == before.memory_misses  # no Redis/PostgreSQL read per chat
+    assert after.saves == before.saves  # clearing what is not there writes nothing
+    # the last field of a chat gone: the chat leaves the index
+    key = StorageKey(bot_id=bot, chat_id=5, user_id=5)
+    await fsm.set_data(key, {"a": 1})
+    await fsm.set_state(key, None)
+    assert await fsm.get_data(key) == {"a": 1}
+    await fsm.set_data(key, {})
+    assert "5" not in (await store.load(bot, 0)).dialog

@@ -111,3 +111,21 @@ async def test_a_dispatcher_reference_runs_its_own_handlers(
     item = await _sent_text(emu, bot.id, "hello")
     assert item["text"] == f"dp {bot.username}: hello"
     await handle.stop()
+
+
+def test_magic_filters_run_on_the_loop_other_sync_filters_keep_their_thread(plugin: str) -> None:
+    from aiogram import Dispatcher, F, Router
+
+    from bots.bridge.handler import inline_magic_filters
+
+    def blocking_filter(message: object) -> bool:
+        return True
+
+    router = Router()
+    router.message.filter(F.chat.type == "private")
+    router.message(F.text, blocking_filter)(lambda message: None)
+    dp = Dispatcher()
+    dp.include_router(router)
+    assert inline_magic_filters(dp) == 2
+    filters = router.message.handlers[0].filters or []
+    assert [f.awaitable for f in filters] == [True, False]
