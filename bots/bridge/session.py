@@ -9,6 +9,7 @@ for aiogram keep catching what they catch; the botvisor error is the `__cause__`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -25,8 +26,9 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.methods import Response, TelegramMethod
+from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
+from pydantic import TypeAdapter
 
 from bots.telegram.api import BotNetworkError, RetryAfter, TelegramError
 from bots.telegram.limited import LimitedApi
@@ -46,6 +48,12 @@ _BY_CODE: Final[dict[int, type[TelegramAPIError]]] = {
     409: TelegramConflictError,
     413: TelegramEntityTooLarge,
 }
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(returning: Any) -> TypeAdapter[Any]:
+    """The result's validator, one per return type (what `Response[T]` would build)."""
+    return TypeAdapter(returning)
 
 
 def posts_to_chat(method: str) -> bool:
@@ -89,10 +97,7 @@ class BridgeSession(BaseSession):
             raise _BY_CODE.get(exc.code, TelegramAPIError)(method, exc.description) from exc
         except BotNetworkError as exc:
             raise TelegramNetworkError(method, exc.cause) from exc
-        response = Response[method.__returning__].model_validate(  # type: ignore[name-defined]
-            {"ok": True, "result": result}, context={"bot": bot}
-        )
-        return response.result  # type: ignore[return-value]
+        return _adapter(method.__returning__).validate_python(result, context={"bot": bot})  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         """The HTTP pool is the worker's; nothing of ours to close."""
