@@ -14,6 +14,7 @@ a worker starting 1,000 bots of a broken module imports it once, not 1,000 times
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import sys
 import time
@@ -133,7 +134,7 @@ def _kind(ref: str, target: Any) -> Kind:
         return "dispatcher"
     if aiogram is not None and isinstance(target, aiogram.Router):
         return "router"
-    if callable(target):
+    if callable(target) and not inspect.isbuiltin(target):
         return "factory"
     raise HandlerLoadError(
         f"handler {ref!r} is a {type(target).__name__}, not an aiogram Router, an aiogram "

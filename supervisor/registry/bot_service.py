@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from bots.handlers.base import UnknownHandler
-from bots.handlers.plugins import use_paths
+from bots.handlers.plugins import is_reference, use_paths
 from bots.handlers.registry import HANDLERS, check_settings, resolve, unavailable
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
@@ -84,7 +84,7 @@ class BotService:
     ) -> BotRecord:
         """Check the token with getMe, store the bot, hint the workers. The token is checked
         before the duplicate test, so only a holder of a live token learns a bot is taken."""
-        self._check(handler, settings or {}, new_handler=True)
+        self._check(handler, settings or {}, new_handler=True, caller=caller)
         try:
             parsed = BotToken(token)
         except BadToken as exc:
@@ -130,6 +130,7 @@ class BotService:
                 handler or current.handler,
                 current.settings if settings is None else settings,
                 new_handler=handler is not None and handler != current.handler,
+                caller=caller,
             )
         return await self._change(caller, bot_id, "updated", handler=handler, settings=settings)
 
@@ -228,8 +229,19 @@ class BotService:
                 f"could not check the token with getMe at {tg.api_base}: {exc}; try again",
             ) from None
 
-    def _check(self, handler: str, settings: Mapping[str, Any], *, new_handler: bool) -> None:
-        """A known handler this host can run (when new), settings its model accepts."""
+    def _check(
+        self, handler: str, settings: Mapping[str, Any], *, new_handler: bool, caller: Caller
+    ) -> None:
+        """A known handler this host can run (when new), settings its model accepts. An
+        import path makes workers import that module and call what it names, so only the
+        admin may set one; owners use built-ins and installed entry points."""
+        if new_handler and not caller.admin and handler not in HANDLERS and is_reference(handler):
+            raise BotServiceError(
+                ErrorKind.FORBIDDEN,
+                "forbidden",
+                f"handler: {handler!r} is an import path; only the admin key may set one "
+                "(owners use built-ins and the names in `botvisor handlers list`)",
+            )
         try:
             resolve(handler)
         except UnknownHandler as exc:

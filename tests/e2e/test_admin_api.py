@@ -191,7 +191,6 @@ async def test_a_bot_registered_twice_is_409_whoever_asks(api: Api) -> None:
         ({"token": "VALID", "handler": 7}, "handler", "invalid"),
         ({"token": "12:short"}, "token", "invalid_token"),
         ({"token": "VALID", "handler": "nope"}, "handler", "unknown_handler"),
-        ({"token": "VALID", "handler": "no_such_pkg.mod:router"}, "handler", "unknown_handler"),
         ([1, 2], "body", "invalid"),
     ],
 )
@@ -206,6 +205,16 @@ async def test_a_bad_body_is_422_naming_the_field(
     got_code, message = _error(data)
     assert got_code == code and message.startswith(f"{field}:"), message
     assert token.split(":")[1] not in message
+
+
+async def test_import_path_handlers_are_the_admins_and_refused_with_the_reason(api: Api) -> None:
+    token = api.emulator.state.create_bots(1)[0].token
+    body = {"token": token, "handler": "no_such_pkg.mod:router"}
+    status, data = await api.call("POST", "/v1/bots", ADMIN_KEY, body)
+    assert status == 422 and _error(data)[0] == "unknown_handler", data
+    assert "does not import: ModuleNotFoundError" in _error(data)[1]
+    status, data = await api.call("POST", "/v1/bots", api.alice, body)
+    assert status == 403 and "only the admin key" in _error(data)[1], data
 
 
 async def test_a_body_that_is_not_json_is_400(api: Api) -> None:
