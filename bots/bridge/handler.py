@@ -16,6 +16,7 @@ from aiogram import Bot, Dispatcher, Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.methods import SendMessage
 from aiogram.types import Update
 
 from bots.bridge.session import BridgeSession
@@ -74,6 +75,20 @@ def _on_loop(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(*args, **kwargs)
 
     return run
+
+
+def warm_up() -> None:
+    """Build aiogram's deferred pydantic schemas of an update and a reply once (seconds on
+    a busy machine), so the first update of the worker does not stall its loop."""
+    message = {
+        "message_id": 1,
+        "date": 0,
+        "chat": {"id": 1, "type": "private"},
+        "from": {"id": 1, "is_bot": False, "first_name": "warm-up"},
+        "text": "warm-up",
+    }
+    Update.model_validate({"update_id": 0, "message": message})
+    SendMessage(chat_id=1, text="warm-up").model_dump(warnings=False)
 
 
 def aiogram_factory(ref: str, target: Router) -> Callable[[HandlerDeps], Handler]:

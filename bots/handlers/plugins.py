@@ -13,6 +13,7 @@ a worker starting 1,000 bots of a broken module imports it once, not 1,000 times
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import re
@@ -75,6 +76,17 @@ def use_paths(paths: Iterable[Path | str]) -> None:
 def registered() -> dict[str, EntryPoint]:
     """Handlers other installed packages registered, by name."""
     return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def registered_names() -> frozenset[str]:
+    """Entry-point names, read once per process (scanning installed packages is slow)."""
+    global _names
+    if _names is None:
+        _names = frozenset(registered())
+    return _names
+
+
+_names: frozenset[str] | None = None
 
 
 def load(ref: str) -> Plugin:
@@ -151,6 +163,33 @@ def _settings_model(ref: str, module: str) -> type[BaseModel] | None:
             f"handler {ref!r}: {module}.settings_model is not a pydantic model class"
         )
     return model
+
+
+_preloading: dict[str, asyncio.Future[None]] = {}
+
+
+async def preload(ref: str) -> None:
+    """Import `ref` off the event loop (aiogram alone takes seconds to import, which would
+    stall the worker's heartbeats); concurrent callers share one import. Never raises:
+    a failure is cached, and `build` raises it for each bot."""
+    if ref in _loaded or not (is_reference(ref) or ref in registered_names()):
+        return
+    pending = _preloading.get(ref)
+    if pending is None:
+        pending = _preloading[ref] = asyncio.ensure_future(asyncio.to_thread(_load_quietly, ref))
+        pending.add_done_callback(lambda _: _preloading.pop(ref, None))
+    await asyncio.shield(pending)
+
+
+def _load_quietly(ref: str) -> None:
+    try:
+        plugin = load(ref)
+    except HandlerLoadError:
+        return
+    if plugin.kind != "factory":
+        from bots.bridge.handler import warm_up
+
+        warm_up()
 
 
 def build(ref: str, deps: HandlerDeps) -> Handler:

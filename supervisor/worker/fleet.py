@@ -28,8 +28,8 @@ from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.handlers.base import HandlerDeps, UnknownHandler
-from bots.handlers.plugins import use_paths
-from bots.handlers.registry import make_handler
+from bots.handlers.plugins import preload, use_paths
+from bots.handlers.registry import HANDLERS, make_handler
 from config import Settings
 from config.settings import RateLimitSection
 from ipc.offsets import BotProgress
@@ -172,6 +172,8 @@ class Fleet:
     async def _start(self, spec: BotSpec, progress: BotProgress | None = None) -> None:
         if spec.bot_id in self.handles:
             return
+        if spec.handler not in HANDLERS:
+            await preload(spec.handler)  # a plugin's first import runs off the loop
         try:
             handler = make_handler(spec.handler, self.handler_deps)
             limiter = BotLimiter(limits_for(self.settings, spec.settings))

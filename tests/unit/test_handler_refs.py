@@ -80,3 +80,23 @@ def test_plugin_settings_follow_the_module_model_or_take_any_object(plugin_dir: 
     assert check_settings(REF, {"greeting": 5})[0].startswith("greeting: input should be")
     assert check_settings(REF, {"colour": "red"})[0].startswith("colour: unknown setting")
     assert check_settings("myfactory:make", {"anything": {"goes": [1]}}) == []
+
+
+async def test_preload_imports_off_the_loop_once_and_never_raises(plugin_dir: Path) -> None:
+    import asyncio
+    import threading
+
+    (plugin_dir / "slowmod.py").write_text(
+        "import threading\nIMPORTED_IN = threading.current_thread()\n"
+        "def make(deps):\n    return None\n"
+    )
+    try:
+        await asyncio.gather(*(plugins.preload("slowmod:make") for _ in range(10)))
+        await plugins.preload("brokenmod:router")  # cached failure, no exception
+        module = sys.modules["slowmod"]
+        assert module.IMPORTED_IN is not threading.main_thread()
+        assert plugins.load("slowmod:make").kind == "factory"
+        with pytest.raises(UnknownHandler, match="no_such_dependency_xyz"):
+            make_handler("brokenmod:router", HandlerDeps())
+    finally:
+        sys.modules.pop("slowmod", None)
