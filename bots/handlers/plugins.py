@@ -133,7 +133,8 @@ def _resolve(ref: str) -> Plugin:
 def _guard(ref: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
-    except Exception as exc:  # noqa: BLE001 - any error in user code is the reference's fault
+    # SystemExit too: a module calling sys.exit() at import must not end the worker
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code's error is the reference's
         raise HandlerLoadError(
             f"handler {ref!r} does not import: {type(exc).__name__}: {exc}"
         ) from None

@@ -27,6 +27,7 @@ def plugin_dir(tmp_path: Path) -> Iterator[Path]:
         "    raise RuntimeError('no database for me')\n"
     )
     (tmp_path / "brokenmod.py").write_text("import no_such_dependency_xyz\n")
+    (tmp_path / "exitmod.py").write_text("import sys\nsys.exit(3)\n")
     dist = tmp_path / "mybots-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mybots\nVersion: 1.0\n")
@@ -34,7 +35,7 @@ def plugin_dir(tmp_path: Path) -> Iterator[Path]:
     plugins.use_paths([tmp_path])
     yield tmp_path
     sys.path.remove(str(tmp_path.absolute()))
-    for name in ("myfactory", "brokenmod"):
+    for name in ("myfactory", "brokenmod", "exitmod"):
         sys.modules.pop(name, None)
     plugins._loaded.clear()
     plugins._failed.clear()
@@ -50,6 +51,7 @@ def test_refused_references_say_why(plugin_dir: Path) -> None:
     assert "not a built-in" in _reason("nonsense")
     assert "does not import: ModuleNotFoundError" in _reason("no_such_pkg.mod:router")
     assert "no_such_dependency_xyz" in _reason("brokenmod:router")
+    assert "does not import: SystemExit: 3" in _reason("exitmod:router")
     assert "has no 'nothing'" in _reason("examples.support_bot:nothing")
     assert "is a list, not an aiogram Router" in _reason("examples.support_bot:__all__")
     with pytest.raises(UnknownHandler, match="failed to build: RuntimeError: no database"):
