@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from bots.handlers import plugins
@@ -67,7 +68,7 @@ def check_settings(name: str, settings: Mapping[str, Any]) -> list[str]:
     if name not in HANDLERS:
         model = plugins.load(name).settings_model
         if model is None:
-            return []
+            return _free_form(data)
         if not issubclass(model, BotSettings):
             data.pop("ratelimit", None)
     assert model is not None
@@ -76,6 +77,31 @@ def check_settings(name: str, settings: Mapping[str, Any]) -> list[str]:
     except ValidationError as err:
         return describe(err, model)
     return []
+
+
+#: A plugin without a settings model takes any JSON object up to these bounds.
+FREE_FORM_MAX_BYTES = 65_536
+FREE_FORM_MAX_DEPTH = 16
+
+
+def _free_form(data: Mapping[str, Any]) -> list[str]:
+    try:
+        size = len(orjson.dumps(data))
+    except TypeError as exc:
+        return [f"(settings): not JSON ({exc})"]
+    if size > FREE_FORM_MAX_BYTES:
+        return [f"(settings): {size} bytes of JSON, at most {FREE_FORM_MAX_BYTES}"]
+    if _depth(data) > FREE_FORM_MAX_DEPTH:
+        return [f"(settings): nested deeper than {FREE_FORM_MAX_DEPTH} levels"]
+    return []
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 def available() -> list[tuple[str, str]]:

@@ -82,6 +82,11 @@ def test_plugin_settings_follow_the_module_model_or_take_any_object(plugin_dir: 
     assert check_settings(REF, {"greeting": 5})[0].startswith("greeting: input should be")
     assert check_settings(REF, {"colour": "red"})[0].startswith("colour: unknown setting")
     assert check_settings("myfactory:make", {"anything": {"goes": [1]}}) == []
+    deep: dict[str, object] = {}
+    for _ in range(20):
+        deep = {"x": deep}
+    assert "nested deeper" in check_settings("myfactory:make", deep)[0]
+    assert "bytes of JSON" in check_settings("myfactory:make", {"big": "x" * 70_000})[0]
 
 
 async def test_preload_imports_off_the_loop_once_and_never_raises(plugin_dir: Path) -> None:
