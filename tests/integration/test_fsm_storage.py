@@ -13,7 +13,7 @@ from aiogram.fsm.storage.base import StorageKey
 from bots.bridge.storage import ContextStorage
 from config import Settings
 from context import ContextStore, open_context_store
-from tests.context_helpers import ensure_migrated
+from tests.context_helpers import delete_prefix, ensure_migrated
 
 
 class Form(StatesGroup):
@@ -81,4 +81,21 @@ async def test_a_chat_without_state_is_answered_from_the_bots_index(
     await fsm.set_state(key, None)
     assert await fsm.get_data(key) == {"a": 1}
     await fsm.set_data(key, {})
-    assert "5" not in (await store.load(bot, 0)).dialog
+    assert await fsm.get_state(key) is None
+    assert "5" not in await fsm._snapshot(bot, 0)
+
+
+async def test_state_survives_a_redis_flush_from_the_durable_history(
+    settings: Settings, store: ContextStore, redis_url: str
+) -> None:
+    bot = secrets.randbelow(2**40) + 1
+    fsm = ContextStorage(store)
+    key = StorageKey(bot_id=bot, chat_id=42, user_id=42)
+    await fsm.set_state(key, Form.name)
+    await fsm.set_data(key, {"name": "Ann"})
+    assert await store.wait_durable(10)
+    assert await delete_prefix(redis_url, settings.redis.prefix) > 0  # FLUSHALL of ours
+    async with open_context_store(settings) as restarted:
+        again = ContextStorage(restarted)
+        assert await again.get_state(key) == "Form:name"
+        assert await again.get_data(key) == {"name": "Ann"}
