@@ -92,6 +92,10 @@ class BotvisorOptions:
     gc_probe: bool = False
     #: GC what-if for the workers: none | thr | freeze | freeze+thr (implies gc_probe)
     gc_whatif: str = "none"
+    #: the bots' handler: "echo", or a reference such as "bridge_echo:router" (bench/)
+    handler: str = "echo"
+    #: handlers.paths of the daemon
+    handler_paths: tuple[str, ...] = ()
 
     def emulator_limits(self) -> EmulatorLimits:
         return EmulatorLimits(per_bot="30/1") if self.keep_bot_limit else EmulatorLimits()
@@ -116,6 +120,7 @@ async def run_botvisor(
         "sut": "botvisor",
         "bots": n,
         "workers": opts.workers,
+        "handler": opts.handler,
         "traffic": ph.traffic,
         "logs": str(log_dir),
     }
@@ -143,7 +148,9 @@ async def run_botvisor(
             )
             t = time.perf_counter()
             async with open_registry(settings) as registry:
-                await registry.add_many([(BotToken(b.token), b.username) for b in bots])
+                await registry.add_many(
+                    [(BotToken(b.token), b.username) for b in bots], handler=opts.handler
+                )
             result["register_s"] = round(time.perf_counter() - t, 2)
 
             http_port = free_port()
@@ -166,6 +173,8 @@ async def run_botvisor(
             )
             if not opts.keep_bot_limit:
                 env["BOTVISOR_RATELIMIT__PER_BOT__LIMIT"] = "100000"
+            if opts.handler_paths:
+                env["BOTVISOR_HANDLERS__PATHS"] = os.pathsep.join(opts.handler_paths)
             status_url = f"http://127.0.0.1:{http_port}"
             t0_emu = await ctl.now()
             with open_log(log_dir / "daemon.log") as log_file:

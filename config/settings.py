@@ -342,6 +342,23 @@ class MetricsSection(_Section):
     per_bot_labels: bool = Field(False, description="Label metrics by bot id (many series).")
 
 
+class HandlersSection(_Section):
+    paths: list[Path] = Field(
+        default_factory=list,
+        description="Directories added to the front of sys.path (in workers, the master "
+        "and CLI runs) before a handler reference `package.module:attr` is imported, e.g. "
+        '["/srv/bots"]. Relative paths are relative to the working directory. In the '
+        "environment, separated like PYTHONPATH: BOTVISOR_HANDLERS__PATHS=/srv/bots:/opt/more.",
+    )
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p]
+        return value
+
+
 class StateSection(_Section):
     dir: Path = Field(
         default_factory=lambda: default_state_dir(None, os.environ)[0],
@@ -368,6 +385,7 @@ class Settings(_Section):
     shutdown: ShutdownSection = ShutdownSection()
     bots: BotsSection = BotsSection()
     metrics: MetricsSection = MetricsSection()
+    handlers: HandlersSection = HandlersSection()
     state: StateSection = StateSection()
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bots.telegram.api import BotApi
+from bots.telegram.limited import LimitedApi
 from bots.telegram.update import Incoming
 
 if TYPE_CHECKING:
@@ -15,14 +16,22 @@ if TYPE_CHECKING:
     from context import ContextStore
 
 
-@dataclass(frozen=True, slots=True)
 class BotContext:
-    """What a handler may use: the bot's identity, its API (rate-limited) and settings."""
+    """What a handler may use: the bot's identity, its API and settings.
 
-    bot_id: int
-    username: str
-    api: BotApi
-    settings: Mapping[str, Any]
+    `api` is a `LimitedApi`: every method it has passes the bot's limiter; the raw,
+    limiter-free `BotApi.call` is not reachable from here.
+    """
+
+    __slots__ = ("api", "bot_id", "settings", "username")
+
+    def __init__(
+        self, bot_id: int, username: str, api: BotApi | LimitedApi, settings: Mapping[str, Any]
+    ) -> None:
+        self.bot_id = bot_id
+        self.username = username
+        self.api: LimitedApi = api if isinstance(api, LimitedApi) else LimitedApi(api)
+        self.settings = settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,7 +214,7 @@ async def _delete(ctx: BotContext, said: _Said) -> bool:
     """deleteMessage, best effort: False when Telegram refuses or does not answer."""
     params: dict[str, Any] = {"chat_id": said.chat_id, "message_id": said.message_id}
     try:
-        await ctx.api.call("deleteMessage", params, timeout=DELETE_TIMEOUT_S)
+        await ctx.api.once("deleteMessage", params, None, timeout=DELETE_TIMEOUT_S)
     except (TelegramError, BotNetworkError) as exc:
         log.info("manager.delete_failed", bot_id=ctx.bot_id, error=type(exc).__name__)
         return False

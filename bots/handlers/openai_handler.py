@@ -220,8 +220,8 @@ async def _keep_typing(ctx: BotContext, chat_id: int) -> None:
     """Runs beside the model call until cancelled. Best effort: failures are ignored."""
     while True:
         try:
-            await ctx.api.call(
-                "sendChatAction", {"chat_id": chat_id, "action": "typing"}, timeout=5.0
+            await ctx.api.once(
+                "sendChatAction", {"chat_id": chat_id, "action": "typing"}, None, timeout=5.0
             )
         except (TelegramError, *TRANSIENT) as exc:
             log.debug("openai.typing_failed", bot_id=ctx.bot_id, error=type(exc).__name__)

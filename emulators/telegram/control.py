@@ -169,6 +169,27 @@ class EmulatorControl:
         result: list[dict[str, Any]] = await self._request("GET", f"bots/{bot_id}/sent")
         return result
 
+    async def press(
+        self, bot_id: int, chat_id: int, message_id: int, data: str, user_id: int | None = None
+    ) -> str:
+        """A user presses an inline button with `data` under message `message_id`: queues a
+        `callback_query` update; returns the query's id."""
+        body: dict[str, Any] = {
+            "bot_id": bot_id,
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "data": data,
+        }
+        if user_id is not None:
+            body["user_id"] = user_id
+        payload = await self._request("POST", "callback_query", body)
+        return str(payload["callback_query_id"])
+
+    async def calls(self, bot_id: int) -> list[dict[str, Any]]:
+        """The bot's callback answers, edits and keyboard messages (method, …), oldest first."""
+        result: list[dict[str, Any]] = await self._request("GET", f"bots/{bot_id}/calls")
+        return result
+
     async def reset_stats(self) -> None:
         await self._request("POST", "reset_stats", {})
 

@@ -46,6 +46,14 @@ CONTROL: Final[tuple[ControlOp, ...]] = (
         "(429 with `retry_after`, or a 5xx) for `seconds`; 0 seconds ends it.",
         '{"code": 502, "seconds": 30}',
     ),
+    ControlOp(
+        "POST",
+        "/control/callback_query",
+        "Queue a `callback_query` update, as if the user pressed an inline button with "
+        "`data` under the bot's message `message_id` (user_id defaults to a private "
+        'chat\'s id). Answers {"update_id": N, "callback_query_id": "…"}.',
+        '{"bot_id": 7000000001, "chat_id": 42, "message_id": 2, "data": "menu:help"}',
+    ),
     ControlOp("POST", "/control/reset_stats", "Zero the counters of every bot.", "{}"),
     ControlOp(
         "GET",
@@ -65,6 +73,13 @@ CONTROL: Final[tuple[ControlOp, ...]] = (
         "/control/bots/{bot_id}/sent",
         "What one bot sent (chat_id, text, reply_to, date), oldest first.",
     ),
+    ControlOp(
+        "GET",
+        "/control/bots/{bot_id}/calls",
+        "One bot's answerCallbackQuery, editMessageText, editMessageReplyMarkup calls and "
+        "its sendMessage calls with a reply_markup (method, chat_id, message_id, text, "
+        "reply_markup, callback_query_id, at), oldest first.",
+    ),
     ControlOp("GET", "/control/openapi.json", "This document (OpenAPI 3.1)."),
 )
 
@@ -77,6 +92,9 @@ BOT_API_METHODS: Final = (
     "setWebhook",
     "deleteWebhook",
     "getWebhookInfo",
+    "answerCallbackQuery",
+    "editMessageText",
+    "editMessageReplyMarkup",
 )
 
 

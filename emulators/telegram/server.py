@@ -21,6 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from emulators.telegram.callbacks import Interactions
 from emulators.telegram.openapi import document
 from emulators.telegram.state import (
     CHAT_ID_EMPTY,
@@ -151,6 +152,7 @@ class EmulatorServer:
         self._web: web.Server | None = None
         self._server: asyncio.Server | None = None
         self.port = 0
+        self.interactions = ia = Interactions(state)
         sync_methods: dict[str, Callable[[BotState, dict[str, Any]], Result]] = {
             "getme": lambda bot, _p: state.get_me(bot),
             "sendmessage": self._send_message,
@@ -161,6 +163,9 @@ class EmulatorServer:
                 bot, _bool(p.get("drop_pending_updates"))
             ),
             "getwebhookinfo": lambda bot, _p: state.webhook_info(bot),
+            "answercallbackquery": ia.answer_callback_query,
+            "editmessagetext": ia.edit_message_text,
+            "editmessagereplymarkup": ia.edit_message_reply_markup,
         }
         self._sync_methods = sync_methods
         self._control_get: dict[str, Callable[[web.BaseRequest], web.Response]] = {
@@ -174,6 +179,7 @@ class EmulatorServer:
             "revoke": self._c_revoke,
             "reset_stats": self._c_reset_stats,
             "outage": self._c_outage,
+            "callback_query": lambda body: _json(200, orjson.dumps(ia.inject(body))),
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -278,7 +284,8 @@ class EmulatorServer:
             return TEXT_EMPTY
         if len(text) > MAX_TEXT:
             return TEXT_TOO_LONG
-        return self.state.send_message(bot, chat_id, text, _reply_to(params))
+        result = self.state.send_message(bot, chat_id, text, _reply_to(params))
+        return self.interactions.sent(bot, params, result)
 
     def _send_chat_action(self, bot: BotState, params: dict[str, Any]) -> Result:
         raw_chat = params.get("chat_id")
@@ -320,6 +327,11 @@ class EmulatorServer:
                     return self._c_chats(int(parts[1]))
                 if len(parts) == 3 and parts[0] == "bots" and parts[2] == "sent":
                     return self._c_sent(int(parts[1]))
+                if len(parts) == 3 and parts[0] == "bots" and parts[2] == "calls":
+                    calls = self.interactions.calls(int(parts[1]))
+                    if calls is None:
+                        return _control_error(404, f"unknown bot_id {parts[1]}")
+                    return _json(200, orjson.dumps(calls))
                 return _control_error(404, "no such control endpoint")
             if request.method == "POST":
                 poster = self._control_post.get(sub)

@@ -11,6 +11,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bots.handlers.base import UnknownHandler
+from bots.handlers.plugins import use_paths
+from bots.handlers.registry import resolve
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
@@ -152,6 +155,12 @@ async def _update(svc: BotService, args: argparse.Namespace) -> int:
 
 
 async def _import(settings: Settings, registry: Registry, args: argparse.Namespace) -> int:
+    use_paths(settings.handlers.paths)
+    try:
+        resolve(args.handler)
+    except UnknownHandler as exc:
+        _err(f"--handler: {exc}")
+        return ExitCode.FAILURE
     try:
         lines = args.file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:

@@ -101,7 +101,13 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         help="read the token BotFather gave you from PATH, or from stdin with '-'",
     )
     given.add_argument("--token", help="the token itself (visible to `ps`: prefer --token-file)")
-    add.add_argument("--handler", default="echo", help="what the bot does (default echo)")
+    add.add_argument(
+        "--handler",
+        default="echo",
+        help="what the bot does: a built-in (echo), an entry point name, or an import path "
+        "package.module:attr of an aiogram Router/Dispatcher or a factory (default echo; "
+        "see `botvisor handlers list`)",
+    )
     add.add_argument("--owner", metavar="NAME", help="the owner (see `botvisor owners add`)")
     add.add_argument(
         "--set",
@@ -151,6 +157,13 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         cmd = bsub.add_parser(name, help=text)
         cmd.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
 
+    handlers = sub.add_parser("handlers", help="what a bot's --handler may name")
+    hsub = handlers.add_subparsers(dest="handlers_command", required=True, metavar="ACTION")
+    hsub.add_parser("list", help="built-in handlers, installed entry points, handler paths")
+    hchk = hsub.add_parser(
+        "check", help="import a handler reference the way a worker does and say what it is"
+    )
+    hchk.add_argument("ref", help="a name or an import path like package.module:router")
     owners = sub.add_parser("owners", help="owners of bots and their API keys")
     osub = owners.add_subparsers(dest="owners_command", required=True, metavar="ACTION")
     oadd = osub.add_parser(
@@ -278,6 +291,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from supervisor.cli.bots import bots_command
 
             return _run(bots_command, settings, args)
+        case "handlers":
+            from supervisor.cli.handlers import handlers_command
+
+            return handlers_command(settings, args)
         case "owners" | "keys":
             from supervisor.cli.security import keys_command, owners_command
 

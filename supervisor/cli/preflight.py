@@ -44,7 +44,7 @@ def _private(settings: Settings) -> list[str]:
 
 def announce(args: argparse.Namespace, settings: Settings) -> None:
     """One short stderr line: where state lives (and why) when private servers are used."""
-    if args.command in ("emulator", "demo", "doctor") or not _private(settings):
+    if args.command in ("emulator", "demo", "doctor", "handlers") or not _private(settings):
         return
     where = Path(settings.state.dir).absolute()
     servers = " and ".join(_private(settings))

@@ -17,7 +17,9 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 
-from bots.handlers.registry import HANDLERS, check_settings, unavailable
+from bots.handlers.base import UnknownHandler
+from bots.handlers.plugins import is_reference, use_paths
+from bots.handlers.registry import HANDLERS, check_settings, resolve, unavailable
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
@@ -69,6 +71,7 @@ class BotService:
         self._settings = settings
         self._session = session
         self._redis = redis  # for hints; None: one connection per hint (a CLI run)
+        use_paths(settings.handlers.paths)  # plugin references are checked by importing them
 
     async def register(
         self,
@@ -82,7 +85,7 @@ class BotService:
         """Check the token with getMe, store the bot, hint the workers. The token is checked
         before the duplicate test, so only a holder of a live token learns a bot is taken."""
         settings = self._check_settings(settings or {})
-        self._check(handler, settings, new_handler=True)
+        self._check(handler, settings, new_handler=True, caller=caller)
         try:
             parsed = BotToken(token)
         except BadToken as exc:
@@ -131,6 +134,7 @@ class BotService:
                 handler or current.handler,
                 current.settings if settings is None else settings,
                 new_handler=handler is not None and handler != current.handler,
+                caller=caller,
             )
         return await self._change(caller, bot_id, "updated", handler=handler, settings=settings)
 
@@ -236,14 +240,27 @@ class BotService:
                 f"could not check the token with getMe at {tg.api_base}: {exc}; try again",
             ) from None
 
-    def _check(self, handler: str, settings: Mapping[str, Any], *, new_handler: bool) -> None:
-        """A known handler this host can run (when new), settings its model accepts."""
-        if handler not in HANDLERS:
+    def _check(
+        self, handler: str, settings: Mapping[str, Any], *, new_handler: bool, caller: Caller
+    ) -> None:
+        """A known handler this host can run (when new), settings its model accepts. An
+        import path makes workers import that module and call what it names, so only the
+        admin may set one; owners use built-ins and installed entry points."""
+        if new_handler and not caller.admin and handler not in HANDLERS and is_reference(handler):
+            raise BotServiceError(
+                ErrorKind.FORBIDDEN,
+                "forbidden",
+                f"handler: {handler!r} is an import path; only the admin key may set one "
+                "(owners use built-ins and the names in `botvisor handlers list`)",
+            )
+        try:
+            resolve(handler)
+        except UnknownHandler as exc:
             raise BotServiceError(
                 ErrorKind.INVALID,
                 "unknown_handler",
-                f"handler: unknown handler {handler!r}; available: {', '.join(sorted(HANDLERS))}",
-            )
+                f"handler: {exc}; built-in: {', '.join(sorted(HANDLERS))}",
+            ) from None
         reason = unavailable(handler, self._settings) if new_handler else None
         if reason is not None:
             raise BotServiceError(ErrorKind.INVALID, "handler_unavailable", reason)

@@ -27,7 +27,8 @@ from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.handlers.base import HandlerDeps, UnknownHandler
-from bots.handlers.registry import make_handler
+from bots.handlers.plugins import preload, use_paths
+from bots.handlers.registry import HANDLERS, make_handler
 from config import Settings
 from config.bot_settings import BadBotSettings, ratelimit_for
 from ipc.offsets import BotProgress
@@ -79,6 +80,7 @@ class Fleet:
         self.progress: ProgressStore = progress or MemoryProgress()
         self.handler_deps = handler_deps or HandlerDeps()
         self.on_disabled = on_disabled
+        use_paths(settings.handlers.paths)  # where handler references import from
         self.handles: dict[int, BotHandle] = {}
         self.totals = Totals()
         self._spawn_gate = asyncio.Semaphore(settings.bots.spawn_concurrency)
@@ -99,6 +101,7 @@ class Fleet:
     def retune_all(self, settings: Settings) -> None:
         """New deployment settings (reload): new limits for every bot, in place."""
         self.settings = settings
+        use_paths(settings.handlers.paths)
         self.bounds.retune(settings)
         for h in self.handles.values():
             self._retune(h, h.actor.spec)
@@ -143,6 +146,8 @@ class Fleet:
     async def _start(self, spec: BotSpec, progress: BotProgress | None = None) -> None:
         if spec.bot_id in self.handles:
             return
+        if spec.handler not in HANDLERS:
+            await preload(spec.handler)  # a plugin's first import runs off the loop
         try:
             handler = make_handler(spec.handler, self.handler_deps)
             limiter = BotLimiter(limits_for(self.settings, spec.settings))

@@ -145,6 +145,16 @@ async def test_a_bad_body_is_422_naming_the_field(
     assert token.split(":")[1] not in message
 
 
+async def test_import_path_handlers_are_the_admins_and_refused_with_the_reason(api: Api) -> None:
+    token = api.emulator.state.create_bots(1)[0].token
+    body = {"token": token, "handler": "no_such_pkg.mod:router"}
+    status, data = await api.call("POST", "/v1/bots", ADMIN_KEY, body)
+    assert status == 422 and error_of(data)[0] == "unknown_handler", data
+    assert "does not import: ModuleNotFoundError" in error_of(data)[1]
+    status, data = await api.call("POST", "/v1/bots", api.alice, body)
+    assert status == 403 and "only the admin key" in error_of(data)[1], data
+
+
 async def test_a_body_that_is_not_json_is_400(api: Api) -> None:
     status, data = await api.call("POST", "/v1/bots", api.alice, raw=b"{token: 1")
     assert status == 400 and error_of(data)[0] == "bad_json"

@@ -1,0 +1,1 @@
+"""Example bots for botvisor (not part of the runtime; see README "Write your own bot")."""
