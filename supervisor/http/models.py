@@ -15,7 +15,8 @@ from supervisor.registry.bots import BotRecord, BotState
 
 #: Telegram's tokens are `<id>:<35 chars>`; room to spare, never 9,000 characters.
 TOKEN_MAX_LEN: Final = 100
-HANDLER_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+#: a built-in or entry-point name, or an import path `package.module:attr`
+HANDLER_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,200}$"
 OWNER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 
 BotSettings = Annotated[
