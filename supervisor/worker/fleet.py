@@ -20,6 +20,7 @@ from bots.actor.actor import (
     ActorState,
     BotActor,
     BotSpec,
+    InboxSink,
     MemoryProgress,
     PollConfig,
     ProgressStore,
@@ -99,8 +100,11 @@ class Fleet:
         on_disabled: OnDisabled,
         progress: ProgressStore | None = None,
         handler_deps: HandlerDeps | None = None,
+        inbox: InboxSink | None = None,
     ) -> None:
         self.settings = settings
+        #: the durable inbox, when `bots.inbox` was on at the worker's start
+        self.inbox = inbox
         self.session = session
         self.progress: ProgressStore = progress or MemoryProgress()
         self.handler_deps = handler_deps or HandlerDeps()
@@ -192,7 +196,7 @@ class Fleet:
             inflight_max=self.settings.bots.inflight_max,
             grace_s=self.settings.shutdown.grace_s,
         )
-        handle = BotHandle(BotActor(spec, api, handler, poll, self.progress, progress))
+        handle = BotHandle(BotActor(spec, api, handler, poll, self.progress, progress, self.inbox))
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
         async with self._spawn_gate:
