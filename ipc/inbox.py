@@ -88,6 +88,7 @@ class Inbox:
         self._room: asyncio.Event | None = None
         self._acks: dict[int, list[bytes]] = {}
         self._wake = asyncio.Event()
+        self._flushed: asyncio.Event | None = None  # created while someone waits
         #: the last append failed (its batch took the confirm-after-handling path)
         self.degraded = False
         self.appended = 0
@@ -256,6 +257,16 @@ class Inbox:
                         await pipe.execute()
                 self.round_trips += 1
                 self.acked += len(chunk)
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
+
+    async def wait_acked(self, count: int) -> None:
+        """Until `count` acknowledgements in all have reached Redis."""
+        while self.acked < count:
+            if self._flushed is None:
+                self._flushed = asyncio.Event()
+            await self._flushed.wait()
 
     def health(self) -> str:
         return "degraded" if self.degraded else "ok"

@@ -132,11 +132,10 @@ async def _stream_len(client: aioredis.Redis, prefix: str, bot_id: int) -> int:
     return int(await client.xlen(keys.inbox_key(prefix, bot_id % SHARDS)))
 
 
-async def _wait_empty(client: aioredis.Redis, prefix: str, bot_id: int) -> None:
-    """Until every entry of the bot's shard is acknowledged and deleted (a condition
-    polled under the caller's timeout: acks are written by a background flusher)."""
-    while await _stream_len(client, prefix, bot_id):
-        await asyncio.sleep(0.05)
+async def _wait_empty(client: aioredis.Redis, prefix: str, bot_id: int, worker: Worker) -> None:
+    """Until every entry of the bot's shard is acknowledged and deleted."""
+    await worker.inbox.wait_acked(worker.reader.offered + worker.reader.skipped)
+    assert await _stream_len(client, prefix, bot_id) == 0
 
 
 async def test_a_slow_chat_does_not_hold_up_another_chat_of_the_same_bot(
@@ -165,7 +164,7 @@ async def test_a_slow_chat_does_not_hold_up_another_chat_of_the_same_bot(
         gate.release.set()
         async with asyncio.timeout(10):
             await emu.state.wait_until(lambda: emu.state.replied == 2)
-            await _wait_empty(client, key_prefix, bot.id)
+            await _wait_empty(client, key_prefix, bot.id, worker)
         assert sorted(gate.calls) == [(1, fast), (2, slow)]
         assert worker.inbox.appended == 2 and worker.inbox.fallbacks == 0
     finally:
@@ -209,7 +208,7 @@ async def test_a_dead_readers_entries_are_handled_by_its_successor_once(
     try:
         async with asyncio.timeout(15):
             await emu.state.wait_until(lambda: emu.state.replied == 4)
-            await _wait_empty(client, key_prefix, bot.id)
+            await _wait_empty(client, key_prefix, bot.id, second)
         assert sorted(u for _, u in answers.calls) == [ids[0], ids[2], ids[3]]
         assert emu.state.duplicates == 0
         assert second.reader.skipped == 1
