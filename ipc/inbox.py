@@ -93,6 +93,7 @@ class Inbox:
         self.degraded = False
         self.appended = 0
         self.acked = 0
+        self.acks_queued = 0
         self.round_trips = 0
         self.fallbacks = 0
 
@@ -166,10 +167,12 @@ class Inbox:
                     self._group, self.consumer, streams, count=READ_COUNT, block=block_ms
                 )
         except aioredis.ResponseError as exc:
+            self.round_trips += 1
             if "NOGROUP" in str(exc):  # the stream was deleted (FLUSHALL): create again
                 self._groups.clear()
                 return []
             raise
+        self.round_trips += 1
         out: list[Entry] = []
         for key, entries in _streams(reply):
             shard = by_key[key.decode() if isinstance(key, bytes) else key]
@@ -186,10 +189,17 @@ class Inbox:
             key = keys.inbox_key(self._prefix, shard)
             cursor: bytes | str = "0-0"
             while True:
-                async with asyncio.timeout(self.timeout_s):
-                    reply = await self._redis.xautoclaim(
-                        key, self._group, self.consumer, idle_ms, cursor, count=READ_COUNT
-                    )
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        reply = await self._redis.xautoclaim(
+                            key, self._group, self.consumer, idle_ms, cursor, count=READ_COUNT
+                        )
+                except aioredis.ResponseError as exc:
+                    if "NOGROUP" in str(exc):  # Redis lost the stream: nothing to claim
+                        self._groups.clear()
+                        break
+                    raise
+                self.round_trips += 1
                 cursor, entries = reply[0], reply[1]
                 out.extend(self._decoded(shard, entries))
                 if cursor in (b"0-0", "0-0"):
@@ -212,6 +222,7 @@ class Inbox:
     def ack(self, shard: int, entry_id: bytes) -> None:
         """The entry is handled: XACK + XDEL at the next flush. Never blocks."""
         self._acks.setdefault(shard, []).append(entry_id)
+        self.acks_queued += 1
         self._wake.set()
         left = self._backlog.get(shard, 0)
         if left:
@@ -260,6 +271,16 @@ class Inbox:
         if self._flushed is not None:
             self._flushed.set()
             self._flushed = None
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every acknowledgement queued so far is written (a draining worker:
+        otherwise its handled entries wait for a claim pass to be dropped)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.wait_acked(self.acks_queued)
+        except TimeoutError:
+            return False
+        return True
 
     async def wait_acked(self, count: int) -> None:
         """Until `count` acknowledgements in all have reached Redis."""

@@ -75,6 +75,8 @@ async def poll_into_inbox(
             newest = max(_uid(u) for u in fresh)
             if not await inbox.append(bot_id, fresh):
                 _take_directly(dispatcher, fresh, direct)
+        if actor.stop_requested:
+            break  # asked during the append: no long poll nobody would interrupt
         mark = dispatcher.progress()
         if batch and not fresh and direct:
             # only re-deliveries of what we handle directly: wait for one to finish

@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 BLOCK_MS = 1000
 #: Entries kept in memory for bots still starting here (the rest wait for a claim pass).
 PARKED_MAX = 10_000
+#: An entry whose bot has not run here for this long is dropped (Telegram's retention).
+STALE_S = 86_400.0
 
 
 class InboxReader:
@@ -91,14 +93,19 @@ class InboxReader:
 
     def _deliver(self, entries: list[Entry]) -> None:
         now_wall, now = time.time(), time.perf_counter()
+        owned = set(self._shards())
         for entry in entries:
             handle = self._handles.get(entry.bot_id)
             dispatcher = handle.actor.dispatcher if handle is not None else None
             if dispatcher is None:
-                if handle is not None and len(self._parked) < PARKED_MAX:
-                    self._parked.append(entry)  # starting: offered again next round
+                if now_wall - entry.polled_at > STALE_S:
+                    # its bot is gone for good (Telegram itself forgets an update in 24 h)
+                    log.info("inbox.stale_dropped", bot_id=entry.bot_id, entry=entry.entry_id)
+                    self.inbox.ack(entry.shard, entry.entry_id)
+                elif entry.shard in owned and len(self._parked) < PARKED_MAX:
+                    self._parked.append(entry)  # (re)starting here: offered again next round
                 else:
-                    self.absent += 1  # not here: stays pending, a claim pass offers it again
+                    self.absent += 1  # stays pending: a later claim pass offers it again
                 continue
             received = now - max(0.0, now_wall - entry.polled_at)
             shard, entry_id = entry.shard, entry.entry_id

@@ -189,6 +189,10 @@ class Worker:
             self.state = "draining"
             self._log.info("worker.draining", bots=len(self.fleet.handles))
             await self.fleet.stop_all()
+            if self.inbox is not None and not await self.inbox.flush(self.settings.redis.timeout_s):
+                self._log.info(
+                    "inbox.acks_not_flushed", left=self.inbox.acks_queued - self.inbox.acked
+                )
             self.fleet.harvest()
             await self._write_heartbeat()
             for task in services:
