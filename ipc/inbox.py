@@ -206,6 +206,26 @@ class Inbox:
                     break
         return out
 
+    async def forget_idle_consumers(self, shards: list[int]) -> int:
+        """Remove consumers with nothing pending, idle past `claim_idle_s` (every worker
+        start leaves one behind in each group it read). Returns how many went."""
+        gone = 0
+        idle_ms = self.claim_idle_s * 1000
+        for shard in shards:
+            key = keys.inbox_key(self._prefix, shard)
+            async with asyncio.timeout(self.timeout_s):
+                consumers = await self._redis.xinfo_consumers(key, self._group)
+            self.round_trips += 1
+            for c in consumers:
+                name = c.get("name")
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                if name != self.consumer and not c.get("pending") and c.get("idle", 0) > idle_ms:
+                    async with asyncio.timeout(self.timeout_s):
+                        await self._redis.xgroup_delconsumer(key, self._group, name)
+                    self.round_trips += 1
+                    gone += 1
+        return gone
+
     def _decoded(self, shard: int, entries: list[Any]) -> list[Entry]:
         out: list[Entry] = []
         for entry_id, fields in entries:

@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 BLOCK_MS = 1000
 #: Entries kept in memory for bots still starting here (the rest wait for a claim pass).
 PARKED_MAX = 10_000
+#: How often idle consumers without pending entries are removed from the groups.
+CLEANUP_EVERY_S = 300.0
 #: An entry whose bot has not run here for this long is dropped (Telegram's retention).
 STALE_S = 86_400.0
 
@@ -51,6 +53,7 @@ class InboxReader:
         self._shards = shards
         self._budget = budget
         self._next_claim = 0.0
+        self._next_cleanup = 0.0
         self._parked: list[Entry] = []  # read while their bot was starting here
         self.failing = 0
         self.offered = self.skipped = self.absent = 0
@@ -85,6 +88,11 @@ class InboxReader:
         idle = self.inbox.claim_idle_s
         self._deliver(await self.inbox.claim(shards))
         self._next_claim = started + idle / 2
+        if started >= self._next_cleanup:
+            self._next_cleanup = started + CLEANUP_EVERY_S
+            gone = await self.inbox.forget_idle_consumers(shards)
+            if gone:
+                log.debug("inbox.consumers_forgotten", count=gone)
         for handle in self._handles.values():
             actor = handle.actor
             dispatcher = actor.dispatcher
