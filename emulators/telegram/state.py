@@ -690,9 +690,6 @@ class EmulatorState:
                         chat.max_ref = reply_to
                 else:
                     self.duplicates += 1
-        if self._watchers:
-            # a reply can come while every poll is parked (a durable inbox confirms at once)
-            self._notify()
 
         message_id = chat.next_message_id
         chat.next_message_id = message_id + 1
