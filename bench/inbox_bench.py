@@ -154,7 +154,7 @@ async def run_mode(
         try:
             # warm-up, then measure
             await drive(emu, ids, args.chats, args.rate, min(100, len(ids)))
-            emu.state.latencies_ms.clear()
+            first = len(emu.state.latencies_ms)
             cpu0, rcpu0 = time.process_time(), await _redis_cpu(redis)
             trips0 = rig.inbox.round_trips if rig.inbox else 0
             if phase == "latency":
@@ -165,7 +165,7 @@ async def run_mode(
                 n = args.cost_messages
             cpu, rcpu = time.process_time() - cpu0, await _redis_cpu(redis) - rcpu0
             trips = (rig.inbox.round_trips - trips0) if rig.inbox else 0
-            lat = sorted(v - delay * 1000 for v in emu.state.latencies_ms)
+            lat = sorted(v - delay * 1000 for v in emu.state.latencies_ms[first:])
         finally:
             await rig.stop()
         dups = emu.state.duplicates
@@ -182,6 +182,9 @@ async def run_mode(
 
 
 async def main(args: argparse.Namespace) -> int:
+    from config.logging import configure_logging
+
+    configure_logging("warning", "console")
     server = shutil.which("redis-server")
     if server is None:
         print("redis-server not found", file=sys.stderr)
