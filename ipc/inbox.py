@@ -91,6 +91,8 @@ class Inbox:
         self._flushed: asyncio.Event | None = None  # created while someone waits
         #: the last append failed (its batch took the confirm-after-handling path)
         self.degraded = False
+        #: the shard owner's reader could read at its last attempt
+        self.reading = True
         self.appended = 0
         self.acked = 0
         self.acks_queued = 0
@@ -159,6 +161,8 @@ class Inbox:
         """New entries of `shards` for this consumer (XREADGROUP, blocking up to
         `block_ms`). Raises the Redis error: the reader backs off."""
         await self._ensure_groups(shards)
+        # a blocked read must end before the client's socket timeout (redis.timeout_s)
+        block_ms = max(10, min(block_ms, int(self.timeout_s * 500)))
         streams: dict[Any, Any] = {keys.inbox_key(self._prefix, s): ">" for s in shards}
         by_key = {keys.inbox_key(self._prefix, s): s for s in shards}
         try:
@@ -310,7 +314,7 @@ class Inbox:
             await self._flushed.wait()
 
     def health(self) -> str:
-        return "degraded" if self.degraded else "ok"
+        return "degraded" if self.degraded or not self.reading else "ok"
 
 
 def _streams(reply: Any) -> list[tuple[Any, list[Any]]]:

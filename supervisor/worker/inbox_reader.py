@@ -77,8 +77,10 @@ class InboxReader:
                 if self.failing == 0:
                     log.warning("inbox.read_failed", error=type(exc).__name__)
                 self.failing += 1
+                self.inbox.reading = False
                 await asyncio.sleep(min(0.25 * 2 ** min(self.failing, 4), 2.0))
                 continue
+            self.inbox.reading = True
             if self.failing:
                 log.info("inbox.read_again", failed_reads=self.failing)
                 self.failing = 0

@@ -78,8 +78,15 @@ class Gate:
 class Worker:
     """What a worker runs for the inbox: its Inbox, ack flusher, reader and bots."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, name: str, claim_idle_s: float) -> None:
-        self.inbox = Inbox(redis, prefix, SHARDS, name, 1.0, 1000, claim_idle_s)
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        name: str,
+        claim_idle_s: float,
+        timeout_s: float = 2.0,  # the client's (a worker's redis.timeout_s)
+    ) -> None:
+        self.inbox = Inbox(redis, prefix, SHARDS, name, timeout_s, 1000, claim_idle_s)
         self.handles: dict[int, BotHandle] = {}
         self.reader = InboxReader(self.inbox, self.handles, lambda: list(range(SHARDS)))
         self.tasks: list[asyncio.Task[None]] = []
@@ -239,7 +246,7 @@ async def test_with_redis_down_updates_are_handled_the_old_way_and_none_is_lost(
 ) -> None:
     prefix = f"t{secrets.token_hex(4)}:"
     client = redis_client(redis_proc.url, 0.5)
-    worker = Worker(client, prefix, "w1", 30.0)
+    worker = Worker(client, prefix, "w1", 30.0, timeout_s=0.5)
     worker.start()
     gate = Gate()
     gate.release.set()
