@@ -336,6 +336,26 @@ class BotsSection(_Section):
     )
     backoff_min_s: float = Field(0.5, gt=0, le=3600, description="First actor restart delay.")
     backoff_max_s: float = Field(30.0, gt=0, le=86_400, description="Longest restart delay.")
+    inbox: bool = Field(
+        False,
+        description="Durable inbox: polled updates go to a per-shard Redis Stream and are "
+        "confirmed to Telegram at once, handled from the stream (no head-of-line blocking "
+        "behind a slow chat). Off: updates are confirmed only once handled.",
+    )
+    inbox_backlog_max: int = Field(
+        50_000,
+        ge=1,
+        le=10_000_000,
+        description="Unhandled inbox entries per shard before that shard's bots pause "
+        "polling (Telegram keeps the updates), nothing is dropped.",
+    )
+    inbox_claim_idle_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Inbox entries pending this long (a dead or moved worker's) are claimed "
+        "and handled by the shard's owner; longer than any handler runs.",
+    )
 
 
 class MetricsSection(_Section):

@@ -7,7 +7,8 @@ tokens (words). A user message "/long N" gets an answer of N characters.
 Faults for tests: `state.fail_next(kind, count, retry_after)` (or POST
 /control/fault {"kind": "429"|"500"|"hang", "count": N (-1: until /control/recover),
 "retry_after": s}) makes the next requests answer 429 with Retry-After, 500, or hang
-until the client gives up. `python -m emulators.openai --port 8082` runs it alone.
+until the client gives up. `state.latency_s` (or POST /control/latency {"seconds": s})
+delays every answer, like a model thinking. `python -m emulators.openai --port 8082` runs it alone.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class LLMEmulatorState:
     #: prompts counting more tokens than this (as `usage` counts them) are rejected with
     #: 400 context_length_exceeded, like a real model's window (None: no limit)
     context_window: int | None = None
+    #: every answer waits this long first (a model's thinking time; benchmarks)
+    latency_s: float = 0.0
+    #: requests received so far (answered, failed, hanging or still in their latency)
+    started: int = 0
 
     def fail_next(self, kind: FaultKind, count: int = 1, retry_after: float = 1.0) -> None:
         if kind not in KINDS:
@@ -65,6 +70,16 @@ class LLMEmulatorState:
 
     def count(self, status: int | None = None) -> int:
         return sum(1 for r in self.requests if status is None or r.status == status)
+
+    async def wait_started(self, n: int) -> None:
+        """Until `n` requests have arrived (answered or not)."""
+        while self.started < n:
+            await self.changed.wait()
+
+    def note_started(self) -> None:
+        self.started += 1
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     async def wait_requests(self, n: int) -> None:
         """Until `n` requests have been answered (or started hanging)."""
@@ -166,6 +181,9 @@ async def chat_completions(request: web.Request) -> web.Response:
             raise TypeError(f"messages must be a list of {{role, content}} with role in {_ROLES}")
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         return _error(400, "invalid_request_error", f"bad request: {exc}")
+    state.note_started()
+    if state.latency_s > 0:
+        await asyncio.sleep(state.latency_s)
     now = time.monotonic()
     window = state.context_window
     if window is not None and prompt_tokens(messages) > window:
@@ -204,6 +222,17 @@ async def control_fault(request: web.Request) -> web.Response:
     return _json({"ok": True})
 
 
+async def control_latency(request: web.Request) -> web.Response:
+    try:
+        seconds = float(orjson.loads(await request.read())["seconds"])
+        if not 0 <= seconds <= 600:
+            raise ValueError("seconds must be within 0..600")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return _error(400, "invalid_request_error", str(exc))
+    request.app[STATE_KEY].latency_s = seconds
+    return _json({"ok": True})
+
+
 async def control_recover(request: web.Request) -> web.Response:
     request.app[STATE_KEY].recover()
     return _json({"ok": True})
@@ -223,6 +252,7 @@ def make_app(state: LLMEmulatorState) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/control/fault", control_fault)
     app.router.add_post("/control/recover", control_recover)
+    app.router.add_post("/control/latency", control_latency)
     app.router.add_get("/control/stats", control_stats)
     return app
 

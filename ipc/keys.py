@@ -31,6 +31,16 @@ def offset_key(prefix: str, bot_id: int) -> str:
     return f"{prefix}offset:{bot_id}"
 
 
+def inbox_key(prefix: str, shard: int) -> str:
+    """A shard's durable inbox: a Stream of polled updates, one consumer group."""
+    return f"{prefix}inbox:{shard}"
+
+
+def inbox_group(prefix: str) -> str:
+    """The consumer group of every inbox stream (one per stream, same name)."""
+    return f"{prefix}inbox"
+
+
 def status_reply_key(prefix: str, request_id: str) -> str:
     """A list the master and workers push their status into, for one `botvisor status`."""
     return f"{prefix}status:{request_id}"

@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from bots.actor.dispatch import ChatDispatcher
+from bots.actor.inbox_poll import STOPPED, InboxSink, poll_into_inbox
 from bots.actor.policy import Backoff, BackoffConfig
 from bots.actor.stats import ActorStats
 from bots.handlers.base import BotContext, Handler
@@ -134,7 +135,7 @@ class PollConfig:
 #: How long a poll waits for the batch in flight to finish before re-polling anyway.
 POLL_GAP_S = 0.2
 
-_STOPPED: Final = object()
+_STOPPED: Final = STOPPED
 
 
 class BotActor:
@@ -148,8 +149,12 @@ class BotActor:
         poll: PollConfig,
         progress: ProgressStore | None = None,
         initial: BotProgress | None | object = UNKNOWN,
+        inbox: InboxSink | None = None,
     ) -> None:
         self.spec = spec
+        #: the durable inbox (bots.inbox): polled updates go there, handled from there
+        self.inbox = inbox
+        self.started_at = 0.0  # monotonic start of the current run
         self.progress: ProgressStore = progress or MemoryProgress()
         #: read in bulk by the fleet for the first run; later runs read their own
         self._initial = initial
@@ -227,6 +232,7 @@ class BotActor:
     async def run_once(self) -> None:
         """One life of the actor. Returns on a requested stop; raises on failure."""
         self._task = asyncio.current_task()
+        self.started_at = time.monotonic()
         self._dispatcher = ChatDispatcher(
             self.spec.bot_id, self._handle, self.stats, self._progressed
         )
@@ -264,9 +270,44 @@ class BotActor:
             raise TelegramError(self.spec.bot_id, "getUpdates", 200, "result is not a list")
         return updates
 
+    @property
+    def dispatcher(self) -> ChatDispatcher | None:
+        """This run's dispatcher while the actor runs (the inbox reader hands it entries)."""
+        return self._dispatcher if self.state is ActorState.RUNNING else None
+
+    async def poll_once(self, params: dict[str, Any]) -> list[Any] | object | None:
+        """One getUpdates: its updates, `STOPPED` on a requested stop, None after a
+        failure it has waited out (Telegram's trouble: no restart, no getMe)."""
+        try:
+            updates = await self._interruptibly(
+                self.api.poll(params, timeout=self.poll.poll_timeout_s + 10)
+            )
+        except (RetryAfter, ServerError, BotNetworkError) as exc:
+            if await self.wait_stop(self._poll_failed(exc)):
+                return STOPPED
+            return None
+        if updates is STOPPED:
+            return STOPPED
+        if self.trouble:
+            self._log.debug("poll.recovered", after=self.trouble)
+            self.trouble, self._poll_backoff = "", None
+        if not isinstance(updates, list):
+            raise TelegramError(self.spec.bot_id, "getUpdates", 200, "result is not a list")
+        return updates
+
+    async def interruptibly(self, aw: Awaitable[Any]) -> Any:
+        return await self._interruptibly(aw)
+
+    def take_first(self) -> list[Any] | None:
+        first, self._first = self._first, None
+        return first
+
     async def _running(self) -> None:
         dispatcher = self._dispatcher
         assert dispatcher is not None
+        if self.inbox is not None:
+            await poll_into_inbox(self, self.inbox, dispatcher)
+            return
         poll_timeout = self.poll.poll_timeout_s + 10
         first, self._first = self._first, None
         if first:

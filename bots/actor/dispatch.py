@@ -9,6 +9,7 @@ updates to the next poller. Re-delivered ones this process already has are dropp
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -100,6 +101,11 @@ class ChatDispatcher:
         self._progress: asyncio.Future[None] | None = None  # created only while waited on
         self._finished = 0
         self._stats = stats
+        # inbox mode (bots/actor/inbox_mode.py): entries arrive out of order after a
+        # claim; until the floor is lifted every answered id is kept (`_answered`)
+        self._floor: int | None = None
+        self._answered: set[int] | None = None
+        self._on_done: dict[int, list[Callable[[], None]]] | None = None
 
     def submit(self, updates: list[dict[str, Any]]) -> int:
         """Queue new updates; returns how many were new. Never blocks."""
@@ -120,42 +126,98 @@ class ChatDispatcher:
                     self._done = set()
                 self._done.add(update_id)
                 continue
-            update = Incoming(raw, now)
-            queue = self._chats.get(update.chat_id)
-            if queue is None:
-                queue = self._chats[update.chat_id] = deque()
-                queue.append(update)
-                task = asyncio.create_task(
-                    self._run_chat(update.chat_id, queue),
-                    name=f"bot:{self._bot_id}:chat:{update.chat_id}",
-                )
-                if self._tasks is None:
-                    self._tasks = set()
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                if self._budget is not None:
-                    # updates a cancelled chat task leaves behind leave the count too
-                    task.add_done_callback(self._budget.release_of(queue))
-            else:
-                queue.append(update)
+            self._queue(Incoming(raw, now))
             fresh += 1
         self._stats.received += fresh
         if self._budget is not None and fresh:
             self._budget.add(fresh)
         return fresh
 
+    def offer(self, raw: dict[str, Any], on_done: Callable[[], None], received: float) -> str:
+        """An update from the inbox, in any order: "new" (queued; `on_done` runs once it
+        is handled), "queued" (already in hand: `on_done` runs with it) or "done"
+        (answered already: acknowledge it now)."""
+        update_id = raw.get("update_id")
+        if not isinstance(update_id, int):
+            return "done"
+        if self._answered is None:
+            self._answered = set()
+            self._floor = self._max_seen + 1 if self._floor is None else self._floor
+        floor = self._floor if self._floor is not None else -1
+        arrival, head = self._arrival, self._head
+        i = bisect.bisect_left(arrival, update_id, head)
+        if i < len(arrival) and arrival[i] == update_id:
+            if self._done and update_id in self._done:
+                self._stats.duplicates += 1
+                return "done"
+            if self._on_done is None:
+                self._on_done = {}
+            self._on_done.setdefault(update_id, []).append(on_done)
+            return "queued"
+        below = (
+            update_id < floor
+            if self._floor is not None
+            else (update_id < (arrival[head] if head < len(arrival) else self._max_seen + 1))
+        )
+        if below or update_id in self._answered or (self._skip and update_id in self._skip):
+            self._stats.duplicates += 1
+            return "done"
+        arrival.insert(i, update_id)
+        self._max_seen = max(self._max_seen, update_id)
+        if self._on_done is None:
+            self._on_done = {}
+        self._on_done[update_id] = [on_done]
+        self._queue(Incoming(raw, received))
+        self._stats.received += 1
+        if self._budget is not None:
+            self._budget.add(1)
+        return "new"
+
+    def lift_floor(self) -> None:
+        """No older entry can come any more (a claim pass has run since this dispatcher
+        started): answered ids below the watermark need not be kept."""
+        if self._answered is not None:
+            self._floor = None
+            self._answered = set()
+
+    def floor(self) -> int | None:
+        return self._floor
+
+    def _queue(self, update: Incoming) -> None:
+        queue = self._chats.get(update.chat_id)
+        if queue is not None:
+            queue.append(update)
+            return
+        queue = self._chats[update.chat_id] = deque()
+        queue.append(update)
+        task = asyncio.create_task(
+            self._run_chat(update.chat_id, queue),
+            name=f"bot:{self._bot_id}:chat:{update.chat_id}",
+        )
+        if self._tasks is None:
+            self._tasks = set()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self._budget is not None:
+            task.add_done_callback(self._budget.release_of(queue))
+
     def start_at(self, offset: int, answered: frozenset[int] = frozenset()) -> None:
         """Updates below `offset`, and those in `answered`, were handled by an earlier
         poller: drop them if Telegram sends them again."""
         self._max_seen = max(self._max_seen, offset - 1)
         self._skip = frozenset(i for i in answered if i >= offset) or None
+        self._floor = offset
 
     def record(self) -> BotProgress | None:
         """What a later poller needs: the watermark and the ids answered above it."""
         watermark = self.watermark()
+        if self._floor is not None and self._answered is not None:
+            watermark = self._floor if watermark is None else min(watermark, self._floor)
         if watermark is None:
             return None
         answered = frozenset(self._done or ()) | (self._skip or frozenset())
+        if self._answered:
+            answered |= self._answered
         return BotProgress(watermark, frozenset(i for i in answered if i >= watermark))
 
     def inflight(self) -> int:
@@ -231,6 +293,12 @@ class ChatDispatcher:
                 if self._done is None:
                     self._done = set()
                 self._done.add(update.update_id)
+                if self._answered is not None:
+                    if self._floor is not None:
+                        self._answered.add(update.update_id)
+                    callbacks = self._on_done.pop(update.update_id, ()) if self._on_done else ()
+                    for callback in callbacks:
+                        callback()
                 self._finished += 1
                 if self._on_finished is not None:
                     self._on_finished()

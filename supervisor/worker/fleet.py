@@ -19,6 +19,7 @@ from bots.actor.actor import (
     ActorState,
     BotActor,
     BotSpec,
+    InboxSink,
     MemoryProgress,
     PollConfig,
     ProgressStore,
@@ -74,8 +75,11 @@ class Fleet:
         on_disabled: OnDisabled,
         progress: ProgressStore | None = None,
         handler_deps: HandlerDeps | None = None,
+        inbox: InboxSink | None = None,
     ) -> None:
         self.settings = settings
+        #: the durable inbox, when `bots.inbox` was on at the worker's start
+        self.inbox = inbox
         self.session = session
         self.progress: ProgressStore = progress or MemoryProgress()
         self.handler_deps = handler_deps or HandlerDeps()
@@ -173,7 +177,7 @@ class Fleet:
             # a hung Redis must not hold a stopping worker: SIGTERM acts within a second
             save_timeout_s=min(1.0, self.settings.redis.timeout_s),
         )
-        handle = BotHandle(BotActor(spec, api, handler, poll, self.progress, progress))
+        handle = BotHandle(BotActor(spec, api, handler, poll, self.progress, progress, self.inbox))
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
         async with self._spawn_gate:

@@ -33,6 +33,7 @@ from context import ContextStore, open_context_store
 from ipc import keys, pipe
 from ipc.control import listen
 from ipc.heartbeat import Heartbeat, HeartbeatSender, reply_status
+from ipc.inbox import Inbox
 from ipc.messages import BadMessage, Message, Reconcile, StatusRequest
 from ipc.offsets import RedisProgress
 from ipc.redis_client import redacted_address, redis_client
@@ -43,6 +44,7 @@ from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import create_pool
 from supervisor.worker.context_metrics import ContextMetrics
 from supervisor.worker.fleet import Fleet
+from supervisor.worker.inbox_reader import InboxReader
 from supervisor.worker.manager_admin import ManagerAdmin
 from supervisor.worker.reconcile import Reconciler
 from supervisor.worker.ticker import ticker
@@ -103,6 +105,7 @@ class Worker:
         # set by run() once the services are open
         self.context: ContextStore | None = None
         self.llm: LLMClient | None = None
+        self.inbox: Inbox | None = None
         self._exported: dict[str, int] = {}  # counters already added to Prometheus
         self._last_health: dict[str, str] = {}  # the layers' states last logged
         self._window: list[float] = []
@@ -145,12 +148,27 @@ class Worker:
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
                 admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
                 deps = HandlerDeps(context, llm, admin)
-                self.fleet = Fleet(s, session, self._on_disabled, self.progress, deps)
+                self.inbox = self._open_inbox(redis)
+                self.fleet = Fleet(s, session, self._on_disabled, self.progress, deps, self.inbox)
                 self.redis = redis
                 await self._serve()
         finally:
             await pool.close()
             await redis.aclose()
+
+    def _open_inbox(self, redis: aioredis.Redis) -> Inbox | None:
+        b = self.settings.bots
+        if not b.inbox:
+            return None
+        return Inbox(
+            redis,
+            self.settings.redis.prefix,
+            self.settings.workers.shards,
+            f"{self.host}:{self.index}:{os.getpid()}",
+            self.settings.redis.timeout_s,
+            b.inbox_backlog_max,
+            b.inbox_claim_idle_s,
+        )
 
     async def _serve(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -161,10 +179,23 @@ class Worker:
                 tg.create_task(self._master_pipe(), name="worker:master-pipe"),
                 tg.create_task(self._reconcile_loop(), name="worker:reconcile"),
             ]
+            if self.inbox is not None:
+                reader = InboxReader(
+                    self.inbox, self.fleet.handles, lambda: self.shards, self.fleet.bounds.queue
+                )
+                self.inbox_reader = reader
+                services += [
+                    tg.create_task(self.inbox.run(), name="worker:inbox-acks"),
+                    tg.create_task(reader.run(), name="worker:inbox-reader"),
+                ]
             await self._drain.wait()
             self.state = "draining"
             self._log.info("worker.draining", bots=len(self.fleet.handles))
             await self.fleet.stop_all()
+            if self.inbox is not None and not await self.inbox.flush(self.settings.redis.timeout_s):
+                self._log.info(
+                    "inbox.acks_not_flushed", left=self.inbox.acks_queued - self.inbox.acked
+                )
             self.fleet.harvest()
             await self._write_heartbeat(redis_timeout=SHUTDOWN_REDIS_S)
             for task in services:
@@ -266,6 +297,9 @@ class Worker:
         a count of queued writes does (a degraded layer makes /readyz 503 with the reason)."""
         context = self.context
         health: dict[str, str | int] = dict(context.health()) if context is not None else {}
+        if self.inbox is not None:
+            # not a /readyz layer: a failing append falls back to confirm-after-handling
+            health["inbox"] = self.inbox.health()
         states = {k: v for k, v in health.items() if isinstance(v, str)}
         if states != self._last_health:
             self._log.info("worker.health", **health)

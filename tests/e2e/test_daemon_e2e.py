@@ -157,7 +157,11 @@ async def test_revoked_token_disables_that_bot_only(
 async def test_sigterm_drains_in_flight_handlers_and_exits_zero(
     fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
 ) -> None:
-    settings = fresh_settings(workers={"count": 2}, shutdown={"grace_s": 20})
+    # short long polls: the emulator re-checks `wait_until` when a poll starts or ends,
+    # and with the durable inbox a bot's poll stays parked while its handlers run
+    settings = fresh_settings(
+        workers={"count": 2}, shutdown={"grace_s": 20}, telegram={"poll_timeout_s": 1}
+    )
     bots = await register(settings, emulator, 10)
     async with start_daemon(settings, emulator.base_url, tmp_path) as daemon:
         # per-chat limit 1/s: five messages to one chat keep each handler busy ~4 s

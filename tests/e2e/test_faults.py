@@ -235,6 +235,10 @@ async def test_redis_restart_under_load_loses_nothing_and_kills_no_worker(
                 "heartbeat.redis_unavailable",
                 "control.redis_unavailable",
                 "progress.load_failed",
+                # bots.inbox: appends fall back to confirm-after-handling, reads retry
+                "inbox.append_failed",
+                "inbox.read_failed",
+                "inbox.ack_failed",
             ),
         ) as daemon:
             with Load(emulator, ids) as load:

@@ -226,3 +226,36 @@ async def test_a_bot_with_a_known_username_starts_with_a_poll_not_a_getme(
         await emu.state.wait_until(lambda: emu.state.replied == 1)
     await running.stop()
     assert emu.state.get_me_total == 0 and disabled == [dead.id]
+
+
+async def test_inbox_offers_in_any_order_are_handled_once_and_recorded_safely() -> None:
+    """Stream entries (bots.inbox) may come out of order after a claim: each is handled
+    once, re-offers are acknowledged or joined, and until the floor is lifted the record
+    keeps the run's start watermark and every id answered above it."""
+    handled: list[int] = []
+    acked: list[int] = []
+
+    async def handle(update: Incoming) -> None:
+        handled.append(update.update_id)
+
+    d = ChatDispatcher(1, handle, ActorStats())
+    d.start_at(10, frozenset({11}))
+
+    def raw(i: int) -> dict[str, Any]:
+        return {"update_id": i, "message": {"chat": {"id": i}, "text": "x"}}
+
+    assert d.offer(raw(13), lambda: acked.append(13), 0.0) == "new"
+    assert d.offer(raw(13), lambda: acked.append(-13), 0.0) == "queued"  # a duplicate entry
+    assert await d.drain(5)
+    assert d.offer(raw(12), lambda: acked.append(12), 0.0) == "new"  # older, claimed late
+    assert d.offer(raw(11), lambda: acked.append(11), 0.0) == "done"  # answered before
+    assert d.offer(raw(9), lambda: acked.append(9), 0.0) == "done"  # below the watermark
+    assert await d.drain(5)
+    assert handled == [13, 12] and sorted(acked) == [-13, 12, 13]
+    record = d.record()
+    assert record is not None and record.watermark == 10
+    assert {11, 12, 13} <= record.done
+    assert d.offer(raw(13), lambda: None, 0.0) == "done"  # answered by this run
+    d.lift_floor()
+    assert d.record() == BotProgress(14)
+    assert d.offer(raw(12), lambda: None, 0.0) == "done"

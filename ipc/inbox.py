@@ -1,0 +1,326 @@
+"""The durable inbox: polled updates in a per-shard Redis Stream until they are handled.
+
+`{prefix}inbox:{shard}` (shard = bot_id % workers.shards) holds one entry per update,
+fields `b` (bot id), `t` (wall time polled) and `u` (the update's JSON). A poller appends
+a batch with one pipelined XADD round trip and only then confirms it to Telegram (its
+next getUpdates offset passes the batch). The worker that owns the shard reads the
+stream in its consumer group (`{prefix}inbox`, XREADGROUP), hands each entry to the
+bot's actor and, once the handler finished, acknowledges and deletes it (XACK + XDEL,
+coalesced and pipelined by `run()`), so a stream holds only unhandled updates.
+
+Entries pending longer than `claim_idle_s` — their reader died (SIGKILL), restarted or
+lost the shard — are taken over with XAUTOCLAIM by whoever reads the shard now; the
+bot's progress record (ipc/offsets.py) says which of them were answered already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import redis.asyncio as aioredis
+import structlog
+
+from ipc import keys
+
+log = structlog.get_logger(__name__)
+
+#: Entries per XREADGROUP / XAUTOCLAIM call.
+READ_COUNT = 500
+#: Acknowledgements per pipelined write.
+ACK_CHUNK = 1000
+
+REDIS_ERRORS = (aioredis.RedisError, OSError, TimeoutError)
+
+
+class Entry(NamedTuple):
+    shard: int
+    entry_id: bytes
+    bot_id: int
+    polled_at: float  # time.time() when polled
+    update: dict[str, Any]
+
+
+def encode(bot_id: int, update: dict[str, Any], now: float) -> dict[str, bytes]:
+    return {
+        "b": b"%d" % bot_id,
+        "t": b"%.6f" % now,
+        "u": json.dumps(update, separators=(",", ":")).encode(),
+    }
+
+
+def decode(shard: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry | None:
+    try:
+        update = json.loads(fields[b"u"])
+        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            return None
+        return Entry(shard, entry_id, int(fields[b"b"]), float(fields[b"t"]), update)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+class Inbox:
+    """One per worker, in its event loop: the pollers append, the reader reads and acks."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        shards_total: int,
+        consumer: str,
+        timeout_s: float,
+        backlog_max: int,
+        claim_idle_s: float,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._group = keys.inbox_group(prefix)
+        self.shards_total = shards_total
+        self.consumer = consumer
+        self.timeout_s = timeout_s
+        self.backlog_max = backlog_max
+        self.claim_idle_s = claim_idle_s
+        self._groups: set[int] = set()  # shards whose group is known to exist
+        self._backlog: dict[int, int] = {}  # per shard: appended here, not yet acked
+        self._room: asyncio.Event | None = None
+        self._acks: dict[int, list[bytes]] = {}
+        self._wake = asyncio.Event()
+        self._flushed: asyncio.Event | None = None  # created while someone waits
+        #: the last append failed (its batch took the confirm-after-handling path)
+        self.degraded = False
+        #: the shard owner's reader could read at its last attempt
+        self.reading = True
+        self.appended = 0
+        self.acked = 0
+        self.acks_queued = 0
+        self.round_trips = 0
+        self.fallbacks = 0
+
+    def shard_of(self, bot_id: int) -> int:
+        return bot_id % self.shards_total
+
+    # -- pollers ----------------------------------------------------------------------------
+
+    async def append(self, bot_id: int, updates: list[dict[str, Any]]) -> bool:
+        """One pipelined XADD per batch. False (nothing may count as appended) on any
+        Redis fault: the caller then handles the batch the old way."""
+        shard = self.shard_of(bot_id)
+        key = keys.inbox_key(self._prefix, shard)
+        now = time.time()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for update in updates:
+                        pipe.xadd(key, encode(bot_id, update, now))  # type: ignore[arg-type]
+                    await pipe.execute()
+        except REDIS_ERRORS as exc:
+            if not self.degraded:
+                log.warning("inbox.append_failed", error=type(exc).__name__, fallback="direct")
+            self.degraded = True
+            self.fallbacks += 1
+            return False
+        finally:
+            self.round_trips += 1
+        if self.degraded:
+            log.info("inbox.append_ok_again")
+            self.degraded = False
+        self.appended += len(updates)
+        self._backlog[shard] = self._backlog.get(shard, 0) + len(updates)
+        return True
+
+    def full(self, bot_id: int) -> bool:
+        return self._backlog.get(self.shard_of(bot_id), 0) >= self.backlog_max
+
+    async def wait_room(self, bot_id: int) -> None:
+        """Wait while the bot's shard holds `backlog_max` unhandled entries."""
+        while self.full(bot_id):
+            if self._room is None:
+                self._room = asyncio.Event()
+            await self._room.wait()
+
+    # -- the shard owner's reader -----------------------------------------------------------
+
+    async def _ensure_groups(self, shards: Iterable[int]) -> None:
+        for shard in shards:
+            if shard in self._groups:
+                continue
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._redis.xgroup_create(
+                        keys.inbox_key(self._prefix, shard), self._group, id="0", mkstream=True
+                    )
+            except aioredis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups.add(shard)
+
+    async def read(self, shards: list[int], block_ms: int) -> list[Entry]:
+        """New entries of `shards` for this consumer (XREADGROUP, blocking up to
+        `block_ms`). Raises the Redis error: the reader backs off."""
+        await self._ensure_groups(shards)
+        # a blocked read must end before the client's socket timeout (redis.timeout_s)
+        block_ms = max(10, min(block_ms, int(self.timeout_s * 500)))
+        streams: dict[Any, Any] = {keys.inbox_key(self._prefix, s): ">" for s in shards}
+        by_key = {keys.inbox_key(self._prefix, s): s for s in shards}
+        try:
+            async with asyncio.timeout(self.timeout_s + block_ms / 1000):
+                reply = await self._redis.xreadgroup(
+                    self._group, self.consumer, streams, count=READ_COUNT, block=block_ms
+                )
+        except aioredis.ResponseError as exc:
+            self.round_trips += 1
+            if "NOGROUP" in str(exc):  # the stream was deleted (FLUSHALL): create again
+                self._groups.clear()
+                return []
+            raise
+        self.round_trips += 1
+        out: list[Entry] = []
+        for key, entries in _streams(reply):
+            shard = by_key[key.decode() if isinstance(key, bytes) else key]
+            out.extend(self._decoded(shard, entries))
+        return out
+
+    async def claim(self, shards: list[int]) -> list[Entry]:
+        """Every entry of `shards` pending longer than `claim_idle_s` (XAUTOCLAIM), now
+        this consumer's: a dead reader's, or one whose bot was not running here."""
+        await self._ensure_groups(shards)
+        out: list[Entry] = []
+        idle_ms = int(self.claim_idle_s * 1000)
+        for shard in shards:
+            key = keys.inbox_key(self._prefix, shard)
+            cursor: bytes | str = "0-0"
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        reply = await self._redis.xautoclaim(
+                            key, self._group, self.consumer, idle_ms, cursor, count=READ_COUNT
+                        )
+                except aioredis.ResponseError as exc:
+                    if "NOGROUP" in str(exc):  # Redis lost the stream: nothing to claim
+                        self._groups.clear()
+                        break
+                    raise
+                self.round_trips += 1
+                cursor, entries = reply[0], reply[1]
+                out.extend(self._decoded(shard, entries))
+                if cursor in (b"0-0", "0-0"):
+                    break
+        return out
+
+    async def forget_idle_consumers(self, shards: list[int]) -> int:
+        """Remove consumers with nothing pending, idle past `claim_idle_s` (every worker
+        start leaves one behind in each group it read). Returns how many went."""
+        gone = 0
+        idle_ms = self.claim_idle_s * 1000
+        for shard in shards:
+            key = keys.inbox_key(self._prefix, shard)
+            async with asyncio.timeout(self.timeout_s):
+                consumers = await self._redis.xinfo_consumers(key, self._group)
+            self.round_trips += 1
+            for c in consumers:
+                name = c.get("name")
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                if name != self.consumer and not c.get("pending") and c.get("idle", 0) > idle_ms:
+                    async with asyncio.timeout(self.timeout_s):
+                        await self._redis.xgroup_delconsumer(key, self._group, name)
+                    self.round_trips += 1
+                    gone += 1
+        return gone
+
+    def _decoded(self, shard: int, entries: list[Any]) -> list[Entry]:
+        out: list[Entry] = []
+        for entry_id, fields in entries:
+            if fields is None:
+                continue  # deleted meanwhile
+            entry = decode(shard, entry_id, fields)
+            if entry is None:
+                log.warning("inbox.bad_entry", shard=shard, entry=entry_id)
+                self.ack(shard, entry_id)
+            else:
+                out.append(entry)
+        return out
+
+    def ack(self, shard: int, entry_id: bytes) -> None:
+        """The entry is handled: XACK + XDEL at the next flush. Never blocks."""
+        self._acks.setdefault(shard, []).append(entry_id)
+        self.acks_queued += 1
+        self._wake.set()
+        left = self._backlog.get(shard, 0)
+        if left:
+            self._backlog[shard] = left - 1
+        room = self._room
+        if room is not None and left <= self.backlog_max:
+            self._room = None
+            room.set()
+
+    async def run(self) -> None:
+        """The ack flusher: pipelined XACK + XDEL of everything handled meanwhile."""
+        failing = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._acks = self._acks, {}
+            if not batch:
+                continue
+            try:
+                await self._write_acks(batch)
+            except REDIS_ERRORS as exc:
+                if failing == 0:
+                    log.warning("inbox.ack_failed", error=type(exc).__name__)
+                failing += 1
+                for shard, ids in batch.items():
+                    self._acks.setdefault(shard, []).extend(ids)
+                await asyncio.sleep(min(0.5 * 2 ** min(failing, 4), 5.0))
+                self._wake.set()
+                continue
+            if failing:
+                log.info("inbox.acked_again", failed_flushes=failing)
+                failing = 0
+
+    async def _write_acks(self, batch: dict[int, list[bytes]]) -> None:
+        for shard, ids in batch.items():
+            key = keys.inbox_key(self._prefix, shard)
+            for start in range(0, len(ids), ACK_CHUNK):
+                chunk = ids[start : start + ACK_CHUNK]
+                async with asyncio.timeout(self.timeout_s):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        pipe.xack(key, self._group, *chunk)
+                        pipe.xdel(key, *chunk)
+                        await pipe.execute()
+                self.round_trips += 1
+                self.acked += len(chunk)
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every acknowledgement queued so far is written (a draining worker:
+        otherwise its handled entries wait for a claim pass to be dropped)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.wait_acked(self.acks_queued)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_acked(self, count: int) -> None:
+        """Until `count` acknowledgements in all have reached Redis."""
+        while self.acked < count:
+            if self._flushed is None:
+                self._flushed = asyncio.Event()
+            await self._flushed.wait()
+
+    def health(self) -> str:
+        return "degraded" if self.degraded or not self.reading else "ok"
+
+
+def _streams(reply: Any) -> list[tuple[Any, list[Any]]]:
+    """XREADGROUP's reply as (key, entries) pairs, whatever the protocol version."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
+    return [(k, v) for k, v in reply]
