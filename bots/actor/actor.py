@@ -129,7 +129,7 @@ class PollConfig:
     #: how long a stopping actor waits for its progress to reach Redis
     save_timeout_s: float = 5.0
     #: getUpdates failures (5xx, network) back off inside the poll loop up to this
-    poll_backoff_max_s: float = 3.0
+    poll_backoff_max_s: float = 2.0
 
 
 #: How long a poll waits for the batch in flight to finish before re-polling anyway.
