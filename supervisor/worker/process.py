@@ -191,16 +191,27 @@ class Worker:
             await self._drain.wait()
             self.state = "draining"
             self._log.info("worker.draining", bots=len(self.fleet.handles))
-            await self.fleet.stop_all()
-            if self.inbox is not None and not await self.inbox.flush(self.settings.redis.timeout_s):
-                self._log.info(
-                    "inbox.acks_not_flushed", left=self.inbox.acks_queued - self.inbox.acked
+            # bounded below the master's kill-on-drain (grace + 5 s): a drain that overruns
+            # says what it was waiting for instead of being SIGKILLed in silence
+            try:
+                async with asyncio.timeout(self.settings.shutdown.grace_s + 3.0):
+                    await self._drain_fleet()
+            except TimeoutError:
+                self._log.error(
+                    "worker.drain_overrun",
+                    bots_left=self.fleet.counts(),
+                    grace_s=self.settings.shutdown.grace_s,
                 )
-            self.fleet.harvest()
-            await self._write_heartbeat(redis_timeout=SHUTDOWN_REDIS_S)
             for task in services:
                 task.cancel(msg="drain complete")
         self._log.info("worker.stopped")
+
+    async def _drain_fleet(self) -> None:
+        await self.fleet.stop_all()
+        if self.inbox is not None and not await self.inbox.flush(self.settings.redis.timeout_s):
+            self._log.info("inbox.acks_not_flushed", left=self.inbox.acks_queued - self.inbox.acked)
+        self.fleet.harvest()
+        await self._write_heartbeat(redis_timeout=SHUTDOWN_REDIS_S)
 
     # -- services ---------------------------------------------------------------------------
 
