@@ -75,6 +75,21 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+def _innermost(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: the innermost coroutine of its await chain, as name:line."""
+    coro: Any = task.get_coro()
+    where = "?"
+    for _ in range(50):
+        frame = getattr(coro, "cr_frame", None)
+        if frame is not None:
+            where = f"{frame.f_code.co_qualname}:{frame.f_lineno}"
+        nxt = getattr(coro, "cr_await", None)
+        if nxt is None:
+            break
+        coro = nxt
+    return where
+
+
 class Worker:
     def __init__(
         self,
@@ -193,6 +208,9 @@ class Worker:
             self._log.info("worker.draining", bots=len(self.fleet.handles))
             # bounded below the master's kill-on-drain (grace + 5 s): a drain that overruns
             # says what it was waiting for instead of being SIGKILLed in silence
+            watchdog = asyncio.get_running_loop().call_later(
+                self.settings.shutdown.grace_s + 2.0, self._report_stuck_drain
+            )
             try:
                 async with asyncio.timeout(self.settings.shutdown.grace_s + 3.0):
                     await self._drain_fleet()
@@ -202,9 +220,17 @@ class Worker:
                     bots_left=self.fleet.counts(),
                     grace_s=self.settings.shutdown.grace_s,
                 )
+            finally:
+                watchdog.cancel()
             for task in services:
                 task.cancel(msg="drain complete")
         self._log.info("worker.stopped")
+
+    def _report_stuck_drain(self) -> None:
+        """A drain past its grace: name the tasks still pending and where each waits (a
+        cancellation swallowed somewhere would keep the timeout above from firing)."""
+        stuck = [f"{t.get_name()} @ {_innermost(t)}" for t in asyncio.all_tasks() if not t.done()]
+        self._log.error("worker.drain_stuck", bots_left=len(self.fleet.handles), tasks=stuck[:40])
 
     async def _drain_fleet(self) -> None:
         await self.fleet.stop_all()
