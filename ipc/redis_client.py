@@ -8,8 +8,6 @@ connection, up to the command timeout, so pool pressure costs latency, never an 
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import redis.asyncio as aioredis
 
 #: Used where no setting is at hand (tools, tests): small but never starving.
@@ -26,14 +24,3 @@ def redis_client(url: str, timeout_s: float, pool_max: int = DEFAULT_POOL_MAX) -
         socket_connect_timeout=timeout_s,
     )
     return aioredis.Redis(connection_pool=pool)
-
-
-def redacted_address(url: str | None) -> str:
-    """Where a Redis URL points, for logs: scheme, host and port or socket path, never a
-    password."""
-    if not url:
-        return "unset"
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix:{parts.path}"
-    return f"{parts.scheme}://{parts.hostname or '?'}:{parts.port or 6379}"

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -46,15 +45,6 @@ async def open_services(
                 update={"url": SecretStr(emb.database_url or "")}
             )
         yield settings.model_copy(update=update)
-
-
-def database_address(settings: Settings) -> str:
-    """Where the registry is, for logs: host and port or socket directory, never a password."""
-    if settings.database.url is None:
-        return "unset"
-    parts = urlsplit(settings.database.url.get_secret_value())
-    host = parts.hostname or parse_qs(parts.query).get("host", ["?"])[0]
-    return f"{host}:{parts.port or 5432}/{parts.path.lstrip('/') or '?'}"
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:

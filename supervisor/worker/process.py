@@ -36,8 +36,9 @@ from ipc.heartbeat import Heartbeat, HeartbeatSender, reply_status
 from ipc.inbox import Inbox
 from ipc.messages import BadMessage, Message, Reconcile, StatusRequest
 from ipc.offsets import RedisProgress
-from ipc.redis_client import redacted_address, redis_client
+from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
+from supervisor.failures import redis_address
 from supervisor.registry.bots import BotState, Registry
 from supervisor.registry.changes import ChangeFeed
 from supervisor.registry.tokenbox import open_tokenbox
@@ -320,7 +321,7 @@ class Worker:
             if self._redis_beat_failures == 0:
                 self._log.warning(
                     "heartbeat.redis_unavailable",
-                    redis=redacted_address(self.settings.redis.url),
+                    redis=redis_address(self.settings),
                     error=type(exc).__name__,
                 )
             self._redis_beat_failures += 1

@@ -30,9 +30,9 @@ import asyncpg
 
 from bots.actor.actor import BotSpec
 from config.logthrottle import THROTTLE
+from supervisor.failures import postgres_address
 from supervisor.registry.changes import BotRow, ChangeFeed
 from supervisor.registry.tokenbox import TokenDecryptError
-from supervisor.services import database_address
 from supervisor.worker.plan import Plan, plan_changes
 from supervisor.worker.ticker import ticker
 
@@ -126,7 +126,7 @@ class Reconciler:
             THROTTLE.warning(
                 self._log,
                 "reconcile.registry_unavailable",
-                database=database_address(host.settings),
+                database=postgres_address(host.settings),
                 error=type(exc).__name__,
             )
             return

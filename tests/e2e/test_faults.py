@@ -48,6 +48,7 @@ class Load:
         self.chats = itertools.count(1_000_000)
         self.injected = 0
         self._task: asyncio.Task[None] | None = None
+        self._stepped = asyncio.Event()  # set after every injected batch
 
     async def _run(self) -> None:
         step = 0.05
@@ -58,6 +59,7 @@ class Load:
                 for _ in range(per_step)
             ]
             self.injected += len(self.emu.state.inject(batch))
+            self._stepped.set()
             await asyncio.sleep(step)  # pacing the load generator, not synchronisation
 
     def __enter__(self) -> Load:
@@ -70,8 +72,9 @@ class Load:
 
     async def until_injected(self, n: int) -> None:
         async with asyncio.timeout(30):
-            while self.injected < n:  # noqa: ASYNC110 - our own counter, stepped by _run
-                await asyncio.sleep(0.05)
+            while self.injected < n:
+                self._stepped.clear()
+                await self._stepped.wait()
 
 
 #: A reply that reached Telegram this recently may not have reached its worker's books
@@ -154,7 +157,9 @@ async def test_sigkill_of_a_worker_under_load(
     print(f"SIGKILL: repoll {repoll_s:.2f}s, running {running}, totals {totals}")
     assert totals["lost"] == 0
     assert totals["duplicates"] <= running  # only handlers running at the kill
-    assert totals["telegram_429"] == 0
+    # a handler running at the kill may answer again within a second of its first answer,
+    # which the new worker's limiter cannot know of: only such a repeat may meet a 429
+    assert totals["telegram_429"] <= totals["duplicates"]
     assert status["worker_restarts"] == 1
     assert repoll_s < 10
 
