@@ -69,6 +69,9 @@ class BotNetworkError(Exception):
         self.cause = cause
 
 
+#: Longest wait between two tries of a send after a 5xx or a network error.
+SEND_BACKOFF_MAX_S: Final = 2.0
+
 #: Errors worth retrying the same request for.
 TRANSIENT: Final = (BotNetworkError, ServerError, RetryAfter)
 
@@ -210,7 +213,10 @@ class BotApi:
                 if attempt >= self._max_retries and time.monotonic() + exc.retry_after > give_up_at:
                     raise
             except (BotNetworkError, ServerError):
-                delay = min(0.2 * 2**attempt, 5.0) * (0.5 + random.random())  # noqa: S311
+                # capped like the poll's backoff: the actor polls again only once its
+                # sends are done, so a long send backoff would outlast a Telegram outage
+                base = min(0.2 * 2**attempt, SEND_BACKOFF_MAX_S)
+                delay = base * (0.75 + 0.5 * random.random())  # noqa: S311 - jitter
                 if attempt >= self._max_retries and time.monotonic() + delay > give_up_at:
                     raise
                 await asyncio.sleep(delay)
