@@ -118,7 +118,9 @@ async def test_one_bot_offered_ten_times_its_limit_gets_no_429_and_near_full_rat
     assert stats["max_in_1s"] <= 30
     span = sent[-1]["at"] - sent[0]["at"]
     achieved = (n - 30) / span  # the first 30 are the idle burst
-    assert achieved >= 0.95 * 30, f"{achieved:.2f} msg/s"
+    # a limiter that under-uses the limit fails here; the margin is for a loaded machine
+    # delaying the loop (CI runs two suites and other work on 2 cores)
+    assert achieved >= 0.85 * 30, f"{achieved:.2f} msg/s"
 
 
 async def test_actor_spawn_is_a_handshake_and_a_revoked_token_is_rejected(
