@@ -19,10 +19,13 @@ are masked too, for processors and test captures that see the dict.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from types import TracebackType
@@ -36,6 +39,7 @@ from config.redact import redact
 
 __all__ = [
     "configure_logging",
+    "flush_logging",
     "redact_tokens",
     "reset_logging",
     "set_level",
@@ -56,6 +60,8 @@ _level: int = logging.INFO
 _stream: TextIO | None = None
 _handler: logging.Handler | None = None
 _write_lock: Final = threading.Lock()
+#: Lines a daemon may queue for its writer thread before it drops (and counts) new ones.
+QUEUE_MAX = 20_000
 
 
 def _scrub(value: Any, depth: int) -> Any:
@@ -106,10 +112,96 @@ def _write_line(line: str) -> None:
 
 
 def _emit(line: str) -> None:
+    writer = _writer
+    if writer is not None and writer.put(line):
+        return
+    _write_now(line)
+
+
+def _write_now(text: str) -> None:
     stream = _stream if _stream is not None else sys.stderr
     with _write_lock, suppress(OSError, ValueError):
-        stream.write(line + "\n")
+        stream.write(text + "\n")
         stream.flush()
+
+
+class _BackgroundWriter:
+    """Daemons log through a thread: a slow or stalled stderr (a full pipe to journald)
+    must not block the event loop. `logging.handlers.QueueListener` does the same for
+    stdlib handlers; ours takes finished lines, so both of our chains share it.
+
+    The queue is bounded: when the stream cannot keep up, new lines are dropped and
+    counted, and one line says how many once writing works again.
+    """
+
+    def __init__(self, maxsize: int | None = None) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize or QUEUE_MAX)
+        self.dropped = 0  # ever; only the producers add (under the lock), the writer reads
+        self._reported = 0
+        self._dropped_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, line: str) -> bool:
+        """Queue a line; False once stopped (the caller writes it itself)."""
+        if not self._thread.is_alive():
+            return False
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            with self._dropped_lock:  # the slow path only
+                self.dropped += 1
+        return True
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            with suppress(queue.Empty):
+                while len(batch) < 512:
+                    batch.append(self._queue.get_nowait())
+            stop = batch[-1] is None
+            lines = [line for line in batch if line is not None]
+            dropped = self.dropped
+            if dropped > self._reported:
+                lines.append(_dropped_line(dropped - self._reported))
+                self._reported = dropped
+            if lines:
+                _write_now("\n".join(lines))
+            if stop:
+                return
+
+    def stop(self, timeout: float) -> None:
+        """Write what is queued (up to `timeout` seconds), then stop the thread."""
+        if not self._thread.is_alive():
+            return
+        with suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+
+
+def _dropped_line(count: int) -> str:
+    event = {
+        "event": "log.dropped",
+        "count": count,
+        "reason": "the log stream could not keep up",
+        "level": "warning",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return _orjson_dumps(event)
+
+
+_writer: _BackgroundWriter | None = None
+
+
+def flush_logging(timeout: float = 2.0) -> None:
+    """Write every queued line and go back to writing in the caller's thread.
+
+    Called at exit (atexit) and before a daemon prints its last words to stderr.
+    """
+    global _writer
+    writer, _writer = _writer, None
+    if writer is not None:
+        writer.stop(timeout)
 
 
 class _Output:
@@ -219,14 +311,17 @@ def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto",
     *,
     stream: TextIO | None = None,
+    background: bool = False,
 ) -> None:
     """Set up structlog and the stdlib root logger; safe to call again on reload.
 
     Runs in the main thread of any of our processes, before or after the loop starts.
     `stream` defaults to sys.stderr. Loggers made or cached before a reconfigure
-    write with the new format, level and stream.
+    write with the new format, level and stream. `background` (daemons): lines are
+    written by a thread, so a stalled stream never blocks the caller; queued lines are
+    written at exit.
     """
-    global _level, _stream, _handler
+    global _level, _stream, _handler, _writer
     number = _level_number(level)
     target = stream if stream is not None else sys.stderr
     renderer = _renderer(fmt, target)
@@ -282,6 +377,9 @@ def configure_logging(
     _handler = handler
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught  # a traceback escaping main goes through the redactor too
+    if background and _writer is None:
+        _writer = _BackgroundWriter()
+        atexit.register(flush_logging)
 
 
 def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
@@ -309,6 +407,7 @@ def reset_logging() -> None:
     For tests and for embedding botvisor in another program's logging.
     """
     global _level, _stream, _handler
+    flush_logging()
     if _handler is not None:
         logging.getLogger().removeHandler(_handler)
         _handler = None

@@ -231,10 +231,15 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(ExitCode.FAILURE) from None
         print(f"botvisor: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
-    from config.logging import configure_logging
+    from config.logging import configure_logging, flush_logging
     from supervisor.cli import preflight
 
-    configure_logging(preflight.log_level(args, settings), settings.log.format, stream=sys.stderr)
+    configure_logging(
+        preflight.log_level(args, settings),
+        settings.log.format,
+        stream=sys.stderr,
+        background=args.command == "run",  # a daemon's loop never waits on its log stream
+    )
     refused = preflight.refuse_empty(args, settings)
     if refused is not None:
         raise SystemExit(refused)
@@ -242,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         raise SystemExit(_dispatch(args, settings))
     except ConfigError as exc:
+        flush_logging()  # the daemon's queued lines before its last word
         print(f"botvisor: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
     except (SystemExit, KeyboardInterrupt):
@@ -249,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as exc:  # one line for what an operator can fix, else a traceback
         from supervisor.failures import explain
 
+        flush_logging()
         error = explain(exc, settings)
         if error is None or args.debug:
             raise

@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     except (BadMessage, ValidationError) as exc:
         print(f"worker: bad settings from master: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
-    configure_logging(settings.log.level, settings.log.format)
+    configure_logging(settings.log.level, settings.log.format, background=True)
     structlog.contextvars.bind_contextvars(worker=args.index)
     # Thousands of long-lived actor objects make every full collection walk them all:
     # measured 300-750 ms pauses, 14-21 per 45 s at 5,000 bots. Collect young objects
