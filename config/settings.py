@@ -45,6 +45,13 @@ def default_state_dir(config_file: Path | None, environ: Mapping[str, str]) -> t
     return Path(xdg).expanduser() / "botvisor", f"{why}, no config file"
 
 
+#: a worker's drain may run this far past shutdown.grace_s before it stops waiting
+DRAIN_OVERRUN_S: Final = 3.0
+#: what a worker may spend after its drain: the context store's close (≤ 11 s when
+#: PostgreSQL is slow: replay 1 s, flush 5 s, tasks 5 s) and its pools (bounded in the worker)
+WORKER_TEARDOWN_S: Final = 13.0
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -319,6 +326,17 @@ class ShutdownSection(_Section):
         10.0, gt=0, le=3600, description="SIGTERM: time in-flight handlers get to finish."
     )
 
+    @property
+    def drain_cutoff_s(self) -> float:
+        """A worker gives up on its drain (and says what was left) this long after SIGTERM."""
+        return self.grace_s + DRAIN_OVERRUN_S
+
+    @property
+    def kill_after_s(self) -> float:
+        """The master SIGKILLs a draining worker only past its drain cutoff plus what the
+        worker may spend after it (context store flushed to PostgreSQL, pools closed)."""
+        return self.drain_cutoff_s + WORKER_TEARDOWN_S + 1.0
+
 
 class BotsSection(_Section):
     inflight_max: int = Field(
@@ -332,7 +350,11 @@ class BotsSection(_Section):
         "past it polls wait for room (Telegram keeps the updates), nothing is dropped.",
     )
     spawn_concurrency: int = Field(
-        256, ge=1, le=100_000, description="getMe handshakes run at once when a worker boots."
+        256,
+        ge=1,
+        le=100_000,
+        description="Bot handshakes (getMe, or opening the poll connection when the "
+        "username is known) run at once when a worker boots.",
     )
     backoff_min_s: float = Field(0.5, gt=0, le=3600, description="First actor restart delay.")
     backoff_max_s: float = Field(30.0, gt=0, le=86_400, description="Longest restart delay.")

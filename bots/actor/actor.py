@@ -175,7 +175,6 @@ class BotActor:
         #: why getUpdates is failing right now ("" while it works): "429", "502", "timeout"…
         self.trouble = ""
         self._poll_backoff: Backoff | None = None
-        self._first: list[Any] | None = None  # the handshake poll's updates
         self._log = log.bind(bot_id=spec.bot_id)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -243,10 +242,12 @@ class BotActor:
             await asyncio.shield(self._teardown())
 
     async def _setup(self) -> None:
-        """The handshake. With the username known from registration, the first call is a
-        getUpdates with no wait on the bot's own poll connection (it then carries the
-        long polls): a dead token answers 401 there as it would to getMe, and a worker
-        starting 5,000 bots makes 5,000 requests fewer, none through the shared pool."""
+        """The handshake. With the username known from registration there is no getMe:
+        the bot only opens its poll connection (so a worker starting 5,000 bots paces its
+        connects through the start gate), and its first long poll, outside the gate, is
+        the real check — a dead token answers 401 there as it would to getMe, and a bot
+        with pending updates gets them at once. 5,000 requests fewer than a getMe or a
+        zero-wait first poll per bot, none through the shared pool."""
         initial, self._initial = self._initial, UNKNOWN
         if initial is UNKNOWN:
             initial = await self.progress.load(self.spec.bot_id)
@@ -254,21 +255,11 @@ class BotActor:
             self._dispatcher.start_at(initial.watermark, initial.done)
         if self.spec.username:
             self.username = self.spec.username
-            self._first = await self._first_poll()
+            await self.api.open_poll(timeout=self.poll.poll_timeout_s + 10)
         else:
             me = await self.api.call("getMe")
             self.username = str(me.get("username", "")) if isinstance(me, dict) else ""
         self.set_state(ActorState.RUNNING, "handshake ok")
-
-    async def _first_poll(self) -> list[Any]:
-        params: dict[str, Any] = {"timeout": 0, "limit": min(100, self.poll.inflight_max)}
-        offset = self._dispatcher.watermark() if self._dispatcher is not None else None
-        if offset is not None:
-            params["offset"] = offset
-        updates = await self.api.poll(params, timeout=self.poll.poll_timeout_s + 10)
-        if not isinstance(updates, list):
-            raise TelegramError(self.spec.bot_id, "getUpdates", 200, "result is not a list")
-        return updates
 
     @property
     def dispatcher(self) -> ChatDispatcher | None:
@@ -298,10 +289,6 @@ class BotActor:
     async def interruptibly(self, aw: Awaitable[Any]) -> Any:
         return await self._interruptibly(aw)
 
-    def take_first(self) -> list[Any] | None:
-        first, self._first = self._first, None
-        return first
-
     async def _running(self) -> None:
         dispatcher = self._dispatcher
         assert dispatcher is not None
@@ -309,9 +296,6 @@ class BotActor:
             await poll_into_inbox(self, self.inbox, dispatcher)
             return
         poll_timeout = self.poll.poll_timeout_s + 10
-        first, self._first = self._first, None
-        if first:
-            dispatcher.submit(first)
         while not self._stopping:
             mark = dispatcher.progress()
             if dispatcher.inflight() >= self.poll.inflight_max:

@@ -54,8 +54,6 @@ class PollingActor(Protocol):
     @property
     def stop_requested(self) -> bool: ...
 
-    def take_first(self) -> list[Any] | None: ...
-
     async def poll_once(self, params: dict[str, Any]) -> list[Any] | object | None: ...
 
     async def interruptibly(self, aw: Awaitable[Any]) -> Any: ...
@@ -68,7 +66,7 @@ async def poll_into_inbox(
     start = dispatcher.watermark()  # the progress record's watermark, if any
     newest = start - 1 if start is not None else -1  # the newest update taken over
     direct: set[int] = set()  # taken the old way: unconfirmed until handled
-    batch: list[Any] = actor.take_first() or []
+    batch: list[Any] = []
     while not actor.stop_requested:
         fresh = [u for u in batch if isinstance(u, dict) and _uid(u) > newest]
         if fresh:

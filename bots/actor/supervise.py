@@ -65,6 +65,7 @@ async def supervise(handle: BotHandle, backoff: BackoffConfig, on_disabled: OnDi
         except TokenRejected as exc:
             reason = f"token rejected by Telegram ({exc.code} {exc.description})"
             actor.set_state(ActorState.DISABLED, reason)
+            blog.info("actor.disabled", reason=reason)  # rare, and an operator acts on it
             try:
                 await on_disabled(actor.spec.bot_id, reason)
             except Exception:  # noqa: BLE001 - recording is best effort; the actor stays disabled

@@ -179,6 +179,13 @@ class BotApi:
             raise BotNetworkError(self.bot_id, "getUpdates", type(exc).__name__) from None
         return self._answer("getUpdates", status, raw)
 
+    async def open_poll(self, *, timeout: float) -> None:
+        """Connect the getUpdates connection (bots.telegram.longpoll) without polling."""
+        try:
+            await self._poll.connect(timeout)
+        except (OSError, TimeoutError) as exc:
+            raise BotNetworkError(self.bot_id, "getUpdates", type(exc).__name__) from None
+
     def close_poll(self) -> None:
         """Drop the poll connection (the actor stopped); the next poll opens a new one."""
         self._poll.close()

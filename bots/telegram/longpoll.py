@@ -228,6 +228,13 @@ class LongPoll:
                     raise
         raise AssertionError("unreachable")
 
+    async def connect(self, timeout: float) -> None:
+        """Open the connection now (a no-op while one is alive): an actor starting among
+        thousands connects under its worker's start gate, then long-polls outside it."""
+        if self._conn is None or not self._conn.alive:
+            async with asyncio.timeout(timeout):
+                await self._connect()
+
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         error: OSError | None = None

@@ -466,7 +466,7 @@ class Master:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
-        deadline = self.settings.shutdown.grace_s + 5.0
+        deadline = self.settings.shutdown.kill_after_s
         waiters = [asyncio.ensure_future(p.wait()) for p in procs]
         if waiters:
             _, pending = await asyncio.wait(waiters, timeout=deadline)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import resource
@@ -25,6 +26,7 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from bots.handlers.base import HandlerDeps
 from bots.llm.service import open_llm
@@ -51,6 +53,8 @@ from supervisor.worker.reconcile import Reconciler
 from supervisor.worker.ticker import ticker
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from bots.llm.client import LLMClient
 
 log = structlog.get_logger(__name__)
@@ -60,6 +64,8 @@ FLEET_LOG_EVERY_S = 10.0
 #: While draining, a Redis call waits at most this long: a hung Redis must not hold up
 #: an exit (PostgreSQL, not Redis, keeps what matters; see context/service.py).
 SHUTDOWN_REDIS_S = 0.5
+#: each pool's close at exit (part of config.settings.WORKER_TEARDOWN_S)
+POOL_CLOSE_S = 1.0
 
 
 def raise_nofile_limit() -> int:
@@ -169,8 +175,7 @@ class Worker:
                 self.redis = redis
                 await self._serve()
         finally:
-            await pool.close()
-            await redis.aclose()
+            await _close_pools(pool, redis)
 
     def _open_inbox(self, redis: aioredis.Redis) -> Inbox | None:
         b = self.settings.bots
@@ -207,13 +212,12 @@ class Worker:
             await self._drain.wait()
             self.state = "draining"
             self._log.info("worker.draining", bots=len(self.fleet.handles))
-            # bounded below the master's kill-on-drain (grace + 5 s): a drain that overruns
-            # says what it was waiting for instead of being SIGKILLed in silence
-            watchdog = asyncio.get_running_loop().call_later(
-                self.settings.shutdown.grace_s + 2.0, self._report_stuck_drain
-            )
+            # bounded well below the master's kill-on-drain (shutdown.kill_after_s): a drain
+            # that overruns says what it was waiting for instead of being SIGKILLed in silence
+            cutoff = self.settings.shutdown.drain_cutoff_s
+            watchdog = asyncio.get_running_loop().call_later(cutoff - 1.0, self._report_stuck_drain)
             try:
-                async with asyncio.timeout(self.settings.shutdown.grace_s + 3.0):
+                async with asyncio.timeout(cutoff):
                     await self._drain_fleet()
             except TimeoutError:
                 self._log.error(
@@ -443,6 +447,19 @@ class Worker:
     async def _on_disabled(self, bot_id: int, reason: str) -> None:
         await self.registry.set_state(bot_id, BotState.DISABLED, reason)
         self._reconcile_now.set()
+
+
+async def _close_pools(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    """Close within POOL_CLOSE_S each: asyncpg's close waits for every connection's release
+    and a restarted Redis may not answer; an exiting worker terminates what lingers."""
+    try:
+        async with asyncio.timeout(POOL_CLOSE_S):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()
+    with contextlib.suppress(TimeoutError, OSError, RedisError):
+        async with asyncio.timeout(POOL_CLOSE_S):
+            await redis.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ from bots.actor.actor import ActorState, BotActor, BotSpec, MemoryProgress, Poll
 from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
 from bots.actor.stats import ActorStats
-from bots.actor.supervise import BotHandle, SpawnRejected, spawn
+from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext
 from bots.handlers.registry import make_handler
 from bots.telegram.api import BotApi, BotNetworkError
@@ -202,7 +202,7 @@ async def test_a_bot_with_a_known_username_starts_with_a_poll_not_a_getme(
     emu: RunningEmulator, session: aiohttp.ClientSession
 ) -> None:
     """5,000 bots starting in a worker make 5,000 requests fewer; a dead token is still
-    refused at spawn (401 to the handshake poll) and a message that waited is answered."""
+    disabled (401 to its first long poll) and a message that waited is answered."""
     good, dead = emu.state.create_bots(2)
     emu.state.revoke(dead.id)
     emu.state.inject([{"bot_id": good.id, "chat_id": 4, "text": "waiting"}])
@@ -215,17 +215,21 @@ async def test_a_bot_with_a_known_username_starts_with_a_poll_not_a_getme(
 
     running = await spawn(handle(good), BackoffConfig(0.1, 1), _never_disabled)
     assert running.actor.username == good.username
-    disabled: list[int] = []
+    disabled: list[tuple[int, str]] = []
+    disabled_now = asyncio.Event()
 
     async def on_disabled(bot_id: int, reason: str) -> None:
-        disabled.append(bot_id)
+        disabled.append((bot_id, reason))
+        disabled_now.set()
 
-    with pytest.raises(SpawnRejected, match="401"):
-        await spawn(handle(dead), BackoffConfig(0.1, 1), on_disabled)
+    refused = await spawn(handle(dead), BackoffConfig(0.1, 1), on_disabled)
     async with asyncio.timeout(10):
+        await disabled_now.wait()
         await emu.state.wait_until(lambda: emu.state.replied == 1)
     await running.stop()
-    assert emu.state.get_me_total == 0 and disabled == [dead.id]
+    assert emu.state.get_me_total == 0
+    assert [(b, "401" in reason) for b, reason in disabled] == [(dead.id, True)]
+    assert refused.actor.state is ActorState.DISABLED
 
 
 async def test_inbox_offers_in_any_order_are_handled_once_and_recorded_safely() -> None:
