@@ -44,3 +44,8 @@ def inbox_group(prefix: str) -> str:
 def status_reply_key(prefix: str, request_id: str) -> str:
     """A list the master and workers push their status into, for one `botvisor status`."""
     return f"{prefix}status:{request_id}"
+
+
+def fence_key(prefix: str, shard: int) -> str:
+    """A shard's fencing token: the epoch of its current lease (ipc/fencing.py)."""
+    return f"{prefix}fence:{shard}"

@@ -94,6 +94,12 @@ class ProgressStore(Protocol):
 
     async def flush(self, timeout: float) -> bool: ...
 
+    def fenced(self, bot_id: int) -> bool:
+        """True while this host may no longer hold the bot's shard (ipc/fencing.py)."""
+        ...
+
+    async def wait_unfenced(self, bot_id: int) -> None: ...
+
 
 class MemoryProgress:
     """Keeps progress in this process only (tests; an actor without a worker)."""
@@ -106,6 +112,12 @@ class MemoryProgress:
 
     async def load_many(self, bot_ids: list[int]) -> dict[int, BotProgress]:
         return {b: self.saved[b] for b in bot_ids if b in self.saved}
+
+    def fenced(self, bot_id: int) -> bool:
+        return False
+
+    async def wait_unfenced(self, bot_id: int) -> None:
+        return None
 
     def mark(self, bot_id: int, snapshot: Snapshot) -> None:
         progress = snapshot()
@@ -269,6 +281,8 @@ class BotActor:
     async def poll_once(self, params: dict[str, Any]) -> list[Any] | object | None:
         """One getUpdates: its updates, `STOPPED` on a requested stop, None after a
         failure it has waited out (Telegram's trouble: no restart, no getMe)."""
+        if not await self._wait_unfenced():
+            return STOPPED
         try:
             updates = await self._interruptibly(
                 self.api.poll(params, timeout=self.poll.poll_timeout_s + 10)
@@ -279,6 +293,9 @@ class BotActor:
             return None
         if updates is STOPPED:
             return STOPPED
+        if self.progress.fenced(self.spec.bot_id):
+            # the lease lapsed while we waited: leave the batch to the shard's new holder
+            return STOPPED if not await self._wait_unfenced() else None
         if self.trouble:
             self._log.debug("poll.recovered", after=self.trouble)
             self.trouble, self._poll_backoff = "", None
@@ -288,6 +305,16 @@ class BotActor:
 
     async def interruptibly(self, aw: Awaitable[Any]) -> Any:
         return await self._interruptibly(aw)
+
+    async def _wait_unfenced(self) -> bool:
+        """Runs in the actor's task: no poll while this host may have lost the bot's shard
+        (a second poller would meet 409s). False when a stop came meanwhile."""
+        if not self.progress.fenced(self.spec.bot_id):
+            return True
+        self._log.debug("actor.fenced")
+        return (
+            await self._interruptibly(self.progress.wait_unfenced(self.spec.bot_id)) is not _STOPPED
+        )
 
     async def _running(self) -> None:
         dispatcher = self._dispatcher
@@ -315,6 +342,8 @@ class BotActor:
             offset = dispatcher.watermark()
             if offset is not None:
                 params["offset"] = offset
+            if not await self._wait_unfenced():
+                break
             try:
                 updates = await self._interruptibly(self.api.poll(params, timeout=poll_timeout))
             except (RetryAfter, ServerError, BotNetworkError) as exc:
@@ -324,6 +353,8 @@ class BotActor:
                 continue
             if updates is _STOPPED:
                 break  # the cancelled poll confirmed nothing
+            if self.progress.fenced(self.spec.bot_id):
+                continue  # lapsed while polling: handle nothing, the new holder will
             if self.trouble:
                 self._log.debug("poll.recovered", after=self.trouble)
                 self.trouble, self._poll_backoff = "", None
@@ -389,6 +420,10 @@ class BotActor:
         handler as a whole is run again only while it has sent nothing, so a transient
         failure after a reply never answers the update twice.
         """
+        if self.progress.fenced(self.spec.bot_id):
+            # queued before a pause that outlived the lease: answered by the new holder
+            # unless the lease is renewed (a cancel at stop leaves it unconfirmed)
+            await self.progress.wait_unfenced(self.spec.bot_id)
         ctx = BotContext(self.spec.bot_id, self.username, self.api, self.spec.settings)
         for attempt in range(self.poll.handler_retries + 1):
             SENT_IN_TASK.set(0)
