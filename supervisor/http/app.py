@@ -13,6 +13,7 @@ from aiohttp import web
 from supervisor.http.admin_api import add_admin_routes
 from supervisor.http.common import AdminContext, json_errors
 from supervisor.master.arbiter import Master
+from supervisor.registry import leases
 from supervisor.registry.bots import Registry
 
 MASTER_KEY: web.AppKey[Master] = web.AppKey("master", Master)
@@ -42,7 +43,8 @@ async def metrics_view(request: web.Request) -> web.Response:
 
     from supervisor.metrics import render
 
-    body = await asyncio.to_thread(render)  # reads every worker's mmap files
+    # reads every worker's mmap files
+    body = await asyncio.to_thread(render, request.app[MASTER_KEY].host)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -51,9 +53,13 @@ async def status(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY_KEY]
     counts: dict[str, int] | None = None
     registry_error = None
+    hosts: list[dict[str, Any]] | None = None
     if registry is not None:
         try:
             counts = await registry.counts_by_state()
+            s = master.settings
+            cluster = await leases.hosts(registry.pool, s.leases.ttl_s, s.database.timeout_s)
+            hosts = [leases.as_dict(h) for h in cluster]
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             registry_error = type(exc).__name__
     now = time.monotonic()
@@ -80,12 +86,15 @@ async def status(request: web.Request) -> web.Response:
     ready, reason = master.readiness()
     return _json(
         {
+            "host": master.host,
+            "shards": sorted(master.owned) if master.owned is not None else None,
             "ready": ready,
             "reason": reason,
             "uptime_s": round(now - master.started, 1),
             "worker_restarts": master.worker_restarts,
             "workers": workers,
             "bots_by_state": counts,
+            "hosts": hosts,
             "registry_error": registry_error,
         }
     )

@@ -116,6 +116,8 @@ class Registry:
     def __init__(self, pool: asyncpg.Pool, box: TokenBox, timeout: float = 10.0) -> None:
         self._pool = pool
         self._box = box
+        #: the pool, for reads of other tables (supervisor/registry/leases.py in /v1/status)
+        self.pool = pool
         self._timeout = timeout
         #: bot ids whose stored token did not decrypt at the last `desired()`
         self.undecryptable: list[int] = []

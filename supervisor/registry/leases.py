@@ -184,7 +184,7 @@ async def leave(conn: asyncpg.Connection, host: str, timeout: float) -> int:
     return released
 
 
-async def leases(conn: asyncpg.Connection, timeout: float) -> list[LeaseRow]:
+async def leases(conn: asyncpg.Connection | asyncpg.Pool, timeout: float) -> list[LeaseRow]:
     rows = await conn.fetch(
         "SELECT shard, host, epoch, CASE WHEN host IS NULL THEN NULL"
         " ELSE extract(epoch FROM expires_at - now())::float8 END AS expires_in_s"
@@ -194,7 +194,9 @@ async def leases(conn: asyncpg.Connection, timeout: float) -> list[LeaseRow]:
     return [LeaseRow(**dict(r)) for r in rows]
 
 
-async def hosts(conn: asyncpg.Connection, ttl_s: float, timeout: float) -> list[HostRow]:
+async def hosts(
+    conn: asyncpg.Connection | asyncpg.Pool, ttl_s: float, timeout: float
+) -> list[HostRow]:
     """Every host known to the cluster with the shards it holds now (unexpired)."""
     rows = await conn.fetch(
         "SELECT h.host, h.http, h.pid, h.leaving, h.ready, h.reason, h.bots,"
@@ -223,7 +225,7 @@ async def hosts(conn: asyncpg.Connection, ttl_s: float, timeout: float) -> list[
     ]
 
 
-async def stored_shards(conn: asyncpg.Connection, timeout: float) -> int | None:
+async def stored_shards(conn: asyncpg.Connection | asyncpg.Pool, timeout: float) -> int | None:
     value: int | None = await conn.fetchval("SELECT shards FROM cluster", timeout=timeout)
     return value
 
