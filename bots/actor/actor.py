@@ -171,6 +171,7 @@ class BotActor:
         #: read in bulk by the fleet for the first run; later runs read their own
         self._initial = initial
         self.api = api
+        api.fence = self._fence
         self.handler = handler
         self.poll = poll
         self.state = ActorState.STARTING
@@ -413,6 +414,12 @@ class BotActor:
         if self._dispatcher is not None:
             self.progress.mark(self.spec.bot_id, self._dispatcher.record)
 
+    async def _fence(self) -> None:
+        """Runs in a chat's task: returns at once while this host surely holds the bot's
+        shard, else waits for a renewal (or the cancel of a stop)."""
+        if self.progress.fenced(self.spec.bot_id):
+            await self.progress.wait_unfenced(self.spec.bot_id)
+
     async def _handle(self, update: Incoming) -> None:
         """Runs in the chat's task. Never raises.
 
@@ -420,10 +427,9 @@ class BotActor:
         handler as a whole is run again only while it has sent nothing, so a transient
         failure after a reply never answers the update twice.
         """
-        if self.progress.fenced(self.spec.bot_id):
-            # queued before a pause that outlived the lease: answered by the new holder
-            # unless the lease is renewed (a cancel at stop leaves it unconfirmed)
-            await self.progress.wait_unfenced(self.spec.bot_id)
+        # queued before a pause that outlived the lease: answered by the new holder unless
+        # the lease is renewed (a cancel at stop leaves it unconfirmed)
+        await self._fence()
         ctx = BotContext(self.spec.bot_id, self.username, self.api, self.spec.settings)
         for attempt in range(self.poll.handler_retries + 1):
             SENT_IN_TASK.set(0)
