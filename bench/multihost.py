@@ -284,6 +284,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 
                     taking = asyncio.create_task(wait_polled_after(emu, paused, t0))
                     await asyncio.sleep(2 * ttl)
                     took_s = await taking
+                    woke = totals(emu)
                     for pid in pids:
                         os.kill(pid, signal.SIGCONT)
                     held = await cluster.wait_balanced(["host-a", "host-b"])
@@ -292,7 +293,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 
                         "paused_s": 2 * ttl,
                         "bots_moved": len(paused),
                         "taken_over_after_s": round(took_s, 2),
-                        "answered_twice": d["duplicates"],
+                        # answers the paused host sent after it woke (fencing's job)
+                        "answered_twice": delta(woke, totals(emu))["duplicates"],
+                        # the new holder re-answering what the paused host answered just
+                        # before the pause and had not yet recorded (as after a SIGKILL)
+                        "answered_twice_at_takeover": delta(t, woke)["duplicates"],
                         "conflicts": d["conflicts"],
                         "conflicts_per_moved_bot": round(d["conflicts"] / max(1, len(paused)), 3),
                     }

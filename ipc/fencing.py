@@ -40,6 +40,10 @@ return #KEYS
 """
 
 
+#: the epoch a write carries for a shard this host does not hold: no fence ever equals it
+NOT_HELD = -1
+
+
 def lease_clock() -> float:
     """Seconds on a clock every process of this machine shares and that keeps running
     through a suspend (CLOCK_BOOTTIME where there is one): lease deadlines use it."""
@@ -70,7 +74,8 @@ class Fencing:
 
     def __init__(self, shards: int) -> None:
         self.shards = shards
-        self.epochs: dict[int, int] = {}
+        #: None until the first renewal arrives; then the shards this host holds (maybe none)
+        self.epochs: dict[int, int] | None = None
         self.valid_until = math.inf
         self._renewed = asyncio.Event()
         self.refused = 0
@@ -83,11 +88,15 @@ class Fencing:
         self._renewed = asyncio.Event()
 
     def epoch_of(self, bot_id: int) -> int | None:
-        return self.epochs.get(bot_id % self.shards) if self.epochs else None
+        """The epoch a write of this bot carries; NOT_HELD (refused by any fence) for a
+        shard this host no longer holds; None without leases (an unfenced write)."""
+        if self.epochs is None:
+            return None
+        return self.epochs.get(bot_id % self.shards, NOT_HELD)
 
     def fenced(self, bot_id: int) -> bool:
         """True while this bot's shard lease may have lapsed: act on nothing."""
-        if not self.epochs:
+        if self.epochs is None:
             return False
         return bot_id % self.shards not in self.epochs or lease_clock() >= self.valid_until
 

@@ -163,6 +163,13 @@ async def test_fencing_refuses_progress_writes_of_a_stale_epoch(
         assert await progress.flush(5)
         assert await progress.load(11) == BotProgress(100)  # refused: the watermark stays
         assert fencing.refused == 1
+        refused = fencing.refused
+        # a host that lost every shard writes nothing either
+        fencing.update({}, math.inf)
+        progress.mark(11, lambda: BotProgress(250))
+        assert await progress.flush(5)
+        assert await progress.load(11) == BotProgress(100)
+        assert fencing.refused == refused + 1
         # the holder of epoch 2 writes
         fencing.update({3: 2}, math.inf)
         progress.mark(11, lambda: BotProgress(300))
@@ -181,6 +188,9 @@ async def test_a_lapsed_deadline_fences_the_bots_until_a_renewal() -> None:
     assert not fencing.fenced(3) and fencing.fenced(4)  # shard 4 is not ours
     fencing.update({3: 1}, lease_clock() - 0.001)
     assert fencing.fenced(3)
+    fencing.update({}, lease_clock() + 60)
+    assert fencing.fenced(3)  # a renewal that says we hold nothing
+    fencing.update({3: 1}, lease_clock() - 0.001)
     waiter = asyncio.create_task(fencing.wait_unfenced(3))
     await asyncio.sleep(0)
     assert not waiter.done()
