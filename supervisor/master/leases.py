@@ -71,6 +71,7 @@ class LeaseKeeper:
         self.alone = True
         self.hosts: list[str] = []
         self.fenced = False
+        self._next_expiry: float | None = None  # lease clock
         self.rounds = 0
         self.statements = 0
         self._holder: LeaseHolder | None = None
@@ -114,6 +115,9 @@ class LeaseKeeper:
         s = self.settings.leases
         while True:
             wait = s.renew_s
+            if self._next_expiry is not None:
+                # a host that stopped renewing drops out then: take its shards at once
+                wait = min(wait, max(0.0, self._next_expiry - lease_clock()) + 0.05)
             if not self.alone and self.owned:
                 wait = max(0.0, min(wait, self.valid_until - lease_clock()))
             await asyncio.sleep(wait)
@@ -175,6 +179,9 @@ class LeaseKeeper:
             self.held, self.hosts = renewal.held, renewal.hosts
             self.valid_until = t0 + s.ttl_s - s.margin_s
             self.alone = renewal.hosts == [self.host]
+            self._next_expiry = (
+                None if renewal.next_expiry_s is None else t0 + renewal.next_expiry_s
+            )
             target = store.share(renewal.hosts, self.host, self.total)
             if self.releasing:
                 await self._finish_release(conn)

@@ -38,6 +38,8 @@ class Renewal:
 
     held: dict[int, int]
     hosts: list[str]
+    #: seconds until the first other host drops out (its presence and leases expire)
+    next_expiry_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +127,18 @@ async def renew(
             timeout=timeout,
         )
         hosts = await conn.fetch(
-            "SELECT host FROM lease_hosts WHERE NOT leaving"
+            "SELECT host, extract(epoch FROM seen_at + make_interval(secs => $1) - now())::float8"
+            " AS left_s FROM lease_hosts WHERE NOT leaving"
             " AND seen_at > now() - make_interval(secs => $1) ORDER BY host",
             ttl_s,
             timeout=timeout,
         )
-    return Renewal({r["shard"]: r["epoch"] for r in rows}, [r["host"] for r in hosts])
+    others = [r["left_s"] for r in hosts if r["host"] != host]
+    return Renewal(
+        {r["shard"]: r["epoch"] for r in rows},
+        [r["host"] for r in hosts],
+        min(others) if others else None,
+    )
 
 
 async def acquire(
