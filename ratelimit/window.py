@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from collections import deque
 
-
 #: The longest an in-flight grant holds its window's next grant back (a request never
 #: settled — a bug — costs a pause, not a stuck bot); requests time out well before.
 HOLD_MAX_S = 60.0
