@@ -216,7 +216,7 @@ class BotApi:
         attempt = 0
         give_up_at = time.monotonic() + self._send_deadline_s
         while True:
-            granted = await self._limiter.acquire(chat_id)
+            granted = await self._limiter.acquire(chat_id, hold=True)
             try:
                 if self.fence is not None:
                     await self.fence()  # a handler begun before a long pause sends nothing
