@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from config import Settings
+from config import ConfigError, Settings, load_settings
 from ipc import keys
 from ipc.fencing import Fencing, lease_clock, raise_fences
 from ipc.offsets import BotProgress, RedisProgress
 from ipc.redis_client import redis_client
+from supervisor.exitcodes import ExitCode
+from supervisor.failures import OperatorError
 from supervisor.master.leases import LeaseKeeper
+from supervisor.master.run import open_leases
 from supervisor.registry import leases as store
 from supervisor.registry.migrate import migrate
 
@@ -260,3 +264,36 @@ async def test_keepers_hand_shards_over_to_a_joining_host_and_back_when_it_leave
         a._apply()  # noqa: SLF001
         assert holders[0].owned == frozenset(range(SHARDS))
         await a.close()
+
+
+@pytest.mark.parametrize(
+    ("environ", "key"),
+    [
+        ({"BOTVISOR_HOST__ID": "no spaces"}, "host.id"),
+        ({"BOTVISOR_HOST__ID": "-lead"}, "host.id"),
+        ({"BOTVISOR_LEASES__RENEW_S": "8"}, "leases.renew_s"),  # not below 10 - 3
+        ({"BOTVISOR_LEASES__TTL_S": "4", "BOTVISOR_LEASES__MARGIN_S": "3"}, "leases.renew_s"),
+    ],
+)
+def test_bad_host_ids_and_lease_timings_are_refused_naming_the_key(
+    environ: dict[str, str], key: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ=environ)
+    assert key in str(err.value)
+
+
+def test_host_id_defaults_to_the_hostname() -> None:
+    assert load_settings(environ={}).host.id == socket.gethostname()
+
+
+async def test_a_host_configured_with_another_shard_count_refuses_to_start(
+    conn: asyncpg.Connection, settings_factory: Callable[..., Settings], client: aioredis.Redis
+) -> None:
+    settings = settings_factory(workers={"shards": 16, "count": 1})
+    with pytest.raises(OperatorError) as err:
+        async with open_leases(settings, client):
+            pass
+    assert err.value.key == "workers.shards" and err.value.exit_status == ExitCode.CONFIG
+    assert "created with 8 shards" in err.value.what
+    assert "botvisor shards migrate --to 16" in err.value.todo
