@@ -189,6 +189,27 @@ async def wait_polled_after(emu: RunningEmulator, bots: list[int], t0: float) ->
     return max(emu.state.bots[b].last_poll_at or 0 for b in bots) - t0
 
 
+def answered_twice(emu: RunningEmulator, bots: list[int], since: float) -> tuple[int, int]:
+    """Messages of `bots` answered twice: (first answer before `since`, after `since`).
+
+    Every message goes to a chat of its own, so (chat, reply_to) names one message. A
+    first answer before the pause then a second is the new holder answering what the
+    paused host answered but had not yet recorded (the window a SIGKILL has too); both
+    after the pause began would be the woken host answering again: fencing's target."""
+    before = after = 0
+    for bot_id in bots:
+        first: dict[tuple[int, int | None], float] = {}
+        for chat_id, _, reply_to, at in emu.state.bots[bot_id].sent_log:
+            key = (chat_id, reply_to)
+            if key not in first:
+                first[key] = at
+            elif first[key] < since:
+                before += 1
+            else:
+                after += 1
+    return before, after
+
+
 async def renewal_rate(dsn: str, hosts: int, seconds: float) -> dict[str, float]:
     """Lease rounds per second per host from PostgreSQL's counters: each round upserts its
     host's lease_hosts row once (plus one UPDATE of shard_leases and one SELECT)."""
@@ -284,20 +305,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 
                     taking = asyncio.create_task(wait_polled_after(emu, paused, t0))
                     await asyncio.sleep(2 * ttl)
                     took_s = await taking
-                    woke = totals(emu)
                     for pid in pids:
                         os.kill(pid, signal.SIGCONT)
                     held = await cluster.wait_balanced(["host-a", "host-b"])
                     d = delta(t, totals(emu))
+                    at_takeover, after_wake = answered_twice(emu, paused, t0)
                     result["pause"] = {
                         "paused_s": 2 * ttl,
                         "bots_moved": len(paused),
                         "taken_over_after_s": round(took_s, 2),
-                        # answers the paused host sent after it woke (fencing's job)
-                        "answered_twice": delta(woke, totals(emu))["duplicates"],
-                        # the new holder re-answering what the paused host answered just
-                        # before the pause and had not yet recorded (as after a SIGKILL)
-                        "answered_twice_at_takeover": delta(t, woke)["duplicates"],
+                        "answered_twice": after_wake,
+                        "answered_twice_at_takeover": at_takeover,
+                        "duplicates_seen_by_emulator": d["duplicates"],
                         "conflicts": d["conflicts"],
                         "conflicts_per_moved_bot": round(d["conflicts"] / max(1, len(paused)), 3),
                     }
