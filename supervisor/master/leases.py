@@ -44,6 +44,9 @@ _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 class LeaseHolder(Protocol):
     """What the keeper needs of the master (supervisor/master/arbiter.py)."""
 
+    #: stopping: take nothing more (everything held is released at exit)
+    draining: bool
+
     def set_owned(self, shards: frozenset[int]) -> int: ...
 
     def applied(self, epoch: int) -> bool: ...
@@ -187,7 +190,7 @@ class LeaseKeeper:
                 await self._finish_release(conn)
             elif len(self.held) > target:
                 self._start_release(len(self.held) - target)
-            elif len(self.held) < target:
+            elif len(self.held) < target and not self._draining():
                 got = await store.acquire(
                     conn, self.host, limit=target - len(self.held), ttl_s=s.ttl_s, timeout=timeout
                 )
@@ -199,6 +202,9 @@ class LeaseKeeper:
                     log.info("leases.taken", shards=len(got), holding=len(self.held))
         if self.rounds % FENCE_REFRESH_ROUNDS == 0:
             await raise_fences(self._redis, self.settings.redis.prefix, self.held, timeout)
+
+    def _draining(self) -> bool:
+        return self._holder is not None and self._holder.draining
 
     def _start_release(self, count: int) -> None:
         """Hand over the highest shards: our workers stop them first (Assign), the lease

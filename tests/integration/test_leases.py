@@ -207,6 +207,7 @@ class Holder:
     an assignment is applied as soon as it is made."""
 
     def __init__(self) -> None:
+        self.draining = False
         self.owned: frozenset[int] = frozenset()
         self.epoch = 0
         self.leases: dict[int, int] = {}
