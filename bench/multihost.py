@@ -189,14 +189,17 @@ async def wait_polled_after(emu: RunningEmulator, bots: list[int], t0: float) ->
     return max(emu.state.bots[b].last_poll_at or 0 for b in bots) - t0
 
 
-def answered_twice(emu: RunningEmulator, bots: list[int], since: float) -> tuple[int, int]:
+def answered_twice(
+    emu: RunningEmulator, bots: list[int], since: float
+) -> tuple[int, list[tuple[float, float]]]:
     """Messages of `bots` answered twice: (first answer before `since`, after `since`).
 
     Every message goes to a chat of its own, so (chat, reply_to) names one message. A
     first answer before the pause then a second is the new holder answering what the
     paused host answered but had not yet recorded (the window a SIGKILL has too); both
     after the pause began would be the woken host answering again: fencing's target."""
-    before = after = 0
+    before = 0
+    after: list[tuple[float, float]] = []  # (first, second) answer, seconds after `since`
     for bot_id in bots:
         first: dict[tuple[int, int | None], float] = {}
         for chat_id, _, reply_to, at in emu.state.bots[bot_id].sent_log:
@@ -206,7 +209,7 @@ def answered_twice(emu: RunningEmulator, bots: list[int], since: float) -> tuple
             elif first[key] < since:
                 before += 1
             else:
-                after += 1
+                after.append((round(first[key] - since, 3), round(at - since, 3)))
     return before, after
 
 
@@ -285,11 +288,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 
                     for pid in await tree_pids(cluster.hosts["host-c"]):
                         os.kill(pid, signal.SIGKILL)
                     t0 = emu.state.clock()
-                    moved_s = await wait_polled_after(emu, victims, t0)
+                    moving = asyncio.create_task(wait_polled_after(emu, victims, t0))
+                    lost_shards = set(held["host-c"])
+                    while lost_shards - {s for v in (await cluster.split()).values() for s in v}:  # noqa: ASYNC110 - other processes
+                        await asyncio.sleep(0.1)
+                    taken_s = emu.state.clock() - t0
+                    moved_s = await moving
                     await cluster.stop("host-c")
                     held = await cluster.wait_balanced(["host-a", "host-b"])
                     result["kill"] = {
                         "bots_moved": len(victims),
+                        "leases_taken_s": round(taken_s, 2),
                         "all_polling_elsewhere_s": round(moved_s, 2),
                         **delta(t, totals(emu)),
                     }
@@ -314,7 +323,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 
                         "paused_s": 2 * ttl,
                         "bots_moved": len(paused),
                         "taken_over_after_s": round(took_s, 2),
-                        "answered_twice": after_wake,
+                        "answered_twice": len(after_wake),
+                        "answered_twice_times_s": after_wake[:20],
+                        "woke_at_s": 2 * ttl,
                         "answered_twice_at_takeover": at_takeover,
                         "duplicates_seen_by_emulator": d["duplicates"],
                         "conflicts": d["conflicts"],

@@ -104,9 +104,16 @@ class LeaseKeeper:
     async def start(self) -> frozenset[int]:
         """The first round, before the workers spawn: a lone host takes every shard at
         once. Returns the shards to run."""
+        began = lease_clock()
         await self._round(first=True)
         self.owned = frozenset(self.held) - self.releasing
-        log.info("leases.started", host=self.host, shards=len(self.owned), hosts=len(self.hosts))
+        log.info(
+            "leases.started",
+            host=self.host,
+            shards=len(self.owned),
+            hosts=len(self.hosts),
+            seconds=round(lease_clock() - began, 4),  # all a single host's start-up pays
+        )
         return self.owned
 
     def attach(self, holder: LeaseHolder) -> None:
