@@ -290,7 +290,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 
                     t0 = emu.state.clock()
                     moving = asyncio.create_task(wait_polled_after(emu, victims, t0))
                     lost_shards = set(held["host-c"])
-                    while lost_shards - {s for v in (await cluster.split()).values() for s in v}:  # noqa: ASYNC110 - other processes
+                    while lost_shards - {
+                        s for h, v in (await cluster.split()).items() if h != "host-c" for s in v
+                    }:  # noqa: ASYNC110 - other processes
                         await asyncio.sleep(0.1)
                     taken_s = emu.state.clock() - t0
                     moved_s = await moving

@@ -31,6 +31,9 @@ class FakeFleet:
         for spec in [*plan.start, *plan.restart, *plan.retune]:
             self.specs[spec.bot_id] = spec
 
+    async def flush_progress(self, within_s: float) -> bool:
+        return True
+
 
 @dataclass
 class FakeHost:

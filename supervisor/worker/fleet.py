@@ -7,6 +7,7 @@ HTTP pool and hands it in.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -133,6 +134,15 @@ class Fleet:
         # every starting bot's progress in bulk: none of them does a read of its own
         known = await self.progress.load_many([s.bot_id for s in starting]) if starting else {}
         await asyncio.gather(*(self._start(spec, known.get(spec.bot_id)) for spec in starting))
+
+    async def flush_progress(self, within_s: float) -> bool:
+        """Until every progress mark so far is in Redis (False past `within_s`): stopped
+        bots' records must be there before another worker or host loads them."""
+        deadline = time.monotonic() + within_s
+        while (left := deadline - time.monotonic()) > 0:
+            if await self.progress.flush(left):
+                return True
+        return False
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self._stop(bot_id) for bot_id in list(self.handles)))

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 DECRYPT_BATCH = 64
 #: rows compared between two yields to the event loop
 YIELD_EVERY = 1000
+#: a reassignment waits this long at most for the stopped bots' records to reach Redis
+HANDOVER_FLUSH_S = 10.0
 
 
 class Decrypt(Protocol):
@@ -151,7 +153,10 @@ class Reconciler:
             gc.collect()
             gc.freeze()  # the fleet's long-lived objects leave the collector's scans
         if epoch != host.epoch:
-            # the master waits for this before giving moved shards to another worker
+            # the master waits for this before giving moved shards to another worker or
+            # host: their bots' records first (an actor's own flush gives up after 1 s)
+            if not await host.fleet.flush_progress(HANDOVER_FLUSH_S):
+                self._log.warning("reconcile.progress_not_saved", within_s=HANDOVER_FLUSH_S)
             host.epoch = epoch
             await host._write_heartbeat()
 
