@@ -132,6 +132,15 @@ class Cluster:
         return True
 
 
+async def wait_taken(cluster: Cluster, gone: str, shards: set[int]) -> None:
+    """Until hosts other than `gone` hold every one of `shards` (other processes: polled)."""
+    while True:
+        held = await cluster.split()
+        if shards <= {s for h, v in held.items() if h != gone for s in v}:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def tree_pids(daemon: Daemon) -> list[int]:
     status = await daemon.status()
     return [w["pid"] for w in status["workers"] if w["pid"]] + [daemon.proc.pid]
@@ -290,10 +299,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 
                     t0 = emu.state.clock()
                     moving = asyncio.create_task(wait_polled_after(emu, victims, t0))
                     lost_shards = set(held["host-c"])
-                    while lost_shards - {
-                        s for h, v in (await cluster.split()).items() if h != "host-c" for s in v
-                    }:  # noqa: ASYNC110 - other processes
-                        await asyncio.sleep(0.1)
+                    await wait_taken(cluster, "host-c", lost_shards)
                     taken_s = emu.state.clock() - t0
                     moved_s = await moving
                     await cluster.stop("host-c")
