@@ -94,13 +94,26 @@ class Fencing:
             return None
         return self.epochs.get(bot_id % self.shards, NOT_HELD)
 
-    def fenced(self, bot_id: int) -> bool:
-        """True while this bot's shard lease may have lapsed: act on nothing."""
+    def fenced(self, bot_id: int, epoch: int | None = None) -> bool:
+        """True while this bot's shard lease may have lapsed — or, given the `epoch` an
+        actor started under, while the shard is held under another: act on nothing."""
         if self.epochs is None:
             return False
-        return bot_id % self.shards not in self.epochs or lease_clock() >= self.valid_until
+        held = self.epochs.get(bot_id % self.shards)
+        if held is None or (epoch is not None and held != epoch):
+            return True
+        return lease_clock() >= self.valid_until
 
-    async def wait_unfenced(self, bot_id: int) -> None:
+    async def wait_renewal(self) -> None:
+        """Until the next renewal from the master."""
+        await self._renewed.wait()
+
+    async def wait_unfenced(self, bot_id: int, epoch: int | None = None) -> None:
         """Until a renewal makes this bot's lease valid again (or the caller is cancelled)."""
-        while self.fenced(bot_id):
+        while self.fenced(bot_id, epoch):
             await self._renewed.wait()
+
+
+class LeaseChanged(Exception):  # noqa: N818 - an event, not an error
+    """An actor's shard is held under a newer epoch than the one it started with: its
+    in-memory state predates another holder's; a new run starts from the stored record."""

@@ -107,13 +107,18 @@ class RedisProgress:
                     out[bot_id] = progress
         return out
 
-    def fenced(self, bot_id: int) -> bool:
-        """The bot's shard lease may have lapsed by this host's clock: act on nothing."""
-        return self.fencing is not None and self.fencing.fenced(bot_id)
+    def lease_of(self, bot_id: int) -> int | None:
+        """The epoch this host holds the bot's shard under (None: no leases)."""
+        return self.fencing.epoch_of(bot_id) if self.fencing is not None else None
 
-    async def wait_unfenced(self, bot_id: int) -> None:
+    def fenced(self, bot_id: int, lease: int | None = None) -> bool:
+        """The bot's shard lease may have lapsed by this host's clock, or is held under
+        another epoch than `lease`: act on nothing."""
+        return self.fencing is not None and self.fencing.fenced(bot_id, lease)
+
+    async def wait_renewal(self) -> None:
         if self.fencing is not None:
-            await self.fencing.wait_unfenced(bot_id)
+            await self.fencing.wait_renewal()
 
     def mark(self, bot_id: int, snapshot: Snapshot) -> None:
         """The bot's progress changed; `snapshot` is read at flush time. Never blocks."""
