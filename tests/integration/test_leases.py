@@ -194,6 +194,8 @@ async def test_a_lapsed_deadline_fences_the_bots_until_a_renewal() -> None:
     assert fencing.fenced(3)
     fencing.update({}, lease_clock() + 60)
     assert fencing.fenced(3)  # a renewal that says we hold nothing
+    fencing.update({3: 2}, lease_clock() + 60)
+    assert fencing.fenced(3, epoch=1) and not fencing.fenced(3, epoch=2)  # re-taken: a new run
     fencing.update({3: 1}, lease_clock() - 0.001)
     waiter = asyncio.create_task(fencing.wait_unfenced(3))
     await asyncio.sleep(0)
