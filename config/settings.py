@@ -47,9 +47,10 @@ def default_state_dir(config_file: Path | None, environ: Mapping[str, str]) -> t
 
 #: a worker's drain may run this far past shutdown.grace_s before it stops waiting
 DRAIN_OVERRUN_S: Final = 3.0
-#: what a worker may spend after its drain: the context store's close (≤ 11 s when
-#: PostgreSQL is slow: replay 1 s, flush 5 s, tasks 5 s) and its pools (bounded in the worker)
-WORKER_TEARDOWN_S: Final = 13.0
+#: what a worker may spend after its drain: its services' stop (≤ 3 s), the context
+#: store's close (≤ 11 s when PostgreSQL is slow: replay 1 s, flush 5 s, tasks 5 s) and
+#: its pools (≤ 1 s each); see supervisor/worker/process.py
+WORKER_TEARDOWN_S: Final = 17.0
 
 
 class _Section(BaseModel):

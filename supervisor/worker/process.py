@@ -66,6 +66,8 @@ FLEET_LOG_EVERY_S = 10.0
 SHUTDOWN_REDIS_S = 0.5
 #: each pool's close at exit (part of config.settings.WORKER_TEARDOWN_S)
 POOL_CLOSE_S = 1.0
+#: how long a drained worker keeps cancelling services that do not stop
+STOP_SERVICES_S = 3.0
 
 
 def raise_nofile_limit() -> int:
@@ -227,9 +229,25 @@ class Worker:
                 )
             finally:
                 watchdog.cancel()
-            for task in services:
-                task.cancel(msg="drain complete")
+            await self._stop_services(services)
         self._log.info("worker.stopped")
+
+    async def _stop_services(self, services: list[asyncio.Task[Any]]) -> None:
+        """Cancel the services and wait for them, cancelling again any that carried on: a
+        library may turn the CancelledError into its own error inside our retry loop (seen:
+        the inbox reader's XREADGROUP), which would hold the TaskGroup, and so the exit,
+        until the master's SIGKILL."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + STOP_SERVICES_S
+        pending = {t for t in services if not t.done()}
+        while pending:
+            for task in pending:
+                task.cancel(msg="drain complete")
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+            if pending and loop.time() >= give_up:
+                stuck = [f"{t.get_name()} @ {_innermost(t)}" for t in pending]
+                self._log.error("worker.services_stuck", tasks=stuck)
+                return
 
     def _report_stuck_drain(self) -> None:
         """A drain past its grace: name the tasks still pending and where each waits (a
