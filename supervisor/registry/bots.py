@@ -254,6 +254,16 @@ class Registry:
         counts.update({r["state"]: int(r["n"]) for r in rows})
         return counts
 
+    async def token_of(self, bot_id: int) -> BotToken | None:
+        """One bot's decrypted token whatever its state (`bots move-api` calls logOut/close
+        with it). Raises TokenDecryptError when its key is gone."""
+        row = await self._pool.fetchrow(
+            "SELECT key_id, token_encrypted FROM bots WHERE id = $1", bot_id, timeout=self._timeout
+        )
+        if row is None:
+            return None
+        return self._box.decrypt(bot_id, row["token_encrypted"], row["key_id"])
+
     async def desired(self, shards: Sequence[int], total_shards: int) -> dict[int, BotSpec]:
         """Active bots of these shards, tokens decrypted. A row that fails to decrypt is
         reported by bot id in `undecryptable` and left out, never crashing the worker."""
