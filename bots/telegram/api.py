@@ -115,9 +115,10 @@ def _cause(exc: BaseException, net: NetOptions) -> str:
     naming the proxy with its password masked."""
     if isinstance(exc, ProxyFailed):
         return str(exc)
-    if isinstance(exc, _PROXY_ERRORS):  # from aiohttp-socks, on the shared pool
-        where = net.proxy.shown if net.proxy is not None else "proxy"
-        return f"proxy {where}: {str(exc)[:200] or type(exc).__name__}"
+    if net.proxy is not None and isinstance(exc, (*_PROXY_ERRORS, EOFError)):
+        # from aiohttp-socks on the shared pool; python-socks' messages hold no credentials
+        reason = str(exc)[:200] if isinstance(exc, _PROXY_ERRORS) else ""
+        return f"proxy {net.proxy.shown} refused: {reason or 'Connection closed unexpectedly'}"
     return type(exc).__name__
 
 
@@ -183,7 +184,7 @@ class BotApi:
             ) as resp:
                 body = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError, ProxyError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, ProxyError, EOFError) as exc:
             # `from None`: aiohttp's exceptions print the URL, which holds the token.
             raise BotNetworkError(self.bot_id, method, _cause(exc, self._poll.net)) from None
         return self._answer(method, status, body)

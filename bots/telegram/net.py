@@ -17,18 +17,24 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Final, cast
 
 from python_socks import ProxyError, ProxyTimeoutError, ProxyType
-from python_socks.async_.asyncio.v2 import Proxy
+from python_socks.async_.asyncio import Proxy as SocketProxy
+from python_socks.async_.asyncio.v2 import Proxy as StreamProxy
 
 from config import Settings
 from config.proxy import ProxyUrl
 
 _PROXY_TYPES: Final = {"http": ProxyType.HTTP, "https": ProxyType.HTTP, "socks5": ProxyType.SOCKS5}
+
+
+#: writers of https:// proxy tunnels, kept while their transport lives
+_ANCHORS: Final[weakref.WeakKeyDictionary[object, object]] = weakref.WeakKeyDictionary()
 
 
 class ProxyFailed(OSError):
@@ -112,7 +118,10 @@ DNS: Final = DnsCache()
 
 def _interleave(addrs: list[tuple]) -> list[tuple]:
     """RFC 8305 §4: alternate address families, starting with the resolver's first."""
-    unique = list({a[1]: a for a in reversed(addrs)}.values())[::-1]  # first of each kept
+    unique: list[tuple] = []
+    for a in addrs:
+        if all(a[1] != u[1] for u in unique):
+            unique.append(a)
     if not unique:
         return []
     first = unique[0][0]
@@ -226,31 +235,44 @@ async def open_transport(
             raise
         return transport  # type: ignore[return-value]
     p = opts.proxy
-    proxy = Proxy(
-        _PROXY_TYPES[p.scheme],
-        p.host,
-        p.port,
-        p.username,
-        p.password,
-        rdns=True,
-        proxy_ssl=opts.tls() if p.scheme == "https" else None,
-    )
+    kind = _PROXY_TYPES[p.scheme]
     try:
-        stream = await proxy.connect(host, port, dest_ssl=ctx, timeout=opts.connect_timeout_s)
+        if p.scheme != "https":
+            # python-socks hands back the tunnelled socket: no stream objects stay behind
+            sock = await SocketProxy(
+                kind, p.host, p.port, p.username, p.password, rdns=True
+            ).connect(host, port, timeout=opts.connect_timeout_s)
+        else:
+            stream = await StreamProxy(
+                kind, p.host, p.port, p.username, p.password, rdns=True, proxy_ssl=opts.tls()
+            ).connect(host, port, dest_ssl=ctx, timeout=opts.connect_timeout_s)
     except ProxyTimeoutError:
         raise ProxyFailed(f"proxy {p.shown}: no answer in {opts.connect_timeout_s:g} s") from None
     except ProxyError as exc:
         raise ProxyFailed(f"proxy {p.shown} refused: {_reason(exc)}") from None
     except OSError as exc:
         raise ProxyFailed(f"proxy {p.shown} unreachable: {exc.strerror or exc}") from None
-    # the tunnel is ours now: hand the transport from python-socks' stream to our protocol
-    # (as aiohttp-socks does), so a parked poll holds no stream reader or writer
-    transport = cast(asyncio.Transport, stream.writer.transport)
+    if p.scheme != "https":
+        try:
+            async with asyncio.timeout(opts.connect_timeout_s):
+                transport, _ = await loop.create_connection(
+                    lambda: protocol, sock=sock, ssl=ctx, server_hostname=host if ctx else None
+                )
+        except BaseException:
+            sock.close()
+            raise
+        return transport  # type: ignore[return-value]
+    # TLS to the proxy, then TLS inside it: the tunnel is python-socks' stream; hand its
+    # transport to our protocol (as aiohttp-socks does). Its writer must stay referenced:
+    # a collected StreamWriter closes its transport.
+    writer = stream.writer
+    transport = cast(asyncio.Transport, writer.transport)
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
-    return transport  # type: ignore[return-value]
+    _ANCHORS[transport] = writer
+    return transport
 
 
 def _reason(exc: ProxyError) -> str:
     # python-socks' messages hold no credentials (they name a reply code or a status line)
-    return str(exc) or type(exc).__name__
+    return str(exc)[:200] or type(exc).__name__
