@@ -119,9 +119,9 @@ DNS: Final = DnsCache()
 def _interleave(addrs: list[tuple]) -> list[tuple]:
     """RFC 8305 §4: alternate address families, starting with the resolver's first."""
     unique: list[tuple] = []
-    for a in addrs:
-        if all(a[1] != u[1] for u in unique):
-            unique.append(a)
+    for addr in addrs:
+        if all(addr[1] != u[1] for u in unique):
+            unique.append(addr)
     if not unique:
         return []
     first = unique[0][0]
