@@ -157,3 +157,31 @@ def _first_error(exc: Exception) -> str:
         e = exc.errors()[0]
         return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
     return 'expected an object like {"per_bot": {"limit": 30, "period_s": 1}}'
+
+
+def shown(bot_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as the API and the CLI show them: a proxy's password masked."""
+    out = dict(bot_settings)
+    own = out.get("telegram")
+    if isinstance(own, Mapping) and isinstance(own.get("proxy"), str):
+        try:
+            proxy = parse_proxy(own["proxy"])
+        except ValueError:
+            return out  # not valid, so not used: nothing to hide that works
+        out["telegram"] = {**own, "proxy": proxy.shown}
+    return out
+
+
+def keep_hidden(new: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """`new` with a proxy written back as shown (password masked) restored from `current`,
+    so a read-modify-write through the API keeps the password it never saw."""
+    out = dict(new)
+    own, old = out.get("telegram"), current.get("telegram")
+    if (
+        isinstance(own, Mapping)
+        and isinstance(old, Mapping)
+        and isinstance(old.get("proxy"), str)
+        and own.get("proxy") == shown(current)["telegram"].get("proxy") != old["proxy"]
+    ):
+        out["telegram"] = {**own, "proxy": old["proxy"]}
+    return out

@@ -23,7 +23,7 @@ from bots.handlers.registry import HANDLERS, check_settings, resolve, unavailabl
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
-from config.bot_settings import BadBotSettings, check_for
+from config.bot_settings import BadBotSettings, check_for, keep_hidden
 from supervisor.registry.bots import AlreadyRegistered, BotRecord, BotState, Registry
 from supervisor.registry.owners import Caller
 from supervisor.services import publish_hint
@@ -129,7 +129,7 @@ class BotService:
         if handler is not None or settings is not None:
             current = await self.get(caller, bot_id)
             if settings is not None:
-                settings = self._check_settings(settings)
+                settings = self._check_settings(keep_hidden(settings, current.settings))
             self._check(
                 handler or current.handler,
                 current.settings if settings is None else settings,

@@ -14,7 +14,7 @@ import asyncpg
 
 from bots.actor.actor import BotSpec
 from bots.telegram.token import BotToken
-from config.bot_settings import BadBotSettings, check_bot_settings
+from config.bot_settings import BadBotSettings, check_bot_settings, shown
 from supervisor.registry.tokenbox import TokenBox, TokenDecryptError
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class BotRecord:
             "username": self.username,
             "token": f"{self.id}:***",
             "handler": self.handler,
-            "settings": dict(self.settings),
+            "settings": shown(self.settings),  # a proxy's password masked
             "state": str(self.state),
             "disabled_reason": self.disabled_reason,
             "revision": self.revision,

@@ -221,3 +221,14 @@ async def test_bots_sharing_a_proxy_share_one_pool(make_settings: Callable[..., 
         b = fleet._net_for(telegram_for(settings, {"telegram": {"proxy": "socks5://h:1"}}))
         assert direct[1] is pool.default
         assert a[0] is b[0] and a[1] is b[1] and a[1] is not pool.default
+
+
+def test_a_bots_proxy_password_is_shown_masked_and_kept_on_write_back() -> None:
+    from config.bot_settings import keep_hidden, shown
+
+    stored = {"telegram": {"proxy": f"socks5://bv:{PASSWORD}@p:1080"}, "x": 1}
+    seen = shown(stored)
+    assert seen == {"telegram": {"proxy": "socks5://bv:***@p:1080"}, "x": 1}
+    assert keep_hidden({**seen, "x": 2}, stored) == {**stored, "x": 2}
+    changed = {"telegram": {"proxy": "socks5://bv:new-password@p:1080"}}
+    assert keep_hidden(changed, stored) == changed
