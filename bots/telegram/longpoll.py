@@ -207,8 +207,7 @@ class LongPoll:
                 await self._connect()
 
     async def _connect(self) -> _Connection:
-        conn = _Connection()
-        await open_transport(conn, self._host, self._port, self._tls, self._net)
+        _, conn = await open_transport(_Connection, self._host, self._port, self._tls, self._net)
         self._conn = conn
         return conn
 

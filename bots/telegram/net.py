@@ -21,7 +21,8 @@ import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Final, cast
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar, cast
 
 from python_socks import ProxyError, ProxyTimeoutError, ProxyType
 from python_socks.async_.asyncio import Proxy as SocketProxy
@@ -29,6 +30,9 @@ from python_socks.async_.asyncio.v2 import Proxy as StreamProxy
 
 from config import Settings
 from config.proxy import ProxyUrl
+
+T = TypeVar("T")
+P = TypeVar("P", bound=asyncio.Protocol)
 
 _PROXY_TYPES: Final = {"http": ProxyType.HTTP, "https": ProxyType.HTTP, "socks5": ProxyType.SOCKS5}
 
@@ -133,107 +137,113 @@ def _interleave(addrs: list[tuple]) -> list[tuple]:
     return out
 
 
-async def _connect_one(family: int, sockaddr: tuple, timeout: float) -> socket.socket:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, sockaddr)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+async def happy_connect(
+    host: str, port: int, opts: NetOptions, attempt: Callable[[str, int], Awaitable[T]]
+) -> T:
+    """The first of `attempt(ip, port)` to succeed over `host`'s addresses, staggered.
 
-
-async def happy_connect(host: str, port: int, opts: NetOptions) -> socket.socket:
-    """A connected TCP socket to `host`: staggered attempts across its addresses.
-
-    Raises the last attempt's OSError (TimeoutError is one) when none connects.
+    The next attempt starts `happy_eyeballs_delay_s` after the previous one, or at once
+    when an attempt fails; each is bounded by `connect_timeout_s`. The losers are
+    cancelled (a loser that connected anyway is closed). Raises the last OSError
+    (TimeoutError is one) when none succeeds. Lean on purpose: thousands of bots connect
+    at once, and asyncio.wait/timeout objects per attempt showed as KiBs per bot of RSS.
     """
     addrs = await DNS.resolve(host, port, opts.dns_ttl_s)
     if not addrs:
         raise OSError(f"no address for {host}")
-    winner: socket.socket | None = None
-    errors: list[BaseException] = []
-    failed = asyncio.Event()  # an attempt failed: start the next one now
-    done = asyncio.Event()
-    tasks: list[asyncio.Task[socket.socket]] = []
-
-    def settle(task: asyncio.Task[socket.socket]) -> None:
-        nonlocal winner
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            errors.append(exc)
-            failed.set()
-            if len(errors) == len(addrs):
-                done.set()
-        elif winner is None:
-            winner = task.result()
-            done.set()
-        else:
-            task.result().close()  # connected second: not needed
-
+    loop = asyncio.get_running_loop()
+    # fast path, taken by nearly every connect: the first address answers within the
+    # delay, awaited inline (no task). Else it is dropped and retried last, after the
+    # others, which race as below: a dead first route costs one delay.
+    staggered = len(addrs) > 1 and opts.happy_eyeballs_delay_s < opts.connect_timeout_s
+    first = addrs[0][1]
     try:
-        for family, sockaddr in addrs:
-            task = asyncio.create_task(
-                _connect_one(family, sockaddr, opts.connect_timeout_s),
-                name=f"connect:{sockaddr[0]}",
-            )
-            task.add_done_callback(settle)
-            tasks.append(task)
-            failed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(opts.happy_eyeballs_delay_s):
-                    await _first(done, failed)
-            if done.is_set():
-                break
-        await done.wait()
+        async with asyncio.timeout(
+            opts.happy_eyeballs_delay_s if staggered else opts.connect_timeout_s
+        ):
+            return await attempt(first[0], first[1])
+    except OSError:  # refused, unreachable, or the time limit (TimeoutError)
+        if len(addrs) == 1:
+            raise
+        addrs = [*addrs[1:], addrs[0]] if staggered else addrs[1:]
+    running: list[asyncio.Task[T]] = []
+    error: BaseException | None = None
+    try:
+        for i, (_family, sockaddr) in enumerate(addrs):
+            running.append(_start(loop, attempt(sockaddr[0], sockaddr[1]), opts))
+            stagger = None if i == len(addrs) - 1 else opts.happy_eyeballs_delay_s
+            while running:
+                await _first_done(loop, running, stagger)
+                for task in [t for t in running if t.done()]:
+                    running.remove(task)
+                    if task.cancelled():  # only our timer cancels an attempt
+                        error = TimeoutError(f"connect timed out ({opts.connect_timeout_s:g} s)")
+                    elif task.exception() is not None:
+                        error = task.exception()
+                    else:
+                        return task.result()
+                if stagger is not None:
+                    break  # the delay passed or an attempt failed: start the next one
+        raise error if isinstance(error, OSError) else OSError(str(error))
     finally:
+        for task in running:
+            task.cancel()
+        if running:
+            for result in await asyncio.gather(*running, return_exceptions=True):
+                if isinstance(result, tuple):  # connected after the winner: not needed
+                    result[0].close()
+
+
+def _start(
+    loop: asyncio.AbstractEventLoop, attempt: Awaitable[T], opts: NetOptions
+) -> asyncio.Task[T]:
+    """One connect attempt as a task that our timer cancels after `connect_timeout_s`."""
+    task: asyncio.Task[T] = loop.create_task(attempt)  # type: ignore[arg-type]
+    timer = loop.call_later(opts.connect_timeout_s, task.cancel)
+    task.add_done_callback(lambda _t: timer.cancel())
+    return task
+
+
+async def _first_done(
+    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[T]], timeout: float | None
+) -> None:
+    """Until one of `tasks` is done or `timeout` seconds passed."""
+    wake: asyncio.Future[None] = loop.create_future()
+
+    def poke(_: object = None) -> None:
+        if not wake.done():
+            wake.set_result(None)
+
+    for task in tasks:
+        task.add_done_callback(poke)
+    timer = loop.call_later(timeout, poke) if timeout is not None else None
+    try:
+        await wake
+    finally:
+        if timer is not None:
+            timer.cancel()
         for task in tasks:
-            if not task.done():
-                task.cancel()
-        # a cancelled caller must not leave an attempt running (or a socket open)
-        await asyncio.gather(*tasks, return_exceptions=True)
-    if winner is None:
-        last = errors[-1]
-        raise last if isinstance(last, OSError) else OSError(str(last))
-    return winner
-
-
-async def _first(*events: asyncio.Event) -> None:
-    """Until any of `events` is set."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
+            task.remove_done_callback(poke)
 
 
 async def open_transport(
-    protocol: asyncio.Protocol, host: str, port: int, use_tls: bool, opts: NetOptions
-) -> asyncio.Transport:
-    """A transport to the Bot API server (`protocol` attached), direct or through the proxy.
+    factory: Callable[[], P], host: str, port: int, use_tls: bool, opts: NetOptions
+) -> tuple[asyncio.Transport, P]:
+    """A transport to the Bot API server and its protocol, direct or through the proxy.
 
     Raises OSError (ProxyFailed names the proxy) or TimeoutError.
     """
     loop = asyncio.get_running_loop()
     ctx = opts.tls() if use_tls else None
     if opts.proxy is None:
-        sock = await happy_connect(host, port, opts)
-        try:
-            async with asyncio.timeout(opts.connect_timeout_s):
-                transport, _ = await loop.create_connection(
-                    lambda: protocol, sock=sock, ssl=ctx, server_hostname=host if ctx else None
-                )
-        except BaseException:
-            sock.close()
-            raise
-        return transport  # type: ignore[return-value]
+
+        def attempt(ip: str, to: int) -> Awaitable[tuple[asyncio.BaseTransport, P]]:
+            return loop.create_connection(
+                factory, ip, to, ssl=ctx, server_hostname=host if ctx else None
+            )
+
+        transport, protocol = await happy_connect(host, port, opts, attempt)
+        return cast(asyncio.Transport, transport), cast(P, protocol)
     p = opts.proxy
     kind = _PROXY_TYPES[p.scheme]
     try:
@@ -255,22 +265,23 @@ async def open_transport(
     if p.scheme != "https":
         try:
             async with asyncio.timeout(opts.connect_timeout_s):
-                transport, _ = await loop.create_connection(
-                    lambda: protocol, sock=sock, ssl=ctx, server_hostname=host if ctx else None
+                transport, protocol = await loop.create_connection(
+                    factory, sock=sock, ssl=ctx, server_hostname=host if ctx else None
                 )
         except BaseException:
             sock.close()
             raise
-        return transport  # type: ignore[return-value]
+        return cast(asyncio.Transport, transport), cast(P, protocol)
     # TLS to the proxy, then TLS inside it: the tunnel is python-socks' stream; hand its
     # transport to our protocol (as aiohttp-socks does). Its writer must stay referenced:
     # a collected StreamWriter closes its transport.
     writer = stream.writer
     transport = cast(asyncio.Transport, writer.transport)
+    protocol = factory()
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
     _ANCHORS[transport] = writer
-    return transport
+    return transport, protocol
 
 
 def _reason(exc: ProxyError) -> str:

@@ -129,9 +129,17 @@ async def test_a_refused_address_starts_the_next_attempt_at_once(
     async with srv:
         resolve_to([("::1", refused_port), ("127.0.0.1", refused_port), ("127.0.0.1", port)])
         opts = NetOptions(connect_timeout_s=60, happy_eyeballs_delay_s=60)
-        sock = await asyncio.wait_for(happy_connect("api.test", 80, opts), 5)
-        assert sock.getpeername()[1] == port
-        sock.close()
+        loop = asyncio.get_running_loop()
+        tried: list[str] = []
+
+        def attempt(ip: str, to: int) -> Awaitable[tuple[asyncio.BaseTransport, asyncio.Protocol]]:
+            tried.append(ip)
+            return loop.create_connection(asyncio.Protocol, ip, to)
+
+        transport, _ = await asyncio.wait_for(happy_connect("api.test", 80, opts, attempt), 5)
+        assert transport.get_extra_info("peername")[1] == port
+        assert tried == ["::1", "127.0.0.1", "127.0.0.1"]
+        transport.close()
 
 
 async def test_when_every_address_fails_the_last_error_is_raised(
@@ -139,8 +147,9 @@ async def test_when_every_address_fails_the_last_error_is_raised(
 ) -> None:
     resolve_to([("127.0.0.1", blackhole), ("127.0.0.1", blackhole)])
     opts = NetOptions(connect_timeout_s=0.1, happy_eyeballs_delay_s=0.01)
+    poll = LongPoll("http://api.test:80", "1:S", opts)
     with pytest.raises(TimeoutError):
-        await happy_connect("api.test", 80, opts)
+        await poll.post(b"{}", 5)
 
 
 async def test_addresses_interleave_ipv6_and_ipv4() -> None:

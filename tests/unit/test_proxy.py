@@ -232,3 +232,15 @@ def test_a_bots_proxy_password_is_shown_masked_and_kept_on_write_back() -> None:
     assert keep_hidden({**seen, "x": 2}, stored) == {**stored, "x": 2}
     changed = {"telegram": {"proxy": "socks5://bv:new-password@p:1080"}}
     assert keep_hidden(changed, stored) == changed
+
+
+def test_a_change_of_a_bots_proxy_or_api_base_restarts_it_other_settings_retune() -> None:
+    from bots.actor.actor import BotSpec
+    from supervisor.worker.plan import plan_changes
+
+    token = BotToken("7:" + "A" * 35)
+    running = {7: BotSpec(7, token, "echo", {"ratelimit": None}, 1)}
+    moved = {7: BotSpec(7, token, "echo", {"telegram": {"api_base": "http://h:1"}}, 2)}
+    retuned = {7: BotSpec(7, token, "echo", {"ratelimit": {"per_bot": {"limit": 9}}}, 2)}
+    assert [s.bot_id for s in plan_changes(moved, running).restart] == [7]
+    assert [s.bot_id for s in plan_changes(retuned, running).retune] == [7]
