@@ -14,14 +14,13 @@ remote DNS, HTTP CONNECT), and python-socks speaks the proxy's protocol.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar, cast
 
 from python_socks import ProxyError, ProxyTimeoutError, ProxyType
