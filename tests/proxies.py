@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pproxy
 
@@ -31,15 +32,24 @@ class RunningProxy:
     def url(self, password: str | None = None) -> str:
         pw = self.password if password is None else password
         cred = f"{self.user}:{pw}@" if self.user is not None else ""
-        return f"{self.scheme}://{cred}127.0.0.1:{self.port}"
+        host = "localhost" if self.scheme == "https" else "127.0.0.1"  # the name in its cert
+        return f"{self.scheme}://{cred}{host}:{self.port}"
 
 
 @asynccontextmanager
 async def open_proxy(
-    scheme: str, *, user: str | None = None, password: str | None = None
+    scheme: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    cert: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[RunningProxy]:
+    """`scheme` "https" is an HTTP proxy behind TLS with `cert` (certificate, key)."""
     auth = f"#{user}:{password}" if user is not None else ""
-    server = pproxy.Server(f"{scheme}://127.0.0.1:0{auth}")
+    wire = "http+ssl" if scheme == "https" else scheme
+    server = pproxy.Server(f"{wire}://127.0.0.1:0{auth}")
+    if cert is not None:
+        server.sslserver.load_cert_chain(*cert)
     lines: list[str] = []
     # authtime -1: check the credentials on every connection (pproxy's default trusts an
     # address that authenticated once for 30 days, which would hide a wrong password)

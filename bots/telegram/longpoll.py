@@ -15,7 +15,7 @@ import asyncio
 from typing import Final, cast
 from urllib.parse import urlsplit
 
-from bots.telegram.net import NetOptions, open_transport
+from bots.telegram.net import NetOptions, TunnelProtocol, open_transport
 
 _MAX_HEAD: Final = 64 * 1024
 _MAX_BODY: Final = 64 * 1024 * 1024
@@ -27,13 +27,14 @@ class PollProtocolError(Exception):
     """The server's answer is not HTTP/1.1 we understand, or the connection broke."""
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(TunnelProtocol):
     """One keep-alive connection. At most one request in flight (the actor's poll)."""
 
     __slots__ = ("_buf", "_close_after", "_waiter", "got_bytes", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.anchor: object = None
         self._buf = bytearray()
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self._close_after = False

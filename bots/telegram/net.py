@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,13 +30,21 @@ from config import Settings
 from config.proxy import ProxyUrl
 
 T = TypeVar("T")
-P = TypeVar("P", bound=asyncio.Protocol)
 
 _PROXY_TYPES: Final = {"http": ProxyType.HTTP, "https": ProxyType.HTTP, "socks5": ProxyType.SOCKS5}
 
 
-#: writers of https:// proxy tunnels, kept while their transport lives
-_ANCHORS: Final[weakref.WeakKeyDictionary[object, object]] = weakref.WeakKeyDictionary()
+class TunnelProtocol(asyncio.Protocol):
+    """A protocol that holds what keeps its tunnel open: through an https:// proxy,
+    python-socks' StreamWriter (a collected StreamWriter closes its transport; uvloop's
+    transports take no weak references, so the protocol keeps it)."""
+
+    __slots__ = ("anchor",)
+
+    anchor: object
+
+
+P = TypeVar("P", bound=TunnelProtocol)
 
 
 class ProxyFailed(OSError):
@@ -277,9 +284,9 @@ async def open_transport(
     writer = stream.writer
     transport = cast(asyncio.Transport, writer.transport)
     protocol = factory()
+    protocol.anchor = writer
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
-    _ANCHORS[transport] = writer
     return transport, protocol
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,7 +43,7 @@ async def start(handler: Handler, **kw: object) -> tuple[asyncio.Server, int]:
 
 
 @pytest.fixture
-def blackhole() -> AsyncIterator[int]:
+def blackhole() -> Iterator[int]:
     """A 127.0.0.1 port whose SYNs are dropped: a listener with a full backlog that never
     accepts, as a dead route looks to connect() (it hangs instead of being refused)."""
     listener = socket.socket()
@@ -59,14 +59,16 @@ def blackhole() -> AsyncIterator[int]:
         except BlockingIOError:
             pass
         fillers.append(s)
-    yield port  # type: ignore[misc]
+    yield port
     for s in fillers:
         s.close()
     listener.close()
 
 
 @pytest.fixture
-def resolve_to(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[tuple[str, int]]], None]:
+def resolve_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[[list[tuple[str, int]]], None]]:
     """Make the name "api.test" resolve to the given (ip, port) list, in that order."""
     DNS.clear()
 
@@ -88,7 +90,7 @@ def resolve_to(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[tuple[str, int
 
         monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
 
-    yield pin  # type: ignore[misc]
+    yield pin
     DNS.clear()
 
 

@@ -76,7 +76,9 @@ async def test_polls_and_sends_reach_the_emulator_through_the_proxy(
             api.close_poll()
         # one tunnel for the poll's own connection, one for the pool's
         assert proxy.tunnels == 2
-    assert [m["text"] for m in emulator.state.sent_log(bot.id)] == ["hello through the proxy"]
+    sent_log = emulator.state.sent_log(bot.id)
+    assert sent_log is not None
+    assert [m["text"] for m in sent_log] == ["hello through the proxy"]
 
 
 async def test_a_wrong_password_is_a_clear_error_naming_the_proxy_without_its_password(
@@ -244,3 +246,23 @@ def test_a_change_of_a_bots_proxy_or_api_base_restarts_it_other_settings_retune(
     retuned = {7: BotSpec(7, token, "echo", {"ratelimit": {"per_bot": {"limit": 9}}}, 2)}
     assert [s.bot_id for s in plan_changes(moved, running).restart] == [7]
     assert [s.bot_id for s in plan_changes(retuned, running).retune] == [7]
+
+
+async def test_an_https_proxy_is_reached_over_verified_tls(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    ca = make_ca(tmp_path)
+    bot = emulator.state.create_bots(1)[0]
+    cert = (ca.cert_file, ca.key_file)
+    async with open_proxy("https", user="bv", password=PASSWORD, cert=cert) as proxy:
+        net = NetOptions(parse_proxy(proxy.url()), tls_ca_file=ca.ca_file)
+        async with open_session_pool(_plain_settings()) as pool:
+            api = bot_api(pool, net, emulator.base_url, bot.token)
+            assert await api.poll({"timeout": 0}, timeout=5) == []
+            assert (await api.call("getMe"))["id"] == bot.id
+            api.close_poll()
+            # the proxy's certificate is checked like the Bot API's
+            untrusted = bot_api(pool, NetOptions(net.proxy), emulator.base_url, bot.token)
+            with pytest.raises(BotNetworkError, match="CERTIFICATE_VERIFY_FAILED|SSL"):
+                await untrusted.poll({"timeout": 0}, timeout=5)
+        assert proxy.tunnels == 2
