@@ -118,7 +118,9 @@ def _cause(exc: BaseException, net: NetOptions) -> str:
     if net.proxy is not None and isinstance(exc, (*_PROXY_ERRORS, EOFError)):
         # from aiohttp-socks on the shared pool; python-socks' messages hold no credentials
         reason = str(exc)[:200] if isinstance(exc, _PROXY_ERRORS) else ""
-        return f"proxy {net.proxy.shown} refused: {reason or 'Connection closed unexpectedly'}"
+        reason = reason or "Connection closed unexpectedly"
+        hint = " (check its user name and password)" if net.proxy.username else ""
+        return f"proxy {net.proxy.shown} refused: {reason}{hint if 'closed' in reason else ''}"
     return type(exc).__name__
 
 

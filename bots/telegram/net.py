@@ -4,10 +4,10 @@ Runs in the worker's loop (and in the CLI's). `NetOptions` is built once per dis
 (proxy, TLS) and shared by every bot using it, so a bot pays one reference for it.
 
 Direct connections race the server's addresses as RFC 8305 asks: IPv6 and IPv4
-interleaved, the next attempt started `happy_eyeballs_delay_s` after the previous one
-(or at once when it fails), each bounded by `connect_timeout_s`; the first socket that
-connects wins, the others are closed. A dead IPv6 route therefore costs one delay, not
-the whole poll. Through a proxy, the proxy resolves the Bot API host (SOCKS5 with
+interleaved, the first address given `happy_eyeballs_delay_s`, then the others started
+one delay apart (or at once when one fails) with the first retried last, each attempt
+bounded by `connect_timeout_s`; the first connection wins, the others are closed. A dead
+IPv6 route therefore costs one delay, not the whole poll. Through a proxy, the proxy resolves the Bot API host (SOCKS5 with
 remote DNS, HTTP CONNECT), and python-socks speaks the proxy's protocol.
 """
 
@@ -265,7 +265,8 @@ async def open_transport(
     except ProxyTimeoutError:
         raise ProxyFailed(f"proxy {p.shown}: no answer in {opts.connect_timeout_s:g} s") from None
     except ProxyError as exc:
-        raise ProxyFailed(f"proxy {p.shown} refused: {_reason(exc)}") from None
+        hint = " (check its user name and password)" if p.username and _closed(exc) else ""
+        raise ProxyFailed(f"proxy {p.shown} refused: {_reason(exc)}{hint}") from None
     except OSError as exc:
         raise ProxyFailed(f"proxy {p.shown} unreachable: {exc.strerror or exc}") from None
     if p.scheme != "https":
@@ -288,6 +289,11 @@ async def open_transport(
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
     return transport, protocol
+
+
+def _closed(exc: ProxyError) -> bool:
+    """A SOCKS5 server that dislikes the credentials may just hang up (pproxy does)."""
+    return "closed" in str(exc).lower()
 
 
 def _reason(exc: ProxyError) -> str:
