@@ -7,9 +7,10 @@ The deployment's `telegram.api_base` counts as the cloud; any other base is loca
 
 Order: pause the bot (its worker stops polling the old server), logOut/close on the
 old server, store the new base in the bot's settings (`telegram.api_base`; the
-deployment's base is stored as no override), then resume it if it was active. Should
-the old server's 401 reach a poll that had not yet stopped, the bot is briefly
-disabled; the resume clears that.
+deployment's base is stored as no override), then resume it if it was active. A poll
+that had not yet stopped gets the old server's 401; its worker's "disabled" is written
+only for the revision it ran (Registry.set_state if_revision), which the pause already
+superseded, so it cannot undo the move.
 """
 
 from __future__ import annotations

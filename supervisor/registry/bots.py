@@ -235,13 +235,24 @@ class Registry:
         )
         return None if row is None else _record(row)
 
-    async def set_state(self, bot_id: int, state: BotState, reason: str | None = None) -> bool:
+    async def set_state(
+        self,
+        bot_id: int,
+        state: BotState,
+        reason: str | None = None,
+        *,
+        if_revision: int | None = None,
+    ) -> bool:
+        """`if_revision`: only if the row is still at that revision (a worker disabling the
+        bot it runs must not undo an admin's change made meanwhile, e.g. `bots move-api`'s
+        pause → logOut → resume, whose logOut ends the old poll with a 401)."""
         status = await self._pool.execute(
             "UPDATE bots SET state = $2, disabled_reason = $3, revision = revision + 1,"
-            " updated_at = now() WHERE id = $1",
+            " updated_at = now() WHERE id = $1 AND ($4::bigint IS NULL OR revision = $4)",
             bot_id,
             str(state),
             reason,
+            if_revision,
             timeout=self._timeout,
         )
         return status.endswith(" 1")

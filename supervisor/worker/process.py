@@ -440,7 +440,11 @@ class Worker:
         self._log.info("worker.reloaded")
 
     async def _on_disabled(self, bot_id: int, reason: str) -> None:
-        await self.registry.set_state(bot_id, BotState.DISABLED, reason)
+        # only the revision this worker runs: an admin's change since (a pause before a
+        # move to another Bot API server, a new token) wins over a stale actor's 401
+        handle = self.fleet.handles.get(bot_id)
+        revision = handle.actor.spec.revision if handle is not None else None
+        await self.registry.set_state(bot_id, BotState.DISABLED, reason, if_revision=revision)
         self._reconcile_now.set()
 
 

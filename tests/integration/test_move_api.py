@@ -56,3 +56,24 @@ async def test_a_bot_moves_to_a_local_server_and_back(
             record = await registry.get(bot.id)
             assert record is not None and dict(record.settings) == KEPT
             assert local.server.sessions.closes == 1 and cloud.server.sessions.log_outs == 1
+
+
+async def test_a_stale_actors_disable_does_not_undo_a_change_made_since(
+    fresh_settings: Callable[..., Settings],
+) -> None:
+    settings = fresh_settings()
+    token = BotToken("9001:" + "B" * 35)
+    async with open_registry(settings) as registry:
+        await registry.add(token, handler="echo")
+        running = await registry.get(token.bot_id)  # the revision a worker runs
+        assert running is not None
+        await registry.set_state(token.bot_id, BotState.PAUSED)  # e.g. move-api's pause
+        # the old poll's 401 after logOut, reported by the worker for the revision it ran
+        assert not await registry.set_state(
+            token.bot_id, BotState.DISABLED, "401 Unauthorized", if_revision=running.revision
+        )
+        record = await registry.get(token.bot_id)
+        assert record is not None and record.state == BotState.PAUSED
+        assert await registry.set_state(
+            token.bot_id, BotState.DISABLED, "401", if_revision=record.revision
+        )
