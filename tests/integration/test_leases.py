@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import math
 import socket
+from argparse import Namespace
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import asyncpg
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -21,6 +23,7 @@ from ipc import keys
 from ipc.fencing import Fencing, lease_clock, raise_fences
 from ipc.offsets import BotProgress, RedisProgress
 from ipc.redis_client import redis_client
+from supervisor.cli.shards import shards_command
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import OperatorError
 from supervisor.master.leases import LeaseKeeper
@@ -300,3 +303,27 @@ async def test_a_host_configured_with_another_shard_count_refuses_to_start(
     assert err.value.key == "workers.shards" and err.value.exit_status == ExitCode.CONFIG
     assert "created with 8 shards" in err.value.what
     assert "botvisor shards migrate --to 16" in err.value.todo
+
+
+async def test_shards_show_lists_each_hosts_shards_and_migrate_waits_for_every_host_to_stop(
+    conn: asyncpg.Connection,
+    settings_factory: Callable[..., Settings],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = settings_factory(workers={"shards": SHARDS, "count": 1})
+    await renew(conn, "a")
+    await store.acquire(conn, "a", limit=3, ttl_s=TTL, timeout=T)
+    assert await shards_command(settings, Namespace(shards_command="show", json=True)) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert shown["shards"] == SHARDS
+    assert [(h["host"], h["shards"], h["alive"]) for h in shown["hosts"]] == [
+        ("a", [0, 1, 2], True)
+    ]
+    assert await shards_command(settings, Namespace(shards_command="show", json=False)) == 0
+    assert "0-2" in capsys.readouterr().out
+    migrate_to = Namespace(shards_command="migrate", to=16)
+    assert await shards_command(settings, migrate_to) == ExitCode.FAILURE
+    assert "hosts still run on this cluster: a" in capsys.readouterr().err
+    await store.leave(conn, "a", T)
+    assert await shards_command(settings, migrate_to) == 0
+    assert await store.stored_shards(conn, T) == 16
