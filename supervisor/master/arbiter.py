@@ -503,6 +503,15 @@ class Master:
             )
             workers = new.workers.model_copy(update={"shards": self.settings.workers.shards})
             new = new.model_copy(update={"workers": workers})
+        if new.host.id != self.settings.host.id:
+            # the leases, the master lock and the heartbeats are held under the old id
+            self._log.error(
+                "master.reload_host_id_ignored",
+                running=self.settings.host.id,
+                requested=new.host.id,
+                reason="host.id applies at start",
+            )
+            new = new.model_copy(update={"host": self.settings.host})
         self.desired_workers = new.workers.count
         self.settings = new
         for slot in self.slots:
