@@ -75,6 +75,7 @@ class LeaseKeeper:
         self.hosts: list[str] = []
         self.fenced = False
         self._next_expiry: float | None = None  # lease clock
+        self._fences: dict[int, int] = {}  # shard -> epoch raised in Redis
         self.rounds = 0
         self.statements = 0
         self._holder: LeaseHolder | None = None
@@ -83,13 +84,14 @@ class LeaseKeeper:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """A pool of its own (one connection): admin traffic never delays a renewal.
-        Raises store.ShardCountMismatch."""
+        """A pool of its own (one connection): admin traffic never delays a renewal. No
+        floor (min_size 0): asyncpg would log a traceback per retry of it while PostgreSQL
+        is away. Raises store.ShardCountMismatch."""
         db = self.settings.database
         assert db.url is not None
         self._pool = await asyncpg.create_pool(
             db.url.get_secret_value(),
-            min_size=1,
+            min_size=0,
             max_size=1,
             timeout=db.timeout_s,
             command_timeout=db.timeout_s,
@@ -106,7 +108,8 @@ class LeaseKeeper:
         once. Returns the shards to run."""
         began = lease_clock()
         await self._round(first=True)
-        self.owned = frozenset(self.held) - self.releasing
+        await self._raise_fences()
+        self.owned = self._runnable()
         log.info(
             "leases.started",
             host=self.host,
@@ -136,12 +139,39 @@ class LeaseKeeper:
             try:
                 await self._round()
             except _ERRORS as exc:
-                self._throttle.warning(log, "leases.renew_failed", error=type(exc).__name__)
+                self._quiet_if_alone("leases.renew_failed", exc)
                 await self._check_fences()
-            except RedisError as exc:
-                self._throttle.warning(log, "leases.fence_failed", error=type(exc).__name__)
-            else:
-                self._apply()
+                continue
+            try:
+                await self._raise_fences()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._quiet_if_alone("leases.fence_failed", exc)
+            self._apply()
+
+    def _quiet_if_alone(self, event: str, exc: BaseException) -> None:
+        """A lone host's bots go on through an outage (nobody can take its shards, and the
+        reconciler or the progress flusher already say the server is away): DEBUG."""
+        if self.alone:
+            log.debug(event, error=type(exc).__name__)
+        else:
+            self._throttle.warning(log, event, error=type(exc).__name__)
+
+    async def _raise_fences(self) -> None:
+        """Raise the Redis fence of every shard taken since the last success (all of them
+        every FENCE_REFRESH_ROUNDS rounds, in case Redis lost them). Raises Redis errors."""
+        due = {s: e for s, e in self.held.items() if self._fences.get(s) != e}
+        if self.rounds % FENCE_REFRESH_ROUNDS == 0:
+            due = dict(self.held)
+        if due:
+            timeout = self.settings.redis.timeout_s
+            await raise_fences(self._redis, self.settings.redis.prefix, due, timeout)
+            self._fences.update(due)
+
+    def _runnable(self) -> frozenset[int]:
+        """Held, fenced in Redis (no worker of ours writes before), not being handed over."""
+        return frozenset(s for s, e in self.held.items() if self._fences.get(s) == e) - (
+            self.releasing
+        )
 
     async def close(self) -> None:
         """At exit, after the workers stopped: release everything so others take it now."""
@@ -203,12 +233,8 @@ class LeaseKeeper:
                 )
                 self.statements += 3
                 if got:
-                    # fences first: no worker of ours writes before they stand
-                    await raise_fences(self._redis, self.settings.redis.prefix, got, timeout)
-                    self.held.update(got)
+                    self.held.update(got)  # run once their fences stand (_raise_fences)
                     log.info("leases.taken", shards=len(got), holding=len(self.held))
-        if self.rounds % FENCE_REFRESH_ROUNDS == 0:
-            await raise_fences(self._redis, self.settings.redis.prefix, self.held, timeout)
 
     def _draining(self) -> bool:
         return self._holder is not None and self._holder.draining
@@ -219,7 +245,7 @@ class LeaseKeeper:
         extra = frozenset(sorted(self.held)[-count:])
         self.releasing = extra
         if self._holder is not None:
-            self.owned = frozenset(self.held) - extra
+            self.owned = self._runnable()
             self._release_epoch = self._holder.set_owned(self.owned)
         log.info("leases.handing_over", shards=len(extra), hosts=len(self.hosts))
 
@@ -240,7 +266,7 @@ class LeaseKeeper:
             return
         self.fenced = False
         self._holder.send_leases(self.held, self._worker_deadline())
-        owned = frozenset(self.held) - self.releasing
+        owned = self._runnable()
         if owned != self.owned:
             lost = self.owned - owned
             if lost:

@@ -207,6 +207,13 @@ async def test_a_lapsed_deadline_fences_the_bots_until_a_renewal() -> None:
     await asyncio.wait_for(waiter, 1)
 
 
+async def renewal(keeper: LeaseKeeper) -> None:
+    """One round as `LeaseKeeper.run` makes it: renew and rebalance, fences, tell the master."""
+    await keeper._round()  # noqa: SLF001
+    await keeper._raise_fences()  # noqa: SLF001
+    keeper._apply()  # noqa: SLF001
+
+
 class Holder:
     """The master's side of the keeper (supervisor/master/arbiter.py) without workers:
     an assignment is applied as soon as it is made."""
@@ -253,21 +260,18 @@ async def test_keepers_hand_shards_over_to_a_joining_host_and_back_when_it_leave
         b.attach(holders[1])
         await a._round()  # noqa: SLF001 - one renewal: a sees b, hands half over
         assert a.releasing == frozenset({4, 5, 6, 7})
-        a._apply()  # noqa: SLF001
+        await renewal(a)
         assert holders[0].owned == frozenset({0, 1, 2, 3})  # its workers stop those first
-        await a._round()  # noqa: SLF001 - applied: released
+        await renewal(a)  # applied: released
         assert sorted(a.held) == [0, 1, 2, 3]
-        await b._round()  # noqa: SLF001
-        b._apply()  # noqa: SLF001
+        await renewal(b)
         assert holders[1].owned == frozenset({4, 5, 6, 7})
         assert holders[1].deadline < math.inf  # not alone: a deadline by our clock
         fences = await client.mget([keys.fence_key(settings[0].redis.prefix, s) for s in (0, 4)])
         assert fences == [b"1", b"2"]
     finally:
         await b.close()  # leaves: its shards are free at once
-        a.alone = False
-        await a._round()  # noqa: SLF001
-        a._apply()  # noqa: SLF001
+        await renewal(a)
         assert holders[0].owned == frozenset(range(SHARDS))
         await a.close()
 
