@@ -61,6 +61,8 @@ from supervisor.services import open_registry  # noqa: E402
 from tests.daemon import Daemon, start_daemon  # noqa: E402
 
 SHARDS = 64
+#: an answer this soon after the SIGSTOP was on the wire before it (sent, not recorded)
+ON_THE_WIRE_S = 0.1
 
 
 class Cluster:
@@ -204,9 +206,10 @@ def answered_twice(
     """Messages of `bots` answered twice: (first answer before `since`, after `since`).
 
     Every message goes to a chat of its own, so (chat, reply_to) names one message. A
-    first answer before the pause then a second is the new holder answering what the
-    paused host answered but had not yet recorded (the window a SIGKILL has too); both
-    after the pause began would be the woken host answering again: fencing's target."""
+    first answer before the pause (or within ON_THE_WIRE_S of it: sent before it) then a
+    second is the new holder answering what the paused host answered but had not yet
+    recorded (the window a SIGKILL has too); a first answer later than that means the
+    new holder answered it first and the woken host answered again: fencing's target."""
     before = 0
     after: list[tuple[float, float]] = []  # (first, second) answer, seconds after `since`
     for bot_id in bots:
@@ -215,7 +218,7 @@ def answered_twice(
             key = (chat_id, reply_to)
             if key not in first:
                 first[key] = at
-            elif first[key] < since:
+            elif first[key] < since + ON_THE_WIRE_S:
                 before += 1
             else:
                 after.append((round(first[key] - since, 3), round(at - since, 3)))
