@@ -7,7 +7,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
@@ -37,9 +37,23 @@ class Heartbeat:
     rates: dict[str, float] = field(default_factory=dict)
     #: the context store's layers: redis / postgres "ok" | "recovering" | "degraded"
     health: dict[str, str | int] = field(default_factory=dict)
+    #: per-bot figures for the dashboard, only on the pipe to the master and only with
+    #: `dashboard.enabled`: bot id -> [actor state, updates received, messages sent,
+    #: 429s, errors (since the previous beat), wall time of its newest update (0: none)].
+    #: At most PER_BOT_MAX bots (the busiest first); an older master ignores the field.
+    per_bot: dict[str, list[Any]] = field(default_factory=dict)
+    #: bots left out of `per_bot` by the cap
+    per_bot_omitted: int = 0
 
     def dumps(self) -> bytes:
         return orjson.dumps(asdict(self))
+
+    def summary(self) -> dict[str, Any]:
+        """The record without per-bot figures: what Redis and status replies carry."""
+        data = asdict(self)
+        data.pop("per_bot")
+        data.pop("per_bot_omitted")
+        return data
 
     @classmethod
     def loads(cls, raw: bytes | str) -> Heartbeat | None:
@@ -57,6 +71,8 @@ class Heartbeat:
 
 
 _FIELDS = frozenset(f.name for f in fields(Heartbeat))
+#: per-bot figures in one heartbeat at most (~40 bytes each on the pipe)
+PER_BOT_MAX: Final = 10_000
 
 
 async def reply_status(redis: aioredis.Redis, reply_to: str, status: dict[str, Any]) -> None:

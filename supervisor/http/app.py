@@ -103,4 +103,8 @@ def make_app(
     app.router.add_get("/v1/status", status)
     if admin is not None:
         add_admin_routes(app, admin)  # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py)
+        if admin.settings.dashboard.enabled:
+            from supervisor.http.dashboard import mount_dashboard
+
+            mount_dashboard(app, admin, master)  # /ui… (supervisor/http/dashboard/)
     return app
