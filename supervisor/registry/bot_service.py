@@ -9,6 +9,7 @@ into an exit status; their messages never hold a token.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -111,7 +112,7 @@ class BotService:
 
     async def search(
         self, caller: Caller, query: str = "", *, offset: int = 0, limit: int = 50
-    ) -> tuple[int, list[BotRecord]]:
+    ) -> tuple[int, builtins.list[BotRecord]]:
         """A page of the caller's bots (the admin's: all) matching `query` (part of the
         username, or the start of the id), and how many match in all."""
         query = query.replace("\x00", "").strip()[:64]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import jinja2
 from aiohttp import web
 
 from supervisor.http.common import AdminContext
 from supervisor.http.dashboard import fleet_views, views
+from supervisor.http.dashboard.extensions import EXTENSIONS
 from supervisor.http.dashboard.live import LiveFigures
 from supervisor.http.dashboard.pages import (
     PAGES_KEY,
@@ -29,11 +30,9 @@ from supervisor.http.dashboard.pages import (
     security_headers,
 )
 from supervisor.http.dashboard.sessions import SessionStore
-from supervisor.http.dashboard.extensions import EXTENSIONS
 from supervisor.master.arbiter import Master
 
-if TYPE_CHECKING:
-    Extension = Callable[["Dashboard"], None]
+Extension = Callable[["Dashboard"], object]
 
 _HERE: Final = Path(__file__).parent
 _ID: Final = "{id:[0-9]{1,19}}"  # [0-9], not \d: \d also matches other scripts' digits
@@ -44,7 +43,8 @@ class Dashboard:
 
     def __init__(self, admin: AdminContext, master: Master) -> None:
         cfg = admin.settings.dashboard
-        self._loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(_HERE / "templates")])
+        self._template_dirs: list[Path] = [_HERE / "templates"]
+        self._loader = jinja2.FileSystemLoader(self._template_dirs)
         env = jinja2.Environment(
             loader=self._loader,
             autoescape=True,
@@ -80,7 +80,8 @@ class Dashboard:
 
     def add_template_dir(self, directory: Path) -> None:
         """Templates of an extension; they may `{% extends "base.html" %}`."""
-        self._loader.loaders.append(jinja2.FileSystemLoader(directory))
+        self._template_dirs.append(directory)
+        self._loader.searchpath = [str(d) for d in self._template_dirs]
 
     # -- built-in pages -------------------------------------------------------------------
 
@@ -97,9 +98,7 @@ class Dashboard:
         r.add_get(f"/bots/{_ID}", page(views.bot_page))
         r.add_post(f"/bots/{_ID}/{{action:pause|resume|remove}}", page(views.bot_action))
         r.add_post(f"/bots/{_ID}/settings", page(views.bot_settings))
-        r.add_post(
-            f"/bots/{_ID}/chats/{{chat:-?[0-9]{{1,19}}}}/release", page(views.chat_release)
-        )
+        r.add_post(f"/bots/{_ID}/chats/{{chat:-?[0-9]{{1,19}}}}/release", page(views.chat_release))
         r.add_get("/live/bots", page(views.live_bots))
         r.add_get(f"/live/bots/{_ID}", page(views.live_bot))
         r.add_get("/fleet", page(fleet_views.fleet_page))
@@ -108,7 +107,7 @@ class Dashboard:
 
 
 def _ago(wall: float | None) -> str:
-    """"12 s ago" for a wall-clock time; "never" for none."""
+    """ "12 s ago" for a wall-clock time; "never" for none."""
     import time
 
     if not wall:

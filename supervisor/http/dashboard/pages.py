@@ -89,7 +89,9 @@ class Pages:
     ) -> web.Response:
         """A page; `session` None for the login and error pages of anonymous visitors."""
         nav = [
-            n for n in self.nav if session is not None and (session.caller.admin or not n.admin_only)
+            n
+            for n in self.nav
+            if session is not None and (session.caller.admin or not n.admin_only)
         ]
         body = self.env.get_template(template).render(
             session=session,
@@ -129,8 +131,11 @@ class Pages:
                 if not csrf.matches(session.csrf, form.get(csrf.FIELD)):
                     log.warning("dashboard.csrf_rejected", path=request.path)
                     return self.error_page(
-                        request, 403, "This form is stale or was not sent by this site "
-                        "(CSRF token missing or wrong). Reload the page and try again.", session
+                        request,
+                        403,
+                        "This form is stale or was not sent by this site "
+                        "(CSRF token missing or wrong). Reload the page and try again.",
+                        session,
                     )
             try:
                 return await view(request, session)

@@ -84,14 +84,20 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     if not csrf.matches(request.cookies.get(LOGIN_COOKIE), form.get(csrf.FIELD)):
         log.warning("dashboard.csrf_rejected", path=request.path)
-        return pages.error_page(request, 403, "The login form is stale (CSRF token missing "
-                                "or wrong). Reload the login page and try again.")
+        return pages.error_page(
+            request,
+            403,
+            "The login form is stale (CSRF token missing "
+            "or wrong). Reload the login page and try again.",
+        )
     ctx = pages.ctx
     source = request.remote or "unknown"
     wait = ctx.lockout.retry_after(source)
     if wait > 0:
         response = _login_page(
-            request, pages, 429,
+            request,
+            pages,
+            429,
             f"Too many failed logins from this address; try again in {math.ceil(wait)} s.",
         )
         response.headers["Retry-After"] = str(math.ceil(wait))
