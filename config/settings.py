@@ -428,6 +428,12 @@ class DashboardSection(_Section):
         "`never` only for plain-HTTP tests.",
     )
     page_size: int = Field(50, ge=5, le=500, description="Bots per page of the bots list.")
+    poll_interval_s: float = Field(
+        5.0,
+        ge=0.2,
+        le=60,
+        description="How often open pages fetch live figures (while the tab is visible).",
+    )
 
 
 class StateSection(_Section):

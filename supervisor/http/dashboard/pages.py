@@ -98,6 +98,7 @@ class Pages:
             nav=nav,
             path=request.path,
             csrf_field=csrf.FIELD,
+            poll_ms=int(self.ctx.settings.dashboard.poll_interval_s * 1000),
             **context,
         )
         return web.Response(text=body, status=status, content_type="text/html")

@@ -3,7 +3,7 @@
 // 5 s while the tab is visible and draws the last-hour charts.
 "use strict";
 (function () {
-  var PERIOD_MS = 5000;
+  var PERIOD_MS = 5000; // dashboard.poll_interval_s, from <body data-poll-ms>
 
   function ago(wall) {
     if (!wall) return "never";
@@ -125,6 +125,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    var poll = parseInt(document.body.getAttribute("data-poll-ms"), 10);
+    if (poll >= 200) PERIOD_MS = poll;
     var list = document.querySelector("[data-live-bots]");
     if (list) liveList(list);
     var bot = document.querySelector("[data-live-bot]");
