@@ -105,6 +105,7 @@ def make_app(
         add_admin_routes(app, admin)  # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py)
         if admin.settings.dashboard.enabled:
             from supervisor.http.dashboard import mount_dashboard
+            from supervisor.http.dashboard.extensions import EXTENSIONS
 
-            mount_dashboard(app, admin, master)  # /ui… (supervisor/http/dashboard/)
+            mount_dashboard(app, admin, master, EXTENSIONS)  # /ui… (supervisor/http/dashboard/)
     return app

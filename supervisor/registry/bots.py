@@ -282,25 +282,31 @@ class Registry:
         self, owner_id: int | None, query: str, offset: int, limit: int
     ) -> tuple[int, builtins.list[BotRecord]]:
         """One page of bots by id (of `owner_id` when given) whose username contains
-        `query` or whose id starts with it, and how many match in all."""
-        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM bots"
+        `query` or whose id starts with it, and how many match in all. Two queries on
+        one connection: a window count would read every matching row's settings."""
+        where = (
             " WHERE ($1::bigint IS NULL OR owner_id = $1)"
             " AND ($2 = '' OR username ILIKE $3 OR ($4 <> '' AND id::text LIKE $4))"
-            " ORDER BY id OFFSET $5 LIMIT $6",
+        )
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args = (
             owner_id,
             query,
-            pattern,
+            f"%{escaped}%",
             query + "%" if query.isascii() and query.isdigit() else "",
-            offset,
-            limit,
-            timeout=self._timeout,
         )
-        if not rows and offset:
-            total, _ = await self.search(owner_id, query, 0, 1)
-            return total, []
-        return (int(rows[0]["total"]) if rows else 0), [_record(r) for r in rows]
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            total = await conn.fetchval(
+                "SELECT count(*) FROM bots" + where, *args, timeout=self._timeout
+            )
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM bots{where} ORDER BY id OFFSET $5 LIMIT $6",
+                *args,
+                offset,
+                limit,
+                timeout=self._timeout,
+            )
+        return int(total), [_record(r) for r in rows]
 
     async def states_of(
         self, owner_id: int | None, bot_ids: Sequence[int]

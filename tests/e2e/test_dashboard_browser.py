@@ -111,7 +111,9 @@ class Steps:
         self.d.find_element(self.by.CSS_SELECTOR, css).click()
 
 
-async def _owners_and_a_bot_of_bob(settings: Settings, emulator: RunningEmulator) -> tuple[str, int]:
+async def _owners_and_a_bot_of_bob(
+    settings: Settings, emulator: RunningEmulator
+) -> tuple[str, int]:
     """alice's key, and the id of a bot of bob's (registered straight in the registry)."""
     async with open_registry(settings) as registry:
         _, alice = await create_owner(registry, "alice")

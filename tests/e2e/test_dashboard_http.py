@@ -146,9 +146,7 @@ async def test_failed_logins_lock_the_address_out_like_the_api(
     status, page = await browser.login(rig.alice)  # a right key too, while locked
     assert status == 429 and "try again in" in page
     # the API shares the count: the same address is locked there as well
-    async with rig.client.get(
-        "/v1/bots", headers={"Authorization": f"Bearer {rig.alice}"}
-    ) as resp:
+    async with rig.client.get("/v1/bots", headers={"Authorization": f"Bearer {rig.alice}"}) as resp:
         assert resp.status == 429
 
 

@@ -55,13 +55,19 @@ def _beat(per_bot: dict[str, list[Any]], omitted: int = 0) -> Heartbeat:
 def test_live_figures_count_per_minute_keep_an_hour_and_forget_unreported_bots() -> None:
     wall, mono = Clock(600_000.0), Clock()  # wall: the start of a minute
     live = LiveFigures(stale_after_s=10, wall=wall, clock=mono)
-    live.on_beat(0, _beat({"5": ["running", 3, 2, 1, 0, wall.now], "6": ["starting", 0, 0, 0, 0, 0]}))
+    live.on_beat(
+        0, _beat({"5": ["running", 3, 2, 1, 0, wall.now], "6": ["starting", 0, 0, 0, 0, 0]})
+    )
     wall.now += 1
-    live.on_beat(0, _beat({"5": ["running", 4, 4, 0, 2, wall.now], "6": ["running", 0, 0, 0, 0, 0]}))
+    live.on_beat(
+        0, _beat({"5": ["running", 4, 4, 0, 2, wall.now], "6": ["running", 0, 0, 0, 0, 0]})
+    )
     five = live.bot(5, series=True)
     assert five["live_state"] == "running" and five["in_per_min"] == 7 and five["out_per_min"] == 6
     assert five["telegram_429"] == 1 and five["errors"] == 2 and five["last_update_at"] == wall.now
-    assert five["in_series"][-1] == 7 and sum(five["in_series"]) == 7 and len(five["in_series"]) == 60
+    assert (
+        five["in_series"][-1] == 7 and sum(five["in_series"]) == 7 and len(five["in_series"]) == 60
+    )
     assert live.bot(6)["in_per_min"] == 0.0 and live.bot(6)["live_state"] == "running"
     wall.now += 30 * 60  # half an hour later: the old minute is still in the chart
     live.on_beat(0, _beat({"5": ["running", 1, 0, 0, 0, wall.now]}))

@@ -4,8 +4,9 @@ Runs in the master's event loop. `mount_dashboard(app, admin, master)` adds it t
 master's app (supervisor/http/app.py). Other features (broadcasts, the audit log, …)
 add pages behind the same login, CSRF check and headers without touching these views:
 a function `(Dashboard) -> None` listed in supervisor/http/dashboard/extensions.py
-calls `add_nav_entry` / `add_page` / `add_template_dir`; it runs before the
-sub-application is mounted (aiohttp freezes its routes then).
+(the master's app passes that list here) calls `add_nav_entry` / `add_page` /
+`add_template_dir`; it runs before the sub-application is mounted (aiohttp freezes its
+routes then).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from aiohttp import web
 
 from supervisor.http.common import AdminContext
 from supervisor.http.dashboard import fleet_views, views
-from supervisor.http.dashboard.extensions import EXTENSIONS
 from supervisor.http.dashboard.live import LiveFigures
 from supervisor.http.dashboard.pages import (
     PAGES_KEY,
@@ -124,7 +124,7 @@ def mount_dashboard(
     app: web.Application,
     admin: AdminContext,
     master: Master,
-    extensions: Iterable[Extension] = EXTENSIONS,
+    extensions: Iterable[Extension] = (),
 ) -> Dashboard:
     """Serve the dashboard under /ui of the master's app, with its extensions' pages."""
     dashboard = Dashboard(admin, master)

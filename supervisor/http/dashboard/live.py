@@ -78,8 +78,9 @@ class LiveFigures:
         self.stale_after_s = stale_after_s
         self._wall = wall
         self._clock = clock
-        self._bots: dict[int, BotLive] = {}
-        self._by_worker: dict[int, set[int]] = {}
+        # keyed by the heartbeat's str ids: folding then converts nothing
+        self._bots: dict[str, BotLive] = {}
+        self._by_worker: dict[int, set[str]] = {}
         self.fleet_received = _Ring.empty(0)
         self.fleet_sent = _Ring.empty(0)
         #: bots the workers' caps left out of their last heartbeats
@@ -89,35 +90,44 @@ class LiveFigures:
         return len(self._bots)
 
     def on_beat(self, worker: int, hb: Heartbeat) -> None:
-        """Fold one heartbeat in. Never blocks; O(bots in the beat)."""
+        """Fold one heartbeat in. Never blocks; O(bots in the beat), a few µs each (it
+        runs in the master's loop once a second per worker: bench/dashboard.py times it)."""
         now, minute = self._clock(), int(self._wall() // 60)
+        slot = minute % MINUTES
         bots = self._bots
-        reported: set[int] = set()
         fleet_in = fleet_out = 0
         for key, entry in hb.per_bot.items():
             try:
-                bot_id = int(key)
                 state, received, sent, r429, errors, last = entry
             except (TypeError, ValueError):
                 continue  # a newer worker's shape: skip rather than guess
-            reported.add(bot_id)
-            live = bots.get(bot_id)
+            live = bots.get(key)
             if live is None:
-                live = bots[bot_id] = BotLive(worker, str(state), now, float(last or 0))
+                if not key.isdigit():
+                    continue
+                live = bots[key] = BotLive(worker, state, now, last or 0.0)
             else:
-                live.worker, live.state, live.seen = worker, str(state), now
+                live.worker, live.state, live.seen = worker, state, now
                 if last:
-                    live.last_update_at = float(last)
+                    live.last_update_at = last
             if r429 or errors:
-                live.telegram_429 += int(r429)
-                live.errors += int(errors)
-            if received or sent or live.received is not None:
-                if live.received is None or live.sent is None:
-                    live.received, live.sent = _Ring.empty(minute), _Ring.empty(minute)
-                live.received.add(minute, int(received))
-                live.sent.add(minute, int(sent))
-                fleet_in += int(received)
-                fleet_out += int(sent)
+                live.telegram_429 += r429
+                live.errors += errors
+            ring_in, ring_out = live.received, live.sent
+            if ring_in is None or ring_out is None:
+                if not (received or sent):
+                    continue
+                ring_in = live.received = _Ring.empty(minute)
+                ring_out = live.sent = _Ring.empty(minute)
+            if ring_in.minute == minute and ring_out.minute == minute:  # the usual case
+                ring_in.counts[slot] += received
+                ring_out.counts[slot] += sent
+            else:
+                ring_in.add(minute, received)
+                ring_out.add(minute, sent)
+            fleet_in += received
+            fleet_out += sent
+        reported = set(hb.per_bot)
         for gone in self._by_worker.get(worker, set()) - reported:
             if (live := bots.get(gone)) is not None and live.worker == worker:
                 del bots[gone]
@@ -126,15 +136,9 @@ class LiveFigures:
         self.fleet_received.add(minute, fleet_in)
         self.fleet_sent.add(minute, fleet_out)
 
-    def forget_worker(self, worker: int) -> None:
-        """A worker slot went away (fewer workers): its bots' figures go with it."""
-        for bot_id in self._by_worker.pop(worker, set()):
-            if (live := self._bots.get(bot_id)) is not None and live.worker == worker:
-                del self._bots[bot_id]
-
     def bot(self, bot_id: int, *, series: bool = False) -> dict[str, Any]:
         """What a page shows of one bot (JSON-ready); `state` None: no worker reports it."""
-        live = self._bots.get(bot_id)
+        live = self._bots.get(str(bot_id))
         if live is None:
             return {"id": bot_id, "live_state": None}
         now, wall = self._clock(), self._wall()
@@ -162,11 +166,22 @@ class LiveFigures:
     def per_minute_by_bot(self) -> dict[int, tuple[float, float]]:
         """(in, out) per minute of every bot with traffic (per-owner totals)."""
         wall = self._wall()
-        return {
-            b: (live.received.per_minute(wall), live.sent.per_minute(wall))
-            for b, live in self._bots.items()
-            if live.received is not None and live.sent is not None
-        }
+        minute = int(wall // 60)
+        now_slot, prev_slot = minute % MINUTES, (minute - 1) % MINUTES
+        rest = 1.0 - (wall % 60) / 60
+        out: dict[int, tuple[float, float]] = {}
+        for key, live in self._bots.items():
+            r_in, r_out = live.received, live.sent
+            if r_in is None or r_out is None or r_in.minute < minute - 1:
+                continue  # no traffic in the last two minutes
+            if r_in.minute == minute:
+                rate_in = r_in.counts[now_slot] + r_in.counts[prev_slot] * rest
+                rate_out = r_out.counts[now_slot] + r_out.counts[prev_slot] * rest
+            else:  # nothing yet this minute: the previous one is the newest written
+                rate_in = r_in.counts[prev_slot] * rest
+                rate_out = r_out.counts[prev_slot] * rest
+            out[int(key)] = (rate_in, rate_out)
+        return out
 
     def fleet(self) -> dict[str, Any]:
         wall = self._wall()
