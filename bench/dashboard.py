@@ -174,9 +174,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 await web.TCPSite(runner, "127.0.0.1", port).start()
                 base = f"http://127.0.0.1:{port}"
                 fold_ms: list[float] = []
-                beats = asyncio.create_task(
-                    _fake_workers(master, bot_ids, args.workers, fold_ms)
-                )
+                beats = asyncio.create_task(_fake_workers(master, bot_ids, args.workers, fold_ms))
                 try:
                     await asyncio.sleep(1.5)  # two rounds of heartbeats folded
                     jar = aiohttp.CookieJar(unsafe=True)
