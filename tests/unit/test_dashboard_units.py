@@ -73,13 +73,29 @@ def test_live_figures_count_per_minute_keep_an_hour_and_forget_unreported_bots()
     live.on_beat(0, _beat({"5": ["running", 1, 0, 0, 0, wall.now]}))
     series = live.bot(5, series=True)["in_series"]
     assert series[-1] == 1 and series[-31] == 7 and sum(series) == 8
-    assert live.bot(6) == {"id": 6, "live_state": None}  # no longer reported: stopped
+    assert live.bot(6) == {"id": 6, "live_state": None}  # no longer reported, no traffic
     wall.now += 61 * 60  # more than an hour: the chart rolled over
     live.on_beat(0, _beat({"5": ["running", 0, 0, 0, 0, 0]}))
     assert sum(live.bot(5, series=True)["in_series"]) == 0
     mono.now += 11
     assert live.bot(5)["live_state"] == "no heartbeat"
     assert live.fleet()["in_series"][-1] == 0 and len(live) == 1
+
+
+def test_a_bot_that_stops_keeps_its_last_hour_then_is_forgotten() -> None:
+    wall = Clock(600_000.0)
+    live = LiveFigures(stale_after_s=10, wall=wall, clock=Clock())
+    live.on_beat(0, _beat({"5": ["running", 2, 2, 0, 0, wall.now]}))
+    live.on_beat(0, _beat({}))  # paused: no longer reported
+    five = live.bot(5, series=True)
+    assert five["live_state"] == "stopped" and sum(five["in_series"]) == 2
+    assert five["last_update_at"] == wall.now
+    wall.now += 59 * 60
+    live.on_beat(0, _beat({}))
+    assert live.bot(5)["live_state"] == "stopped"
+    wall.now += 60
+    live.on_beat(0, _beat({}))
+    assert live.bot(5) == {"id": 5, "live_state": None} and len(live) == 0
 
 
 def test_a_bot_moving_to_another_worker_is_not_forgotten_by_the_first() -> None:

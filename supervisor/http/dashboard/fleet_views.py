@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from supervisor.http.dashboard.live import LiveFigures
-from supervisor.http.dashboard.pages import PAGES_KEY, Pages
+from supervisor.http.dashboard.pages import OUTAGES, PAGES_KEY, Pages
 from supervisor.http.dashboard.sessions import Session
 from supervisor.master.arbiter import Master
 
@@ -82,7 +82,7 @@ async def _probe(pages: Pages) -> dict[str, dict[str, Any]]:
         try:
             async with asyncio.timeout(_PROBE_TIMEOUT_S):
                 await call()
-        except Exception as exc:  # noqa: BLE001 - any failure is what the page reports
+        except OUTAGES as exc:
             out[name] = {"ok": False, "detail": type(exc).__name__}
             continue
         out[name] = {"ok": True, "detail": f"{(time.perf_counter() - t0) * 1000:.1f} ms"}

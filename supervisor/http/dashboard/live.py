@@ -4,7 +4,8 @@ Runs in the master's event loop: `on_beat` is a `Master.beat_listeners` entry, c
 with every heartbeat a worker sends on its pipe (its `per_bot` field). Memory is bounded
 by the fleet: a small record per bot, and two rings of 60 per-minute counts only for
 bots that ever received or sent something. A bot a worker no longer reports is
-forgotten (stopped, or moved to another worker, which then reports it).
+kept as "stopped" while its last hour still has traffic to chart, then forgotten (a bot
+that moved to another worker is reported by that one).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, Final
 from ipc.heartbeat import Heartbeat
 
 MINUTES: Final = 60
+#: the state of a bot no worker reports any more (stopped, paused, removed)
+STOPPED: Final = "stopped"
 
 
 @dataclass(slots=True)
@@ -85,6 +88,9 @@ class LiveFigures:
         self.fleet_sent = _Ring.empty(0)
         #: bots the workers' caps left out of their last heartbeats
         self.omitted: dict[int, int] = {}
+        #: bots no worker reports any more whose last hour still has traffic
+        self._stopped: set[str] = set()
+        self._pruned_minute = 0
 
     def __len__(self) -> int:
         return len(self._bots)
@@ -130,11 +136,29 @@ class LiveFigures:
         reported = set(hb.per_bot)
         for gone in self._by_worker.get(worker, set()) - reported:
             if (live := bots.get(gone)) is not None and live.worker == worker:
-                del bots[gone]
+                if live.received is None:
+                    del bots[gone]
+                else:  # keep its last hour for the chart (a paused bot)
+                    live.state = STOPPED
+                    self._stopped.add(gone)
         self._by_worker[worker] = reported
+        if minute != self._pruned_minute:
+            self._prune(minute)
         self.omitted[worker] = hb.per_bot_omitted
         self.fleet_received.add(minute, fleet_in)
         self.fleet_sent.add(minute, fleet_out)
+
+    def _prune(self, minute: int) -> None:
+        """Once a minute: forget stopped bots whose last traffic left the chart."""
+        self._pruned_minute = minute
+        bots = self._bots
+        for key in list(self._stopped):
+            live = bots.get(key)
+            if live is None or live.state != STOPPED:
+                self._stopped.discard(key)  # reported again, or gone
+            elif live.received is None or live.received.minute <= minute - MINUTES:
+                del bots[key]
+                self._stopped.discard(key)
 
     def bot(self, bot_id: int, *, series: bool = False) -> dict[str, Any]:
         """What a page shows of one bot (JSON-ready); `state` None: no worker reports it."""
@@ -142,7 +166,7 @@ class LiveFigures:
         if live is None:
             return {"id": bot_id, "live_state": None}
         now, wall = self._clock(), self._wall()
-        stale = now - live.seen > self.stale_after_s
+        stale = live.state != STOPPED and now - live.seen > self.stale_after_s
         out: dict[str, Any] = {
             "id": bot_id,
             "live_state": "no heartbeat" if stale else live.state,

@@ -42,7 +42,8 @@ _HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-_OUTAGES: Final = (
+#: what "a service did not answer" looks like from here: a 503 page, never a 500
+OUTAGES: Final = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     aioredis.RedisError,
@@ -142,7 +143,7 @@ class Pages:
                 return await view(request, session)
             except BotServiceError as exc:
                 return self.error_page(request, _STATUS[exc.kind], exc.message, session)
-            except _OUTAGES as exc:
+            except OUTAGES as exc:
                 log.warning("dashboard.unavailable", path=request.path, error=type(exc).__name__)
                 return self.error_page(
                     request, 503, "PostgreSQL or Redis did not answer in time; try again.", session
