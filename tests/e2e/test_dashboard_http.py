@@ -24,7 +24,7 @@ def _bot_id(location: str) -> int:
     return int(match.group(1))
 
 
-async def test_login_trades_the_key_for_a_strict_httponly_cookie_and_pages_carry_the_headers(
+async def test_login_trades_the_key_for_a_strict_httponly_cookie_that_logout_makes_worthless(
     rig_factory: Callable[..., Any],
 ) -> None:
     rig: Rig = await rig_factory()
@@ -46,6 +46,18 @@ async def test_login_trades_the_key_for_a_strict_httponly_cookie_and_pages_carry
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     assert "unsafe-inline" not in headers["Content-Security-Policy"]
     assert "<script>" not in page and " style=" not in page  # nothing inline for the CSP
+
+    # logout
+    stolen = dict(alice.cookies)
+    status, _, resp = await alice.request("POST", "/ui/logout", {"_csrf": await alice.csrf()})
+    assert status == 303 and resp.headers["Location"] == "/ui/login"
+    assert "bv_session" not in alice.cookies
+    replay = rig.browser()
+    replay.cookies = stolen  # the cookie of a logged-out session is worth nothing
+    status, _, resp = await replay.request("GET", "/ui/bots")
+    assert status == 303 and resp.headers["Location"].startswith("/ui/login")
+    status, page, _ = await replay.request("GET", "/ui/live/bots?ids=1")
+    assert status == 401
 
 
 async def test_every_form_without_its_csrf_token_is_refused_with_403(
@@ -115,24 +127,6 @@ async def test_another_owners_bot_is_the_same_404_as_a_bot_that_does_not_exist(
     assert status == 200 and "Workers" in page and "bob" in page
 
 
-async def test_logout_ends_the_session_and_an_expired_cookie_is_logged_out(
-    rig_factory: Callable[..., Any],
-) -> None:
-    rig: Rig = await rig_factory()
-    alice = rig.browser()
-    await alice.login(rig.alice)
-    stolen = dict(alice.cookies)
-    status, _, resp = await alice.request("POST", "/ui/logout", {"_csrf": await alice.csrf()})
-    assert status == 303 and resp.headers["Location"] == "/ui/login"
-    assert "bv_session" not in alice.cookies
-    replay = rig.browser()
-    replay.cookies = stolen  # the cookie of a logged-out session is worth nothing
-    status, _, resp = await replay.request("GET", "/ui/bots")
-    assert status == 303 and resp.headers["Location"].startswith("/ui/login")
-    status, page, _ = await replay.request("GET", "/ui/live/bots?ids=1")
-    assert status == 401
-
-
 async def test_failed_logins_lock_the_address_out_like_the_api(
     rig_factory: Callable[..., Any],
 ) -> None:
@@ -184,12 +178,14 @@ async def test_adding_and_editing_a_bot_shows_errors_next_to_the_field_and_never
     assert status == 303 and await rig.registry.get(bot_id) is None
 
 
-async def test_the_bots_list_pages_and_searches_only_the_owners_bots(
+async def test_the_bots_list_pages_and_searches_only_the_owners_bots_over_secure_cookies(
     rig_factory: Callable[..., Any],
 ) -> None:
-    rig: Rig = await rig_factory(dashboard={"page_size": 5})
+    rig: Rig = await rig_factory(dashboard={"page_size": 5, "secure_cookies": "always"})
     alice, bob = rig.browser(), rig.browser()
     await alice.login(rig.alice)
+    (cookie,) = [c for c in alice.last_set_cookie if c.startswith("bv_session=")]
+    assert "secure" in {a.strip().lower() for a in cookie.split(";")}  # behind a TLS proxy
     await bob.login(rig.bob)
     mine = [_bot_id((await rig.add_bot(alice))[1]) for _ in range(6)]
     _, where = await rig.add_bot(bob)
