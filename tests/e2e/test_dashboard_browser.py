@@ -3,7 +3,7 @@ Selenium against the real daemon (`botvisor run`, one worker) and the Bot API em
 
 Log in, add a bot, watch it run and count its messages (live figures from the workers'
 heartbeats), pause it, try another owner's bot (404), submit a form stripped of its CSRF
-token (403), and check the list at 375 px. Screenshots go to the test's tmp dir
+token (403), check the list at 375 px, and the admin's fleet page with the real worker. Screenshots go to the test's tmp dir
 (`<tmp>/screenshots/*.png`). Without chromium this test fails when CI=true and is
 skipped with the reason otherwise.
 """
@@ -192,4 +192,17 @@ async def test_an_owner_adds_watches_and_pauses_a_bot_in_a_real_browser(
         await run(ui.open, "/ui/bots")
         assert driver.execute_script("return document.documentElement.scrollWidth") <= 375
         await run(ui.shot, "6-bots-375px")
-    assert len(list((tmp_path / "screenshots").glob("*.png"))) == 6
+
+        # the admin's fleet page shows the real worker and both services answering
+        driver.set_window_size(1280, 900)
+        await run(ui.click, "form.logout button")
+        assert "/ui/login" in driver.current_url
+        await run(ui.type_and_submit, {"key": ADMIN_KEY})
+        await run(ui.open, "/ui/fleet")
+        assert await run(ui.text, "h1") == "Fleet"
+        assert (await run(ui.text, "tr[data-worker='0'] [data-field=pid]")).isdigit()
+        assert await run(ui.text, "tr[data-worker='0'] [data-field=state]") == "ready"
+        services = await run(ui.text, "#health-h + dl")
+        assert services.count("ok") >= 2 and "down" not in services, services
+        await run(ui.shot, "7-fleet")
+    assert len(list((tmp_path / "screenshots").glob("*.png"))) == 7

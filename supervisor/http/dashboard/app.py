@@ -53,6 +53,7 @@ class Dashboard:
             lstrip_blocks=True,
         )
         env.filters["ago"] = _ago
+        env.globals["mode_of"] = views.mode_of
         self.pages = Pages(admin, env, SessionStore(cfg.session_ttl_s, cfg.max_sessions))
         self.live = LiveFigures(stale_after_s=admin.settings.workers.heartbeat_timeout_s)
         master.beat_listeners.append(self.live.on_beat)

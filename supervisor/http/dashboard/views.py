@@ -142,6 +142,12 @@ async def home(request: web.Request) -> web.StreamResponse:
 # -- bots -------------------------------------------------------------------------------
 
 
+def mode_of(record: BotRecord) -> str:
+    """How the bot gets its updates (a template global). Long polling is the only update
+    source the workers run; a webhook mode would be told apart here."""
+    return "long polling"
+
+
 def _row(record: BotRecord, live: dict[str, Any]) -> dict[str, Any]:
     return {"bot": record, "live": live, "state": _state_text(record, live)}
 
