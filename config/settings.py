@@ -405,8 +405,8 @@ class DashboardSection(_Section):
     enabled: bool = Field(
         True,
         description="Serve the owners' dashboard under /ui on the HTTP port (login with an "
-        "owner's API key or security.admin_key). Workers then also send per-bot figures "
-        "(at most 10,000 bots each) in their heartbeats.",
+        "owner's API key or security.admin_key); read at start. Workers then also send "
+        "per-bot figures (at most 10,000 bots each) in their heartbeats.",
     )
     session_ttl_s: float = Field(
         8 * 3600.0,
