@@ -13,6 +13,9 @@ the dashboard as in the master. A client logged in as the owner then fetches:
   admin fleet    GET /ui/fleet               (as the admin: workers, owners, health)
   baselines      GET /healthz, GET /v1/bots  (the API's full list of N bots)
 
+and, without services, what one worker's heartbeat with N per-bot entries costs to build
+and encode (worker) and to decode (master).
+
 Requests are sequential; the client shares the process (and core) with the server, so
 these times are upper bounds.
 
@@ -106,6 +109,38 @@ async def _fake_workers(
                 listener(w, hb)
             fold_ms.append((time.perf_counter() - t0) * 1000)
         await asyncio.sleep(1.0)
+
+
+class _Handle:
+    state = "running"
+
+
+def _heartbeat_costs(bots: int, rounds: int = 20) -> dict[str, Any]:
+    """A worker's per-bot heartbeat at `bots` bots (30% with traffic): building and
+    encoding it (worker), decoding it (master). Pure CPU, no services."""
+    from supervisor.worker.bot_figures import BotFigures
+
+    handles: dict[int, Any] = {7_000_000_000 + i: _Handle() for i in range(bots)}
+    figures = BotFigures()
+    build: list[float] = []
+    decode: list[float] = []
+    raw = b""
+    for _ in range(rounds):
+        for bot_id in list(handles)[: bots * 3 // 10]:
+            figures.record(bot_id, 1, 1, 0, 0)
+        t0 = time.perf_counter()
+        per_bot, _ = figures.snapshot(handles, bots)  # type: ignore[arg-type]
+        raw = Heartbeat(per_bot=per_bot).dumps()
+        t1 = time.perf_counter()
+        Heartbeat.loads(raw)
+        decode.append((time.perf_counter() - t1) * 1000)
+        build.append((t1 - t0) * 1000)
+    return {
+        "bots": bots,
+        "bytes": len(raw),
+        "worker_build_encode": _summary(build),
+        "master_decode": _summary(decode),
+    }
 
 
 async def _login(http: aiohttp.ClientSession, base: str, key: str) -> None:
@@ -218,6 +253,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         await drop_redis_prefix(args.redis_url, prefix)
         shutil.rmtree(state_dir, ignore_errors=True)
     results["heartbeat_fold"] = _summary(fold_ms)
+    results["heartbeat_per_bot"] = _heartbeat_costs(args.bots)
     met = results["bots_page"]["p99_ms"] <= TARGET_P99_MS
     return {
         "bench": "dashboard",

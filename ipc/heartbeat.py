@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 import orjson
@@ -46,14 +46,12 @@ class Heartbeat:
     per_bot_omitted: int = 0
 
     def dumps(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        # orjson encodes the dataclass itself: asdict() would deep-copy 10,000 per-bot lists
+        return orjson.dumps(self)
 
     def summary(self) -> dict[str, Any]:
         """The record without per-bot figures: what Redis and status replies carry."""
-        data = asdict(self)
-        data.pop("per_bot")
-        data.pop("per_bot_omitted")
-        return data
+        return {name: getattr(self, name) for name in _SUMMARY_FIELDS}
 
     @classmethod
     def loads(cls, raw: bytes | str) -> Heartbeat | None:
@@ -71,6 +69,9 @@ class Heartbeat:
 
 
 _FIELDS = frozenset(f.name for f in fields(Heartbeat))
+_SUMMARY_FIELDS = tuple(
+    f.name for f in fields(Heartbeat) if f.name not in ("per_bot", "per_bot_omitted")
+)
 #: per-bot figures in one heartbeat at most (~40 bytes each on the pipe)
 PER_BOT_MAX: Final = 10_000
 
