@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp import web  # noqa: E402
 
+from bots.actor.actor import ActorState  # noqa: E402
 from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
 from ipc.heartbeat import Heartbeat  # noqa: E402
@@ -112,7 +113,7 @@ async def _fake_workers(
 
 
 class _Handle:
-    state = "running"
+    state = ActorState.RUNNING
 
 
 def _heartbeat_costs(bots: int, rounds: int = 20) -> dict[str, Any]:
@@ -129,8 +130,8 @@ def _heartbeat_costs(bots: int, rounds: int = 20) -> dict[str, Any]:
         for bot_id in list(handles)[: bots * 3 // 10]:
             figures.record(bot_id, 1, 1, 0, 0)
         t0 = time.perf_counter()
-        per_bot, _ = figures.snapshot(handles, bots)  # type: ignore[arg-type]
-        raw = Heartbeat(per_bot=per_bot).dumps()
+        busy, idle, _ = figures.snapshot(handles, bots)  # type: ignore[arg-type]
+        raw = Heartbeat(per_bot=busy, per_bot_idle=idle).dumps()
         t1 = time.perf_counter()
         Heartbeat.loads(raw)
         decode.append((time.perf_counter() - t1) * 1000)

@@ -39,10 +39,13 @@ class Heartbeat:
     health: dict[str, str | int] = field(default_factory=dict)
     #: per-bot figures for the dashboard, only on the pipe to the master and only with
     #: `dashboard.enabled`: bot id -> [actor state, updates received, messages sent,
-    #: 429s, errors (since the previous beat), wall time of its newest update (0: none)].
-    #: At most PER_BOT_MAX bots (the busiest first); an older master ignores the field.
+    #: 429s, errors (since the previous beat), wall time of its newest update (0: none)]
+    #: for bots with news or not running; an older master ignores these fields.
     per_bot: dict[str, list[Any]] = field(default_factory=dict)
-    #: bots left out of `per_bot` by the cap
+    #: ids of the other bots: running, nothing new since the previous beat
+    per_bot_idle: list[int] = field(default_factory=list)
+    #: bots left out by the cap (PER_BOT_MAX in `per_bot` and `per_bot_idle` together,
+    #: those with news first)
     per_bot_omitted: int = 0
 
     def dumps(self) -> bytes:
@@ -70,7 +73,9 @@ class Heartbeat:
 
 _FIELDS = frozenset(f.name for f in fields(Heartbeat))
 _SUMMARY_FIELDS = tuple(
-    f.name for f in fields(Heartbeat) if f.name not in ("per_bot", "per_bot_omitted")
+    f.name
+    for f in fields(Heartbeat)
+    if f.name not in ("per_bot", "per_bot_idle", "per_bot_omitted")
 )
 #: per-bot figures in one heartbeat at most (~40 bytes each on the pipe)
 PER_BOT_MAX: Final = 10_000

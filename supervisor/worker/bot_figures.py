@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
+from bots.actor.actor import ActorState
 from bots.actor.supervise import BotHandle
 
 
@@ -38,18 +39,29 @@ class BotFigures:
 
     def snapshot(
         self, handles: Mapping[int, BotHandle], limit: int
-    ) -> tuple[dict[str, list[Any]], int]:
-        """`per_bot` for the heartbeat and how many bots the cap left out. Bots with
-        activity come first, so a cut drops idle bots (their state only)."""
+    ) -> tuple[dict[str, list[Any]], list[int], int]:
+        """(`per_bot`, `per_bot_idle`, `per_bot_omitted`) for the heartbeat: bots with
+        activity since the last snapshot or not running get an entry, running bots with
+        nothing new only their id (most of a large fleet, most of the time). At most
+        `limit` bots in all, those with activity first."""
         deltas, self._deltas = self._deltas, {}
         last = self._last_update
         for gone in [b for b in last if b not in handles]:
             del last[gone]
         order = sorted(handles, key=lambda b: b not in deltas) if len(handles) > limit else handles
-        out: dict[str, list[Any]] = {}
+        busy: dict[str, list[Any]] = {}
+        idle: list[int] = []
+        running = ActorState.RUNNING
         for bot_id in order:
-            if len(out) >= limit:
+            if len(busy) + len(idle) >= limit:
                 break
-            d = deltas.get(bot_id) or (0, 0, 0, 0)
-            out[str(bot_id)] = [str(handles[bot_id].state), *d, last.get(bot_id, 0.0)]
-        return out, len(handles) - len(out)
+            state = handles[bot_id].state
+            d = deltas.get(bot_id)
+            if d is None and state is running:
+                idle.append(bot_id)
+            else:
+                busy[str(bot_id)] = [str(state), *(d or _NOTHING), last.get(bot_id, 0.0)]
+        return busy, idle, len(handles) - len(busy) - len(idle)
+
+
+_NOTHING: Final = (0, 0, 0, 0)

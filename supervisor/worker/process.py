@@ -304,8 +304,8 @@ class Worker:
             health=self._health(),
         )
         if self.settings.dashboard.enabled:
-            per_bot, omitted = self.fleet.figures.snapshot(self.fleet.handles, PER_BOT_MAX)
-            hb = replace(hb, per_bot=per_bot, per_bot_omitted=omitted)
+            busy, idle, omitted = self.fleet.figures.snapshot(self.fleet.handles, PER_BOT_MAX)
+            hb = replace(hb, per_bot=busy, per_bot_idle=idle, per_bot_omitted=omitted)
         hb.rates.update(self._rates(hb.totals))
         self._last_heartbeat = hb
         if self._beats is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bots.actor.actor import ActorState
 from ipc.heartbeat import Heartbeat
 from supervisor.http.dashboard import forms
 from supervisor.http.dashboard.live import LiveFigures
@@ -98,6 +99,19 @@ def test_a_bot_that_stops_keeps_its_last_hour_then_is_forgotten() -> None:
     assert live.bot(5) == {"id": 5, "live_state": None} and len(live) == 0
 
 
+def test_idle_running_bots_are_reported_by_id_and_keep_their_figures() -> None:
+    wall = Clock(600_000.0)
+    live = LiveFigures(stale_after_s=10, wall=wall, clock=Clock())
+    live.on_beat(0, _beat({"5": ["running", 2, 1, 0, 0, wall.now]}))
+    live.on_beat(0, Heartbeat(index=0, per_bot_idle=[5, 6, "x"]))  # type: ignore[list-item]
+    five = live.bot(5)
+    assert five["live_state"] == "running" and five["in_per_min"] == 2
+    assert five["last_update_at"] == wall.now
+    assert live.bot(6)["live_state"] == "running" and len(live) == 2
+    live.on_beat(0, Heartbeat(index=0, per_bot_idle=[6]))
+    assert live.bot(5)["live_state"] == "stopped" and live.bot(6)["live_state"] == "running"
+
+
 def test_a_bot_moving_to_another_worker_is_not_forgotten_by_the_first() -> None:
     live = LiveFigures(stale_after_s=10, wall=Clock(), clock=Clock())
     live.on_beat(0, _beat({"5": ["running", 0, 0, 0, 0, 0]}))
@@ -109,20 +123,23 @@ def test_a_bot_moving_to_another_worker_is_not_forgotten_by_the_first() -> None:
 
 
 class _Handle:
-    def __init__(self, state: str) -> None:
+    def __init__(self, state: ActorState = ActorState.RUNNING) -> None:
         self.state = state
 
 
 def test_per_bot_figures_are_capped_busiest_first_and_reset_each_beat() -> None:
     figures = BotFigures()
-    handles: dict[int, Any] = {i: _Handle("running") for i in range(1, 21)}
+    handles: dict[int, Any] = {i: _Handle() for i in range(1, 21)}
+    handles[3] = _Handle(ActorState.BACKOFF)
     figures.record(17, 2, 1, 0, 0)
     figures.record(17, 1, 0, 1, 1)
-    per_bot, omitted = figures.snapshot(handles, limit=5)
-    assert omitted == 15 and len(per_bot) == 5
-    assert per_bot["17"][:5] == ["running", 3, 1, 1, 1] and per_bot["17"][5] > 0
-    per_bot, omitted = figures.snapshot(handles, limit=100)
-    assert omitted == 0 and per_bot["17"][1:5] == [0, 0, 0, 0]
+    busy, idle, omitted = figures.snapshot(handles, limit=5)
+    assert omitted == 15 and len(busy) + len(idle) == 5
+    assert busy["17"][:5] == ["running", 3, 1, 1, 1] and busy["17"][5] > 0
+    busy, idle, omitted = figures.snapshot(handles, limit=100)
+    # 17 has nothing new now: an id among the idle; 3 is not running: an entry
+    assert omitted == 0 and set(busy) == {"3"} and 17 in idle and len(idle) == 19
+    assert busy["3"][:5] == ["backoff", 0, 0, 0, 0]
     del handles[17]
     figures.snapshot(handles, limit=100)
     assert 17 not in figures._last_update
@@ -132,11 +149,16 @@ def test_heartbeats_with_and_without_per_bot_figures_read_both_ways() -> None:
     old = orjson.dumps({"index": 2, "pid": 9, "state": "ready", "future_field": 1})
     hb = Heartbeat.loads(old)
     assert hb is not None and hb.per_bot == {} and hb.index == 2
-    new = Heartbeat(index=1, per_bot={"5": ["running", 1, 2, 3, 4, 5.0]}, per_bot_omitted=3)
+    new = Heartbeat(
+        index=1,
+        per_bot={"5": ["running", 1, 2, 3, 4, 5.0]},
+        per_bot_idle=[6, 7],
+        per_bot_omitted=3,
+    )
     back = Heartbeat.loads(new.dumps())
     assert back == new
     summary = new.summary()
-    assert "per_bot" not in summary and "per_bot_omitted" not in summary
+    assert not {"per_bot", "per_bot_idle", "per_bot_omitted"} & set(summary)
     assert summary["index"] == 1
 
 

@@ -19,6 +19,7 @@ from typing import Any, Final
 from ipc.heartbeat import Heartbeat
 
 MINUTES: Final = 60
+RUNNING: Final = "running"
 #: the state of a bot no worker reports any more (stopped, paused, removed)
 STOPPED: Final = "stopped"
 
@@ -133,7 +134,15 @@ class LiveFigures:
                 ring_out.add(minute, sent)
             fleet_in += received
             fleet_out += sent
+        idle = [str(b) for b in hb.per_bot_idle if isinstance(b, int)]
+        for key in idle:  # running, nothing new: only seen again
+            live = bots.get(key)
+            if live is None:
+                bots[key] = BotLive(worker, RUNNING, now, 0.0)
+            else:
+                live.worker, live.state, live.seen = worker, RUNNING, now
         reported = set(hb.per_bot)
+        reported.update(idle)
         for gone in self._by_worker.get(worker, set()) - reported:
             if (live := bots.get(gone)) is not None and live.worker == worker:
                 if live.received is None:
