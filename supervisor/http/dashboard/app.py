@@ -19,7 +19,7 @@ import jinja2
 from aiohttp import web
 
 from supervisor.http.common import AdminContext
-from supervisor.http.dashboard import fleet_views, views
+from supervisor.http.dashboard import fleet_views, login_views, views
 from supervisor.http.dashboard.live import LiveFigures
 from supervisor.http.dashboard.pages import (
     PAGES_KEY,
@@ -88,11 +88,11 @@ class Dashboard:
 
     def _routes(self) -> None:
         r, page = self.app.router, self.pages.page
-        r.add_get("", views.home)
-        r.add_get("/", views.home)
-        r.add_get("/login", views.login_form)
-        r.add_post("/login", views.login)
-        r.add_post("/logout", page(views.logout))
+        r.add_get("", login_views.home)
+        r.add_get("/", login_views.home)
+        r.add_get("/login", login_views.login_form)
+        r.add_post("/login", login_views.login)
+        r.add_post("/logout", page(login_views.logout))
         r.add_get("/bots", page(views.bots_page))
         r.add_get("/bots/new", page(views.new_bot_form))
         r.add_post("/bots/new", page(views.new_bot))

@@ -13,8 +13,6 @@ import hmac
 import secrets
 from typing import Final
 
-from aiohttp import web
-
 FIELD: Final = "_csrf"
 
 
@@ -26,10 +24,3 @@ def matches(expected: str | None, presented: object) -> bool:
     if not expected or not isinstance(presented, str) or len(presented) > 128:
         return False
     return hmac.compare_digest(expected.encode(), presented.encode())
-
-
-class CsrfRejected(web.HTTPForbidden):
-    """The form's token is missing or wrong (rendered as the 403 page)."""
-
-    def __init__(self) -> None:
-        super().__init__(reason="CSRF token missing or wrong")
