@@ -22,7 +22,6 @@ from supervisor.http.dashboard.sessions import Session
 from supervisor.registry.bot_service import BotService, BotServiceError
 from supervisor.registry.bots import BotRecord, BotState
 
-
 LIVE_KEY: Final = web.AppKey("dashboard_live", LiveFigures)
 _LIVE_IDS_MAX: Final = 500
 _HANDOFFS_SHOWN: Final = 100
