@@ -454,6 +454,41 @@ class HandlersSection(_Section):
         return value
 
 
+class DashboardSection(_Section):
+    enabled: bool = Field(
+        True,
+        description="Serve the owners' dashboard under /ui on the HTTP port (login with an "
+        "owner's API key or security.admin_key); read at start. Workers then also send "
+        "per-bot figures (at most 10,000 bots each) in their heartbeats.",
+    )
+    session_ttl_s: float = Field(
+        8 * 3600.0,
+        ge=60,
+        le=30 * 86_400,
+        description="A dashboard login lasts this long, then the browser must log in again. "
+        "Sessions live in the master's memory: a master restart logs everyone out.",
+    )
+    max_sessions: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Dashboard sessions kept at most; past it the oldest is logged out.",
+    )
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Mark the session cookie `Secure`: `auto` when the request came over "
+        "TLS, `always` behind a TLS-terminating proxy (the usual production setup), "
+        "`never` only for plain-HTTP tests.",
+    )
+    page_size: int = Field(50, ge=5, le=500, description="Bots per page of the bots list.")
+    poll_interval_s: float = Field(
+        5.0,
+        ge=0.2,
+        le=60,
+        description="How often open pages fetch live figures (while the tab is visible).",
+    )
+
+
 class StateSection(_Section):
     dir: Path = Field(
         default_factory=lambda: default_state_dir(None, os.environ)[0],
@@ -481,6 +516,7 @@ class Settings(_Section):
     bots: BotsSection = BotsSection()
     metrics: MetricsSection = MetricsSection()
     handlers: HandlersSection = HandlersSection()
+    dashboard: DashboardSection = DashboardSection()
     state: StateSection = StateSection()
 
     @model_validator(mode="after")

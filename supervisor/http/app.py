@@ -103,4 +103,9 @@ def make_app(
     app.router.add_get("/v1/status", status)
     if admin is not None:
         add_admin_routes(app, admin)  # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py)
+        if admin.settings.dashboard.enabled:
+            from supervisor.http.dashboard import mount_dashboard
+            from supervisor.http.dashboard.extensions import EXTENSIONS
+
+            mount_dashboard(app, admin, master, EXTENSIONS)  # /ui… (supervisor/http/dashboard/)
     return app

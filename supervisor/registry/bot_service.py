@@ -9,7 +9,8 @@ into an exit status; their messages never hold a token.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import builtins
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -108,6 +109,20 @@ class BotService:
 
     async def list(self, caller: Caller) -> list[BotRecord]:
         return await self._registry.list(caller.scope)
+
+    async def search(
+        self, caller: Caller, query: str = "", *, offset: int = 0, limit: int = 50
+    ) -> tuple[int, builtins.list[BotRecord]]:
+        """A page of the caller's bots (the admin's: all) matching `query` (part of the
+        username, or the start of the id), and how many match in all."""
+        query = query.replace("\x00", "").strip()[:64]
+        return await self._registry.search(caller.scope, query, offset, limit)
+
+    async def states(
+        self, caller: Caller, bot_ids: Sequence[int]
+    ) -> dict[int, tuple[BotState, str | None]]:
+        """(state, disabled reason) of those bots the caller may see; others are left out."""
+        return await self._registry.states_of(caller.scope, bot_ids)
 
     async def get(self, caller: Caller, bot_id: int) -> BotRecord:
         record = await self._registry.get(bot_id, owner_id=caller.scope)

@@ -299,6 +299,65 @@ class Registry:
             out[r["id"]] = BotSpec(r["id"], token, r["handler"], settings, r["revision"])
         return out
 
+    async def search(
+        self, owner_id: int | None, query: str, offset: int, limit: int
+    ) -> tuple[int, builtins.list[BotRecord]]:
+        """One page of bots by id (of `owner_id` when given) whose username contains
+        `query` or whose id starts with it, and how many match in all. Two queries on
+        one connection: a window count would read every matching row's settings."""
+        where = (
+            " WHERE ($1::bigint IS NULL OR owner_id = $1)"
+            " AND ($2 = '' OR username ILIKE $3 OR ($4 <> '' AND id::text LIKE $4))"
+        )
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args = (
+            owner_id,
+            query,
+            f"%{escaped}%",
+            query + "%" if query.isascii() and query.isdigit() else "",
+        )
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            total = await conn.fetchval(
+                "SELECT count(*) FROM bots" + where, *args, timeout=self._timeout
+            )
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM bots{where} ORDER BY id OFFSET $5 LIMIT $6",
+                *args,
+                offset,
+                limit,
+                timeout=self._timeout,
+            )
+        return int(total), [_record(r) for r in rows]
+
+    async def states_of(
+        self, owner_id: int | None, bot_ids: Sequence[int]
+    ) -> dict[int, tuple[BotState, str | None]]:
+        """(state, disabled reason) of those of `bot_ids` that exist (and are `owner_id`'s)."""
+        rows = await self._pool.fetch(
+            "SELECT id, state, disabled_reason FROM bots WHERE id = ANY($1::bigint[])"
+            " AND ($2::bigint IS NULL OR owner_id = $2)",
+            list(bot_ids),
+            owner_id,
+            timeout=self._timeout,
+        )
+        return {r["id"]: (BotState(r["state"]), r["disabled_reason"]) for r in rows}
+
+    async def owner_of_bots(self) -> dict[int, int | None]:
+        """Every bot id -> its owner id (the dashboard's per-owner figures)."""
+        rows = await self._pool.fetch("SELECT id, owner_id FROM bots", timeout=self._timeout)
+        return {r["id"]: r["owner_id"] for r in rows}
+
+    async def counts_by_owner(self) -> dict[int | None, dict[str, int]]:
+        """Bots per owner (None: the admin's own) and state."""
+        rows = await self._pool.fetch(
+            "SELECT owner_id, state, count(*) AS n FROM bots GROUP BY owner_id, state",
+            timeout=self._timeout,
+        )
+        out: dict[int | None, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(r["owner_id"], {str(s): 0 for s in BotState})[r["state"]] = int(r["n"])
+        return out
+
     # -- owners --------------------------------------------------------------------------
 
     async def add_owner(self, name: str, api_key_hash: bytes) -> OwnerRecord:
@@ -326,6 +385,12 @@ class Registry:
             "SELECT id FROM owners WHERE name = $1", name, timeout=self._timeout
         )
         return None if value is None else int(value)
+
+    async def owner_name(self, owner_id: int) -> str | None:
+        value = await self._pool.fetchval(
+            "SELECT name FROM owners WHERE id = $1", owner_id, timeout=self._timeout
+        )
+        return None if value is None else str(value)
 
     async def owner_key_hash(self, owner_id: int) -> bytes | None:
         value = await self._pool.fetchval(

@@ -36,6 +36,7 @@ from config import Settings
 from config.bot_settings import BadBotSettings, TelegramOverride, ratelimit_for, telegram_for
 from ipc.offsets import BotProgress
 from ratelimit import BotLimiter, Limits
+from supervisor.worker.bot_figures import BotFigures
 from supervisor.worker.bounds import GatedBotApi, WorkerBounds
 from supervisor.worker.plan import Plan
 
@@ -92,6 +93,8 @@ class Fleet:
         use_paths(settings.handlers.paths)  # where handler references import from
         self.handles: dict[int, BotHandle] = {}
         self.totals = Totals()
+        #: per-bot figures for the dashboard (heartbeat `per_bot`)
+        self.figures = BotFigures()
         self._spawn_gate = asyncio.Semaphore(settings.bots.spawn_concurrency)
         self.bounds = WorkerBounds(settings)
         ChatDispatcher.budget = self.bounds.queue  # every actor's dispatcher counts in it
@@ -214,6 +217,9 @@ class Fleet:
     def _fold(self, handle: BotHandle) -> None:
         """Take and zero the actor's counters (the hot path only ever increments them)."""
         t, a, api = self.totals, handle.actor.stats, handle.actor.api.stats
+        errors = a.handler_errors + a.poll_errors
+        if a.received or api.sent or api.telegram_429 or errors:
+            self.figures.record(handle.bot_id, a.received, api.sent, api.telegram_429, errors)
         t.received += a.received
         t.duplicates += a.duplicates
         t.handled += a.handled

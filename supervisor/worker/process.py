@@ -19,9 +19,10 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import redis.asyncio as aioredis
 import structlog
 from pydantic import ValidationError
@@ -34,7 +35,7 @@ from config import ConfigError, Settings
 from context import ContextStore, open_context_store
 from ipc import keys, pipe
 from ipc.control import listen
-from ipc.heartbeat import Heartbeat, HeartbeatSender, reply_status
+from ipc.heartbeat import PER_BOT_MAX, Heartbeat, HeartbeatSender, reply_status
 from ipc.inbox import Inbox
 from ipc.messages import BadMessage, Message, Reconcile, StatusRequest
 from ipc.offsets import RedisProgress
@@ -315,6 +316,9 @@ class Worker:
             p99_ms=round(_percentile(window, 0.99) * 1000, 2),
             health=self._health(),
         )
+        if self.settings.dashboard.enabled:
+            busy, idle, omitted = self.fleet.figures.snapshot(self.fleet.handles, PER_BOT_MAX)
+            hb = replace(hb, per_bot=busy, per_bot_idle=idle, per_bot_omitted=omitted)
         hb.rates.update(self._rates(hb.totals))
         self._last_heartbeat = hb
         if self._beats is not None:
@@ -331,7 +335,7 @@ class Worker:
         ttl = max(int(self.settings.workers.heartbeat_timeout_s * 3), 3)
         try:
             async with asyncio.timeout(timeout):
-                await self.redis.set(key, hb.dumps(), ex=ttl)
+                await self.redis.set(key, orjson.dumps(hb.summary()), ex=ttl)
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             if self.context is not None:
                 self.context.redis_failed(exc)
@@ -417,7 +421,7 @@ class Worker:
 
     def _status(self) -> dict[str, Any]:
         hb = self._last_heartbeat
-        return asdict(hb) if hb is not None else {"index": self.index, "state": self.state}
+        return hb.summary() if hb is not None else {"index": self.index, "state": self.state}
 
     async def _master_pipe(self) -> None:
         """Line-delimited JSON from the master on stdin; EOF means the master is gone."""
