@@ -710,6 +710,8 @@ class EmulatorState:
             burst = chat.burst = Burst()
         burst.add(now)
         bot.sent_log.append((chat_id, text, reply_to, now))
+        if self._watchers:
+            self._notify()  # tests wait for sends too (wait_until)
 
         # Reply accounting. `out_of_order` looks at first replies only (a reply to a message
         # older than one already answered in this chat); repeats count as `duplicates`.

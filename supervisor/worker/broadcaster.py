@@ -123,6 +123,12 @@ class Broadcaster:
             task.cancel(msg="worker draining")
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def wait_stopped(self, broadcast_id: int) -> None:
+        """Until this worker's sender of the broadcast (if any) has ended (tests, drain)."""
+        entry = self._tasks.get(broadcast_id)
+        if entry is not None:
+            await asyncio.gather(entry[1], return_exceptions=True)
+
     def statistics(self) -> dict[str, int]:
         return {"broadcasts_sending": len(self._tasks)}
 
