@@ -547,3 +547,66 @@ def test_virtual_time_is_fifo_for_equal_deadlines() -> None:
 
     run(vt, main())
     assert order == [0, 1, 2, 3, 4] and vt.now == 1.0
+
+
+# -- the bulk lane (broadcasts) ---------------------------------------------------------------
+
+
+def test_bulk_lane_runs_at_the_bot_limit_evenly_and_replies_wait_at_most_one_slot() -> None:
+    """8 broadcast senders saturate the bot for 20 s while a reply arrives every 0.37 s:
+    each reply is granted within one slot (period / limit) of arriving, the broadcast
+    still gets >= 95% of 30/s, and together they never break a window."""
+    vt = VirtualTime()
+    limiter = limiter_in(vt, TELEGRAM)
+    slot = 1.025 / 30
+    bulk_at: list[float] = []
+    waits: list[float] = []
+
+    async def sender(lane: int) -> None:
+        for i in itertools.count():
+            chat_id = 1_000_000 + lane * 100_000 + i
+            await limiter.acquire(chat_id, bulk=True)
+            bulk_at.append(vt.now)
+
+    async def replies() -> None:
+        for i in range(50):
+            await vt.sleep_until(0.5 + i * 0.37)
+            arrived = vt.now
+            await limiter.acquire(i + 1)
+            waits.append(vt.now - arrived)
+
+    async def main() -> None:
+        senders = [asyncio.create_task(sender(n)) for n in range(8)]
+        await replies()
+        await vt.sleep_until(20.0)
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+
+    run(vt, main())
+    assert len(waits) == 50 and max(waits) <= slot + 1e-9
+    in_20s = [t for t in bulk_at if t < 20.0]
+    assert len(in_20s) + 50 >= 0.95 * 30 * 20
+    assert_sliding(
+        sorted(bulk_at + [0.5 + i * 0.37 + w for i, w in enumerate(waits)]), 30, 1.025, "bot"
+    )
+    gaps = [b - a for a, b in itertools.pairwise(sorted(bulk_at))]
+    assert min(gaps) >= slot - 1e-9  # spread evenly: no burst that would fill the window
+    assert limiter.statistics().bulk_acquires == len(bulk_at)
+
+
+async def test_without_the_bulk_lane_a_reply_queues_behind_the_broadcast() -> None:
+    """The baseline the lane fixes: ordinary senders queue FIFO ahead of a reply."""
+    vt = VirtualTime()
+    limiter = limiter_in(vt, TELEGRAM)
+    waited: list[float] = []
+
+    async def main() -> None:
+        bulk = [asyncio.create_task(limiter.acquire(10_000 + i)) for i in range(60)]
+        await vt.sleep_until(0.1)
+        await limiter.acquire(1)
+        waited.append(vt.now - 0.1)
+        await asyncio.gather(*bulk)
+
+    await vt.run(main())
+    assert waited[0] > 0.5  # behind ~30 queued sends
