@@ -130,7 +130,8 @@ class Outcomes:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What a sender does next: send to `claimed`, or stop (`stop` says why)."""
+    """What a sender does next: send to `claimed` (maybe none yet), or stop (`stop`
+    says why: "done", "cancelled", "held by another worker", "deleted")."""
 
     claimed: list[int]
     stop: str = ""
@@ -243,8 +244,7 @@ class BroadcastStore:
                 if ours:
                     await _record_outcomes(conn, broadcast_id, row["bot_id"], outcomes)
                 if row["state"] not in ACTIVE:
-                    await _release(conn, broadcast_id, runner)
-                    return Step([], row["state"])
+                    return Step([], row["state"])  # `release` writes the last outcomes
                 if not ours:
                     await _mark_unknown(conn, broadcast_id)
                 return await _claim(conn, broadcast_id, row, runner, batch, lease_s, rate)
@@ -349,6 +349,13 @@ async def _claim(
             batch,
         )
         if got["cursor"] is None:
+            pending = await conn.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM broadcast_deliveries
+                WHERE broadcast_id = $1 AND state = 'claimed')""",
+                broadcast_id,
+            )
+            if pending:  # the last claims are still being sent: done at a later step
+                return await _renew(conn, broadcast_id, runner, lease_s, cursor, rate)
             # every chat was tried: done (the audience may have grown since it started)
             await conn.execute(
                 """UPDATE broadcasts SET state = 'done', finished_at = now(), updated_at = now(),
@@ -359,6 +366,18 @@ async def _claim(
             )
             return Step([], "done")
         cursor, claimed = got["cursor"], list(got["claimed"])
+    return await _renew(conn, broadcast_id, runner, lease_s, cursor, rate, claimed)
+
+
+async def _renew(
+    conn: asyncpg.Connection,
+    broadcast_id: int,
+    runner: str,
+    lease_s: float,
+    cursor: int,
+    rate: float | None,
+    claimed: list[int] | None = None,
+) -> Step:
     await conn.execute(
         """UPDATE broadcasts SET runner = $2, lease_until = now() + $3 * interval '1 second',
             state = 'running', started_at = coalesce(started_at, now()), cursor = $4,
@@ -370,4 +389,4 @@ async def _claim(
         cursor,
         rate,
     )
-    return Step(claimed)
+    return Step(claimed or [])

@@ -5,10 +5,9 @@ Runs in the worker's event loop; `run` is a must-live service. Every
 starts one task per broadcast of a bot running here; a task whose bot stopped here (paused,
 removed, moved to another worker) is cancelled and gives its broadcast back.
 
-A task loops over `BroadcastStore.step` (record outcomes, renew the lease, claim the next
-`broadcasts.batch_max` chats) and sends the claimed chats through the bot's own limiter
-in its bulk lane (`BotApi.send_bulk`): at the highest rate the bot's limits allow, and
-after every reply. The per-chat at-most-once boundary is in supervisor/registry/broadcasts.py.
+Each task is a `BroadcastRun` (supervisor/worker/broadcast_run.py): claims ahead of the
+sends, outcomes written about once a second, sends through the bot's limiter in its
+bulk lane. The per-chat at-most-once boundary is in supervisor/registry/broadcasts.py.
 """
 
 from __future__ import annotations
@@ -18,44 +17,24 @@ import functools
 import itertools
 import os
 import socket
-import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 import structlog
 
 from bots.actor.actor import ActorState
 from bots.actor.supervise import BotHandle
-from bots.telegram.api import BotApi, BotNetworkError, Conflict, TelegramError, TokenRejected
+from bots.telegram.api import BotApi
 from config import Settings
 from config.logthrottle import THROTTLE
-from supervisor.registry.broadcasts import BroadcastStore, Outcome, Outcomes, Step
+from supervisor.registry.broadcasts import BroadcastStore
+from supervisor.worker.broadcast_run import BroadcastRun
 from supervisor.worker.ticker import ticker
 
 log = structlog.get_logger(__name__)
 
-#: Telegram's 403s that mean "this chat will not take messages": the chat is marked
-#: blocked and left out of the next broadcasts.
-BLOCKED_MARKS: Final = (
-    "bot was blocked by the user",
-    "user is deactivated",
-    "bot was kicked from",
-)
 _DB_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-#: a stopping sender's last write waits at most this long (a drain must not hang on it)
-_RELEASE_TIMEOUT_S: Final = 1.0
-
-
-def outcome_of(exc: TelegramError | BotNetworkError) -> Outcome:
-    if isinstance(exc, TelegramError) and exc.code == 403:
-        if any(mark in exc.description for mark in BLOCKED_MARKS):
-            return Outcome.BLOCKED
-    return Outcome.FAILED
-
-
-class _BotGone(Exception):
-    """The bot's token died or another poller took it: stop, resume when it runs again."""
 
 
 class Broadcaster:
@@ -140,100 +119,19 @@ class Broadcaster:
         record = await self._store.get(bot_id, broadcast_id)
         if record is None:
             return
-        message = record.message()
-        outcomes = Outcomes()
-        claimed: list[int] = []
-        granted: set[int] = set()
-        rate: float | None = None
-        last = time.monotonic()
+
+        def api() -> BotApi | None:
+            handle = self._running(bot_id)
+            return None if handle is None else handle.actor.api
+
         blog.info("broadcast.sending", total=record.total, resumed=record.started_at is not None)
-        try:
-            while True:
-                step = await self._step(broadcast_id, runner, outcomes, rate)
-                outcomes, claimed = Outcomes(), step.claimed
-                granted.clear()
-                if step.stop:
-                    blog.info("broadcast.stopped", reason=step.stop)
-                    return
-                handle = self._running(bot_id)
-                if handle is None:
-                    return  # the finally gives the claims back
-                if not await self._send_batch(
-                    handle.actor.api, message, claimed, outcomes, granted
-                ):
-                    return  # token dead or bot taken: resumed when it runs here again
-                now = time.monotonic()
-                if outcomes.done:
-                    rate = round(len(outcomes.done) / max(now - last, 1e-3), 2)
-                last = now
-        finally:
-            # never tried: given back; tried without an answer: left claimed (in doubt)
-            outcomes.untried = [c for c in claimed if c not in granted]
-            await asyncio.shield(self._release(broadcast_id, runner, outcomes, blog))
-
-    async def _step(
-        self, broadcast_id: int, runner: str, outcomes: Outcomes, rate: float | None
-    ) -> Step:
-        """`BroadcastStore.step`, retried while PostgreSQL is away (outcomes kept)."""
-        b = self._settings().broadcasts
-        while True:
-            try:
-                return await self._store.step(
-                    broadcast_id, runner, outcomes, batch=b.batch_max, lease_s=b.lease_s, rate=rate
-                )
-            except _DB_ERRORS as exc:
-                THROTTLE.warning(
-                    log,
-                    "broadcast.step_failed",
-                    broadcast_id=broadcast_id,
-                    error=type(exc).__name__,
-                )
-                await asyncio.sleep(1.0)
-
-    async def _release(self, broadcast_id: int, runner: str, outcomes: Outcomes, blog: Any) -> None:
-        try:
-            async with asyncio.timeout(_RELEASE_TIMEOUT_S):
-                await self._store.release(broadcast_id, runner, outcomes)
-        except _DB_ERRORS as exc:
-            # the lease runs out and the next sender marks our claims unknown
-            blog.warning("broadcast.release_failed", error=type(exc).__name__)
-
-    async def _send_batch(
-        self,
-        api: BotApi,
-        message: dict[str, Any],
-        chats: list[int],
-        outcomes: Outcomes,
-        granted: set[int],
-    ) -> bool:
-        """Send to `chats` with `broadcasts.concurrency` requests in flight; False if the
-        bot can no longer send (401/409)."""
-        todo = iter(chats)
-
-        async def lane() -> None:
-            for chat_id in todo:
-                params = {"chat_id": chat_id, **message}
-                try:
-                    await api.send_bulk(
-                        "sendMessage",
-                        params,
-                        chat_id,
-                        on_grant=functools.partial(granted.add, chat_id),
-                    )
-                except (TokenRejected, Conflict) as exc:
-                    outcomes.done[chat_id] = Outcome.FAILED
-                    raise _BotGone(str(exc)) from None
-                except (TelegramError, BotNetworkError) as exc:
-                    outcomes.done[chat_id] = outcome_of(exc)
-                else:
-                    outcomes.done[chat_id] = Outcome.SENT
-
-        lanes = min(self._settings().broadcasts.concurrency, len(chats))
-        gone = False
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(lanes):
-                    tg.create_task(lane())
-        except* _BotGone:
-            gone = True  # the actor's own poll meets the same error and handles it
-        return not gone
+        run = BroadcastRun(
+            self._store,
+            broadcast_id,
+            runner,
+            api,
+            self._settings().broadcasts,
+            record.message(),
+        )
+        reason = await run.run()
+        blog.info("broadcast.stopped", reason=reason)
