@@ -267,7 +267,12 @@ class BotLimiter:
                         grant = self._bot.reserve(now)
                         if key is not None:
                             key.window.reserve(grant)
-                        self._bulk_next = grant + self._bot.period / self._bot.limit
+                        # a late wake-up (loop jitter, a few ms) is made up at the next
+                        # grant instead of slowing every later one; a slot a reply took is
+                        # not: catching that up would bunch grants and leave gaps
+                        spacing = self._bot.period / self._bot.limit
+                        late = min(max(0.0, grant - self._bulk_next), spacing / 4)
+                        self._bulk_next = grant + spacing - late
                         return grant
 
     async def _wait_until(self, t: float) -> None:
