@@ -27,7 +27,6 @@ from bots.actor.actor import ActorState
 from bots.actor.supervise import BotHandle
 from bots.telegram.api import BotApi
 from config import Settings
-from config.logthrottle import THROTTLE
 from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.worker.broadcast_run import BroadcastRun
 from supervisor.worker.ticker import ticker
@@ -51,6 +50,7 @@ class Broadcaster:
         self._settings = settings
         self._prefix = f"{socket.gethostname()}:{os.getpid()}"
         self._seq = itertools.count(1)
+        self._scan_failing = False
         #: broadcast id -> (bot id, its sending task)
         self._tasks: dict[int, tuple[int, asyncio.Task[None]]] = {}
 
@@ -75,8 +75,11 @@ class Broadcaster:
         try:
             found = await self._store.runnable()
         except _DB_ERRORS as exc:
-            THROTTLE.warning(log, "broadcast.scan_failed", error=type(exc).__name__)
+            if not self._scan_failing:  # once per outage: reconcile warns of it already
+                log.info("broadcast.scan_failed", error=type(exc).__name__)
+            self._scan_failing = True
             return
+        self._scan_failing = False
         for broadcast_id, bot_id in found:
             if broadcast_id in self._tasks or self._running(bot_id) is None:
                 continue
@@ -116,7 +119,11 @@ class Broadcaster:
     async def _send(self, broadcast_id: int, bot_id: int, runner: str) -> None:
         """Runs in the broadcast's own task until it is done, cancelled or its bot leaves."""
         blog = log.bind(bot_id=bot_id, broadcast_id=broadcast_id)
-        record = await self._store.get(bot_id, broadcast_id)
+        try:
+            record = await self._store.get(bot_id, broadcast_id)
+        except _DB_ERRORS as exc:
+            blog.info("broadcast.not_loaded", error=type(exc).__name__)  # the next scan retries
+            return
         if record is None:
             return
 

@@ -19,7 +19,6 @@ import asyncpg
 import structlog
 
 from config import Settings
-from config.logthrottle import THROTTLE
 from supervisor.registry.chats import SeenChat, record_chats
 from supervisor.worker.ticker import ticker
 
@@ -77,7 +76,7 @@ class ChatRecorder:
         self._pending: dict[tuple[int, int], SeenChat] = {}
         #: chats not taken because `pending_max` were already waiting (seen again later)
         self.skipped = 0
-        #: chats written so far, and batches PostgreSQL refused (kept and retried)
+        #: chats written so far, and flushes PostgreSQL refused in a row (kept and retried)
         self.written = 0
         self.failures = 0
 
@@ -119,7 +118,11 @@ class ChatRecorder:
             # observations made meanwhile are newer: they win over the kept batch
             for key, seen in batch.items():
                 self._pending.setdefault(key, seen)
-            THROTTLE.warning(log, "chats.write_failed", chats=len(batch), error=type(exc).__name__)
+            if self.failures == 1:  # once per outage: the context store warns of it already
+                log.info("chats.write_failed", chats=len(batch), error=type(exc).__name__)
             return False
+        if self.failures:
+            log.info("chats.write_recovered", failed_flushes=self.failures)
+            self.failures = 0
         self.written += len(batch)
         return True
