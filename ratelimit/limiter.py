@@ -165,17 +165,26 @@ class BotLimiter:
         self._bulk_acquires = 0
         self._urgent = 0  # ordinary callers waiting for (or holding) the bot lock
         self._calm: asyncio.Event | None = None  # set when _urgent drops to 0
+        # set (and dropped) by settle while someone waits for an answer; see acquire.
+        # Made on demand: 10,000 idle bots should not hold an Event each.
+        self._answered: asyncio.Event | None = None
 
     @property
     def limits(self) -> Limits:
         return self._limits
 
-    async def acquire(self, chat_id: int | None, *, bulk: bool = False) -> float:
+    async def acquire(
+        self, chat_id: int | None, *, hold: bool = False, bulk: bool = False
+    ) -> float:
         """Return when one message to `chat_id` may be sent now (None: no chat scope).
 
         Runs in the actor's event loop. Callers to the same chat are granted in
         call order. A cancelled caller leaves no trace and no slot behind.
         Returns the grant time, for `settle` once the request has been answered.
+        With `hold` (the API seam) the grant counts as in flight until `settle`, so
+        the grant that would share a window with its arrival waits for its answer: a
+        request delayed on its way (a queue for a pooled connection, a lagging loop at
+        either end) can never land inside a later one's window. The caller must settle.
         `bulk`: the low-priority lane (broadcasts), which yields to every other caller.
         """
         start = self._clock()
@@ -183,13 +192,13 @@ class BotLimiter:
         key = None if chat_id is None else self._enter(chat_id, start)
         try:
             if bulk:
-                grant = await self._acquire_bulk(key)
+                grant = await self._acquire_bulk(key, hold)
             elif key is None:
                 async with self._urgently():
                     slept = await self._wait_for(self._bot)
-                    grant = self._bot.reserve(self._clock())
+                    grant = self._bot.reserve(self._clock(), hold=hold)
             else:
-                grant, slept = await self._acquire_chat(key)
+                grant, slept = await self._acquire_chat(key, hold)
         finally:
             self._waiting -= 1
             if key is not None:
@@ -213,8 +222,11 @@ class BotLimiter:
             key = self._keys.get(chat_id)
             if key is not None:
                 key.window.settle(granted, done)
+        if self._answered is not None:
+            self._answered.set()
+            self._answered = None
 
-    async def _acquire_chat(self, key: _ChatKey) -> tuple[float, bool]:
+    async def _acquire_chat(self, key: _ChatKey, hold: bool) -> tuple[float, bool]:
         assert key.lock is not None  # set by _enter while users > 0
         slept = False
         async with key.lock:
@@ -226,8 +238,8 @@ class BotLimiter:
                     slept = await self._wait_for(self._bot) or slept
                     now = self._clock()
                     if key.window.earliest(now) <= now:
-                        grant = self._bot.reserve(now)
-                        key.window.reserve(grant)
+                        grant = self._bot.reserve(now, hold=hold)
+                        key.window.reserve(grant, hold=hold)
                         return grant, slept
                 # A 429 or retune closed the chat while we queued for the bot: wait again.
 
@@ -244,7 +256,7 @@ class BotLimiter:
                 self._calm.set()
                 self._calm = None
 
-    async def _acquire_bulk(self, key: _ChatKey | None) -> float:
+    async def _acquire_bulk(self, key: _ChatKey | None, hold: bool) -> float:
         """The bulk lane: one bulk caller at a time, paced evenly, after every reply."""
         async with self._bulk_lock:
             chat_lock = key.lock if key is not None else None
@@ -264,9 +276,9 @@ class BotLimiter:
                             continue  # a reply came while we slept: the slot is its
                         if key is not None and key.window.earliest(now) > now:
                             continue  # a 429 or retune closed the chat meanwhile
-                        grant = self._bot.reserve(now)
+                        grant = self._bot.reserve(now, hold=hold)
                         if key is not None:
-                            key.window.reserve(grant)
+                            key.window.reserve(grant, hold=hold)
                         # a late wake-up (loop jitter, a few ms) is made up at the next
                         # grant instead of slowing every later one; a slot a reply took is
                         # not: catching that up would bunch grants and leave gaps
@@ -292,7 +304,25 @@ class BotLimiter:
             if t <= now:
                 return slept
             slept = True
-            await self._sleep(t - now)
+            if window.waits_for_answer(now):
+                await self._wait_answer(t - now)
+            else:
+                await self._sleep(t - now)
+
+    async def _wait_answer(self, at_most: float) -> None:
+        """Sleep until any of this bot's requests is answered (`settle`), or `at_most`."""
+        if self._answered is None:
+            self._answered = asyncio.Event()
+        # raced against the injected sleep, so virtual-time tests drive this path too
+        waits = [
+            asyncio.ensure_future(self._answered.wait()),
+            asyncio.ensure_future(self._sleep(at_most)),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def penalize(self, chat_id: int | None, retry_after: float) -> None:
         """Telegram answered 429: nothing more for this bot (and chat) before now + retry_after.
