@@ -28,6 +28,7 @@ from supervisor.worker.broadcaster import Broadcaster
 from supervisor.worker.chat_recorder import ChatRecorder, chat_of
 from supervisor.worker.fleet import Fleet
 from supervisor.worker.plan import Plan
+from tests.context_helpers import TcpProxy, postgres_address, via_proxy
 
 #: the test bot's own limit (and the emulator's), so a few hundred chats take a second
 FAST = {"ratelimit": {"per_bot": {"limit": 300, "period_s": 1.0}}}
@@ -189,3 +190,30 @@ async def test_cancel_stops_sending_and_nothing_more_goes_out(
         assert final.sent == emu.sent < 300  # every send recorded, and it stopped early
         await rig.broadcaster.scan()  # a cancelled broadcast is never picked up again
         assert rig.broadcaster.statistics()["broadcasts_sending"] == 0
+
+
+async def test_chats_seen_while_postgres_is_away_are_kept_and_written_when_it_is_back(
+    fresh_settings: Callable[..., Settings],
+) -> None:
+    settings = fresh_settings(database={"timeout_s": 1.0}, chats={"pending_max": 100})
+    assert settings.database.url is not None
+    url = settings.database.url.get_secret_value()
+    async with open_registry(settings) as registry:
+        await registry.add(BotToken("7000000001:" + "a" * 35), username="b")
+        proxy = TcpProxy(postgres_address(url))
+        await proxy.start()
+        pool = await asyncpg.create_pool(via_proxy(url, proxy.port), min_size=0, max_size=2)
+        try:
+            recorder = ChatRecorder(pool, lambda: settings)
+            await proxy.stop()  # PostgreSQL unreachable
+            for chat_id in range(1, 151):
+                recorder.observe(7000000001, {"update_id": chat_id, "message": {"chat": {"id": chat_id, "type": "private"}}})  # fmt: skip
+            assert not await recorder.flush()
+            assert len(recorder) == 100 and recorder.skipped == 50  # bounded; kept for a retry
+            await proxy.start()
+            assert await recorder.flush()
+        finally:
+            await pool.close()
+            await proxy.stop()
+        n = await registry.pool.fetchval("SELECT count(*) FROM chats WHERE bot_id = 7000000001")
+    assert n == 100 and len(recorder) == 0
