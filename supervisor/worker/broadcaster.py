@@ -51,6 +51,7 @@ class Broadcaster:
         self._prefix = f"{socket.gethostname()}:{os.getpid()}"
         self._seq = itertools.count(1)
         self._scan_failing = False
+        self._stopping = False  # draining: start nothing new
         #: broadcast id -> (bot id, its sending task)
         self._tasks: dict[int, tuple[int, asyncio.Task[None]]] = {}
 
@@ -69,6 +70,8 @@ class Broadcaster:
 
     async def scan(self) -> None:
         """Stop senders whose bot left, start senders for broadcasts of bots here."""
+        if self._stopping:
+            return
         for bot_id, task in list(self._tasks.values()):
             if self._running(bot_id) is None:
                 task.cancel(msg="bot stopped here")
@@ -100,6 +103,7 @@ class Broadcaster:
 
     async def stop(self) -> None:
         """Cancel every sender; each gives its broadcast back (bounded) before it ends."""
+        self._stopping = True
         tasks = [task for _, task in self._tasks.values()]
         for task in tasks:
             task.cancel(msg="worker draining")
