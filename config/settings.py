@@ -433,6 +433,55 @@ class BotsSection(_Section):
     )
 
 
+class ChatsSection(_Section):
+    flush_interval_s: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        description="How often a worker writes the chats it saw (the `chats` table, the "
+        "audience of broadcasts): one batched statement per interval, never one per update.",
+    )
+    pending_max: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Chats a worker keeps waiting for that write (while PostgreSQL is away "
+        "they are kept and retried); past it new chats are skipped until the next write and "
+        "recorded at their next message.",
+    )
+
+
+class BroadcastsSection(_Section):
+    concurrency: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="sendMessage requests of one broadcast in flight at once (enough to "
+        "reach the bot's rate over a slow link; the limiter sets the rate).",
+    )
+    batch_max: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="Chats claimed per PostgreSQL round trip. After a worker is killed, "
+        "at most this many chats per broadcast are in doubt (`unknown`): they are never "
+        "sent twice, so they may have missed it.",
+    )
+    lease_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A broadcast whose worker died is resumed by the bot's next owner "
+        "once this long has passed since the dead worker's last batch.",
+    )
+    scan_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="How often a worker looks for broadcasts of its bots to start.",
+    )
+
+
 class MetricsSection(_Section):
     per_bot_labels: bool = Field(False, description="Label metrics by bot id (many series).")
 
@@ -514,6 +563,8 @@ class Settings(_Section):
     log: LogSection = LogSection()
     shutdown: ShutdownSection = ShutdownSection()
     bots: BotsSection = BotsSection()
+    chats: ChatsSection = ChatsSection()
+    broadcasts: BroadcastsSection = BroadcastsSection()
     metrics: MetricsSection = MetricsSection()
     handlers: HandlersSection = HandlersSection()
     dashboard: DashboardSection = DashboardSection()

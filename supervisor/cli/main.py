@@ -220,6 +220,10 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     rel.add_argument("bot", type=int, help="bot id (the number before ':' in its token)")
     rel.add_argument("chat", type=int, help="Telegram chat id")
+
+    from supervisor.cli import broadcast
+
+    broadcast.add_parser(sub)
     return p
 
 
@@ -328,6 +332,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from supervisor.cli.chats import chats_command
 
             return _run(chats_command, settings, args)
+        case "broadcast":
+            from supervisor.cli.broadcast import broadcast_command
+
+            return _run(broadcast_command, settings, args)
     raise AssertionError(args.command)
 
 

@@ -101,6 +101,10 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
         "description": "Telegram chat id (negative for groups).",
         "schema": {"type": "integer", "minimum": -_INT64 - 1, "maximum": _INT64},
     },
+    "broadcast": {
+        "description": "Broadcast id (from its creation's `Location`).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": _INT64},
+    },
 }
 
 

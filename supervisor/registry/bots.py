@@ -120,6 +120,11 @@ class Registry:
         #: bot ids whose stored token did not decrypt at the last `desired()`
         self.undecryptable: list[int] = []
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, for stores of other tables (chats, broadcasts) in the same process."""
+        return self._pool
+
     async def add(
         self,
         token: BotToken,

@@ -19,6 +19,7 @@ from bots.actor.actor import (
     ActorState,
     BotActor,
     BotSpec,
+    ChatSink,
     InboxSink,
     MemoryProgress,
     PollConfig,
@@ -79,8 +80,11 @@ class Fleet:
         progress: ProgressStore | None = None,
         handler_deps: HandlerDeps | None = None,
         inbox: InboxSink | None = None,
+        chats: ChatSink | None = None,
     ) -> None:
         self.settings = settings
+        #: the worker's chat recorder, handed to every actor
+        self.chats = chats
         #: the durable inbox, when `bots.inbox` was on at the worker's start
         self.inbox = inbox
         self.session = session
@@ -196,7 +200,9 @@ class Fleet:
             # a hung Redis must not hold a stopping worker: SIGTERM acts within a second
             save_timeout_s=min(1.0, self.settings.redis.timeout_s),
         )
-        handle = BotHandle(BotActor(spec, api, handler, poll, self.progress, progress, self.inbox))
+        handle = BotHandle(
+            BotActor(spec, api, handler, poll, self.progress, progress, self.inbox, self.chats)
+        )
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
         async with self._spawn_gate:

@@ -43,9 +43,12 @@ from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import redis_address
 from supervisor.registry.bots import BotState, Registry
+from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.registry.changes import ChangeFeed
 from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import create_pool
+from supervisor.worker.broadcaster import Broadcaster
+from supervisor.worker.chat_recorder import ChatRecorder
 from supervisor.worker.context_metrics import ContextMetrics
 from supervisor.worker.fleet import Fleet
 from supervisor.worker.inbox_reader import InboxReader
@@ -168,7 +171,12 @@ class Worker:
                 admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
                 deps = HandlerDeps(context, llm, admin)
                 self.inbox = self._open_inbox(redis)
-                self.fleet = Fleet(s, session, self._on_disabled, self.progress, deps, self.inbox)
+                self.chats = ChatRecorder(pool, lambda: self.settings)
+                self.fleet = Fleet(
+                    s, session, self._on_disabled, self.progress, deps, self.inbox, self.chats
+                )
+                store = BroadcastStore(pool, s.database.timeout_s)
+                self.broadcaster = Broadcaster(store, self.fleet.handles, lambda: self.settings)
                 self.fleet.sessions = sessions  # per-bot proxies get pools of their own
                 self.redis = redis
                 await self._serve()
@@ -197,6 +205,8 @@ class Worker:
                 tg.create_task(self._control_loop(), name="worker:control"),
                 tg.create_task(self._master_pipe(), name="worker:master-pipe"),
                 tg.create_task(self._reconcile_loop(), name="worker:reconcile"),
+                tg.create_task(self.chats.run(), name="worker:chats"),
+                tg.create_task(self.broadcaster.run(), name="worker:broadcasts"),
             ]
             if self.inbox is not None:
                 reader = InboxReader(
@@ -252,6 +262,7 @@ class Worker:
         self._log.error("worker.drain_stuck", bots_left=len(self.fleet.handles), tasks=stuck[:40])
 
     async def _drain_fleet(self) -> None:
+        await self.broadcaster.stop()  # gives each broadcast back for the next owner
         await self.fleet.stop_all()
         if self.inbox is not None and not await self.inbox.flush(self.settings.redis.timeout_s):
             self._log.info("inbox.acks_not_flushed", left=self.inbox.acks_queued - self.inbox.acked)
