@@ -102,5 +102,9 @@ def make_app(
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/v1/status", status)
     if admin is not None:
-        add_admin_routes(app, admin)  # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py)
+        from supervisor.http.owner_api import OWNER_OPERATIONS
+
+        add_admin_routes(
+            app, admin, OWNER_OPERATIONS
+        )  # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py)
     return app
