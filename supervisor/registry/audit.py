@@ -136,6 +136,8 @@ class AuditLog:
         self._pending: deque[AuditEntry] = deque()
         self._wake = asyncio.Event()
         self._failing = False
+        #: one writer at a time (the task and a flush): a batch is written once
+        self._writing = asyncio.Lock()
         self.dropped = 0
 
     def record(
@@ -202,15 +204,16 @@ class AuditLog:
         return True
 
     async def _write_pending(self) -> None:
-        while self._pending:
-            batch = [self._pending[i] for i in range(min(BATCH, len(self._pending)))]
-            async with asyncio.timeout(self._timeout):
-                await self._pool.executemany(
-                    f"INSERT INTO audit_log ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    [e.row() for e in batch],
-                )
-            for _ in batch:  # only now: a failed batch stays queued, in order
-                self._pending.popleft()
+        async with self._writing:
+            while self._pending:
+                batch = [self._pending[i] for i in range(min(BATCH, len(self._pending)))]
+                async with asyncio.timeout(self._timeout):
+                    await self._pool.executemany(
+                        f"INSERT INTO audit_log ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        [e.row() for e in batch],
+                    )
+                for _ in batch:  # only now: a failed batch stays queued, in order
+                    self._pending.popleft()
 
     async def query(
         self,
@@ -277,10 +280,12 @@ async def open_audit(pool: asyncpg.Pool, timeout: float = 10.0) -> AsyncIterator
     try:
         yield audit
     finally:
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+        # flush first (it waits for a write in flight), then stop the idle writer: a write
+        # cancelled midway may have committed, and writing its batch again would double it
         if audit.pending:
             await audit.flush()
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
 
 
 _DURATION: Final = re.compile(r"^(\d{1,6})([smhd])$")
