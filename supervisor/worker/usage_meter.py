@@ -66,10 +66,18 @@ class UsageMeter:
         self._watched: set[Key] = set()
         self._told: set[tuple[int, UsageKind, str]] = set()
         self._failing = False
+        self._day: tuple[int, str] = (-1, "")  # (days since the epoch, YYYYMMDD)
 
     @property
     def fallback_text(self) -> str:
         return self._settings().quotas.fallback_text
+
+    def _today(self) -> str:
+        """The UTC day, formatted once a day rather than once an update."""
+        number = int(time.time() // 86_400)
+        if number != self._day[0]:
+            self._day = (number, utc_day())
+        return self._day[1]
 
     # -- UsageGate -----------------------------------------------------------------------
 
@@ -80,7 +88,7 @@ class UsageMeter:
             return True  # the admin's bots have no quota
         if not await self._allows(owner_id, UsageKind.MESSAGES):
             return False
-        self._pending[(owner_id, utc_day())][UsageKind.MESSAGES] += 1
+        self._pending[(owner_id, self._today())][UsageKind.MESSAGES] += 1
         return True
 
     async def llm_allowed(self, bot_id: int) -> bool:
@@ -92,7 +100,7 @@ class UsageMeter:
         known = self._owners.get(bot_id)
         if known is None or known[0] is None or tokens <= 0:
             return  # unknown here means llm_allowed failed open: the admin's or unreadable
-        self._pending[(known[0], utc_day())][UsageKind.LLM_TOKENS] += tokens
+        self._pending[(known[0], self._today())][UsageKind.LLM_TOKENS] += tokens
 
     # -- reading and writing -------------------------------------------------------------
 
@@ -105,7 +113,7 @@ class UsageMeter:
 
     async def _allows(self, owner_id: int, kind: UsageKind) -> bool:
         quota = await self._quota(owner_id)
-        day = utc_day()
+        day = self._today()
         self._watched.add((owner_id, day))
         if quota.allows(kind, self.used(owner_id, kind, day)):
             return True
@@ -165,7 +173,7 @@ class UsageMeter:
                 for kind, n in counts.items():
                     self._pending[key][kind] += n
             return
-        today = utc_day()
+        today = self._today()
         self._totals = {k: v for k, v in self._totals.items() if k[1] >= today}
         self._told = {t for t in self._told if t[2] >= today}
         if self._failing:
