@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Final
 
@@ -48,6 +47,11 @@ _FAULTS: Final = (
 Key = tuple[int, str]  # (owner id, UTC day)
 
 
+#: indexes of the counts in the hot path's lists (plain ints: an Enum hashes in Python)
+_MESSAGES, _TOKENS = 0, 1
+_KINDS: Final = (UsageKind.MESSAGES, UsageKind.LLM_TOKENS)
+
+
 class UsageMeter:
     def __init__(
         self, redis: aioredis.Redis, pool: asyncpg.Pool, settings: Callable[[], Settings]
@@ -59,12 +63,11 @@ class UsageMeter:
         self._pool = pool
         self._owners: dict[int, tuple[int | None, float]] = {}
         self._limits: dict[int, tuple[Quota, float]] = {}
-        self._totals: dict[Key, Usage] = {}
-        self._pending: defaultdict[Key, defaultdict[UsageKind, int]] = defaultdict(
-            lambda: defaultdict(int)
-        )
+        #: every worker's counts as of the last flush; ours since: [messages, llm tokens]
+        self._totals: dict[Key, tuple[int, int]] = {}
+        self._pending: dict[Key, list[int]] = {}
         self._watched: set[Key] = set()
-        self._told: set[tuple[int, UsageKind, str]] = set()
+        self._told: set[tuple[int, int, str]] = set()
         self._failing = False
         self._day: tuple[int, str] = (-1, "")  # (days since the epoch, YYYYMMDD)
 
@@ -82,52 +85,75 @@ class UsageMeter:
     # -- UsageGate -----------------------------------------------------------------------
 
     async def admit_message(self, bot_id: int) -> bool:
-        """Runs in the chat's task."""
-        owner_id = await self._owner(bot_id)
+        """Runs in the chat's task. Awaits only on a cache miss."""
+        now = time.monotonic()
+        known = self._owners.get(bot_id)
+        fresh = known is not None and now - known[1] < OWNER_TTL_S
+        owner_id = known[0] if fresh and known is not None else await self._load_owner(bot_id)
         if owner_id is None:
             return True  # the admin's bots have no quota
-        if not await self._allows(owner_id, UsageKind.MESSAGES):
+        key = (owner_id, self._today())
+        limits = self._limits.get(owner_id)
+        if limits is None or now - limits[1] >= LIMITS_TTL_S:
+            quota = await self._load_quota(owner_id)
+        else:
+            quota = limits[0]
+        if not self._within(quota.messages_per_day, key, _MESSAGES):
             return False
-        self._pending[(owner_id, self._today())][UsageKind.MESSAGES] += 1
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = [0, 0]
+        pending[_MESSAGES] += 1
         return True
 
     async def llm_allowed(self, bot_id: int) -> bool:
         """Runs in the chat's task."""
         owner_id = await self._owner(bot_id)
-        return owner_id is None or await self._allows(owner_id, UsageKind.LLM_TOKENS)
+        if owner_id is None:
+            return True
+        quota = await self._quota(owner_id)
+        return self._within(quota.llm_tokens_per_day, (owner_id, self._today()), _TOKENS)
 
     def count_llm_tokens(self, bot_id: int, tokens: int) -> None:
         known = self._owners.get(bot_id)
         if known is None or known[0] is None or tokens <= 0:
             return  # unknown here means llm_allowed failed open: the admin's or unreadable
-        self._pending[(known[0], self._today())][UsageKind.LLM_TOKENS] += tokens
+        key = (known[0], self._today())
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = [0, 0]
+        pending[_TOKENS] += tokens
 
     # -- reading and writing -------------------------------------------------------------
 
     def used(self, owner_id: int, kind: UsageKind, day: str) -> int:
         """Every worker's count as of the last flush, plus ours since."""
-        key = (owner_id, day)
-        base = self._totals.get(key, Usage()).of(kind)
-        pending = self._pending.get(key)
-        return base + (pending.get(kind, 0) if pending else 0)
+        return self._used((owner_id, day), _KINDS.index(kind))
 
-    async def _allows(self, owner_id: int, kind: UsageKind) -> bool:
-        quota = await self._quota(owner_id)
-        day = self._today()
-        self._watched.add((owner_id, day))
-        if quota.allows(kind, self.used(owner_id, kind, day)):
+    def _used(self, key: Key, index: int) -> int:
+        total = self._totals.get(key)
+        pending = self._pending.get(key)
+        return (total[index] if total else 0) + (pending[index] if pending else 0)
+
+    def _within(self, limit: int, key: Key, index: int) -> bool:
+        self._watched.add(key)
+        if limit == 0 or self._used(key, index) < limit:
             return True
-        if (owner_id, kind, day) not in self._told:  # one line per owner, kind and day
-            self._told.add((owner_id, kind, day))
-            limit = quota.per_day(kind)
-            log.info("quota.exceeded", owner_id=owner_id, quota=quota_name(kind), limit=limit)
+        told = (key[0], index, key[1])
+        if told not in self._told:  # one line per owner, kind and day
+            self._told.add(told)
+            name = quota_name(_KINDS[index])
+            log.info("quota.exceeded", owner_id=key[0], quota=name, limit=limit)
         return False
 
     async def _owner(self, bot_id: int) -> int | None:
-        now = time.monotonic()
         known = self._owners.get(bot_id)
-        if known is not None and now - known[1] < OWNER_TTL_S:
+        if known is not None and time.monotonic() - known[1] < OWNER_TTL_S:
             return known[0]
+        return await self._load_owner(bot_id)
+
+    async def _load_owner(self, bot_id: int) -> int | None:
+        known = self._owners.get(bot_id)
         try:
             value = await self._pool.fetchval(
                 "SELECT owner_id FROM bots WHERE id = $1",
@@ -138,41 +164,51 @@ class UsageMeter:
             self._fault("owner", exc)
             return None if known is None else known[0]
         owner_id = None if value is None else int(value)
-        self._owners[bot_id] = (owner_id, now)
+        self._owners[bot_id] = (owner_id, time.monotonic())
         return owner_id
 
     async def _quota(self, owner_id: int) -> Quota:
-        now = time.monotonic()
         known = self._limits.get(owner_id)
-        if known is not None and now - known[1] < LIMITS_TTL_S:
+        if known is not None and time.monotonic() - known[1] < LIMITS_TTL_S:
             return known[0]
+        return await self._load_quota(owner_id)
+
+    async def _load_quota(self, owner_id: int) -> Quota:
+        known = self._limits.get(owner_id)
         s = self._settings()
         try:
             quota = await QuotaStore(self._pool, s.database.timeout_s).quota(s, owner_id)
         except _FAULTS as exc:
             self._fault("limits", exc)
             return defaults(s) if known is None else known[0]
-        self._limits[owner_id] = (quota, now)
+        self._limits[owner_id] = (quota, time.monotonic())
         return quota
 
     async def flush(self) -> None:
         """Add our counts in Redis and learn every worker's totals; on a fault keep them."""
-        deltas = {k: dict(v) for k, v in self._pending.items() if v}
-        self._pending.clear()
+        pending, self._pending = self._pending, {}
+        deltas = {
+            k: {kind: v[i] for i, kind in enumerate(_KINDS) if v[i]}
+            for k, v in pending.items()
+            if any(v)
+        }
         watched, self._watched = self._watched - set(deltas), set()
         try:
+            fresh: dict[Key, Usage] = {}
             if deltas:
-                self._totals.update(await self._counters.add(deltas))
+                fresh.update(await self._counters.add(deltas))
             for day in {d for _, d in watched}:
                 owners = [o for o, d in watched if d == day]
                 read = await self._counters.read(owners, day)
-                self._totals.update({(o, day): u for o, u in read.items()})
+                fresh.update({(o, day): u for o, u in read.items()})
         except _FAULTS as exc:
             self._fault("flush", exc)
-            for key, counts in deltas.items():
-                for kind, n in counts.items():
-                    self._pending[key][kind] += n
+            for key, counts in pending.items():  # kept for the next flush
+                mine = self._pending.setdefault(key, [0, 0])
+                mine[0] += counts[0]
+                mine[1] += counts[1]
             return
+        self._totals.update({k: (u.messages, u.llm_tokens) for k, u in fresh.items()})
         today = self._today()
         self._totals = {k: v for k, v in self._totals.items() if k[1] >= today}
         self._told = {t for t in self._told if t[2] >= today}
