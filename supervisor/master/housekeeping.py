@@ -3,8 +3,9 @@
 Runs in the master's event loop beside `Master.run()`: the audit writer (rows the admin
 API queues), the usage sync (Redis ⇄ PostgreSQL, every `quotas.sync_interval_s`:
 supervisor/registry/quotas.py) and audit pruning (rows older than
-`audit.retention_days`, once an hour). A fault of PostgreSQL or Redis costs one
-warning when it starts and is tried again next tick; it never stops the master.
+`audit.retention_days`, once an hour). A fault of PostgreSQL or Redis costs one INFO
+line when it starts (the outage itself is reported by the services that need them) and
+is tried again next tick; it never stops the master.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class Housekeeping:
             try:
                 await self.tick(now)
             except _FAULTS as exc:
-                if not self._failing:
-                    log.warning("housekeeping.failed", error=type(exc).__name__)
+                if not self._failing:  # INFO: the outage has its WARNINGs elsewhere
+                    log.info("housekeeping.failed", error=type(exc).__name__)
                 self._failing = True
                 continue
             if self._failing:

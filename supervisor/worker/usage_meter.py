@@ -10,8 +10,9 @@ the owner's limits, one sum; no PostgreSQL query and no Redis round trip. What i
 * today's totals (every worker's): returned by the flush that adds this worker's counts,
   every `FLUSH_S` (one pipelined round trip, ipc/usage.py).
 
-Faults fail open: a PostgreSQL or Redis outage never stops a bot from answering. The
-counts of a failed flush are kept for the next one; the first fault logs one warning.
+Faults fail open: a PostgreSQL or Redis outage never stops a bot from answering (a
+lookup waits at most `LOOKUP_S`, and is not tried again for `RETRY_S`). The counts of a
+failed flush are kept for the next one; the first fault logs one line.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ log = structlog.get_logger(__name__)
 OWNER_TTL_S: Final = 3600.0
 LIMITS_TTL_S: Final = 30.0
 FLUSH_S: Final = 1.0
+#: a lookup waits at most this long (a handler waits for it), and after a failed one the
+#: bot or owner is not looked up again for RETRY_S: an outage delays an update once, briefly
+LOOKUP_S: Final = 1.0
+RETRY_S: Final = 10.0
 _FAULTS: Final = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -155,14 +160,13 @@ class UsageMeter:
     async def _load_owner(self, bot_id: int) -> int | None:
         known = self._owners.get(bot_id)
         try:
-            value = await self._pool.fetchval(
-                "SELECT owner_id FROM bots WHERE id = $1",
-                bot_id,
-                timeout=self._settings().database.timeout_s,
-            )
+            async with asyncio.timeout(LOOKUP_S):  # the pool's acquire included
+                value = await self._pool.fetchval("SELECT owner_id FROM bots WHERE id = $1", bot_id)
         except _FAULTS as exc:
             self._fault("owner", exc)
-            return None if known is None else known[0]
+            owner_id = None if known is None else known[0]
+            self._owners[bot_id] = (owner_id, time.monotonic() - OWNER_TTL_S + RETRY_S)
+            return owner_id
         owner_id = None if value is None else int(value)
         self._owners[bot_id] = (owner_id, time.monotonic())
         return owner_id
@@ -177,10 +181,13 @@ class UsageMeter:
         known = self._limits.get(owner_id)
         s = self._settings()
         try:
-            quota = await QuotaStore(self._pool, s.database.timeout_s).quota(s, owner_id)
+            async with asyncio.timeout(LOOKUP_S):
+                quota = await QuotaStore(self._pool, LOOKUP_S).quota(s, owner_id)
         except _FAULTS as exc:
             self._fault("limits", exc)
-            return defaults(s) if known is None else known[0]
+            quota = defaults(s) if known is None else known[0]
+            self._limits[owner_id] = (quota, time.monotonic() - LIMITS_TTL_S + RETRY_S)
+            return quota
         self._limits[owner_id] = (quota, time.monotonic())
         return quota
 
@@ -217,8 +224,10 @@ class UsageMeter:
             self._failing = False
 
     def _fault(self, op: str, exc: BaseException) -> None:
+        # INFO: the outage itself is reported (WARNING) by the reconciler, the context store
+        # and the heartbeat; metering only fails open meanwhile
         if not self._failing:
-            log.warning("usage.unavailable", op=op, error=type(exc).__name__)
+            log.info("usage.unavailable", op=op, error=type(exc).__name__)
         self._failing = True
 
     async def run(self) -> None:
