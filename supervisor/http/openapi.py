@@ -19,7 +19,7 @@ Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 _REF = "#/components/schemas/{model}"
 #: the error responses an authenticated endpoint may give, with what they mean
 ERROR_TEXT: dict[int, str] = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON, or the request line is longer than 8 KiB.",
     401: "No key, or not a valid owner key or admin key.",
     403: "The key may not do this (an owner naming an owner, or an admin-only endpoint), "
     "or the owner is at a quota (`quota_exceeded`, with `quota`, `limit` and `used`).",
