@@ -340,7 +340,7 @@ class QuotasSection(_Section):
         gt=0,
         le=3600,
         description="How often the master copies the day's usage counters from Redis to "
-        "PostgreSQL (and restores them in Redis after Redis lost them).",
+        "PostgreSQL (and restores them in Redis after Redis lost them); read at start.",
     )
 
 
