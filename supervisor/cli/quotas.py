@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from config import Settings
 from ipc.redis_client import redis_client
@@ -119,6 +120,10 @@ async def quota_command(settings: Settings, args: argparse.Namespace) -> int:
         try:
             counters = UsageCounters(redis, live.redis.prefix, live.redis.timeout_s)
             report = await owner_report(registry, live, counters, owner_id)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # PostgreSQL's copy is at most quotas.sync_interval_s behind: better than nothing
+            _err(f"Redis did not answer ({type(exc).__name__}); usage as last copied to PostgreSQL")
+            report = await owner_report(registry, live, None, owner_id)
         finally:
             await redis.aclose()
         assert report is not None
