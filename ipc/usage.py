@@ -108,11 +108,17 @@ class UsageCounters:
             results = await pipe.execute()
         return {owner_id: _usage(raw) for owner_id, raw in zip(ids, results, strict=True)}
 
-    async def seed(self, owner_id: int, day: str, base: Usage) -> Usage:
-        """Add `base` (PostgreSQL's figures) unless this key already has them; the totals."""
-        key = keys.usage_key(self._prefix, owner_id, day)
+    async def seed(self, bases: Mapping[int, Usage], day: str) -> dict[int, Usage]:
+        """Add each owner's `base` (PostgreSQL's figures) unless its key already has them,
+        in one pipeline; every owner's totals."""
+        ids = list(bases)
         async with asyncio.timeout(self._timeout):
-            messages, tokens = await self._seed(
-                keys=[key], args=[base.messages, base.llm_tokens, TTL_S]
-            )
-        return Usage(int(messages), int(tokens))
+            pipe = self._redis.pipeline(transaction=False)
+            for owner_id in ids:
+                key = keys.usage_key(self._prefix, owner_id, day)
+                base = bases[owner_id]
+                await self._seed(
+                    keys=[key], args=[base.messages, base.llm_tokens, TTL_S], client=pipe
+                )
+            results = await pipe.execute()
+        return {o: Usage(int(r[0]), int(r[1])) for o, r in zip(ids, results, strict=True)}

@@ -26,6 +26,8 @@ from supervisor.registry.bots import Registry
 BOTS: Final = "bots"
 MESSAGES_PER_DAY: Final = "messages_per_day"
 LLM_TOKENS_PER_DAY: Final = "llm_tokens_per_day"
+#: owners per Redis pipeline of the sync
+_SYNC_CHUNK: Final = 1000
 _PER_DAY: Final = {UsageKind.MESSAGES: MESSAGES_PER_DAY, UsageKind.LLM_TOKENS: LLM_TOKENS_PER_DAY}
 
 
@@ -154,7 +156,10 @@ async def sync_usage(store: QuotaStore, counters: UsageCounters, day: str) -> di
     gets PostgreSQL's figures added in Redis; then PostgreSQL keeps the larger figures."""
     owners = await store.owner_ids()
     stored = await store.stored_usage(owners, day)
-    totals = {o: await counters.seed(o, day, stored.get(o, Usage())) for o in owners}
+    totals: dict[int, Usage] = {}
+    for start in range(0, len(owners), _SYNC_CHUNK):  # bounded pipelines
+        chunk = owners[start : start + _SYNC_CHUNK]
+        totals.update(await counters.seed({o: stored.get(o, Usage()) for o in chunk}, day))
     await store.store_usage(day, {o: u for o, u in totals.items() if u != Usage()})
     return totals
 
