@@ -365,6 +365,48 @@ class SecuritySection(_Section):
         return [part.strip() for part in text.split(",") if part.strip()]
 
 
+class QuotasSection(_Section):
+    """Defaults for every owner; the admin overrides them per owner
+    (`botvisor owners set-quota`, `PUT /v1/owners/{id}/quota`). 0 means unlimited."""
+
+    bots: int = Field(0, ge=0, description="Bots an owner may register; 0 = unlimited.")
+    messages_per_day: int = Field(
+        0,
+        ge=0,
+        description="Updates an owner's bots handle per UTC day (the manager bot is not "
+        "counted); past it they stay silent until midnight UTC. 0 = unlimited.",
+    )
+    llm_tokens_per_day: int = Field(
+        0,
+        ge=0,
+        description="LLM tokens (prompt + completion) an owner's openai bots use per UTC "
+        "day; past it they answer `fallback_text` without calling the model. 0 = unlimited.",
+    )
+    fallback_text: str = Field(
+        "Sorry, this bot has used up its daily allowance. Please try again tomorrow.",
+        min_length=1,
+        max_length=4096,
+        description="What an openai bot answers while its owner is over the LLM token quota.",
+    )
+    sync_interval_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How often the master copies the day's usage counters from Redis to "
+        "PostgreSQL (and restores them in Redis after Redis lost them); read at start.",
+    )
+
+
+class AuditSection(_Section):
+    retention_days: int = Field(
+        90,
+        ge=0,
+        le=36_500,
+        description="Audit log rows older than this many days are deleted by the master "
+        "(checked every hour); 0 keeps them forever.",
+    )
+
+
 class LogSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level logged."
@@ -569,6 +611,8 @@ class Settings(_Section):
     handlers: HandlersSection = HandlersSection()
     dashboard: DashboardSection = DashboardSection()
     state: StateSection = StateSection()
+    quotas: QuotasSection = QuotasSection()
+    audit: AuditSection = AuditSection()
 
     @model_validator(mode="after")
     def _shards_exceed_workers(self) -> Settings:

@@ -103,8 +103,10 @@ def make_app(
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/v1/status", status)
     if admin is not None:
-        # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py), broadcasts
-        add_admin_routes(app, admin, BROADCAST_OPERATIONS)
+        from supervisor.http.owner_api import OWNER_OPERATIONS
+
+        # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py), broadcasts, owners, audit
+        add_admin_routes(app, admin, BROADCAST_OPERATIONS + OWNER_OPERATIONS)
         if admin.settings.dashboard.enabled:
             from supervisor.http.dashboard import mount_dashboard
             from supervisor.http.dashboard.extensions import EXTENSIONS

@@ -15,6 +15,7 @@ import asyncpg
 from bots.actor.actor import BotSpec
 from bots.telegram.token import BotToken
 from config.bot_settings import BadBotSettings, check_bot_settings, shown
+from supervisor.registry.audit import AuditEntry, audited
 from supervisor.registry.tokenbox import TokenBox, TokenDecryptError
 
 if TYPE_CHECKING:
@@ -36,6 +37,15 @@ class AlreadyRegistered(Exception):
     def __init__(self, bot_id: int) -> None:
         super().__init__(f"bot {bot_id} is already registered")
         self.bot_id = bot_id
+
+
+class OwnerBotsQuota(Exception):
+    """The owner already has as many bots as its quota allows."""
+
+    def __init__(self, owner_id: int, limit: int) -> None:
+        super().__init__(f"owner {owner_id} already has {limit} bot(s), its quota")
+        self.owner_id = owner_id
+        self.limit = limit
 
 
 class OwnerExists(Exception):
@@ -85,6 +95,8 @@ class BotRecord:
 
 
 _COLUMNS = "id, owner_id, username, handler, settings, state, disabled_reason, revision"
+#: first key of the advisory lock that serialises one owner's registrations (quota count)
+_OWNER_LOCK = 0x626F7471  # "botq"
 
 
 def _stored_settings(raw: Any) -> tuple[dict[str, Any], str | None]:
@@ -133,19 +145,40 @@ class Registry:
         handler: str = "echo",
         settings: Mapping[str, Any] | None = None,
         owner_id: int | None = None,
+        max_owner_bots: int = 0,
+        audit: AuditEntry | None = None,
     ) -> BotRecord:
-        row = await self._pool.fetchrow(
+        """Insert the bot; `audit` is written by the same statement. With `max_owner_bots`
+        (> 0) and an owner, raises OwnerBotsQuota when the owner has that many already:
+        counted under a per-owner transaction lock, so concurrent adds cannot overshoot."""
+        sql, args = audited(
             "INSERT INTO bots (id, owner_id, username, key_id, token_encrypted, handler, settings)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO NOTHING"
             f" RETURNING {_COLUMNS}",
-            token.bot_id,
-            owner_id,
-            username,
-            *self._box.seal(token),
-            handler,
-            json.dumps(dict(settings or {})),
-            timeout=self._timeout,
+            [
+                token.bot_id,
+                owner_id,
+                username,
+                *self._box.seal(token),
+                handler,
+                json.dumps(dict(settings or {})),
+            ],
+            audit,
         )
+        async with self._pool.acquire(timeout=self._timeout) as conn, conn.transaction():
+            if max_owner_bots > 0 and owner_id is not None:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, $2)",
+                    _OWNER_LOCK,
+                    owner_id % 2**31,
+                    timeout=self._timeout,
+                )
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM bots WHERE owner_id = $1", owner_id, timeout=self._timeout
+                )
+                if count >= max_owner_bots:
+                    raise OwnerBotsQuota(owner_id, max_owner_bots)
+            row = await conn.fetchrow(sql, *args, timeout=self._timeout)
         if row is None:
             raise AlreadyRegistered(token.bot_id)
         return _record(row)
@@ -187,14 +220,17 @@ class Registry:
             )
         return [_record(r) for r in rows]
 
-    async def remove(self, bot_id: int, *, owner_id: int | None = None) -> bool:
-        status = await self._pool.execute(
-            "DELETE FROM bots WHERE id = $1 AND ($2::bigint IS NULL OR owner_id = $2)",
-            bot_id,
-            owner_id,
-            timeout=self._timeout,
+    async def remove(
+        self, bot_id: int, *, owner_id: int | None = None, audit: AuditEntry | None = None
+    ) -> bool:
+        sql, args = audited(
+            "DELETE FROM bots WHERE id = $1 AND ($2::bigint IS NULL OR owner_id = $2)"
+            " RETURNING id, owner_id",
+            [bot_id, owner_id],
+            audit,
         )
-        return status.endswith(" 1")
+        row = await self._pool.fetchrow(sql, *args, timeout=self._timeout)
+        return row is not None
 
     async def update(
         self,
@@ -204,40 +240,48 @@ class Registry:
         settings: Mapping[str, Any] | None = None,
         state: BotState | None = None,
         owner_id: int | None = None,
+        audit: AuditEntry | None = None,
     ) -> BotRecord | None:
         """Change what is given, bump `revision`; None if there is no such bot (of `owner_id`,
-        when given). A new state clears `disabled_reason`."""
-        row = await self._pool.fetchrow(
+        when given). A new state clears `disabled_reason`. `audit`: written by the same
+        statement."""
+        sql, args = audited(
             "UPDATE bots SET handler = COALESCE($2, handler),"
             " settings = COALESCE($3::jsonb, settings), state = COALESCE($4, state),"
             " disabled_reason = CASE WHEN $4::text IS NULL THEN disabled_reason END,"
             " revision = revision + 1, updated_at = now()"
             f" WHERE id = $1 AND ($5::bigint IS NULL OR owner_id = $5) RETURNING {_COLUMNS}",
-            bot_id,
-            handler,
-            None if settings is None else json.dumps(dict(settings)),
-            None if state is None else str(state),
-            owner_id,
-            timeout=self._timeout,
+            [
+                bot_id,
+                handler,
+                None if settings is None else json.dumps(dict(settings)),
+                None if state is None else str(state),
+                owner_id,
+            ],
+            audit,
         )
+        row = await self._pool.fetchrow(sql, *args, timeout=self._timeout)
         return None if row is None else _record(row)
 
     async def replace_token(
-        self, token: BotToken, username: str, *, owner_id: int | None = None
+        self,
+        token: BotToken,
+        username: str,
+        *,
+        owner_id: int | None = None,
+        audit: AuditEntry | None = None,
     ) -> BotRecord | None:
         """A new token for a registered bot (same id), re-encrypted under the current key;
         owner, handler and settings stay; a disabled bot is active again."""
-        row = await self._pool.fetchrow(
+        sql, args = audited(
             "UPDATE bots SET key_id = $2, token_encrypted = $3, username = $4,"
             " state = CASE WHEN state = 'disabled' THEN 'active' ELSE state END,"
             " disabled_reason = NULL, revision = revision + 1, updated_at = now()"
             f" WHERE id = $1 AND ($5::bigint IS NULL OR owner_id = $5) RETURNING {_COLUMNS}",
-            token.bot_id,
-            *self._box.seal(token),
-            username,
-            owner_id,
-            timeout=self._timeout,
+            [token.bot_id, *self._box.seal(token), username, owner_id],
+            audit,
         )
+        row = await self._pool.fetchrow(sql, *args, timeout=self._timeout)
         return None if row is None else _record(row)
 
     async def set_state(
@@ -384,6 +428,19 @@ class Registry:
             timeout=self._timeout,
         )
         return [OwnerRecord(r["id"], r["name"], int(r["bots"]), r["created_at"]) for r in rows]
+
+    async def owner(self, owner_id: int) -> OwnerRecord | None:
+        row = await self._pool.fetchrow(
+            "SELECT o.id, o.name, o.created_at, count(b.id) AS bots FROM owners o"
+            " LEFT JOIN bots b ON b.owner_id = o.id WHERE o.id = $1 GROUP BY o.id",
+            owner_id,
+            timeout=self._timeout,
+        )
+        return (
+            None
+            if row is None
+            else OwnerRecord(row["id"], row["name"], int(row["bots"]), row["created_at"])
+        )
 
     async def owner_id_by_name(self, name: str) -> int | None:
         value = await self._pool.fetchval(

@@ -29,6 +29,7 @@ from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.handlers.base import HandlerDeps, UnknownHandler
+from bots.handlers.metering import MeteredHandler
 from bots.handlers.plugins import preload, use_paths
 from bots.handlers.registry import HANDLERS, make_handler
 from bots.telegram.net import NetOptions
@@ -174,6 +175,9 @@ class Fleet:
             await preload(spec.handler)  # a plugin's first import runs off the loop
         try:
             handler = make_handler(spec.handler, self.handler_deps)
+            usage = self.handler_deps.usage
+            if usage is not None and spec.handler != "manager":  # owners manage past quotas
+                handler = MeteredHandler(handler, usage)
             limiter = BotLimiter(limits_for(self.settings, spec.settings))
             way = telegram_for(self.settings, spec.settings)
         except (UnknownHandler, BadBotSettings) as exc:

@@ -42,6 +42,7 @@ from ipc.offsets import RedisProgress
 from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import redis_address
+from supervisor.registry.audit import open_audit
 from supervisor.registry.bots import BotState, Registry
 from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.registry.changes import ChangeFeed
@@ -55,6 +56,7 @@ from supervisor.worker.inbox_reader import InboxReader
 from supervisor.worker.manager_admin import ManagerAdmin
 from supervisor.worker.reconcile import Reconciler
 from supervisor.worker.ticker import ticker
+from supervisor.worker.usage_meter import open_usage_meter
 
 if TYPE_CHECKING:
     import asyncpg
@@ -160,6 +162,8 @@ class Worker:
                 open_session_pool(s) as sessions,
                 open_context_store(s, redis=redis, pool=pool) as context,
                 open_llm(s.openai) as llm,
+                open_audit(pool, s.database.timeout_s) as audit,  # the manager bot's actions
+                open_usage_meter(redis, pool, lambda: self.settings) as usage,  # quotas
             ):
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
                 self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
@@ -168,8 +172,10 @@ class Worker:
                 session = sessions.default
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
-                admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
-                deps = HandlerDeps(context, llm, admin)
+                admin = ManagerAdmin(
+                    self.registry, pool, session, lambda: self.settings, redis, audit=audit
+                )
+                deps = HandlerDeps(context, llm, admin, usage=usage)
                 self.inbox = self._open_inbox(redis)
                 self.chats = ChatRecorder(pool, lambda: self.settings)
                 self.fleet = Fleet(
