@@ -106,6 +106,12 @@ class ProgressStore(Protocol):
     async def wait_renewal(self) -> None: ...
 
 
+class ChatSink(Protocol):
+    """Where the chats a bot hears from are noted (the worker's chat recorder)."""
+
+    def observe(self, bot_id: int, raw: dict[str, Any]) -> None: ...
+
+
 class MemoryProgress:
     """Keeps progress in this process only (tests; an actor without a worker)."""
 
@@ -170,8 +176,11 @@ class BotActor:
         progress: ProgressStore | None = None,
         initial: BotProgress | None | object = UNKNOWN,
         inbox: InboxSink | None = None,
+        chats: ChatSink | None = None,
     ) -> None:
         self.spec = spec
+        #: notes every update's chat (the `chats` table, the audience of broadcasts)
+        self.chats = chats
         #: the durable inbox (bots.inbox): polled updates go there, handled from there
         self.inbox = inbox
         self.started_at = 0.0  # monotonic start of the current run
@@ -452,6 +461,8 @@ class BotActor:
         # queued before a pause that outlived the lease: answered by the new holder unless
         # the lease is renewed (a cancel at stop leaves it unconfirmed)
         await self._fence()
+        if self.chats is not None:
+            self.chats.observe(self.spec.bot_id, update.raw)
         ctx = BotContext(self.spec.bot_id, self.username, self.api, self.spec.settings)
         for attempt in range(self.poll.handler_retries + 1):
             SENT_IN_TASK.set(0)
