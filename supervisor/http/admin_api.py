@@ -310,13 +310,17 @@ def _version() -> str:
         return "0"
 
 
-def add_admin_routes(app: web.Application, ctx: AdminContext) -> None:
-    """Register the admin API on the master's app; the document covers its other routes too."""
+def add_admin_routes(
+    app: web.Application, ctx: AdminContext, extra: tuple[Operation, ...] = ()
+) -> None:
+    """Register the admin API on the master's app, and `extra` operations (their handlers
+    authenticate themselves); the document covers its other routes too."""
     app[ADMIN_KEY] = ctx
+    operations = (*ADMIN_OPERATIONS, *extra)
     app[_DOCUMENT_KEY] = orjson.dumps(
-        build_document((*HOST_OPERATIONS, *ADMIN_OPERATIONS), version=_version())
+        build_document((*HOST_OPERATIONS, *operations), version=_version())
     )
-    for op in ADMIN_OPERATIONS:
+    for op in operations:
         assert op.handler is not None
         # [0-9], not \d: Python's \d also matches Arabic-Indic and full-width digits
         path = op.path.replace("{id}", r"{id:[0-9]{1,19}}")

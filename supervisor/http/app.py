@@ -12,6 +12,7 @@ from aiohttp import web
 
 from supervisor.http.admin_api import add_admin_routes
 from supervisor.http.common import AdminContext, json_errors
+from supervisor.http.upgrade_api import UPGRADE_KEY, UPGRADE_OPERATIONS
 from supervisor.master.arbiter import Master
 from supervisor.registry.bots import Registry
 
@@ -102,5 +103,7 @@ def make_app(
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/v1/status", status)
     if admin is not None:
-        add_admin_routes(app, admin)  # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py)
+        app[UPGRADE_KEY] = master.upgrade
+        # /v1/bots…, /v1/upgrade, /v1/openapi.json (supervisor/http/admin_api.py, upgrade_api.py)
+        add_admin_routes(app, admin, UPGRADE_OPERATIONS)
     return app
