@@ -37,6 +37,7 @@ class FakeHost:
     settings: Any
     shards: list[int]
     fleet: FakeFleet = field(default_factory=FakeFleet)
+    warm: list[int] = field(default_factory=list)
     epoch: int = -1
     state: str = "booting"
     desired: int = 0

@@ -87,6 +87,8 @@ class WorkerSlot:
     #: the shards this worker owns, and the assignment epoch they belong to
     shards: list[int] = field(default_factory=list)
     epoch: int = 0
+    #: shards it will be given soon (rolling upgrade): its handlers are imported at boot
+    warm: list[int] = field(default_factory=list)
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     beats: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -239,7 +241,10 @@ class Master:
         self._send(
             slot,
             pipe.Configure(
-                settings=self.settings.to_json_dict(), shards=tuple(slot.shards), epoch=slot.epoch
+                settings=self.settings.to_json_dict(),
+                shards=tuple(slot.shards),
+                epoch=slot.epoch,
+                warm=tuple(slot.warm),
             ),
         )
         slot.watcher = asyncio.create_task(

@@ -23,7 +23,6 @@ one worker at a time, so no bot ever has two pollers and nothing is lost.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Mapping
@@ -278,7 +277,7 @@ class RollingUpgrade:
         from supervisor.master.arbiter import WorkerSlot
 
         old = self._host.slots[self._index]
-        spare = WorkerSlot(old.index, shards=[], epoch=old.epoch)
+        spare = WorkerSlot(old.index, shards=[], epoch=old.epoch, warm=list(old.shards))
         self._spare, self._old = spare, None
         self._set_phase(UpgradePhase.STARTING, f"replacing worker {old.index}", now)
         await self._host.spawn_worker(spare)
@@ -354,12 +353,11 @@ class RollingUpgrade:
 
     def _retire(self, slot: WorkerSlot) -> None:
         """SIGTERM `slot` (its bots are gone or were never there); reaped as retired."""
-        pid = slot.pid
-        if pid is None:
+        if slot.pid is None or slot.proc is None:
             return  # exited already: reaped (or about to be) like any dead worker
         self._host.retiring.append(slot)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            slot.proc.send_signal(signal.SIGTERM)
 
     def _fail(self, reason: str, *, error: bool = True) -> None:
         spare, old = self._spare, self._old

@@ -105,8 +105,11 @@ class Worker:
         shards: list[int],
         epoch: int,
         heartbeat_fd: int | None = None,
+        warm: list[int] | None = None,
     ) -> None:
         self.settings = settings
+        #: shards whose handlers to import at boot (a rolling upgrade's replacement)
+        self.warm = warm or []
         self._heartbeat_fd = heartbeat_fd
         self._beats: HeartbeatSender | None = None
         self._redis_beat_failures = 0
@@ -477,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(first, pipe.Configure) or first.shards is None or first.epoch is None:
             raise BadMessage("the first pipe message must carry settings, shards and epoch")
         settings = Settings.model_validate(first.settings)
-        shards, epoch = list(first.shards), first.epoch
+        shards, epoch, warm = list(first.shards), first.epoch, list(first.warm)
     except (BadMessage, ValidationError) as exc:
         print(f"worker: bad settings from master: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
@@ -490,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
 
-        uvloop.run(Worker(settings, args.index, shards, epoch, args.heartbeat_fd).run())
+        uvloop.run(Worker(settings, args.index, shards, epoch, args.heartbeat_fd, warm).run())
     except ConfigError as exc:
         log.error("worker.config_error", error=str(exc))
         raise SystemExit(ExitCode.CONFIG) from None

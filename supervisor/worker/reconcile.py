@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 
 from bots.actor.actor import BotSpec
+from bots.handlers.plugins import preload
 from config.logthrottle import THROTTLE
 from supervisor.failures import postgres_address
 from supervisor.registry.changes import BotRow, ChangeFeed
@@ -56,6 +57,8 @@ class Host(Protocol):
 
     settings: Settings
     shards: list[int]
+    #: shards to take over soon (rolling upgrade): their handlers are imported at boot
+    warm: list[int]
     epoch: int
     state: str
     desired: int
@@ -112,6 +115,9 @@ class Reconciler:
     async def pass_once(self) -> None:
         """One pass of whichever kind is due; registry errors are logged, not raised."""
         host = self.host
+        if host.state == "booting" and host.warm:
+            await self._warm_up(host.warm)
+            host.warm = []
         shards, epoch = list(host.shards), host._assigned_epoch
         hinted, self._hinted = self._hinted, set()
         try:
@@ -154,6 +160,18 @@ class Reconciler:
             # the master waits for this before giving moved shards to another worker
             host.epoch = epoch
             await host._write_heartbeat()
+
+    async def _warm_up(self, shards: list[int]) -> None:
+        """A replacement in a rolling upgrade imports the handlers of the shards it will
+        take over before it reports ready: their bots then are not stopped while, say,
+        aiogram imports (seconds). Best effort: what fails here is imported at start."""
+        try:
+            rows = await self.feed.active(shards, self.host.settings.workers.shards)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            return
+        refs = {row.handler for row in rows}
+        await asyncio.gather(*(preload(ref) for ref in refs))
+        self._log.info("worker.warmed", handlers=len(refs), bots=len(rows))
 
     # -- the three passes -----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
@@ -196,3 +197,17 @@ async def test_an_undecryptable_token_is_retried_until_it_decrypts(settings: Set
     feed.calls.clear()
     await rec.pass_once()
     assert feed.calls == ["since"]
+
+
+async def test_a_rolling_upgrades_replacement_imports_its_future_handlers_before_ready(
+    settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "warm_plugin_x.py").write_text("def factory(deps):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    feed, host, _, rec = make(settings, bots=0, shards=[])
+    feed.put(4, handler="warm_plugin_x:factory")  # shard 0 of 4
+    host.warm = [0]
+    assert "warm_plugin_x" not in sys.modules
+    await rec.pass_once()
+    assert "warm_plugin_x" in sys.modules  # imported while it owns nothing yet
+    assert host.state == "ready" and host.fleet.specs == {} and host.warm == []
