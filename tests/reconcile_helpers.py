@@ -41,6 +41,7 @@ class FakeHost:
     epoch: int = -1
     state: str = "booting"
     desired: int = 0
+    exit_status: int = 0
     _assigned_epoch: int = 0
     _drain: asyncio.Event = field(default_factory=asyncio.Event)
     _reconcile_now: asyncio.Event = field(default_factory=asyncio.Event)

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
+from supervisor.exitcodes import ExitCode
+
 if TYPE_CHECKING:
     from config import Settings
     from supervisor.master.arbiter import Rebalance, WorkerSlot
@@ -252,9 +254,15 @@ class RollingUpgrade:
             return False
         spare.proc = None
         self._spare = None
+        why = (
+            "it could not import the handler code of its shards (worker.handlers_broken "
+            "in the log names each and why)"
+            if returncode == ExitCode.HANDLERS_BROKEN
+            else "see its log lines"
+        )
         self._fail(
             f"the replacement of worker {self._index} exited with status {returncode} before "
-            f"it took over (see its log lines); worker {self._index} keeps serving"
+            f"it took over ({why}); worker {self._index} keeps serving"
         )
         return True
 

@@ -122,6 +122,7 @@ class Worker:
         self._assigned_epoch = epoch
         self.host = socket.gethostname()
         self.state = "booting"
+        self.exit_status: int = ExitCode.OK
         self.desired = 0
         self.loop_lag = 0.0
         self._drain = asyncio.Event()
@@ -493,10 +494,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
 
-        uvloop.run(Worker(settings, args.index, shards, epoch, args.heartbeat_fd, warm).run())
+        worker = Worker(settings, args.index, shards, epoch, args.heartbeat_fd, warm)
+        uvloop.run(worker.run())
     except ConfigError as exc:
         log.error("worker.config_error", error=str(exc))
         raise SystemExit(ExitCode.CONFIG) from None
+    raise SystemExit(worker.exit_status)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 
 from bots.actor.actor import BotSpec
-from bots.handlers.plugins import preload
+from bots.handlers.plugins import HandlerLoadError, is_reference, load, preload, registered_names
 from config.logthrottle import THROTTLE
+from supervisor.exitcodes import ExitCode
 from supervisor.failures import postgres_address
 from supervisor.registry.changes import BotRow, ChangeFeed
 from supervisor.registry.tokenbox import TokenDecryptError
@@ -62,6 +63,8 @@ class Host(Protocol):
     epoch: int
     state: str
     desired: int
+    #: the process's exit status once it has drained
+    exit_status: int
     fleet: Fleet
     _assigned_epoch: int
     _drain: asyncio.Event
@@ -118,6 +121,8 @@ class Reconciler:
         if host.state == "booting" and host.warm:
             await self._warm_up(host.warm)
             host.warm = []
+            if host._drain.is_set():
+                return  # broken handler code: never report ready
         shards, epoch = list(host.shards), host._assigned_epoch
         hinted, self._hinted = self._hinted, set()
         try:
@@ -171,6 +176,19 @@ class Reconciler:
             return
         refs = {row.handler for row in rows}
         await asyncio.gather(*(preload(ref) for ref in refs))
+        broken = {}
+        for ref in refs:
+            if is_reference(ref) or ref in registered_names():
+                try:
+                    load(ref)  # preloaded: no second import, a failure is cached
+                except HandlerLoadError as exc:
+                    broken[ref] = str(exc)
+        if broken:
+            # taking over would disable their bots: refuse, the old worker serves on
+            self._log.error("worker.handlers_broken", handlers=broken)
+            self.host.exit_status = ExitCode.HANDLERS_BROKEN
+            self.host._drain.set()
+            return
         self._log.info("worker.warmed", handlers=len(refs), bots=len(rows))
 
     # -- the three passes -----------------------------------------------------------------

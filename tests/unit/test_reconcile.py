@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from config import Settings, load_settings
+from supervisor.exitcodes import ExitCode
 from supervisor.registry.tokenbox import TokenDecryptError
 from supervisor.worker.reconcile import DECRYPT_BATCH, Reconciler
 from tests.reconcile_helpers import CountingDecrypt, FakeFeed, FakeHost
@@ -211,3 +212,17 @@ async def test_a_rolling_upgrades_replacement_imports_its_future_handlers_before
     await rec.pass_once()
     assert "warm_plugin_x" in sys.modules  # imported while it owns nothing yet
     assert host.state == "ready" and host.fleet.specs == {} and host.warm == []
+
+
+async def test_a_replacement_whose_future_handlers_do_not_import_exits_before_ready(
+    settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "warm_plugin_broken.py").write_text("def factory(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    feed, host, _, rec = make(settings, bots=0, shards=[])
+    feed.put(4, handler="warm_plugin_broken:factory")
+    feed.put(8, handler="echo")
+    host.warm = [0]
+    await rec.pass_once()
+    assert host.exit_status == ExitCode.HANDLERS_BROKEN and host._drain.is_set()
+    assert host.state == "booting" and host.heartbeats == 0  # the master never sees it ready

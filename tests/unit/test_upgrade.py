@@ -12,6 +12,7 @@ import pytest
 
 from config import Settings
 from ipc.heartbeat import Heartbeat
+from supervisor.exitcodes import ExitCode
 from supervisor.master.arbiter import Master, Rebalance, WorkerSlot
 from supervisor.master.shards import shards_of_worker
 from supervisor.master.upgrade import _ALLOWED, RollingUpgrade, UpgradePhase
@@ -155,6 +156,16 @@ async def test_a_replacement_that_exits_while_booting_fails_and_the_old_worker_s
     assert "worker 0 keeps serving" in (status.error or "")
     assert host.slots[0] is old and old.shards == before and host.assigned == []
     assert up.spares() == [] and up.request("again")[0]  # a new attempt is allowed
+
+
+async def test_a_replacement_that_cannot_import_the_handlers_says_so(host: Host) -> None:
+    up = RollingUpgrade(host)
+    up.request("test")
+    await up.advance(0.0)
+    [spare] = up.spares()
+    assert up.reap(die(spare, ExitCode.HANDLERS_BROKEN), ExitCode.HANDLERS_BROKEN)
+    error = up.status().error or ""
+    assert "could not import the handler code" in error and "keeps serving" in error
 
 
 async def test_a_replacement_not_ready_within_the_boot_timeout_is_stopped(host: Host) -> None:
