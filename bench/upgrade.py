@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (  # noqa: E402
@@ -125,8 +127,11 @@ async def window(
 
 
 async def admin(daemon: Daemon, method: str) -> tuple[int, Any]:
+    """One call of /v1/upgrade; a loaded machine may take a while to answer."""
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    async with daemon.session.request(method, daemon.http + "/v1/upgrade", headers=headers) as r:
+    timeout = aiohttp.ClientTimeout(total=120)
+    url = daemon.http + "/v1/upgrade"
+    async with daemon.session.request(method, url, headers=headers, timeout=timeout) as r:
         return r.status, await r.json()
 
 

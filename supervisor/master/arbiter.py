@@ -97,6 +97,11 @@ class WorkerSlot:
         return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
 
 
+def _spare_slot(index: int, epoch: int, warm: list[int]) -> WorkerSlot:
+    """A rolling upgrade's replacement: owns nothing yet, imports the handlers of `warm`."""
+    return WorkerSlot(index, shards=[], epoch=epoch, warm=warm)
+
+
 class Master:
     def __init__(
         self, settings: Settings, reload_settings: Callable[[], Settings] | None = None
@@ -128,7 +133,7 @@ class Master:
         )
         self._log = log.bind(role="master")
         #: rolling code upgrade: SIGUSR2, `botvisor upgrade`, POST /v1/upgrade
-        self.upgrade = RollingUpgrade(self)
+        self.upgrade = RollingUpgrade(self, _spare_slot)
 
     # -- the loop ---------------------------------------------------------------------------
 

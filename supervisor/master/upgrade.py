@@ -25,19 +25,21 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 import structlog
 
 from supervisor.exitcodes import ExitCode
 
 if TYPE_CHECKING:
+    import asyncio
+
     from config import Settings
-    from supervisor.master.arbiter import Rebalance, WorkerSlot
+    from ipc.heartbeat import Heartbeat
 
 log = structlog.get_logger(__name__)
 
@@ -147,25 +149,53 @@ class UpgradeStatus:
         }
 
 
-class UpgradeHost(Protocol):
+class Slot(Protocol):
+    """What the upgrade reads and sets on a worker slot (arbiter.WorkerSlot; not imported:
+    the arbiter imports this module)."""
+
+    index: int
+    proc: asyncio.subprocess.Process | None
+    shards: list[int]
+    epoch: int
+    heartbeat: Heartbeat | None
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+S = TypeVar("S", bound=Slot)
+
+
+class UpgradeHost(Protocol[S]):
     """What the upgrade needs of the master (supervisor/master/arbiter.py's Master)."""
 
-    slots: list[WorkerSlot]
-    retiring: list[WorkerSlot]
-    settings: Settings
-    rebalance: Rebalance | None
-    draining: bool
+    slots: list[S]
+    retiring: list[S]
 
-    async def spawn_worker(self, slot: WorkerSlot) -> None: ...
+    @property
+    def settings(self) -> Settings: ...
 
-    def assign_nowait(self, slot: WorkerSlot, shards: list[int]) -> None: ...
+    @property
+    def rebalance(self) -> object | None: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    async def spawn_worker(self, slot: S) -> None: ...
+
+    def assign_nowait(self, slot: S, shards: list[int]) -> None: ...
 
 
-class RollingUpgrade:
+#: a new slot for worker `index` at `epoch` owning nothing, to take over shards `warm`
+SlotFactory = Callable[[int, int, list[int]], S]
+
+
+class RollingUpgrade(Generic[S]):
     """The upgrade state machine; one per master. `_set_phase` is the only writer."""
 
-    def __init__(self, host: UpgradeHost) -> None:
+    def __init__(self, host: UpgradeHost[S], make_slot: SlotFactory[S]) -> None:
         self._host = host
+        self._make_slot = make_slot
         self._phase = UpgradePhase.IDLE
         self._id = 0
         self._index = 0  # position in host.slots of the worker being replaced
@@ -178,8 +208,8 @@ class RollingUpgrade:
         self._since = 0.0  # monotonic start of the current phase
         self._shards: list[int] = []  # the shards moving from old to new
         #: the replacement, from its spawn until it owns the old worker's place
-        self._spare: WorkerSlot | None = None
-        self._old: WorkerSlot | None = None
+        self._spare: S | None = None
+        self._old: S | None = None
         self._log = log.bind(role="master")
 
     # -- what others read ---------------------------------------------------------------
@@ -208,7 +238,7 @@ class RollingUpgrade:
             return self._worker()
         return None
 
-    def spares(self) -> list[WorkerSlot]:
+    def spares(self) -> list[S]:
         """The replacement while it boots: not yet in `host.slots`, but drained with them."""
         return [self._spare] if self._spare is not None and self._phase in _SPARE_PHASES else []
 
@@ -282,10 +312,8 @@ class RollingUpgrade:
                 await self._check_taken_over(now)
 
     async def _start_next(self, now: float) -> None:
-        from supervisor.master.arbiter import WorkerSlot
-
         old = self._host.slots[self._index]
-        spare = WorkerSlot(old.index, shards=[], epoch=old.epoch, warm=list(old.shards))
+        spare = self._make_slot(old.index, old.epoch, list(old.shards))
         self._spare, self._old = spare, None
         self._set_phase(UpgradePhase.STARTING, f"replacing worker {old.index}", now)
         await self._host.spawn_worker(spare)
@@ -359,7 +387,7 @@ class RollingUpgrade:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _retire(self, slot: WorkerSlot) -> None:
+    def _retire(self, slot: S) -> None:
         """SIGTERM `slot` (its bots are gone or were never there); reaped as retired."""
         if slot.pid is None or slot.proc is None:
             return  # exited already: reaped (or about to be) like any dead worker

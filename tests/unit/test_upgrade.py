@@ -80,6 +80,10 @@ def die(slot: WorkerSlot, returncode: int = 1) -> int:
     return slot.proc.pid
 
 
+def spare_slot(index: int, epoch: int, warm: list[int]) -> WorkerSlot:
+    return WorkerSlot(index, shards=[], epoch=epoch, warm=warm)
+
+
 @pytest.fixture
 def host(settings_factory: Callable[..., Settings]) -> Host:
     return Host(settings_factory(workers={"count": 2, "boot_timeout_s": 10.0}))
@@ -88,7 +92,7 @@ def host(settings_factory: Callable[..., Settings]) -> Host:
 async def test_workers_are_replaced_one_at_a_time_and_shards_move_only_once_let_go(
     host: Host,
 ) -> None:
-    up = RollingUpgrade(host)
+    up = RollingUpgrade(host, spare_slot)
     olds = list(host.slots)
     shards = [list(s.shards) for s in olds]
     accepted, status = up.request("test")
@@ -131,7 +135,7 @@ async def test_workers_are_replaced_one_at_a_time_and_shards_move_only_once_let_
 
 
 async def test_a_second_request_while_one_runs_is_refused_with_the_progress(host: Host) -> None:
-    up = RollingUpgrade(host)
+    up = RollingUpgrade(host, spare_slot)
     assert up.request("first")[0]
     await up.advance(0.0)
     accepted, status = up.request("second")
@@ -143,7 +147,7 @@ async def test_a_second_request_while_one_runs_is_refused_with_the_progress(host
 async def test_a_replacement_that_exits_while_booting_fails_and_the_old_worker_serves_on(
     host: Host,
 ) -> None:
-    up = RollingUpgrade(host)
+    up = RollingUpgrade(host, spare_slot)
     old = host.slots[0]
     before = list(old.shards)
     up.request("test")
@@ -159,7 +163,7 @@ async def test_a_replacement_that_exits_while_booting_fails_and_the_old_worker_s
 
 
 async def test_a_replacement_that_cannot_import_the_handlers_says_so(host: Host) -> None:
-    up = RollingUpgrade(host)
+    up = RollingUpgrade(host, spare_slot)
     up.request("test")
     await up.advance(0.0)
     [spare] = up.spares()
@@ -169,7 +173,7 @@ async def test_a_replacement_that_cannot_import_the_handlers_says_so(host: Host)
 
 
 async def test_a_replacement_not_ready_within_the_boot_timeout_is_stopped(host: Host) -> None:
-    up = RollingUpgrade(host)
+    up = RollingUpgrade(host, spare_slot)
     up.request("test")
     await up.advance(100.0)
     [spare] = up.spares()
@@ -184,7 +188,7 @@ async def test_a_replacement_not_ready_within_the_boot_timeout_is_stopped(host: 
 
 
 async def test_a_replacement_lost_during_the_handover_gives_the_shards_back(host: Host) -> None:
-    up = RollingUpgrade(host)
+    up = RollingUpgrade(host, spare_slot)
     old = host.slots[0]
     before = list(old.shards)
     up.request("test")
@@ -202,7 +206,7 @@ async def test_a_replacement_lost_during_the_handover_gives_the_shards_back(host
 async def test_a_replacement_dying_after_it_took_over_is_left_to_the_restart_policy(
     host: Host,
 ) -> None:
-    up = RollingUpgrade(host)
+    up = RollingUpgrade(host, spare_slot)
     up.request("test")
     await up.advance(0.0)
     [spare] = up.spares()
@@ -220,7 +224,7 @@ async def test_a_replacement_dying_after_it_took_over_is_left_to_the_restart_pol
 
 
 async def test_an_upgrade_waits_for_a_worker_count_change(host: Host) -> None:
-    up = RollingUpgrade(host)
+    up = RollingUpgrade(host, spare_slot)
     host.rebalance = Rebalance(target=3, epoch=1, phase="shrink", started=0.0)
     up.request("test")
     await up.advance(0.0)
@@ -231,7 +235,7 @@ async def test_an_upgrade_waits_for_a_worker_count_change(host: Host) -> None:
 
 
 async def test_a_drain_aborts_quietly_and_refuses_new_upgrades(host: Host) -> None:
-    up = RollingUpgrade(host)
+    up = RollingUpgrade(host, spare_slot)
     up.request("test")
     await up.advance(0.0)
     [spare] = up.spares()
