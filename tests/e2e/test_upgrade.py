@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,10 @@ import pytest
 
 from bots.telegram.token import BotToken
 from config import Settings
-from emulators.telegram.server import RunningEmulator, open_emulator
+from emulators.telegram.server import RunningEmulator
 from supervisor.services import open_registry
 from tests.daemon import Daemon, daemon_env, start_daemon
-from tests.e2e.admin_rig import ADMIN_KEY
+from tests.e2e.admin_rig import ADMIN_KEY, Api, error_of
 from tests.e2e.test_cli_bots import cli
 from tests.e2e.test_daemon_e2e import wait_replied
 
@@ -34,12 +34,6 @@ class Echo:
 def factory(deps):
     return Echo()
 """
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with open_emulator() as emu:
-        yield emu
 
 
 async def _traffic(emulator: RunningEmulator, bots: list[Any], sent: list[int]) -> None:
@@ -131,3 +125,24 @@ async def test_upgrade_under_traffic_loses_nothing_polls_once_and_runs_the_new_h
     assert replies == ["version2:last"] * len(bots)
     assert log.count("upgrade.worker_replaced") == 2
     assert "worker.died" not in log
+
+
+async def test_the_upgrade_api_is_admin_only_and_refuses_a_second_upgrade_with_progress(
+    api: Api,
+) -> None:
+    """In-process app over a Master whose loop does not run: the request is taken, the
+    upgrade stays `waiting`, so the second one meets it."""
+    assert (await api.call("POST", "/v1/upgrade", None))[0] == 401
+    status, data = await api.call("POST", "/v1/upgrade", api.alice)
+    assert status == 403 and error_of(data)[0] == "admin_only"
+    assert (await api.call("GET", "/v1/upgrade", api.alice))[0] == 403
+    status, idle = await api.call("GET", "/v1/upgrade", ADMIN_KEY)
+    assert status == 200 and idle["phase"] == "idle" and idle["summary"] == "no upgrade has run"
+    status, started = await api.call("POST", "/v1/upgrade", ADMIN_KEY)
+    assert status == 202 and started["phase"] == "waiting" and started["id"] == 1
+    assert started["requested_by"] == "api" and started["started"] and not started["finished"]
+    status, conflict = await api.call("POST", "/v1/upgrade", ADMIN_KEY)
+    assert status == 409 and conflict["error"]["code"] == "upgrade_running"
+    assert conflict["upgrade"]["id"] == 1 and conflict["upgrade"]["phase"] == "waiting"
+    status, now = await api.call("GET", "/v1/upgrade", ADMIN_KEY)
+    assert status == 200 and now == started
