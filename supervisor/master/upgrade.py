@@ -316,7 +316,14 @@ class RollingUpgrade(Generic[S]):
         spare = self._make_slot(old.index, old.epoch, list(old.shards))
         self._spare, self._old = spare, None
         self._set_phase(UpgradePhase.STARTING, f"replacing worker {old.index}", now)
-        await self._host.spawn_worker(spare)
+        try:
+            await self._host.spawn_worker(spare)
+        except OSError as exc:  # out of processes or file descriptors: nothing was started
+            self._spare = None
+            self._fail(
+                f"could not start a replacement of worker {old.index}: {exc.strerror or exc}; "
+                f"worker {old.index} keeps serving"
+            )
 
     def _check_spare(self, now: float) -> None:
         spare = self._spare

@@ -172,6 +172,19 @@ async def test_a_replacement_that_cannot_import_the_handlers_says_so(host: Host)
     assert "could not import the handler code" in error and "keeps serving" in error
 
 
+async def test_a_replacement_that_cannot_be_spawned_fails_the_upgrade(host: Host) -> None:
+    async def no_processes(slot: WorkerSlot) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    host.spawn_worker = no_processes  # type: ignore[method-assign]
+    up = RollingUpgrade(host, spare_slot)
+    up.request("test")
+    await up.advance(0.0)
+    status = up.status()
+    assert status.phase is P.FAILED and "Resource temporarily unavailable" in (status.error or "")
+    assert up.spares() == [] and host.retiring == [] and host.assigned == []
+
+
 async def test_a_replacement_not_ready_within_the_boot_timeout_is_stopped(host: Host) -> None:
     up = RollingUpgrade(host, spare_slot)
     up.request("test")
