@@ -8,7 +8,7 @@ every `--interval` s, each in a chat of its own (no per-chat limiter waits):
   baseline   `--baseline` seconds without an upgrade
   upgrade    POST /v1/upgrade (admin key), traffic until GET /v1/upgrade says done
 
-For each window, after the traffic stops and every reply has arrived (or 60 s passed):
+For each window, after the traffic stops and every reply has arrived (or 180 s passed):
 injected, lost, answered twice (duplicates), 409 conflicts, 429s, reply latency p50/p99
 (the emulator's clock). Plus the upgrade's own duration (the master's started/finished)
 and whether every worker pid changed.
@@ -83,7 +83,7 @@ class Traffic:
 
 
 async def window(
-    emulator: RunningEmulator, traffic: Traffic, body: Any, settle_s: float = 60.0
+    emulator: RunningEmulator, traffic: Traffic, body: Any, settle_s: float = 180.0
 ) -> dict[str, Any]:
     """Counters of one traffic window: `body` runs while the traffic flows."""
     state = emulator.state
@@ -151,6 +151,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "state": {"dir": str(tmp / "state")},
                     "workers": {"count": args.workers, "boot_timeout_s": 120},
                     "security": {"admin_key": ADMIN_KEY},
+                    "bots": {"inbox_claim_idle_s": args.claim_idle},
                     "log": {"level": "WARNING"},
                 }
             )
@@ -203,6 +204,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "bots": args.bots,
         "workers": args.workers,
         "messages_per_bot_per_s": round(1 / args.interval, 3),
+        "inbox_claim_idle_s": args.claim_idle,
         "machine": machine(),
         "upgrade_phase": progress["phase"],
         "upgrade_error": progress["error"],
@@ -229,6 +231,13 @@ def main() -> int:
         "--interval", type=float, default=10.0, help="seconds between two messages of a bot"
     )
     p.add_argument("--baseline", type=float, default=20.0, help="baseline window, seconds")
+    p.add_argument(
+        "--claim-idle",
+        type=float,
+        default=30.0,
+        help="bots.inbox_claim_idle_s (default 30, the default's): an update waiting longer "
+        "than this in a worker's queue is claimed again and may be answered twice",
+    )
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--pg-admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = p.parse_args()
