@@ -149,17 +149,24 @@ class BotLimiter:
         self._wait_seconds_total = 0.0
         self._penalties = 0
         self._waiting = 0
+        # set (and dropped) by settle while someone waits for an answer; see acquire.
+        # Made on demand: 10,000 idle bots should not hold an Event each.
+        self._answered: asyncio.Event | None = None
 
     @property
     def limits(self) -> Limits:
         return self._limits
 
-    async def acquire(self, chat_id: int | None) -> float:
+    async def acquire(self, chat_id: int | None, *, hold: bool = False) -> float:
         """Return when one message to `chat_id` may be sent now (None: no chat scope).
 
         Runs in the actor's event loop. Callers to the same chat are granted in
         call order. A cancelled caller leaves no trace and no slot behind.
         Returns the grant time, for `settle` once the request has been answered.
+        With `hold` (the API seam) the grant counts as in flight until `settle`, so
+        the grant that would share a window with its arrival waits for its answer: a
+        request delayed on its way (a queue for a pooled connection, a lagging loop at
+        either end) can never land inside a later one's window. The caller must settle.
         """
         start = self._clock()
         self._waiting += 1
@@ -168,9 +175,9 @@ class BotLimiter:
             if key is None:
                 async with self._bot_lock:
                     slept = await self._wait_for(self._bot)
-                    grant = self._bot.reserve(self._clock())
+                    grant = self._bot.reserve(self._clock(), hold=hold)
             else:
-                grant, slept = await self._acquire_chat(key)
+                grant, slept = await self._acquire_chat(key, hold)
         finally:
             self._waiting -= 1
             if key is not None:
@@ -191,8 +198,11 @@ class BotLimiter:
             key = self._keys.get(chat_id)
             if key is not None:
                 key.window.settle(granted, done)
+        if self._answered is not None:
+            self._answered.set()
+            self._answered = None
 
-    async def _acquire_chat(self, key: _ChatKey) -> tuple[float, bool]:
+    async def _acquire_chat(self, key: _ChatKey, hold: bool) -> tuple[float, bool]:
         assert key.lock is not None  # set by _enter while users > 0
         slept = False
         async with key.lock:
@@ -204,8 +214,8 @@ class BotLimiter:
                     slept = await self._wait_for(self._bot) or slept
                     now = self._clock()
                     if key.window.earliest(now) <= now:
-                        grant = self._bot.reserve(now)
-                        key.window.reserve(grant)
+                        grant = self._bot.reserve(now, hold=hold)
+                        key.window.reserve(grant, hold=hold)
                         return grant, slept
                 # A 429 or retune closed the chat while we queued for the bot: wait again.
 
@@ -222,7 +232,25 @@ class BotLimiter:
             if t <= now:
                 return slept
             slept = True
-            await self._sleep(t - now)
+            if window.waits_for_answer(now):
+                await self._wait_answer(t - now)
+            else:
+                await self._sleep(t - now)
+
+    async def _wait_answer(self, at_most: float) -> None:
+        """Sleep until any of this bot's requests is answered (`settle`), or `at_most`."""
+        if self._answered is None:
+            self._answered = asyncio.Event()
+        # raced against the injected sleep, so virtual-time tests drive this path too
+        waits = [
+            asyncio.ensure_future(self._answered.wait()),
+            asyncio.ensure_future(self._sleep(at_most)),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def penalize(self, chat_id: int | None, retry_after: float) -> None:
         """Telegram answered 429: nothing more for this bot (and chat) before now + retry_after.

@@ -211,7 +211,7 @@ class BotApi:
         attempt = 0
         give_up_at = time.monotonic() + self._send_deadline_s
         while True:
-            granted = await self._limiter.acquire(chat_id)
+            granted = await self._limiter.acquire(chat_id, hold=True)
             try:
                 result = await self.call(method, params)
             except RetryAfter as exc:

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ratelimit import BotLimiter, Limits, Rate, Window, chat_scope
+from ratelimit.window import HOLD_MAX_S
 
 T = TypeVar("T")
 
@@ -532,6 +533,53 @@ async def test_statistics_count_waits() -> None:
     stats = limiter.statistics()
     assert (stats.acquires, stats.waits, stats.penalties, stats.waiting) == (3, 1, 0, 0)
     assert stats.wait_seconds_total == 1.025
+
+
+def test_window_a_held_grant_keeps_its_slot_until_answered() -> None:
+    w = Window(1, 1.0)
+    g = w.reserve(0.0, hold=True)
+    assert w.earliest(5.0) == HOLD_MAX_S  # time alone frees nothing (until the cap)
+    assert w.waits_for_answer(5.0) and not w.idle(100.0)
+    w.settle(g, 5.0)  # answered at 5: the next may go one period after the answer
+    assert w.earliest(5.0) == 6.0 and not w.waits_for_answer(5.0)
+    assert w.idle(6.0)
+    w.reserve(6.0)  # an unheld grant counts from its grant, as before
+    assert w.earliest(6.5) == 7.0
+
+
+async def test_a_request_in_flight_holds_the_grant_that_would_share_its_window() -> None:
+    vt = VirtualTime()
+    limiter = limiter_in(vt, TELEGRAM)
+
+    async def main() -> tuple[float, bool, float]:
+        first = await limiter.acquire(5, hold=True)  # at 0; its answer comes at 3
+        second = asyncio.create_task(limiter.acquire(5, hold=True))
+        await vt.sleep_until(3.0)
+        waited = not second.done()
+        limiter.settle(5, first)
+        return first, waited, await second
+
+    first, waited, second = await vt.run(main())
+    assert first == 0.0 and waited
+    assert second == 3.0 + 1.025  # one period (plus margin) after the answer, not the grant
+
+
+async def test_the_bot_window_waits_for_the_oldest_answer_when_full() -> None:
+    vt = VirtualTime()
+    limiter = limiter_in(vt, TELEGRAM)
+
+    async def main() -> float:
+        grants = [await limiter.acquire(None, hold=True) for _ in range(30)]
+        late = asyncio.create_task(limiter.acquire(None, hold=True))
+        await vt.sleep_until(2.0)
+        for g in grants[1:]:
+            limiter.settle(None, g)  # all but the oldest answered at 2
+        await vt.sleep_until(4.0)
+        assert not late.done()  # the oldest may still be on its way
+        limiter.settle(None, grants[0])
+        return await late
+
+    assert await vt.run(main()) == 4.0 + 1.025
 
 
 def test_virtual_time_is_fifo_for_equal_deadlines() -> None:
