@@ -24,6 +24,9 @@ class FakeFleet:
     def running_specs(self) -> dict[int, BotSpec]:
         return dict(self.specs)
 
+    async def wait_progress_saved(self, within_s: float) -> bool:
+        return True
+
     async def apply(self, plan: Plan) -> None:
         self.plans.append(plan)
         for bot_id in plan.stop:

@@ -134,6 +134,17 @@ class Fleet:
         known = await self.progress.load_many([s.bot_id for s in starting]) if starting else {}
         await asyncio.gather(*(self._start(spec, known.get(spec.bot_id)) for spec in starting))
 
+    async def wait_progress_saved(self, within_s: float) -> bool:
+        """Runs in the worker's loop. True once every progress mark made so far is in the
+        store, retrying failed flushes; False if not within `within_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while (left := deadline - loop.time()) > 0:
+            if await self.progress.flush(min(left, 5.0)):
+                return True
+            await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0)))  # a failed write
+        return False
+
     async def stop_all(self) -> None:
         await asyncio.gather(*(self._stop(bot_id) for bot_id in list(self.handles)))
 

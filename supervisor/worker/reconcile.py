@@ -162,7 +162,13 @@ class Reconciler:
             gc.collect()
             gc.freeze()  # the fleet's long-lived objects leave the collector's scans
         if epoch != host.epoch:
-            # the master waits for this before giving moved shards to another worker
+            # the master waits for this before giving moved shards to another worker, whose
+            # bots start from the progress in Redis: what ours answered must be there first
+            # (a stop's own save gives up after 5 s; a loaded Redis may need longer)
+            stopped = len(plan.stop) if plan else 0
+            within = host.settings.shutdown.grace_s
+            if stopped and not await host.fleet.wait_progress_saved(within):
+                self._log.warning("reconcile.progress_not_saved", bots=stopped, waited_s=within)
             host.epoch = epoch
             await host._write_heartbeat()
 
