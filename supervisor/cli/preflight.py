@@ -14,7 +14,9 @@ from supervisor.exitcodes import ExitCode
 
 #: Commands that only read: they never create a registry (nor start a private server
 #: that holds none).
-READ_ONLY = frozenset({("bots", "list"), ("bots", "show"), ("owners", "list"), ("status", None)})
+READ_ONLY = frozenset(
+    {("bots", "list"), ("bots", "show"), ("owners", "list"), ("status", None), ("upgrade", None)}
+)
 #: Long-running commands keep the configured log level; one-shot ones log warnings only
 #: unless log.level is set explicitly.
 DAEMONS = frozenset({"run", "demo"})
@@ -79,7 +81,7 @@ def refuse_empty(args: argparse.Namespace, settings: Settings) -> int | None:
     if _key(args) not in READ_ONLY:
         return None
     where = Path(settings.state.dir).absolute()
-    if args.command == "status":
+    if args.command in ("status", "upgrade"):  # they talk to a daemon over its Redis
         if settings.redis.url is None and not (where / "redis").is_dir():
             print(
                 f"botvisor: no daemon has run with state in {where} "

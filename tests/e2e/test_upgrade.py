@@ -146,3 +146,12 @@ async def test_the_upgrade_api_is_admin_only_and_refuses_a_second_upgrade_with_p
     assert conflict["upgrade"]["id"] == 1 and conflict["upgrade"]["phase"] == "waiting"
     status, now = await api.call("GET", "/v1/upgrade", ADMIN_KEY)
     assert status == 200 and now == started
+
+
+async def test_botvisor_upgrade_without_a_daemon_says_so(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator
+) -> None:
+    env = daemon_env(fresh_settings(), emulator.base_url, 0)
+    code, out, err = await cli(env, "upgrade")
+    assert code == 1 and out == ""
+    assert "no daemon answered (is `botvisor run` running with this configuration?)" in err
