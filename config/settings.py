@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from config import redact
+from config.proxy import parse_proxy
 
 ENV_PREFIX = "BOTVISOR_"
 #: Environment variables with our prefix that are not settings keys.
@@ -47,9 +48,10 @@ def default_state_dir(config_file: Path | None, environ: Mapping[str, str]) -> t
 
 #: a worker's drain may run this far past shutdown.grace_s before it stops waiting
 DRAIN_OVERRUN_S: Final = 3.0
-#: what a worker may spend after its drain: the context store's close (≤ 11 s when
-#: PostgreSQL is slow: replay 1 s, flush 5 s, tasks 5 s) and its pools (bounded in the worker)
-WORKER_TEARDOWN_S: Final = 13.0
+#: what a worker may spend after its drain: its services' stop (≤ 3 s), the context
+#: store's close (≤ 11 s when PostgreSQL is slow: replay 1 s, flush 5 s, tasks 5 s) and
+#: its pools (≤ 1 s each); see supervisor/worker/process.py
+WORKER_TEARDOWN_S: Final = 17.0
 
 
 class _Section(BaseModel):
@@ -138,6 +140,57 @@ class TelegramSection(_Section):
         "polls have a lean connection of their own per bot). Bounded so a burst reuses "
         "connections instead of opening one per message; 0 = unbounded.",
     )
+    proxy: SecretStr | None = Field(
+        None,
+        description="Proxy for every Bot API call and long poll: http://, https:// or "
+        "socks5://, with optional user:password@ (a bot's settings may name its own, "
+        '{"telegram": {"proxy": "..."}}). The password never appears in logs or errors.',
+    )
+    tls_verify: bool = Field(
+        True,
+        description="Check the Bot API server's TLS certificate (and an https:// proxy's). "
+        "Turn off only for a test server.",
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        description="PEM bundle of CAs to trust instead of the system's (a local Bot API "
+        "server or a TLS-intercepting proxy with a private CA).",
+    )
+    connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="Timeout of one TCP connect attempt to one address of the Bot API "
+        "server (or the proxy): a dead route fails over to the next address.",
+    )
+    happy_eyeballs_delay_s: float = Field(
+        0.25,
+        ge=0,
+        le=30,
+        description="Happy Eyeballs (RFC 8305): the next address (alternating IPv6/IPv4) "
+        "is tried this long after the previous attempt started, if it has not connected.",
+    )
+    dns_ttl_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="Seconds a resolved Bot API address is reused by the long polls and "
+        "the shared pool (one lookup per process, not one per bot); 0 = look up each time.",
+    )
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_proxy(value.get_secret_value())  # ValueError names what is wrong
+        return value
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file (a PEM bundle of CA certificates)")
+        return value
 
 
 class WorkersSection(_Section):

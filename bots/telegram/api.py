@@ -16,8 +16,10 @@ from typing import Any, Final
 
 import aiohttp
 import orjson
+from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
-from bots.telegram.longpoll import LongPoll, PollProtocolError
+from bots.telegram.longpoll import DIRECT, LongPoll, PollProtocolError
+from bots.telegram.net import NetOptions, ProxyFailed
 from bots.telegram.token import BotToken
 from ratelimit import BotLimiter
 
@@ -105,6 +107,23 @@ def _error(bot_id: int, method: str, status: int, payload: Any) -> TelegramError
     return TelegramError(bot_id, method, code, description)
 
 
+_PROXY_ERRORS: Final = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
+
+
+def _cause(exc: BaseException, net: NetOptions) -> str:
+    """What went wrong, without a URL: the error's type, or for a proxy failure its reason
+    naming the proxy with its password masked."""
+    if isinstance(exc, ProxyFailed):
+        return str(exc)
+    if net.proxy is not None and isinstance(exc, (*_PROXY_ERRORS, EOFError)):
+        # from aiohttp-socks on the shared pool; python-socks' messages hold no credentials
+        reason = str(exc)[:200] if isinstance(exc, _PROXY_ERRORS) else ""
+        reason = reason or "Connection closed unexpectedly"
+        hint = " (check its user name and password)" if net.proxy.username else ""
+        return f"proxy {net.proxy.shown} refused: {reason}{hint if 'closed' in reason else ''}"
+    return type(exc).__name__
+
+
 class BotApi:
     """One bot's Bot API client over the worker's shared HTTP pool. Runs in the actor's tasks."""
 
@@ -130,10 +149,11 @@ class BotApi:
         request_timeout: float,
         max_retries: int,
         send_deadline_s: float = 0.0,
+        net: NetOptions = DIRECT,
     ) -> None:
         self._session = session
         self._url = f"{api_base.rstrip('/')}/bot{token.reveal()}/"
-        self._poll = LongPoll(api_base, token.reveal())
+        self._poll = LongPoll(api_base, token.reveal(), net)
         # per socket operation, not in total: waiting for a free pooled connection during a
         # burst is not Telegram being slow, and a send timed out after Telegram took it
         # would be sent again (an answer twice)
@@ -166,9 +186,9 @@ class BotApi:
             ) as resp:
                 body = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, ProxyError, EOFError) as exc:
             # `from None`: aiohttp's exceptions print the URL, which holds the token.
-            raise BotNetworkError(self.bot_id, method, type(exc).__name__) from None
+            raise BotNetworkError(self.bot_id, method, _cause(exc, self._poll.net)) from None
         return self._answer(method, status, body)
 
     async def poll(self, params: dict[str, Any], *, timeout: float) -> Any:
@@ -176,7 +196,7 @@ class BotApi:
         try:
             status, raw = await self._poll.post(orjson.dumps(params), timeout)
         except (OSError, TimeoutError, PollProtocolError) as exc:
-            raise BotNetworkError(self.bot_id, "getUpdates", type(exc).__name__) from None
+            raise BotNetworkError(self.bot_id, "getUpdates", _cause(exc, self._poll.net)) from None
         return self._answer("getUpdates", status, raw)
 
     async def open_poll(self, *, timeout: float) -> None:
@@ -184,7 +204,7 @@ class BotApi:
         try:
             await self._poll.connect(timeout)
         except (OSError, TimeoutError) as exc:
-            raise BotNetworkError(self.bot_id, "getUpdates", type(exc).__name__) from None
+            raise BotNetworkError(self.bot_id, "getUpdates", _cause(exc, self._poll.net)) from None
 
     def close_poll(self) -> None:
         """Drop the poll connection (the actor stopped); the next poll opens a new one."""

@@ -95,6 +95,8 @@ BOT_API_METHODS: Final = (
     "answerCallbackQuery",
     "editMessageText",
     "editMessageReplyMarkup",
+    "logOut",
+    "close",
 )
 
 

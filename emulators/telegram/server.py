@@ -23,6 +23,7 @@ from aiohttp import web
 
 from emulators.telegram.callbacks import Interactions
 from emulators.telegram.openapi import document
+from emulators.telegram.sessions import ServerSessions
 from emulators.telegram.state import (
     CHAT_ID_EMPTY,
     CHAT_NOT_FOUND,
@@ -153,6 +154,8 @@ class EmulatorServer:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.interactions = ia = Interactions(state)
+        #: logOut / close (emulators/telegram/sessions.py); tests may shorten its windows
+        self.sessions = ServerSessions(state)
         sync_methods: dict[str, Callable[[BotState, dict[str, Any]], Result]] = {
             "getme": lambda bot, _p: state.get_me(bot),
             "sendmessage": self._send_message,
@@ -163,6 +166,8 @@ class EmulatorServer:
                 bot, _bool(p.get("drop_pending_updates"))
             ),
             "getwebhookinfo": lambda bot, _p: state.webhook_info(bot),
+            "logout": lambda bot, _p: self.sessions.log_out(bot),
+            "close": lambda bot, _p: self.sessions.close(bot),
             "answercallbackquery": ia.answer_callback_query,
             "editmessagetext": ia.edit_message_text,
             "editmessagereplymarkup": ia.edit_message_reply_markup,
@@ -257,6 +262,9 @@ class EmulatorServer:
         bot = self.state.authenticate(token)
         if not isinstance(bot, BotState):
             return _result(bot)
+        refused = self.sessions.admit(bot)
+        if refused is not None:
+            return _result(refused)
         try:
             params = await _params(request)
             if sync is not None:

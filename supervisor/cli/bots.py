@@ -8,15 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
 from bots.handlers.base import UnknownHandler
 from bots.handlers.plugins import use_paths
 from bots.handlers.registry import resolve
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
+from bots.telegram.sessions import open_bot_api_session
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
+from supervisor.cli.move_api import move_api
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.bot_service import BotService, BotServiceError
 from supervisor.registry.bots import BotRecord, Registry
@@ -51,12 +52,16 @@ async def bots_command(settings: Settings, args: argparse.Namespace) -> int:
     async with (
         open_services(settings, redis=writes) as live,
         open_registry(live, apply_migrations=writes) as registry,  # reads create nothing
-        aiohttp.ClientSession() as session,
+        open_bot_api_session(live) as session,
     ):
         if args.bots_command == "import":
             return await _import(live, registry, args)
         try:
-            return await _bots(BotService(registry, live, session), registry, args)
+            svc = BotService(registry, live, session)
+            if args.bots_command == "move-api":
+                await move_api(live, svc, registry, session, args.id, args.to, _out)
+                return 0
+            return await _bots(svc, registry, args)
         except BotServiceError as exc:
             _err(exc.message)
             return ExitCode.FAILURE
@@ -187,7 +192,7 @@ async def _import(settings: Settings, registry: Registry, args: argparse.Namespa
     rejected = 0
     if not args.no_check and tokens:
         gate = asyncio.Semaphore(64)
-        async with aiohttp.ClientSession() as session:
+        async with open_bot_api_session(settings) as session:
 
             async def check(token: BotToken) -> bool:
                 async with gate:

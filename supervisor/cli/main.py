@@ -145,6 +145,23 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="set a setting; repeatable"
     )
     upd.add_argument("--unset", action="append", default=[], metavar="KEY", help="drop a setting")
+    mov = bsub.add_parser(
+        "move-api",
+        help="move a bot to another Bot API server (a local telegram-bot-api, or back)",
+        description="Move a bot between Bot API servers: logOut on the cloud server "
+        "(telegram.api_base) when leaving it, close on a local server when leaving that, "
+        "then store the new base in the bot's settings (telegram.api_base). Telegram "
+        "refuses close in the first 10 minutes after a bot's launch, and a bot logged out "
+        "of the cloud may log in there again only after 10 minutes.",
+    )
+    mov.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
+    mov.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="the new Bot API base, e.g. http://127.0.0.1:8081 (a local server) or "
+        "telegram.api_base (back to the cloud)",
+    )
     rep = bsub.add_parser(
         "replace-token",
         help="give a bot a new token (after /revoke), keeping owner and settings",

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import structlog
 from aiohttp import web
 
+from bots.telegram.sessions import open_bot_api_session
 from config import Settings, load_settings
 from context import open_context_store
 from ipc.redis_client import redis_client
@@ -103,7 +103,7 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
         open_services(settings) as live,
         open_registry(live) as registry,
         master_lock(live),  # before the pid file and the port: a second run touches neither
-        aiohttp.ClientSession() as session,  # the admin API's getMe checks
+        open_bot_api_session(live) as session,  # the admin API's getMe checks
         contextlib.aclosing(
             redis_client(live.redis.url or "", live.redis.timeout_s, live.redis.pool_max)
         ) as redis,

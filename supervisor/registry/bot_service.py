@@ -23,7 +23,7 @@ from bots.handlers.registry import HANDLERS, check_settings, resolve, unavailabl
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
-from config.bot_settings import BadBotSettings, check_for
+from config.bot_settings import BadBotSettings, check_for, keep_hidden, telegram_for
 from supervisor.registry.bots import AlreadyRegistered, BotRecord, BotState, Registry
 from supervisor.registry.owners import Caller
 from supervisor.services import publish_hint
@@ -91,7 +91,7 @@ class BotService:
         except BadToken as exc:
             raise BotServiceError(ErrorKind.INVALID, "invalid_token", f"token: {exc}") from None
         owner_id = await self._owner_id(caller, owner)
-        me = await self._get_me(parsed)
+        me = await self._get_me(parsed, settings)
         try:
             record = await self._registry.add(
                 parsed,
@@ -129,7 +129,7 @@ class BotService:
         if handler is not None or settings is not None:
             current = await self.get(caller, bot_id)
             if settings is not None:
-                settings = self._check_settings(settings)
+                settings = self._check_settings(keep_hidden(settings, current.settings))
             self._check(
                 handler or current.handler,
                 current.settings if settings is None else settings,
@@ -145,7 +145,7 @@ class BotService:
             parsed = BotToken(token)
         except BadToken as exc:
             raise BotServiceError(ErrorKind.INVALID, "invalid_token", f"token: {exc}") from None
-        await self.get(caller, bot_id)  # another owner's bot is a 404 before any getMe
+        current = await self.get(caller, bot_id)  # another owner's bot: 404 before any getMe
         if parsed.bot_id != bot_id:
             raise BotServiceError(
                 ErrorKind.INVALID,
@@ -153,7 +153,7 @@ class BotService:
                 f"token: it belongs to bot {parsed.bot_id}, not bot {bot_id}; a bot keeps "
                 "its id when @BotFather issues a new token",
             )
-        me = await self._get_me(parsed)
+        me = await self._get_me(parsed, current.settings)
         record = await self._registry.replace_token(
             parsed, str(me.get("username", "")), owner_id=caller.scope
         )
@@ -221,10 +221,15 @@ class BotService:
             )
         return owner_id
 
-    async def _get_me(self, token: BotToken) -> dict[str, Any]:
+    async def _get_me(
+        self, token: BotToken, bot_settings: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """getMe at the bot's own Bot API server (its settings' telegram.api_base, e.g. a
+        local server it was moved to), through the deployment's proxy."""
         tg = self._settings.telegram
+        base = telegram_for(self._settings, bot_settings or {}).api_base
         try:
-            return await fetch_me(self._session, tg.api_base, token, tg.request_timeout_s)
+            return await fetch_me(self._session, base, token, tg.request_timeout_s)
         except TokenRejected as exc:
             raise BotServiceError(
                 ErrorKind.INVALID,
@@ -237,7 +242,7 @@ class BotService:
             raise BotServiceError(
                 ErrorKind.UPSTREAM,
                 "telegram_unavailable",
-                f"could not check the token with getMe at {tg.api_base}: {exc}; try again",
+                f"could not check the token with getMe at {base}: {exc}; try again",
             ) from None
 
     def _check(

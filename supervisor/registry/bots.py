@@ -14,7 +14,7 @@ import asyncpg
 
 from bots.actor.actor import BotSpec
 from bots.telegram.token import BotToken
-from config.bot_settings import BadBotSettings, check_bot_settings
+from config.bot_settings import BadBotSettings, check_bot_settings, shown
 from supervisor.registry.tokenbox import TokenBox, TokenDecryptError
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class BotRecord:
             "username": self.username,
             "token": f"{self.id}:***",
             "handler": self.handler,
-            "settings": dict(self.settings),
+            "settings": shown(self.settings),  # a proxy's password masked
             "state": str(self.state),
             "disabled_reason": self.disabled_reason,
             "revision": self.revision,
@@ -235,13 +235,24 @@ class Registry:
         )
         return None if row is None else _record(row)
 
-    async def set_state(self, bot_id: int, state: BotState, reason: str | None = None) -> bool:
+    async def set_state(
+        self,
+        bot_id: int,
+        state: BotState,
+        reason: str | None = None,
+        *,
+        if_revision: int | None = None,
+    ) -> bool:
+        """`if_revision`: only if the row is still at that revision (a worker disabling the
+        bot it runs must not undo an admin's change made meanwhile, e.g. `bots move-api`'s
+        pause → logOut → resume, whose logOut ends the old poll with a 401)."""
         status = await self._pool.execute(
             "UPDATE bots SET state = $2, disabled_reason = $3, revision = revision + 1,"
-            " updated_at = now() WHERE id = $1",
+            " updated_at = now() WHERE id = $1 AND ($4::bigint IS NULL OR revision = $4)",
             bot_id,
             str(state),
             reason,
+            if_revision,
             timeout=self._timeout,
         )
         return status.endswith(" 1")
@@ -253,6 +264,16 @@ class Registry:
         counts = {str(s): 0 for s in BotState}
         counts.update({r["state"]: int(r["n"]) for r in rows})
         return counts
+
+    async def token_of(self, bot_id: int) -> BotToken | None:
+        """One bot's decrypted token whatever its state (`bots move-api` calls logOut/close
+        with it). Raises TokenDecryptError when its key is gone."""
+        row = await self._pool.fetchrow(
+            "SELECT key_id, token_encrypted FROM bots WHERE id = $1", bot_id, timeout=self._timeout
+        )
+        if row is None:
+            return None
+        return self._box.decrypt(bot_id, row["token_encrypted"], row["key_id"])
 
     async def desired(self, shards: Sequence[int], total_shards: int) -> dict[int, BotSpec]:
         """Active bots of these shards, tokens decrypted. A row that fails to decrypt is

@@ -30,8 +30,10 @@ from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.handlers.base import HandlerDeps, UnknownHandler
 from bots.handlers.plugins import preload, use_paths
 from bots.handlers.registry import HANDLERS, make_handler
+from bots.telegram.net import NetOptions
+from bots.telegram.sessions import SessionPool
 from config import Settings
-from config.bot_settings import BadBotSettings, ratelimit_for
+from config.bot_settings import BadBotSettings, TelegramOverride, ratelimit_for, telegram_for
 from ipc.offsets import BotProgress
 from ratelimit import BotLimiter, Limits
 from supervisor.worker.bounds import GatedBotApi, WorkerBounds
@@ -81,6 +83,9 @@ class Fleet:
         #: the durable inbox, when `bots.inbox` was on at the worker's start
         self.inbox = inbox
         self.session = session
+        #: pools by way out (set by the worker); a bot with its own proxy uses its pool
+        self.sessions: SessionPool | None = None
+        self._nets: dict[NetOptions, NetOptions] = {}  # one shared instance per value
         self.progress: ProgressStore = progress or MemoryProgress()
         self.handler_deps = handler_deps or HandlerDeps()
         self.on_disabled = on_disabled
@@ -90,6 +95,14 @@ class Fleet:
         self._spawn_gate = asyncio.Semaphore(settings.bots.spawn_concurrency)
         self.bounds = WorkerBounds(settings)
         ChatDispatcher.budget = self.bounds.queue  # every actor's dispatcher counts in it
+
+    def _net_for(self, way: TelegramOverride) -> tuple[NetOptions, aiohttp.ClientSession]:
+        """The bot's way out: its (shared) NetOptions and the aiohttp pool that goes that way."""
+        net = NetOptions.from_settings(self.settings, way.proxy)
+        net = self._nets.setdefault(net, net)
+        if self.sessions is None or net == self.sessions.default_net:
+            return net, self.session
+        return net, self.sessions.for_net(net)
 
     def running_specs(self) -> dict[int, BotSpec]:
         return {bot_id: h.actor.spec for bot_id, h in self.handles.items()}
@@ -166,20 +179,23 @@ class Fleet:
         try:
             handler = make_handler(spec.handler, self.handler_deps)
             limiter = BotLimiter(limits_for(self.settings, spec.settings))
+            way = telegram_for(self.settings, spec.settings)
         except (UnknownHandler, BadBotSettings) as exc:
             # this bot's own data is wrong: disable it with the reason, start the others
             await self.on_disabled(spec.bot_id, str(exc))
             return
         tg = self.settings.telegram
+        net, session = self._net_for(way)
         api = GatedBotApi(
-            self.session,
-            tg.api_base,
+            session,
+            way.api_base,
             spec.token,
             limiter,
             request_timeout=tg.request_timeout_s,
             max_retries=tg.max_retries,
             send_deadline_s=tg.send_deadline_s,
             gate=self.bounds.queue,
+            net=net,
         )
         poll = PollConfig(
             poll_timeout_s=tg.poll_timeout_s,

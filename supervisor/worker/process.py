@@ -22,7 +22,6 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import redis.asyncio as aioredis
 import structlog
 from pydantic import ValidationError
@@ -30,6 +29,7 @@ from redis.exceptions import RedisError
 
 from bots.handlers.base import HandlerDeps
 from bots.llm.service import open_llm
+from bots.telegram.sessions import open_session_pool
 from config import ConfigError, Settings
 from context import ContextStore, open_context_store
 from ipc import keys, pipe
@@ -66,6 +66,8 @@ FLEET_LOG_EVERY_S = 10.0
 SHUTDOWN_REDIS_S = 0.5
 #: each pool's close at exit (part of config.settings.WORKER_TEARDOWN_S)
 POOL_CLOSE_S = 1.0
+#: how long a drained worker keeps cancelling services that do not stop
+STOP_SERVICES_S = 3.0
 
 
 def raise_nofile_limit() -> int:
@@ -149,20 +151,13 @@ class Worker:
         raise_nofile_limit()
         s = self.settings
         assert s.redis.url is not None and s.database.url is not None
-        connector = aiohttp.TCPConnector(
-            # bounded: a burst of 5,000 replies must reuse connections, not open 5,000
-            limit=s.telegram.connections_per_worker,
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            keepalive_timeout=max(30.0, s.telegram.poll_timeout_s + 5.0),
-        )
         if self._heartbeat_fd is not None:
             self._beats = await HeartbeatSender.open(self._heartbeat_fd)
         redis = redis_client(s.redis.url, s.redis.timeout_s, s.redis.pool_max)
         pool = await create_pool(s)
         try:
             async with (
-                aiohttp.ClientSession(connector=connector) as session,
+                open_session_pool(s) as sessions,
                 open_context_store(s, redis=redis, pool=pool) as context,
                 open_llm(s.openai) as llm,
             ):
@@ -170,12 +165,14 @@ class Worker:
                 self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
                 feed = ChangeFeed(pool, s.database.timeout_s)
                 self.reconciler = Reconciler(self, feed, self.registry.decrypt)
+                session = sessions.default
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
                 admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
                 deps = HandlerDeps(context, llm, admin)
                 self.inbox = self._open_inbox(redis)
                 self.fleet = Fleet(s, session, self._on_disabled, self.progress, deps, self.inbox)
+                self.fleet.sessions = sessions  # per-bot proxies get pools of their own
                 self.redis = redis
                 await self._serve()
         finally:
@@ -231,9 +228,25 @@ class Worker:
                 )
             finally:
                 watchdog.cancel()
-            for task in services:
-                task.cancel(msg="drain complete")
+            await self._stop_services(services)
         self._log.info("worker.stopped")
+
+    async def _stop_services(self, services: list[asyncio.Task[Any]]) -> None:
+        """Cancel the services and wait for them, cancelling again any that carried on: a
+        library may turn the CancelledError into its own error inside our retry loop (seen:
+        the inbox reader's XREADGROUP), which would hold the TaskGroup, and so the exit,
+        until the master's SIGKILL."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + STOP_SERVICES_S
+        pending = {t for t in services if not t.done()}
+        while pending:
+            for task in pending:
+                task.cancel(msg="drain complete")
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+            if pending and loop.time() >= give_up:
+                stuck = [f"{t.get_name()} @ {_innermost(t)}" for t in pending]
+                self._log.error("worker.services_stuck", tasks=stuck)
+                return
 
     def _report_stuck_drain(self) -> None:
         """A drain past its grace: name the tasks still pending and where each waits (a
@@ -449,7 +462,11 @@ class Worker:
         self._log.info("worker.reloaded")
 
     async def _on_disabled(self, bot_id: int, reason: str) -> None:
-        await self.registry.set_state(bot_id, BotState.DISABLED, reason)
+        # only the revision this worker runs: an admin's change since (a pause before a
+        # move to another Bot API server, a new token) wins over a stale actor's 401
+        handle = self.fleet.handles.get(bot_id)
+        revision = handle.actor.spec.revision if handle is not None else None
+        await self.registry.set_state(bot_id, BotState.DISABLED, reason, if_revision=revision)
         self._reconcile_now.set()
 
 
