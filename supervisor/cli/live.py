@@ -74,6 +74,9 @@ async def status(settings: Settings, as_json: bool) -> int:
         f"ready: {master['ready']} ({master['reason']}); workers {len(workers)}/"
         f"{master['workers']} answered; worker restarts {master['worker_restarts']}"
     )
+    upgrade = master.get("upgrade") or {}
+    if upgrade.get("id"):  # the running or last rolling upgrade (absent from older masters)
+        print(f"upgrade {upgrade['id']}: {upgrade['summary']}")
     print(
         f"{'WORKER':>6} {'PID':>8} {'STATE':<9} {'RUNNING':>9} {'BACKOFF':>7} {'DISABLED':>8} "
         f"{'LAG ms':>7} {'UPD/s':>7} {'REPL/s':>7} {'WAITS/s':>7} {'429/s':>6} {'P99 ms':>7}"
