@@ -95,6 +95,12 @@ class ProgressStore(Protocol):
     async def flush(self, timeout: float) -> bool: ...
 
 
+class ChatSink(Protocol):
+    """Where the chats a bot hears from are noted (the worker's chat recorder)."""
+
+    def observe(self, bot_id: int, raw: dict[str, Any]) -> None: ...
+
+
 class MemoryProgress:
     """Keeps progress in this process only (tests; an actor without a worker)."""
 
@@ -150,8 +156,11 @@ class BotActor:
         progress: ProgressStore | None = None,
         initial: BotProgress | None | object = UNKNOWN,
         inbox: InboxSink | None = None,
+        chats: ChatSink | None = None,
     ) -> None:
         self.spec = spec
+        #: notes every update's chat (the `chats` table, the audience of broadcasts)
+        self.chats = chats
         #: the durable inbox (bots.inbox): polled updates go there, handled from there
         self.inbox = inbox
         self.started_at = 0.0  # monotonic start of the current run
@@ -389,6 +398,8 @@ class BotActor:
         handler as a whole is run again only while it has sent nothing, so a transient
         failure after a reply never answers the update twice.
         """
+        if self.chats is not None:
+            self.chats.observe(self.spec.bot_id, update.raw)
         ctx = BotContext(self.spec.bot_id, self.username, self.api, self.spec.settings)
         for attempt in range(self.poll.handler_retries + 1):
             SENT_IN_TASK.set(0)

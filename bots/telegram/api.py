@@ -11,6 +11,7 @@ import asyncio
 import functools
 import random
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -73,6 +74,9 @@ class BotNetworkError(Exception):
 
 #: Longest wait between two tries of a send after a 5xx or a network error.
 SEND_BACKOFF_MAX_S: Final = 2.0
+
+#: Network failures that prove the request never reached Telegram (safe to send again).
+NOT_SENT: Final = frozenset({"ClientConnectorError", "ClientConnectorDNSError"})
 
 #: Errors worth retrying the same request for.
 TRANSIENT: Final = (BotNetworkError, ServerError, RetryAfter)
@@ -253,6 +257,41 @@ class BotApi:
                 return result
             finally:
                 # count the message from its answer, not its grant (see Window.settle)
+                self._limiter.settle(chat_id, granted)
+            attempt += 1
+
+    async def send_bulk(
+        self,
+        method: str,
+        params: dict[str, Any],
+        chat_id: int,
+        *,
+        on_grant: Callable[[], None] | None = None,
+    ) -> Any:
+        """A broadcast's send: the limiter's bulk lane (replies go first), 429s waited out
+        and retried, and nothing else retried: a 5xx or a lost answer may mean Telegram
+        delivered it, and a broadcast sends each chat at most once. Only a connection
+        that never opened is tried again. `on_grant` runs when the request is about to
+        leave (before it, a cancelled call sent nothing). Raises TelegramError or
+        BotNetworkError."""
+        attempt = 0
+        while True:
+            granted = await self._limiter.acquire(chat_id, hold=True, bulk=True)
+            if on_grant is not None:
+                on_grant()
+            try:
+                result = await self.call(method, params)
+            except RetryAfter as exc:
+                self.stats.telegram_429 += 1
+                self._limiter.penalize(chat_id, exc.retry_after)
+            except BotNetworkError as exc:
+                if exc.cause not in NOT_SENT or attempt >= self._max_retries:
+                    raise
+                await asyncio.sleep(min(0.2 * 2**attempt, SEND_BACKOFF_MAX_S))
+            else:
+                self.stats.sent += 1
+                return result
+            finally:
                 self._limiter.settle(chat_id, granted)
             attempt += 1
 

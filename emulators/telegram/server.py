@@ -185,6 +185,8 @@ class EmulatorServer:
             "reset_stats": self._c_reset_stats,
             "outage": self._c_outage,
             "callback_query": lambda body: _json(200, orjson.dumps(ia.inject(body))),
+            "chats": self._c_create_chats,
+            "block": self._c_block,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -415,6 +417,21 @@ class EmulatorServer:
         self.state.start_outage(
             int(body["code"]), float(body.get("seconds", 30)), None if ra is None else int(ra)
         )
+        return _json(200, b'{"ok":true}')
+
+    def _c_create_chats(self, body: Any) -> web.Response:
+        if not isinstance(body, dict) or "bot_id" not in body:
+            raise InjectError('expected {"bot_id": N, "count": N, "first_id": 1}')
+        ids = self.state.create_chats(
+            int(body["bot_id"]), int(body.get("count", 0)), int(body.get("first_id", 1))
+        )
+        return _json(200, orjson.dumps({"created": len(ids)}))
+
+    def _c_block(self, body: Any) -> web.Response:
+        if not isinstance(body, dict) or "bot_id" not in body or "chat_id" not in body:
+            raise InjectError('expected {"bot_id": N, "chat_id": N, "reason": "blocked"}')
+        reason = str(body.get("reason", "blocked"))
+        self.state.block(int(body["bot_id"]), int(body["chat_id"]), reason)
         return _json(200, b'{"ok":true}')
 
     def _c_reset_stats(self, _body: Any) -> web.Response:

@@ -19,6 +19,7 @@ from bots.telegram.token import BadToken, BotToken
 from config import Settings
 from supervisor.cli.move_api import move_api
 from supervisor.exitcodes import ExitCode
+from supervisor.registry.audit import AuditLog, open_audit
 from supervisor.registry.bot_service import BotService, BotServiceError
 from supervisor.registry.bots import BotRecord, Registry
 from supervisor.registry.owners import ADMIN
@@ -53,11 +54,12 @@ async def bots_command(settings: Settings, args: argparse.Namespace) -> int:
         open_services(settings, redis=writes) as live,
         open_registry(live, apply_migrations=writes) as registry,  # reads create nothing
         open_bot_api_session(live) as session,
+        open_audit(registry.pool, live.database.timeout_s) as audit,  # rows written by exit
     ):
         if args.bots_command == "import":
-            return await _import(live, registry, args)
+            return await _import(live, registry, args, audit)
+        svc = BotService(registry, live, session, audit=audit, source="cli")
         try:
-            svc = BotService(registry, live, session)
             if args.bots_command == "move-api":
                 await move_api(live, svc, registry, session, args.id, args.to, _out)
                 return 0
@@ -159,7 +161,9 @@ async def _update(svc: BotService, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _import(settings: Settings, registry: Registry, args: argparse.Namespace) -> int:
+async def _import(
+    settings: Settings, registry: Registry, args: argparse.Namespace, audit: AuditLog
+) -> int:
     use_paths(settings.handlers.paths)
     try:
         resolve(args.handler)
@@ -219,6 +223,14 @@ async def _import(settings: Settings, registry: Registry, args: argparse.Namespa
         [(t, usernames.get(t.bot_id, "")) for t in tokens], handler=args.handler
     )
     await publish_hint(settings)
+    audit.record(
+        ADMIN,
+        "bots.import",
+        "",
+        source="cli",
+        outcome="ok" if not (bad or rejected) else "partial",
+        detail={"added": added, "rejected": rejected, "bad_lines": bad, "handler": args.handler},
+    )
     _out(
         f"imported {added} bot(s); {len(tokens) - added} already registered, "
         f"{rejected} rejected, {bad} bad line(s)"

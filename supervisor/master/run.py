@@ -21,6 +21,7 @@ from supervisor.embedded.base import state_dir_mode
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import OperatorError
 from supervisor.master.arbiter import HaltMaster, Master
+from supervisor.master.housekeeping import open_housekeeping
 from supervisor.registry.master_lock import AlreadyRunning, hold_master_lock
 from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import open_registry, open_services
@@ -108,10 +109,11 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
             redis_client(live.redis.url or "", live.redis.timeout_s, live.redis.pool_max)
         ) as redis,
         open_context_store(live, redis=redis) as context,  # the admin API's handoff release
+        open_housekeeping(live, registry, redis) as chores,  # audit writer, usage sync, pruning
     ):
         from supervisor.http.common import AdminContext
 
-        admin = AdminContext(registry, live, session, context, redis)
+        admin = AdminContext(registry, live, session, context, redis, audit=chores.audit)
         embedded = {"redis": live.redis.url, "database": live.database.url}
 
         def reload_settings() -> Settings:
@@ -124,7 +126,7 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
                 update["database"] = new.database.model_copy(update={"url": embedded["database"]})
             new = new.model_copy(update=update)
             registry.use_tokenbox(open_tokenbox(new))  # ConfigError: the master keeps the old
-            admin.settings = new
+            admin.settings = chores.settings = new
             return new
 
         master = Master(live, reload_settings)

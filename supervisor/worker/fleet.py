@@ -19,6 +19,7 @@ from bots.actor.actor import (
     ActorState,
     BotActor,
     BotSpec,
+    ChatSink,
     InboxSink,
     MemoryProgress,
     PollConfig,
@@ -28,6 +29,7 @@ from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.handlers.base import HandlerDeps, UnknownHandler
+from bots.handlers.metering import MeteredHandler
 from bots.handlers.plugins import preload, use_paths
 from bots.handlers.registry import HANDLERS, make_handler
 from bots.telegram.net import NetOptions
@@ -36,6 +38,7 @@ from config import Settings
 from config.bot_settings import BadBotSettings, TelegramOverride, ratelimit_for, telegram_for
 from ipc.offsets import BotProgress
 from ratelimit import BotLimiter, Limits
+from supervisor.worker.bot_figures import BotFigures
 from supervisor.worker.bounds import GatedBotApi, WorkerBounds
 from supervisor.worker.plan import Plan
 
@@ -78,8 +81,11 @@ class Fleet:
         progress: ProgressStore | None = None,
         handler_deps: HandlerDeps | None = None,
         inbox: InboxSink | None = None,
+        chats: ChatSink | None = None,
     ) -> None:
         self.settings = settings
+        #: the worker's chat recorder, handed to every actor
+        self.chats = chats
         #: the durable inbox, when `bots.inbox` was on at the worker's start
         self.inbox = inbox
         self.session = session
@@ -92,6 +98,8 @@ class Fleet:
         use_paths(settings.handlers.paths)  # where handler references import from
         self.handles: dict[int, BotHandle] = {}
         self.totals = Totals()
+        #: per-bot figures for the dashboard (heartbeat `per_bot`)
+        self.figures = BotFigures()
         self._spawn_gate = asyncio.Semaphore(settings.bots.spawn_concurrency)
         self.bounds = WorkerBounds(settings)
         ChatDispatcher.budget = self.bounds.queue  # every actor's dispatcher counts in it
@@ -178,6 +186,9 @@ class Fleet:
             await preload(spec.handler)  # a plugin's first import runs off the loop
         try:
             handler = make_handler(spec.handler, self.handler_deps)
+            usage = self.handler_deps.usage
+            if usage is not None and spec.handler != "manager":  # owners manage past quotas
+                handler = MeteredHandler(handler, usage)
             limiter = BotLimiter(limits_for(self.settings, spec.settings))
             way = telegram_for(self.settings, spec.settings)
         except (UnknownHandler, BadBotSettings) as exc:
@@ -204,7 +215,9 @@ class Fleet:
             # a hung Redis must not hold a stopping worker: SIGTERM acts within a second
             save_timeout_s=min(1.0, self.settings.redis.timeout_s),
         )
-        handle = BotHandle(BotActor(spec, api, handler, poll, self.progress, progress, self.inbox))
+        handle = BotHandle(
+            BotActor(spec, api, handler, poll, self.progress, progress, self.inbox, self.chats)
+        )
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
         async with self._spawn_gate:
@@ -225,6 +238,9 @@ class Fleet:
     def _fold(self, handle: BotHandle) -> None:
         """Take and zero the actor's counters (the hot path only ever increments them)."""
         t, a, api = self.totals, handle.actor.stats, handle.actor.api.stats
+        errors = a.handler_errors + a.poll_errors
+        if a.received or api.sent or api.telegram_429 or errors:
+            self.figures.record(handle.bot_id, a.received, api.sent, api.telegram_429, errors)
         t.received += a.received
         t.duplicates += a.duplicates
         t.handled += a.handled

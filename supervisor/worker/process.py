@@ -19,9 +19,10 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import redis.asyncio as aioredis
 import structlog
 from pydantic import ValidationError
@@ -34,23 +35,28 @@ from config import ConfigError, Settings
 from context import ContextStore, open_context_store
 from ipc import keys, pipe
 from ipc.control import listen
-from ipc.heartbeat import Heartbeat, HeartbeatSender, reply_status
+from ipc.heartbeat import PER_BOT_MAX, Heartbeat, HeartbeatSender, reply_status
 from ipc.inbox import Inbox
 from ipc.messages import BadMessage, Message, Reconcile, StatusRequest
 from ipc.offsets import RedisProgress
 from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import redis_address
+from supervisor.registry.audit import open_audit
 from supervisor.registry.bots import BotState, Registry
+from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.registry.changes import ChangeFeed
 from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import create_pool
+from supervisor.worker.broadcaster import Broadcaster
+from supervisor.worker.chat_recorder import ChatRecorder
 from supervisor.worker.context_metrics import ContextMetrics
 from supervisor.worker.fleet import Fleet
 from supervisor.worker.inbox_reader import InboxReader
 from supervisor.worker.manager_admin import ManagerAdmin
 from supervisor.worker.reconcile import Reconciler
 from supervisor.worker.ticker import ticker
+from supervisor.worker.usage_meter import open_usage_meter
 
 if TYPE_CHECKING:
     import asyncpg
@@ -160,6 +166,8 @@ class Worker:
                 open_session_pool(s) as sessions,
                 open_context_store(s, redis=redis, pool=pool) as context,
                 open_llm(s.openai) as llm,
+                open_audit(pool, s.database.timeout_s) as audit,  # the manager bot's actions
+                open_usage_meter(redis, pool, lambda: self.settings) as usage,  # quotas
             ):
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
                 self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
@@ -168,10 +176,17 @@ class Worker:
                 session = sessions.default
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
-                admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
-                deps = HandlerDeps(context, llm, admin)
+                admin = ManagerAdmin(
+                    self.registry, pool, session, lambda: self.settings, redis, audit=audit
+                )
+                deps = HandlerDeps(context, llm, admin, usage=usage)
                 self.inbox = self._open_inbox(redis)
-                self.fleet = Fleet(s, session, self._on_disabled, self.progress, deps, self.inbox)
+                self.chats = ChatRecorder(pool, lambda: self.settings)
+                self.fleet = Fleet(
+                    s, session, self._on_disabled, self.progress, deps, self.inbox, self.chats
+                )
+                store = BroadcastStore(pool, s.database.timeout_s)
+                self.broadcaster = Broadcaster(store, self.fleet.handles, lambda: self.settings)
                 self.fleet.sessions = sessions  # per-bot proxies get pools of their own
                 self.redis = redis
                 await self._serve()
@@ -200,6 +215,8 @@ class Worker:
                 tg.create_task(self._control_loop(), name="worker:control"),
                 tg.create_task(self._master_pipe(), name="worker:master-pipe"),
                 tg.create_task(self._reconcile_loop(), name="worker:reconcile"),
+                tg.create_task(self.chats.run(), name="worker:chats"),
+                tg.create_task(self.broadcaster.run(), name="worker:broadcasts"),
             ]
             if self.inbox is not None:
                 reader = InboxReader(
@@ -255,6 +272,7 @@ class Worker:
         self._log.error("worker.drain_stuck", bots_left=len(self.fleet.handles), tasks=stuck[:40])
 
     async def _drain_fleet(self) -> None:
+        await self.broadcaster.stop()  # gives each broadcast back for the next owner
         await self.fleet.stop_all()
         if self.inbox is not None and not await self.inbox.flush(self.settings.redis.timeout_s):
             self._log.info("inbox.acks_not_flushed", left=self.inbox.acks_queued - self.inbox.acked)
@@ -319,6 +337,9 @@ class Worker:
             p99_ms=round(_percentile(window, 0.99) * 1000, 2),
             health=self._health(),
         )
+        if self.settings.dashboard.enabled:
+            busy, idle, omitted = self.fleet.figures.snapshot(self.fleet.handles, PER_BOT_MAX)
+            hb = replace(hb, per_bot=busy, per_bot_idle=idle, per_bot_omitted=omitted)
         hb.rates.update(self._rates(hb.totals))
         self._last_heartbeat = hb
         if self._beats is not None:
@@ -335,7 +356,7 @@ class Worker:
         ttl = max(int(self.settings.workers.heartbeat_timeout_s * 3), 3)
         try:
             async with asyncio.timeout(timeout):
-                await self.redis.set(key, hb.dumps(), ex=ttl)
+                await self.redis.set(key, orjson.dumps(hb.summary()), ex=ttl)
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             if self.context is not None:
                 self.context.redis_failed(exc)
@@ -421,7 +442,7 @@ class Worker:
 
     def _status(self) -> dict[str, Any]:
         hb = self._last_heartbeat
-        return asdict(hb) if hb is not None else {"index": self.index, "state": self.state}
+        return hb.summary() if hb is not None else {"index": self.index, "state": self.state}
 
     async def _master_pipe(self) -> None:
         """Line-delimited JSON from the master on stdin; EOF means the master is gone."""
