@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
@@ -27,12 +27,14 @@ from bots.actor.dispatch import ChatDispatcher
 from bots.actor.inbox_poll import STOPPED, InboxSink, poll_into_inbox
 from bots.actor.policy import Backoff, BackoffConfig
 from bots.actor.stats import ActorStats
+from bots.actor.webhook_mode import WebhookSetup, is_webhook_conflict, run_webhook
 from bots.handlers.base import BotContext, Handler
 from bots.telegram.api import (
     SENT_IN_TASK,
     TRANSIENT,
     BotApi,
     BotNetworkError,
+    Conflict,
     RetryAfter,
     ServerError,
     TelegramError,
@@ -81,6 +83,10 @@ class BotSpec:
     revision: int
     #: known from registration: the actor then starts with a getUpdates, not a getMe
     username: str = ""
+    #: how updates arrive: "polling" (getUpdates) or "webhook" (the ingress, via the inbox)
+    mode: str = "polling"
+    #: the webhook's secret_token (webhook mode only); never printed
+    webhook_secret: str = field(default="", repr=False)
 
 
 class ProgressStore(Protocol):
@@ -150,8 +156,11 @@ class BotActor:
         progress: ProgressStore | None = None,
         initial: BotProgress | None | object = UNKNOWN,
         inbox: InboxSink | None = None,
+        webhook: WebhookSetup | None = None,
     ) -> None:
         self.spec = spec
+        #: the host's webhook settings (webhook mode; None when `webhook.public_url` is unset)
+        self.webhook = webhook
         #: the durable inbox (bots.inbox): polled updates go there, handled from there
         self.inbox = inbox
         self.started_at = 0.0  # monotonic start of the current run
@@ -253,7 +262,9 @@ class BotActor:
             initial = await self.progress.load(self.spec.bot_id)
         if isinstance(initial, BotProgress) and self._dispatcher is not None:
             self._dispatcher.start_at(initial.watermark, initial.done)
-        if self.spec.username:
+        if self.spec.username and self.spec.mode == "webhook":
+            self.username = self.spec.username  # setWebhook is its token check
+        elif self.spec.username:
             self.username = self.spec.username
             await self.api.open_poll(timeout=self.poll.poll_timeout_s + 10)
         else:
@@ -273,6 +284,9 @@ class BotActor:
             updates = await self._interruptibly(
                 self.api.poll(params, timeout=self.poll.poll_timeout_s + 10)
             )
+        except Conflict as exc:
+            await self._drop_webhook(exc)
+            return None
         except (RetryAfter, ServerError, BotNetworkError) as exc:
             if await self.wait_stop(self._poll_failed(exc)):
                 return STOPPED
@@ -292,6 +306,14 @@ class BotActor:
     async def _running(self) -> None:
         dispatcher = self._dispatcher
         assert dispatcher is not None
+        if self.spec.mode == "webhook":
+            if self.webhook is None:
+                raise TelegramError(
+                    self.spec.bot_id, "setWebhook", 0, "webhook mode needs webhook.public_url"
+                )
+            secret = self.spec.webhook_secret
+            await run_webhook(self, self.spec.bot_id, secret, self.webhook, dispatcher)
+            return
         if self.inbox is not None:
             await poll_into_inbox(self, self.inbox, dispatcher)
             return
@@ -317,6 +339,9 @@ class BotActor:
                 params["offset"] = offset
             try:
                 updates = await self._interruptibly(self.api.poll(params, timeout=poll_timeout))
+            except Conflict as exc:
+                await self._drop_webhook(exc)
+                continue
             except (RetryAfter, ServerError, BotNetworkError) as exc:
                 # Telegram's trouble, not ours: wait inside the loop (no restart, no getMe)
                 if await self.wait_stop(self._poll_failed(exc)):
@@ -333,6 +358,15 @@ class BotActor:
                 # only re-deliveries of updates still in flight: wait for one to finish
                 # rather than re-poll in a hot loop
                 await self._interruptibly(dispatcher.wait_progress(mark))
+
+    async def _drop_webhook(self, exc: Conflict) -> None:
+        """A 409 to getUpdates. "webhook is active": this bot is to poll (a switch from
+        webhook mode, or a webhook someone else set), so delete it — pending updates stay
+        with Telegram — and poll from the watermark. Another poller's 409 is raised."""
+        if not is_webhook_conflict(exc):
+            raise exc
+        self._log.info("poll.webhook_deleted", reason="bot is in polling mode")
+        await self.api.call("deleteWebhook", {"drop_pending_updates": False})
 
     def _poll_failed(self, exc: RetryAfter | ServerError | BotNetworkError) -> float:
         """How long to wait after a failed getUpdates: Telegram's retry_after for a 429,

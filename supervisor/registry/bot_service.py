@@ -24,7 +24,7 @@ from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fet
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
 from config.bot_settings import BadBotSettings, check_for
-from supervisor.registry.bots import AlreadyRegistered, BotRecord, BotState, Registry
+from supervisor.registry.bots import AlreadyRegistered, BotMode, BotRecord, BotState, Registry
 from supervisor.registry.owners import Caller
 from supervisor.services import publish_hint
 
@@ -122,10 +122,18 @@ class BotService:
         *,
         handler: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        mode: BotMode | None = None,
     ) -> BotRecord:
-        """Replace the handler and/or the settings object; bumps the revision. The result is
-        checked against the shared rules and the handler's settings model (another owner's
-        bot: 404 first)."""
+        """Replace the handler and/or the settings object and/or the mode; bumps the
+        revision. The result is checked against the shared rules and the handler's settings
+        model (another owner's bot: 404 first)."""
+        if mode is BotMode.WEBHOOK and not self._settings.webhook.enabled:
+            raise BotServiceError(
+                ErrorKind.INVALID,
+                "webhook_not_configured",
+                "mode: webhook mode needs webhook.public_url in the configuration "
+                "(the public https URL of this host's webhook ingress)",
+            )
         if handler is not None or settings is not None:
             current = await self.get(caller, bot_id)
             if settings is not None:
@@ -136,7 +144,9 @@ class BotService:
                 new_handler=handler is not None and handler != current.handler,
                 caller=caller,
             )
-        return await self._change(caller, bot_id, "updated", handler=handler, settings=settings)
+        return await self._change(
+            caller, bot_id, "updated", handler=handler, settings=settings, mode=mode
+        )
 
     async def replace_token(self, caller: Caller, bot_id: int, token: str) -> BotRecord:
         """A new token from @BotFather for bot `bot_id` (after /revoke): checked with getMe,
@@ -185,9 +195,15 @@ class BotService:
         handler: str | None = None,
         settings: Mapping[str, Any] | None = None,
         state: BotState | None = None,
+        mode: BotMode | None = None,
     ) -> BotRecord:
         record = await self._registry.update(
-            bot_id, handler=handler, settings=settings, state=state, owner_id=caller.scope
+            bot_id,
+            handler=handler,
+            settings=settings,
+            state=state,
+            owner_id=caller.scope,
+            mode=mode,
         )
         if record is None:
             raise _not_found(bot_id)

@@ -27,6 +27,7 @@ from bots.actor.actor import (
 from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
+from bots.actor.webhook_mode import WebhookSetup
 from bots.handlers.base import HandlerDeps, UnknownHandler
 from bots.handlers.plugins import preload, use_paths
 from bots.handlers.registry import HANDLERS, make_handler
@@ -76,10 +77,13 @@ class Fleet:
         progress: ProgressStore | None = None,
         handler_deps: HandlerDeps | None = None,
         inbox: InboxSink | None = None,
+        webhook: WebhookSetup | None = None,
     ) -> None:
         self.settings = settings
-        #: the durable inbox, when `bots.inbox` was on at the worker's start
+        #: the durable inbox for polled updates, when `bots.inbox` was on at the worker's start
         self.inbox = inbox
+        #: webhook mode's settings and inbox, when `webhook.public_url` was set at the start
+        self.webhook = webhook
         self.session = session
         self.progress: ProgressStore = progress or MemoryProgress()
         self.handler_deps = handler_deps or HandlerDeps()
@@ -177,7 +181,9 @@ class Fleet:
             # a hung Redis must not hold a stopping worker: SIGTERM acts within a second
             save_timeout_s=min(1.0, self.settings.redis.timeout_s),
         )
-        handle = BotHandle(BotActor(spec, api, handler, poll, self.progress, progress, self.inbox))
+        handle = BotHandle(
+            BotActor(spec, api, handler, poll, self.progress, progress, self.inbox, self.webhook)
+        )
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
         async with self._spawn_gate:

@@ -21,14 +21,20 @@ class Plan:
 
 
 def plan_changes(desired: Mapping[int, BotSpec], running: Mapping[int, BotSpec]) -> Plan:
-    """Pure: no I/O. A token or handler change restarts; a settings-only change retunes."""
+    """Pure: no I/O. A token, handler or mode change restarts (a mode switch is a stop of
+    one update source, then the start of the other); a settings-only change retunes."""
     plan = Plan()
     for bot_id, spec in desired.items():
         current = running.get(bot_id)
         if current is None:
             plan.start.append(spec)
         elif current.revision != spec.revision:
-            if current.token == spec.token and current.handler == spec.handler:
+            if (
+                current.token == spec.token
+                and current.handler == spec.handler
+                and current.mode == spec.mode
+                and current.webhook_secret == spec.webhook_secret
+            ):
                 plan.retune.append(spec)
             else:
                 plan.restart.append(spec)

@@ -28,6 +28,7 @@ import structlog
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from bots.actor.webhook_mode import WebhookSetup
 from bots.handlers.base import HandlerDeps
 from bots.llm.service import open_llm
 from config import ConfigError, Settings
@@ -165,21 +166,40 @@ class Worker:
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
                 self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
                 feed = ChangeFeed(pool, s.database.timeout_s)
-                self.reconciler = Reconciler(self, feed, self.registry.decrypt)
+                self.reconciler = Reconciler(
+                    self, feed, self.registry.decrypt, self.registry.open_secret
+                )
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
                 admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
                 deps = HandlerDeps(context, llm, admin)
                 self.inbox = self._open_inbox(redis)
-                self.fleet = Fleet(s, session, self._on_disabled, self.progress, deps, self.inbox)
+                self.fleet = Fleet(
+                    s,
+                    session,
+                    self._on_disabled,
+                    self.progress,
+                    deps,
+                    self.inbox if s.bots.inbox else None,
+                    self._webhook_setup(),
+                )
                 self.redis = redis
                 await self._serve()
         finally:
             await _close_pools(pool, redis)
 
+    def _webhook_setup(self) -> WebhookSetup | None:
+        w = self.settings.webhook
+        if w.public_url is None or self.inbox is None:
+            return None
+        return WebhookSetup(
+            w.public_url, self.inbox, tuple(w.allowed_updates), w.max_connections, w.certificate
+        )
+
     def _open_inbox(self, redis: aioredis.Redis) -> Inbox | None:
+        """The shard streams: polled updates (`bots.inbox`) and webhook ones go there."""
         b = self.settings.bots
-        if not b.inbox:
+        if not b.inbox and not self.settings.webhook.enabled:
             return None
         return Inbox(
             redis,
