@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any, Final, Protocol
 
 import structlog
@@ -367,6 +368,43 @@ class BotActor:
             raise exc
         self._log.info("poll.webhook_deleted", reason="bot is in polling mode")
         await self.api.call("deleteWebhook", {"drop_pending_updates": False})
+        await self._catch_up_after_webhook()
+
+    async def _catch_up_after_webhook(self) -> None:
+        """What the webhook left undelivered — a chat's update Telegram was still retrying
+        may be older than updates already answered — is handled first, from the earliest
+        unconfirmed update (no offset), and confirmed only once handled; dedupe against
+        the answered ids, not the watermark (which already passed it)."""
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        offset: int | None = None
+        while not self._stopping:
+            params: dict[str, Any] = {"timeout": 0, "limit": 100}
+            if offset is not None:
+                params["offset"] = offset
+            updates = await self.api.call("getUpdates", params)
+            batch = [u for u in updates or () if isinstance(u, dict)]
+            if not batch:
+                return  # that call confirmed every update handled below `offset`
+            waiting: set[int] = set()
+            now = time.perf_counter()
+            for raw in batch:
+                uid = raw.get("update_id")
+                if not isinstance(uid, int):
+                    continue
+                waiting.add(uid)
+                if (
+                    dispatcher.offer(raw, partial(waiting.discard, uid), now, ignore_floor=True)
+                    == "done"
+                ):
+                    waiting.discard(uid)
+            while waiting and not self._stopping:
+                mark = dispatcher.progress()
+                if waiting:
+                    await self._interruptibly(dispatcher.wait_progress(mark))
+            offset = (
+                max(int(u["update_id"]) for u in batch if isinstance(u.get("update_id"), int)) + 1
+            )
 
     def _poll_failed(self, exc: RetryAfter | ServerError | BotNetworkError) -> float:
         """How long to wait after a failed getUpdates: Telegram's retry_after for a 429,

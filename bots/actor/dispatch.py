@@ -133,10 +133,19 @@ class ChatDispatcher:
             self._budget.add(fresh)
         return fresh
 
-    def offer(self, raw: dict[str, Any], on_done: Callable[[], None], received: float) -> str:
+    def offer(
+        self,
+        raw: dict[str, Any],
+        on_done: Callable[[], None],
+        received: float,
+        *,
+        ignore_floor: bool = False,
+    ) -> str:
         """An update from the inbox, in any order: "new" (queued; `on_done` runs once it
         is handled), "queued" (already in hand: `on_done` runs with it) or "done"
-        (answered already: acknowledge it now)."""
+        (answered already: acknowledge it now). `ignore_floor`: Telegram never delivered
+        it before (left undelivered by a webhook), so an id below the floor is not
+        taken for answered; the answered ids still are."""
         update_id = raw.get("update_id")
         if not isinstance(update_id, int):
             return "done"
@@ -159,7 +168,11 @@ class ChatDispatcher:
             if self._floor is not None
             else (update_id < (arrival[head] if head < len(arrival) else self._max_seen + 1))
         )
-        if below or update_id in self._answered or (self._skip and update_id in self._skip):
+        if (
+            (below and not ignore_floor)
+            or update_id in self._answered
+            or (self._skip and update_id in self._skip)
+        ):
             self._stats.duplicates += 1
             return "done"
         arrival.insert(i, update_id)

@@ -33,6 +33,9 @@ SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
 #: a bot's cached secret is looked up again after a mismatch at most this often (a mode
 #: switch brings a new secret; a stranger guessing must not cost a query per request)
 RELOOKUP_S: Final = 1.0
+#: a matching cached secret is trusted this long (a bot switched back to polling or
+#: removed stops being accepted within it)
+CACHE_S: Final = 60.0
 #: a full shard's backlog figure is read again (XLEN) at most this often
 BACKLOG_RECHECK_S: Final = 0.5
 #: appends per pipelined round trip at most
@@ -163,7 +166,12 @@ class WebhookIngress:
         cached = self._cache.get(bot_id)
         if cached is not None:
             secret, at = cached
-            if secret is not None and hmac.compare_digest(given.encode(), secret.encode()):
+            fresh = now - at < CACHE_S
+            if (
+                fresh
+                and secret is not None
+                and hmac.compare_digest(given.encode(), secret.encode())
+            ):
                 return True
             if now - at < RELOOKUP_S:
                 return False
