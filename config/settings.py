@@ -430,6 +430,20 @@ class WebhookSection(_Section):
     def enabled(self) -> bool:
         return self.public_url is not None
 
+    @field_validator("allowed_updates", mode="before")
+    @classmethod
+    def _split_types(cls, value: Any) -> Any:
+        """An environment variable is one string: a JSON list or comma-separated names."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text.replace("'", '"'))
+            except json.JSONDecodeError:
+                raise ValueError("expected a JSON list of update type names") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+
     @field_validator("allowed_updates")
     @classmethod
     def _known_types(cls, value: list[str]) -> list[str]:

@@ -19,7 +19,6 @@ import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import partial
 from typing import Any, Final, Protocol
 
 import structlog
@@ -28,7 +27,12 @@ from bots.actor.dispatch import ChatDispatcher
 from bots.actor.inbox_poll import STOPPED, InboxSink, poll_into_inbox
 from bots.actor.policy import Backoff, BackoffConfig
 from bots.actor.stats import ActorStats
-from bots.actor.webhook_mode import WebhookSetup, is_webhook_conflict, run_webhook
+from bots.actor.webhook_mode import (
+    InboxUnavailable,
+    WebhookSetup,
+    is_webhook_conflict,
+    run_webhook,
+)
 from bots.handlers.base import BotContext, Handler
 from bots.telegram.api import (
     SENT_IN_TASK,
@@ -275,8 +279,12 @@ class BotActor:
 
     @property
     def dispatcher(self) -> ChatDispatcher | None:
-        """This run's dispatcher while the actor runs (the inbox reader hands it entries)."""
-        return self._dispatcher if self.state is ActorState.RUNNING else None
+        """This run's dispatcher while the actor runs (the inbox reader hands it entries);
+        None once a stop is asked, so a stopping actor drains what it has and the rest
+        waits in the inbox for the next run."""
+        if self.state is not ActorState.RUNNING or self._stopping:
+            return None
+        return self._dispatcher
 
     async def poll_once(self, params: dict[str, Any]) -> list[Any] | object | None:
         """One getUpdates: its updates, `STOPPED` on a requested stop, None after a
@@ -342,6 +350,11 @@ class BotActor:
                 updates = await self._interruptibly(self.api.poll(params, timeout=poll_timeout))
             except Conflict as exc:
                 await self._drop_webhook(exc)
+                if self.webhook is not None:
+                    # the webhook's leftovers are in the inbox: what we poll now must queue
+                    # behind them in each chat, so this run polls into the inbox too
+                    await poll_into_inbox(self, self.webhook.sink, dispatcher)
+                    return
                 continue
             except (RetryAfter, ServerError, BotNetworkError) as exc:
                 # Telegram's trouble, not ours: wait inside the loop (no restart, no getMe)
@@ -372,11 +385,15 @@ class BotActor:
 
     async def _catch_up_after_webhook(self) -> None:
         """What the webhook left undelivered — a chat's update Telegram was still retrying
-        may be older than updates already answered — is handled first, from the earliest
-        unconfirmed update (no offset), and confirmed only once handled; dedupe against
-        the answered ids, not the watermark (which already passed it)."""
+        may be older than updates already answered — goes into the inbox behind what the
+        webhook delivered (per-chat order), trusted past the watermark (which the answered
+        ones moved beyond it), and is confirmed once queued; from the earliest unconfirmed
+        update on (no offset)."""
         dispatcher = self._dispatcher
+        setup = self.webhook
         assert dispatcher is not None
+        if setup is None:
+            return  # no inbox on this host: the poll loop takes them (watermark rules)
         offset: int | None = None
         while not self._stopping:
             params: dict[str, Any] = {"timeout": 0, "limit": 100}
@@ -384,27 +401,13 @@ class BotActor:
                 params["offset"] = offset
             updates = await self.api.call("getUpdates", params)
             batch = [u for u in updates or () if isinstance(u, dict)]
-            if not batch:
-                return  # that call confirmed every update handled below `offset`
-            waiting: set[int] = set()
-            now = time.perf_counter()
-            for raw in batch:
-                uid = raw.get("update_id")
-                if not isinstance(uid, int):
-                    continue
-                waiting.add(uid)
-                if (
-                    dispatcher.offer(raw, partial(waiting.discard, uid), now, ignore_floor=True)
-                    == "done"
-                ):
-                    waiting.discard(uid)
-            while waiting and not self._stopping:
-                mark = dispatcher.progress()
-                if waiting:
-                    await self._interruptibly(dispatcher.wait_progress(mark))
-            offset = (
-                max(int(u["update_id"]) for u in batch if isinstance(u.get("update_id"), int)) + 1
-            )
+            ids = [u["update_id"] for u in batch if isinstance(u.get("update_id"), int)]
+            if not ids:
+                break  # that call confirmed everything queued below `offset`
+            dispatcher.trust(ids)
+            if not await setup.sink.append(self.spec.bot_id, batch):
+                raise InboxUnavailable(f"bot {self.spec.bot_id}: inbox unavailable after webhook")
+            offset = max(ids) + 1
 
     def _poll_failed(self, exc: RetryAfter | ServerError | BotNetworkError) -> float:
         """How long to wait after a failed getUpdates: Telegram's retry_after for a 429,

@@ -125,6 +125,7 @@ class WebhookIngress:
         given = request.headers.get(SECRET_HEADER)
         if given is None or not await self._authentic(bot_id, given):
             # the value given is never logged: it may be a near miss of the real one
+            log.debug("webhook.unauthorized", bot_id=bot_id, header=given is not None)
             return self._refuse(401, "unauthorized", f"missing or wrong {SECRET_HEADER}")
         body = await request.read()
         try:
@@ -197,18 +198,19 @@ class WebhookIngress:
 
     async def _look_up_all(self) -> None:
         await asyncio.sleep(0)
-        asked, self._lookups = self._lookups, {}
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                found = await self._secrets.webhook_secrets(list(asked))
-        except Exception as exc:  # noqa: BLE001 - handed to every waiter
-            for fut in asked.values():
+        while self._lookups:  # those asked while a query ran go in the next one
+            asked, self._lookups = self._lookups, {}
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    found = await self._secrets.webhook_secrets(list(asked))
+            except Exception as exc:  # noqa: BLE001 - handed to every waiter
+                for fut in asked.values():
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for bot_id, fut in asked.items():
                 if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for bot_id, fut in asked.items():
-            if not fut.done():
-                fut.set_result(found.get(bot_id))
+                    fut.set_result(found.get(bot_id))
 
     def forget(self, bot_id: int) -> None:
         """Drop a cached secret (tests; a mode change seen by the master)."""
