@@ -139,7 +139,7 @@ class WebhookIngress:
             return self._refuse(429, "backlog_full", "this bot's shard is busy; retry later")
         try:
             await self._append(shard, bot_id, body)
-        except REDIS_ERRORS:
+        except Exception:  # noqa: BLE001 - not queued: 503, Telegram retries it
             return self._refuse(503, "unavailable", "queue unavailable; retry later")
         self._count("accepted")
         return web.Response(status=200)
@@ -244,8 +244,10 @@ class WebhookIngress:
                     for shard in shards:
                         pipe.xlen(self._keys[shard])
                     replies: list[Any] = await pipe.execute()
-        except REDIS_ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure answers 503: Telegram retries
             self.round_trips += 1
+            if not isinstance(exc, REDIS_ERRORS):
+                log.error("webhook.append_error", error=type(exc).__name__, detail=str(exc)[:200])
             if not self._down_logged:
                 log.warning("webhook.queue_unavailable", error=type(exc).__name__)
                 self._down_logged = True

@@ -134,6 +134,7 @@ class _BotDelivery:
             log.info("emulator.webhook_dropped", bot_id=bot.id, update_id=item[0])
         if dropped:
             self.wake.set()
+            self.sender.changed.set()
         return next_at
 
     async def _post(self, update_id: int, chat: int, body: bytes) -> None:
@@ -184,6 +185,7 @@ class _BotDelivery:
                     delay = retry_after
                 retry.next_at = now + delay
             self.wake.set()
+            sender.changed.set()
 
 
 def _chat_of(body: bytes) -> int:
@@ -211,6 +213,14 @@ class WebhookSender:
         self.stats = WebhookStats()
         self._session: aiohttp.ClientSession | None = None
         self._bots: dict[int, _BotDelivery] = {}
+        #: set after every delivery attempt and drop (`wait_until`)
+        self.changed = asyncio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds, re-checked after each attempt (tests)."""
+        while not predicate():
+            self.changed.clear()
+            await self.changed.wait()
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -119,7 +119,9 @@ async def test_delivery_with_secret_per_chat_order_and_max_connections(
     for chat in (1, 2, 3, 4, 5):  # each chat's updates in order
         texts = [u["message"]["text"] for u in receiver.got if u["message"]["chat"]["id"] == chat]
         assert texts == [f"{chat}/0", f"{chat}/1", f"{chat}/2"]
-    await asyncio.wait_for(_until(lambda: not bot.queue), WAIT)  # delivered means confirmed
+    await asyncio.wait_for(
+        emu.server.webhooks.wait_until(lambda: not bot.queue), WAIT
+    )  # delivered means confirmed
 
 
 async def test_retries_growing_and_retry_after_then_delivered(
@@ -141,7 +143,7 @@ async def test_retries_growing_and_retry_after_then_delivered(
     emu.state.inject([{"bot_id": bot.id, "chat_id": 7, "text": "x"}])
     await receiver.until(lambda: failures["n"] == 4)
     stats = emu.server.webhooks.stats
-    await asyncio.wait_for(_until(lambda: stats.delivered == 1), WAIT)
+    await asyncio.wait_for(emu.server.webhooks.wait_until(lambda: stats.delivered == 1), WAIT)
     assert stats.failed == 3 and stats.retry_after_honoured == 1
     assert receiver.secrets == [None] * 4  # no secret set: no header
     assert not bot.queue
@@ -155,7 +157,7 @@ async def test_dropped_after_retention_and_delete_hands_back_to_get_updates(
     await _call(emu, a.token, "setWebhook", url=receiver.url)
     emu.state.inject([{"bot_id": a.id, "chat_id": 1, "text": "doomed"}])
     stats = emu.server.webhooks.stats
-    await asyncio.wait_for(_until(lambda: stats.dropped == 1), WAIT)
+    await asyncio.wait_for(emu.server.webhooks.wait_until(lambda: stats.dropped == 1), WAIT)
     assert not a.queue
 
     await _call(emu, b.token, "setWebhook", url=receiver.url)
@@ -165,8 +167,3 @@ async def test_dropped_after_retention_and_delete_hands_back_to_get_updates(
     assert deleted["ok"] is True
     polled = await _call(emu, b.token, "getUpdates")
     assert [u["message"]["text"] for u in polled["result"]] == ["kept"]
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    while not predicate():
-        await asyncio.sleep(0.01)  # the emulator's own timers drive delivery
