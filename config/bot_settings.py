@@ -9,13 +9,16 @@ config.settings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from pydantic import ValidationError
 
-from config.settings import RateLimitSection, Settings
+from config.proxy import ProxyUrl, parse_proxy
+from config.settings import RateLimitSection, Settings, TelegramSection
 
 #: Serialised size of one bot's settings.
 MAX_BYTES: Final = 65_536
@@ -89,10 +92,63 @@ def ratelimit_for(settings: Settings, bot_settings: Mapping[str, Any]) -> RateLi
         raise BadBotSettings(f"settings.ratelimit: {_first_error(exc)}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class TelegramOverride:
+    """Where one bot reaches the Bot API: its settings' `telegram` object over the config.
+
+    `{"telegram": {"api_base": "http://127.0.0.1:8081", "proxy": "socks5://u:p@h:1080"}}`;
+    `"proxy": null` (or "") turns a deployment-wide proxy off for this bot.
+    """
+
+    api_base: str
+    proxy: ProxyUrl | None
+
+
+_OVERRIDE_KEYS: Final = frozenset({"api_base", "proxy"})
+_API_BASE: Final = re.compile(TelegramSection.model_fields["api_base"].metadata[0].pattern)
+
+
+def telegram_for(settings: Settings, bot_settings: Mapping[str, Any]) -> TelegramOverride:
+    """The bot's API base and proxy, checked with the config's rules (BadBotSettings)."""
+    tg = settings.telegram
+    deployment_proxy = parse_proxy(tg.proxy.get_secret_value()) if tg.proxy is not None else None
+    own = bot_settings.get("telegram") if isinstance(bot_settings, Mapping) else None
+    if own is None:
+        return TelegramOverride(tg.api_base, deployment_proxy)
+    if not isinstance(own, Mapping):
+        raise BadBotSettings(
+            'settings.telegram: expected an object like {"proxy": "socks5://host:1080"}'
+        )
+    unknown = set(own) - _OVERRIDE_KEYS
+    if unknown:
+        raise BadBotSettings(
+            f"settings.telegram.{sorted(unknown)[0]}: unknown key; allowed: api_base, proxy"
+        )
+    api_base = own.get("api_base", tg.api_base)
+    if not isinstance(api_base, str) or not _API_BASE.match(api_base):
+        raise BadBotSettings(
+            "settings.telegram.api_base: expected an http(s) URL like http://127.0.0.1:8081"
+        )
+    proxy = deployment_proxy
+    if "proxy" in own:
+        value = own["proxy"]
+        if value is None or value == "":
+            proxy = None
+        elif not isinstance(value, str):
+            raise BadBotSettings("settings.telegram.proxy: expected a URL string or null")
+        else:
+            try:
+                proxy = parse_proxy(value)
+            except ValueError as exc:
+                raise BadBotSettings(f"settings.telegram.proxy: {exc}") from None
+    return TelegramOverride(api_base.rstrip("/"), proxy)
+
+
 def check_for(settings: Settings, bot_settings: Any) -> dict[str, Any]:
-    """Every rule: the shape and limits above, then the `ratelimit` object."""
+    """Every rule: the shape and limits above, then the `ratelimit` and `telegram` objects."""
     checked = check_bot_settings(bot_settings)
     ratelimit_for(settings, checked)
+    telegram_for(settings, checked)
     return checked
 
 
@@ -101,3 +157,31 @@ def _first_error(exc: Exception) -> str:
         e = exc.errors()[0]
         return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
     return 'expected an object like {"per_bot": {"limit": 30, "period_s": 1}}'
+
+
+def shown(bot_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as the API and the CLI show them: a proxy's password masked."""
+    out = dict(bot_settings)
+    own = out.get("telegram")
+    if isinstance(own, Mapping) and isinstance(own.get("proxy"), str):
+        try:
+            proxy = parse_proxy(own["proxy"])
+        except ValueError:
+            return out  # not valid, so not used: nothing to hide that works
+        out["telegram"] = {**own, "proxy": proxy.shown}
+    return out
+
+
+def keep_hidden(new: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """`new` with a proxy written back as shown (password masked) restored from `current`,
+    so a read-modify-write through the API keeps the password it never saw."""
+    out = dict(new)
+    own, old = out.get("telegram"), current.get("telegram")
+    if (
+        isinstance(own, Mapping)
+        and isinstance(old, Mapping)
+        and isinstance(old.get("proxy"), str)
+        and own.get("proxy") == shown(current)["telegram"].get("proxy") != old["proxy"]
+    ):
+        out["telegram"] = {**own, "proxy": old["proxy"]}
+    return out

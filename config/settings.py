@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from config import redact
+from config.proxy import parse_proxy
 
 ENV_PREFIX = "BOTVISOR_"
 #: Environment variables with our prefix that are not settings keys.
@@ -47,9 +48,10 @@ def default_state_dir(config_file: Path | None, environ: Mapping[str, str]) -> t
 
 #: a worker's drain may run this far past shutdown.grace_s before it stops waiting
 DRAIN_OVERRUN_S: Final = 3.0
-#: what a worker may spend after its drain: the context store's close (≤ 11 s when
-#: PostgreSQL is slow: replay 1 s, flush 5 s, tasks 5 s) and its pools (bounded in the worker)
-WORKER_TEARDOWN_S: Final = 13.0
+#: what a worker may spend after its drain: its services' stop (≤ 3 s), the context
+#: store's close (≤ 11 s when PostgreSQL is slow: replay 1 s, flush 5 s, tasks 5 s) and
+#: its pools (≤ 1 s each); see supervisor/worker/process.py
+WORKER_TEARDOWN_S: Final = 17.0
 
 
 class _Section(BaseModel):
@@ -138,6 +140,57 @@ class TelegramSection(_Section):
         "polls have a lean connection of their own per bot). Bounded so a burst reuses "
         "connections instead of opening one per message; 0 = unbounded.",
     )
+    proxy: SecretStr | None = Field(
+        None,
+        description="Proxy for every Bot API call and long poll: http://, https:// or "
+        "socks5://, with optional user:password@ (a bot's settings may name its own, "
+        '{"telegram": {"proxy": "..."}}). The password never appears in logs or errors.',
+    )
+    tls_verify: bool = Field(
+        True,
+        description="Check the Bot API server's TLS certificate (and an https:// proxy's). "
+        "Turn off only for a test server.",
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        description="PEM bundle of CAs to trust instead of the system's (a local Bot API "
+        "server or a TLS-intercepting proxy with a private CA).",
+    )
+    connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="Timeout of one TCP connect attempt to one address of the Bot API "
+        "server (or the proxy): a dead route fails over to the next address.",
+    )
+    happy_eyeballs_delay_s: float = Field(
+        0.25,
+        ge=0,
+        le=30,
+        description="Happy Eyeballs (RFC 8305): the next address (alternating IPv6/IPv4) "
+        "is tried this long after the previous attempt started, if it has not connected.",
+    )
+    dns_ttl_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="Seconds a resolved Bot API address is reused by the long polls and "
+        "the shared pool (one lookup per process, not one per bot); 0 = look up each time.",
+    )
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_proxy(value.get_secret_value())  # ValueError names what is wrong
+        return value
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file (a PEM bundle of CA certificates)")
+        return value
 
 
 class WorkersSection(_Section):
@@ -312,6 +365,48 @@ class SecuritySection(_Section):
         return [part.strip() for part in text.split(",") if part.strip()]
 
 
+class QuotasSection(_Section):
+    """Defaults for every owner; the admin overrides them per owner
+    (`botvisor owners set-quota`, `PUT /v1/owners/{id}/quota`). 0 means unlimited."""
+
+    bots: int = Field(0, ge=0, description="Bots an owner may register; 0 = unlimited.")
+    messages_per_day: int = Field(
+        0,
+        ge=0,
+        description="Updates an owner's bots handle per UTC day (the manager bot is not "
+        "counted); past it they stay silent until midnight UTC. 0 = unlimited.",
+    )
+    llm_tokens_per_day: int = Field(
+        0,
+        ge=0,
+        description="LLM tokens (prompt + completion) an owner's openai bots use per UTC "
+        "day; past it they answer `fallback_text` without calling the model. 0 = unlimited.",
+    )
+    fallback_text: str = Field(
+        "Sorry, this bot has used up its daily allowance. Please try again tomorrow.",
+        min_length=1,
+        max_length=4096,
+        description="What an openai bot answers while its owner is over the LLM token quota.",
+    )
+    sync_interval_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How often the master copies the day's usage counters from Redis to "
+        "PostgreSQL (and restores them in Redis after Redis lost them); read at start.",
+    )
+
+
+class AuditSection(_Section):
+    retention_days: int = Field(
+        90,
+        ge=0,
+        le=36_500,
+        description="Audit log rows older than this many days are deleted by the master "
+        "(checked every hour); 0 keeps them forever.",
+    )
+
+
 class LogSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level logged."
@@ -460,6 +555,55 @@ class WebhookSection(_Section):
         return value
 
 
+class ChatsSection(_Section):
+    flush_interval_s: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        description="How often a worker writes the chats it saw (the `chats` table, the "
+        "audience of broadcasts): one batched statement per interval, never one per update.",
+    )
+    pending_max: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Chats a worker keeps waiting for that write (while PostgreSQL is away "
+        "they are kept and retried); past it new chats are skipped until the next write and "
+        "recorded at their next message.",
+    )
+
+
+class BroadcastsSection(_Section):
+    concurrency: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="sendMessage requests of one broadcast in flight at once (enough to "
+        "reach the bot's rate over a slow link; the limiter sets the rate).",
+    )
+    batch_max: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="Chats claimed per PostgreSQL round trip. After a worker is killed, "
+        "at most this many chats per broadcast are in doubt (`unknown`): they are never "
+        "sent twice, so they may have missed it.",
+    )
+    lease_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A broadcast whose worker died is resumed by the bot's next owner "
+        "once this long has passed since the dead worker's last batch.",
+    )
+    scan_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="How often a worker looks for broadcasts of its bots to start.",
+    )
+
+
 class MetricsSection(_Section):
     per_bot_labels: bool = Field(False, description="Label metrics by bot id (many series).")
 
@@ -479,6 +623,41 @@ class HandlersSection(_Section):
         if isinstance(value, str):
             return [p for p in value.split(os.pathsep) if p]
         return value
+
+
+class DashboardSection(_Section):
+    enabled: bool = Field(
+        True,
+        description="Serve the owners' dashboard under /ui on the HTTP port (login with an "
+        "owner's API key or security.admin_key); read at start. Workers then also send "
+        "per-bot figures (at most 10,000 bots each) in their heartbeats.",
+    )
+    session_ttl_s: float = Field(
+        8 * 3600.0,
+        ge=60,
+        le=30 * 86_400,
+        description="A dashboard login lasts this long, then the browser must log in again. "
+        "Sessions live in the master's memory: a master restart logs everyone out.",
+    )
+    max_sessions: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Dashboard sessions kept at most; past it the oldest is logged out.",
+    )
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Mark the session cookie `Secure`: `auto` when the request came over "
+        "TLS, `always` behind a TLS-terminating proxy (the usual production setup), "
+        "`never` only for plain-HTTP tests.",
+    )
+    page_size: int = Field(50, ge=5, le=500, description="Bots per page of the bots list.")
+    poll_interval_s: float = Field(
+        5.0,
+        ge=0.2,
+        le=60,
+        description="How often open pages fetch live figures (while the tab is visible).",
+    )
 
 
 class StateSection(_Section):
@@ -507,9 +686,14 @@ class Settings(_Section):
     shutdown: ShutdownSection = ShutdownSection()
     bots: BotsSection = BotsSection()
     webhook: WebhookSection = WebhookSection()
+    chats: ChatsSection = ChatsSection()
+    broadcasts: BroadcastsSection = BroadcastsSection()
     metrics: MetricsSection = MetricsSection()
     handlers: HandlersSection = HandlersSection()
+    dashboard: DashboardSection = DashboardSection()
     state: StateSection = StateSection()
+    quotas: QuotasSection = QuotasSection()
+    audit: AuditSection = AuditSection()
 
     @model_validator(mode="after")
     def _shards_exceed_workers(self) -> Settings:

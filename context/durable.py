@@ -67,6 +67,15 @@ SELECT stamp, state_stamp, dialog::text AS dialog, prefs::text AS prefs
 FROM chat_state WHERE bot_id = $1 AND chat_id = $2
 """
 
+#: chats of a bot under operator handoff (the partial index chat_state_handoff)
+_HANDED_OFF: Final = """
+SELECT chat_id, handoff::text AS handoff, stamp
+FROM chat_state
+WHERE bot_id = $1 AND handoff IS NOT NULL AND stamp > extract(epoch FROM now()) - $2::float8
+ORDER BY stamp DESC
+LIMIT $3
+"""
+
 Row = tuple[int, int, Message]
 ChatKey = tuple[int, int]
 
@@ -163,6 +172,15 @@ class DurableLog:
         return ChatState(
             row["stamp"], row["state_stamp"], _mapping(row["dialog"]), _mapping(row["prefs"])
         )
+
+    async def handed_off(
+        self, bot_id: int, limit: int, max_age_s: float
+    ) -> list[tuple[int, Mapping[str, Any], float]]:
+        """(chat id, handoff mark, time of its newest change) of the bot's chats a human
+        has, newest first; a mark older than `max_age_s` has lapsed. Raises PG_DOWN."""
+        async with asyncio.timeout(self._timeout_s):
+            rows = await self._pool.fetch(_HANDED_OFF, bot_id, float(max_age_s), limit)
+        return [(r["chat_id"], _mapping(r["handoff"]), r["stamp"]) for r in rows]
 
     def pending_for(self, bot_id: int, chat_id: int) -> list[Message]:
         """Rows of one chat not yet known to be committed (including a batch in flight)."""

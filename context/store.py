@@ -165,6 +165,13 @@ class ContextStore(RedisRecovery):
             evictions=sum(c.evictions + c.expirations for c in caches),
         )
 
+    async def handed_off_chats(
+        self, bot_id: int, limit: int = 100
+    ) -> list[tuple[int, Mapping[str, Any], float]]:
+        """The bot's chats under operator handoff, from PostgreSQL: (chat id, mark, time of
+        the chat's newest change), newest first. Raises what PostgreSQL raises."""
+        return await self._durable.handed_off(bot_id, limit, self.config.dialog_ttl_s)
+
     async def wait_durable(self, timeout: float) -> bool:
         """Wait until every history row queued so far is in PostgreSQL (False: timed out)."""
         return await self._durable.wait_idle(timeout)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
@@ -37,9 +37,24 @@ class Heartbeat:
     rates: dict[str, float] = field(default_factory=dict)
     #: the context store's layers: redis / postgres "ok" | "recovering" | "degraded"
     health: dict[str, str | int] = field(default_factory=dict)
+    #: per-bot figures for the dashboard, only on the pipe to the master and only with
+    #: `dashboard.enabled`: bot id -> [actor state, updates received, messages sent,
+    #: 429s, errors (since the previous beat), wall time of its newest update (0: none)]
+    #: for bots with news or not running; an older master ignores these fields.
+    per_bot: dict[str, list[Any]] = field(default_factory=dict)
+    #: ids of the other bots: running, nothing new since the previous beat
+    per_bot_idle: list[int] = field(default_factory=list)
+    #: bots left out by the cap (PER_BOT_MAX in `per_bot` and `per_bot_idle` together,
+    #: those with news first)
+    per_bot_omitted: int = 0
 
     def dumps(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        # orjson encodes the dataclass itself: asdict() would deep-copy 10,000 per-bot lists
+        return orjson.dumps(self)
+
+    def summary(self) -> dict[str, Any]:
+        """The record without per-bot figures: what Redis and status replies carry."""
+        return {name: getattr(self, name) for name in _SUMMARY_FIELDS}
 
     @classmethod
     def loads(cls, raw: bytes | str) -> Heartbeat | None:
@@ -57,6 +72,13 @@ class Heartbeat:
 
 
 _FIELDS = frozenset(f.name for f in fields(Heartbeat))
+_SUMMARY_FIELDS = tuple(
+    f.name
+    for f in fields(Heartbeat)
+    if f.name not in ("per_bot", "per_bot_idle", "per_bot_omitted")
+)
+#: per-bot figures in one heartbeat at most (~40 bytes each on the pipe)
+PER_BOT_MAX: Final = 10_000
 
 
 async def reply_status(redis: aioredis.Redis, reply_to: str, status: dict[str, Any]) -> None:

@@ -44,3 +44,8 @@ def inbox_group(prefix: str) -> str:
 def status_reply_key(prefix: str, request_id: str) -> str:
     """A list the master and workers push their status into, for one `botvisor status`."""
     return f"{prefix}status:{request_id}"
+
+
+def usage_key(prefix: str, owner_id: int, day: str) -> str:
+    """Hash of one owner's usage on one UTC day (`day` as YYYYMMDD): messages, llm_tokens."""
+    return f"{prefix}usage:{owner_id}:{day}"

@@ -9,12 +9,21 @@ client send `limit` at once and then one more per `period / limit`, so a window
 right after a burst holds more than `limit` (aiolimiter#298, python-telegram-bot#3772).
 The log grants the (n + limit)-th message no earlier than the n-th plus `period`,
 which is exactly the sliding-window rule, and still lets an idle bot burst.
+
+The server counts a message when it arrives, somewhere between our grant and its
+answer. So a grant may be held (`reserve(hold=True)`) until `settle` records the answer's
+time: while held, the grant `limit` places later waits for that answer instead of a
+time (a request queued for a pooled connection may take longer than a period).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+
+#: The longest an in-flight grant holds its window's next grant back (a request never
+#: settled — a bug — costs a pause, not a stuck bot); requests time out well before.
+HOLD_MAX_S = 60.0
 
 
 class Window:
@@ -25,7 +34,7 @@ class Window:
     760 bytes and a one-element list 64, and a bot may hold a window per chat.
     """
 
-    __slots__ = ("_head", "_limit", "_period", "_times", "blocked_until")
+    __slots__ = ("_head", "_held", "_limit", "_period", "_times", "blocked_until")
 
     def __init__(self, limit: int, period: float) -> None:
         _check(limit, period)
@@ -36,6 +45,9 @@ class Window:
         self._head = 0
         #: No grant before this time (set from Telegram's retry_after).
         self.blocked_until = -math.inf
+        # grant time -> how many of those grants are still in flight (None: none); made
+        # lazily, as a bot may hold a window per chat
+        self._held: dict[float, int] | None = None
 
     @property
     def limit(self) -> int:
@@ -64,16 +76,39 @@ class Window:
             t = max(t, times[self._head - 1])
             if len(times) == self._limit:
                 # The window is full until its oldest grant leaves it.
-                t = max(t, times[self._head] + self._period)
+                oldest = times[self._head]
+                if self._held and oldest in self._held:
+                    # still in flight: it may arrive at any moment, so the next grant
+                    # waits for its answer (settle), at most HOLD_MAX_S past its grant
+                    t = max(t, oldest + HOLD_MAX_S)
+                else:
+                    t = max(t, oldest + self._period)
         return t
 
-    def reserve(self, now: float) -> float:
+    def waits_for_answer(self, now: float) -> bool:
+        """True when the next grant waits for an in-flight request's answer (`settle`)
+        rather than for a time: the caller sleeps until a settle wakes it."""
+        times = self._times
+        return bool(
+            self._held
+            and len(times) == self._limit
+            and times[self._head] in self._held
+            and self.earliest(now) > now
+        )
+
+    def reserve(self, now: float, *, hold: bool = False) -> float:
         """Record one grant at `earliest(now)` and return that time.
 
         The caller must not act before the returned time; a reserved slot that
-        goes unused is wasted, which errs on the safe side.
+        goes unused is wasted, which errs on the safe side. With `hold` the grant
+        counts as in flight until `settle`: the grant `limit` places later waits for it.
         """
         t = self.earliest(now)
+        if hold:
+            held = self._held
+            if held is None:
+                held = self._held = {}
+            held[t] = held.get(t, 0) + 1
         times = self._times
         if len(times) < self._limit:
             times.append(t)
@@ -91,6 +126,14 @@ class Window:
         a later, faster one land inside its window. Safe out of order: a slot is only
         reused once its (settled) time has left the window.
         """
+        held = self._held
+        if held and granted in held:
+            if held[granted] > 1:
+                held[granted] -= 1
+            else:
+                del held[granted]
+            if not held:
+                self._held = None
         times = self._times
         n = len(times)
         for back in range(1, n + 1):  # newest first: the grant is almost always recent
@@ -106,6 +149,8 @@ class Window:
 
     def idle(self, now: float) -> bool:
         """True when this window constrains nothing any more, so it can be dropped."""
+        if self._held:
+            return False  # a request in flight still counts
         newest = max(self._times, default=-math.inf)  # settled grants may be out of order
         return newest + self._period <= now and self.blocked_until <= now
 

@@ -106,6 +106,12 @@ class ProgressStore(Protocol):
     async def flush(self, timeout: float) -> bool: ...
 
 
+class ChatSink(Protocol):
+    """Where the chats a bot hears from are noted (the worker's chat recorder)."""
+
+    def observe(self, bot_id: int, raw: dict[str, Any]) -> None: ...
+
+
 class MemoryProgress:
     """Keeps progress in this process only (tests; an actor without a worker)."""
 
@@ -161,9 +167,12 @@ class BotActor:
         progress: ProgressStore | None = None,
         initial: BotProgress | None | object = UNKNOWN,
         inbox: InboxSink | None = None,
+        chats: ChatSink | None = None,
         webhook: WebhookSetup | None = None,
     ) -> None:
         self.spec = spec
+        #: notes every update's chat (the `chats` table, the audience of broadcasts)
+        self.chats = chats
         #: the host's webhook settings (webhook mode; None when `webhook.public_url` is unset)
         self.webhook = webhook
         #: the durable inbox (bots.inbox): polled updates go there, handled from there
@@ -464,6 +473,8 @@ class BotActor:
         handler as a whole is run again only while it has sent nothing, so a transient
         failure after a reply never answers the update twice.
         """
+        if self.chats is not None:
+            self.chats.observe(self.spec.bot_id, update.raw)
         ctx = BotContext(self.spec.bot_id, self.username, self.api, self.spec.settings)
         for attempt in range(self.poll.handler_retries + 1):
             SENT_IN_TASK.set(0)

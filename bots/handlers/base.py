@@ -34,6 +34,28 @@ class BotContext:
         self.settings = settings
 
 
+class UsageGate(Protocol):
+    """Runs in the chat's task; in-memory checks, a registry read only for a bot or owner
+    not seen for a while."""
+
+    @property
+    def fallback_text(self) -> str:
+        """What an openai bot answers while its owner is over the LLM token quota."""
+        ...
+
+    async def admit_message(self, bot_id: int) -> bool:
+        """Count one update of the bot; False when its owner is over the messages quota."""
+        ...
+
+    async def llm_allowed(self, bot_id: int) -> bool:
+        """False when the bot's owner is over its LLM tokens quota today."""
+        ...
+
+    def count_llm_tokens(self, bot_id: int, tokens: int) -> None:
+        """Add tokens a completion of the bot used (written with the next flush)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerDeps:
     """Worker-wide services a handler is built with (None where not configured)."""
@@ -42,6 +64,8 @@ class HandlerDeps:
     llm: LLMClient | None = None
     #: the fleet, for the `manager` handler (set by the worker)
     admin: FleetAdmin | None = None
+    #: quotas per owner: messages and LLM tokens per day (set by the worker)
+    usage: UsageGate | None = None
 
 
 class Handler(Protocol):

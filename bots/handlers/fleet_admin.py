@@ -39,6 +39,8 @@ class Refusal(StrEnum):
     LOCKED_OUT = "locked_out"
     #: Telegram, PostgreSQL or Redis did not answer in time; try again
     UNAVAILABLE = "unavailable"
+    #: the owner has as many bots as its quota allows
+    QUOTA_EXCEEDED = "quota_exceeded"
 
 
 class FleetAdminError(Exception):
@@ -65,18 +67,28 @@ class FleetAdmin(Protocol):
         """The owner the user is linked to, or None (never linked, or the key changed)."""
         ...
 
-    async def register(self, owner_id: int, token: str) -> ManagedBot:
+    # `user_id` (the Telegram user acting) is where the audit log says the change came from
+
+    async def register(
+        self, owner_id: int, token: str, *, user_id: int | None = None
+    ) -> ManagedBot:
         """getMe, then store the bot for the owner and start it."""
         ...
 
-    async def replace_token(self, owner_id: int, token: str) -> ManagedBot:
+    async def replace_token(
+        self, owner_id: int, token: str, *, user_id: int | None = None
+    ) -> ManagedBot:
         """getMe, then store the new token of the owner's bot (its id is in the token)."""
         ...
 
     async def list_bots(self, owner_id: int) -> list[ManagedBot]: ...
 
-    async def pause(self, owner_id: int, bot_id: int) -> ManagedBot: ...
+    async def pause(
+        self, owner_id: int, bot_id: int, *, user_id: int | None = None
+    ) -> ManagedBot: ...
 
-    async def resume(self, owner_id: int, bot_id: int) -> ManagedBot: ...
+    async def resume(
+        self, owner_id: int, bot_id: int, *, user_id: int | None = None
+    ) -> ManagedBot: ...
 
-    async def remove(self, owner_id: int, bot_id: int) -> None: ...
+    async def remove(self, owner_id: int, bot_id: int, *, user_id: int | None = None) -> None: ...

@@ -146,9 +146,9 @@ class ManagerHandler:
     ) -> str:
         match said.command:
             case "addbot":
-                return await self._add(admin, owner_id, said.arg)
+                return await self._add(admin, owner_id, said)
             case "newtoken":
-                return await self._new_token(admin, owner_id, said.arg)
+                return await self._new_token(admin, owner_id, said)
             case "mybots" | "list":
                 return say.bot_list(await admin.list_bots(owner_id))
             case "pause" | "resume" | "remove" as command:
@@ -157,11 +157,12 @@ class ManagerHandler:
                     return say.usage(command)
                 if bot_id == ctx.bot_id and command != "resume":
                     return say.NOT_ME
+                user = said.user_id
                 if command == "pause":
-                    return say.paused(await admin.pause(owner_id, bot_id))
+                    return say.paused(await admin.pause(owner_id, bot_id, user_id=user))
                 if command == "resume":
-                    return say.resumed(await admin.resume(owner_id, bot_id))
-                await admin.remove(owner_id, bot_id)
+                    return say.resumed(await admin.resume(owner_id, bot_id, user_id=user))
+                await admin.remove(owner_id, bot_id, user_id=user)
                 return say.removed(bot_id)
         return say.SHORT_HELP
 
@@ -171,23 +172,25 @@ class ManagerHandler:
         owner = await admin.login(said.user_id, said.arg)
         return say.LOGIN_BAD_KEY if owner is None else say.logged_in(owner)
 
-    async def _add(self, admin: FleetAdmin, owner_id: int, arg: str) -> str:
-        if not arg:
+    async def _add(self, admin: FleetAdmin, owner_id: int, said: _Said) -> str:
+        if not said.arg:
             return say.ADDBOT_USAGE
         try:
-            token = BotToken(arg)
+            token = BotToken(said.arg)
         except BadToken:
             raise FleetAdminError(Refusal.BAD_TOKEN) from None
-        return say.added(await admin.register(owner_id, token.reveal()))
+        bot = await admin.register(owner_id, token.reveal(), user_id=said.user_id)
+        return say.added(bot)
 
-    async def _new_token(self, admin: FleetAdmin, owner_id: int, arg: str) -> str:
-        if not arg:
+    async def _new_token(self, admin: FleetAdmin, owner_id: int, said: _Said) -> str:
+        if not said.arg:
             return say.NEWTOKEN_USAGE
         try:
-            token = BotToken(arg)
+            token = BotToken(said.arg)
         except BadToken:
             raise FleetAdminError(Refusal.BAD_TOKEN) from None
-        return say.token_replaced(await admin.replace_token(owner_id, token.reveal()))
+        bot = await admin.replace_token(owner_id, token.reveal(), user_id=said.user_id)
+        return say.token_replaced(bot)
 
     async def _in_group(self, said: _Said, holds_secret: bool, ctx: BotContext) -> None:
         """Groups get no service: a command is told to go private; a secret is removed."""

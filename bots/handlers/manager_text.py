@@ -137,3 +137,8 @@ def refusal(exc: FleetAdminError) -> str:
             return "Too many wrong keys. Wait a while, then send /login <API key> again."
         case Refusal.UNAVAILABLE:
             return UNAVAILABLE
+        case Refusal.QUOTA_EXCEEDED:
+            return (
+                "You have as many bots as your quota allows. /remove one first, or ask the "
+                "administrator to raise your quota."
+            )

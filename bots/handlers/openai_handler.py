@@ -45,6 +45,7 @@ class OpenAIHandler:
     def __init__(self, deps: HandlerDeps) -> None:
         self._store = deps.context
         self._llm = deps.llm
+        self._usage = deps.usage
         self._parsed: tuple[Mapping[str, Any], LLMBotSettings] | None = None
 
     async def handle(self, update: Incoming, ctx: BotContext) -> None:
@@ -92,6 +93,12 @@ class OpenAIHandler:
             state = await store.save(bot_id, chat_id, self._record(user, update))
             if handed_off(state):
                 return
+        usage = self._usage
+        if usage is not None and not await usage.llm_allowed(bot_id):
+            # the owner's LLM tokens for today are used up: no model call
+            log.debug("openai.over_quota", bot_id=bot_id)
+            await self._reply(ctx, update, usage.fallback_text)
+            return
         answer = await self._ask(ctx, update, settings, state)
         if answer is None:
             await self._reply(ctx, update, settings.fallback_text)
@@ -167,9 +174,8 @@ class OpenAIHandler:
             await asyncio.gather(typing, return_exceptions=True)
         return text if text.strip() else None
 
-    @staticmethod
     async def _complete(
-        llm: LLMClient, bot_id: int, settings: LLMBotSettings, prompt: Prompt
+        self, llm: LLMClient, bot_id: int, settings: LLMBotSettings, prompt: Prompt
     ) -> str:
         done = await llm.complete(
             bot_id,
@@ -178,6 +184,8 @@ class OpenAIHandler:
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
         )
+        if self._usage is not None:
+            self._usage.count_llm_tokens(bot_id, done.prompt_tokens + done.completion_tokens)
         return done.text
 
     async def _reply(self, ctx: BotContext, update: Incoming, text: str) -> None:

@@ -71,6 +71,7 @@ def check_settings(name: str, settings: Mapping[str, Any]) -> list[str]:
             return _free_form(data)
         if not issubclass(model, BotSettings):
             data.pop("ratelimit", None)
+            data.pop("telegram", None)
     assert model is not None
     try:
         model.model_validate(data)

@@ -1,7 +1,7 @@
 """What every bot's `settings` object may hold, whatever its handler.
 
 Each handler declares its settings model in bots/handlers/registry.py (`SETTINGS`): a
-subclass of `BotSettings`, so `ratelimit` is allowed everywhere and any other key must
+subclass of `BotSettings`, so `ratelimit` and `telegram` are allowed everywhere and any other key must
 be the handler's own. Registration and updates are checked against it (`check_settings`).
 """
 
@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class BotSettings(BaseModel):
-    """Settings any bot takes: per-bot rate limits. A handler's model adds its own keys."""
+    """Settings any bot takes: per-bot rate limits and way to the Bot API. A handler's
+    model adds its own keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -21,6 +22,12 @@ class BotSettings(BaseModel):
         None,
         description='This bot\'s own rate limits over [ratelimit], e.g. {"per_bot": '
         '{"limit": 1000}} (same keys and rules as the config file).',
+    )
+    telegram: dict[str, Any] | None = Field(
+        None,
+        description='Where this bot reaches the Bot API, over [telegram]: {"api_base": '
+        '"http://127.0.0.1:8081", "proxy": "socks5://user:password@host:1080"} (a proxy '
+        "of null turns the deployment's off; `bots move-api` sets api_base).",
     )
 
 

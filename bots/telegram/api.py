@@ -11,14 +11,17 @@ import asyncio
 import functools
 import random
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 import orjson
+from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
-from bots.telegram.longpoll import LongPoll, PollProtocolError
+from bots.telegram.longpoll import DIRECT, LongPoll, PollProtocolError
+from bots.telegram.net import NetOptions, ProxyFailed
 from bots.telegram.token import BotToken
 from ratelimit import BotLimiter
 
@@ -73,6 +76,9 @@ class BotNetworkError(Exception):
 #: Longest wait between two tries of a send after a 5xx or a network error.
 SEND_BACKOFF_MAX_S: Final = 2.0
 
+#: Network failures that prove the request never reached Telegram (safe to send again).
+NOT_SENT: Final = frozenset({"ClientConnectorError", "ClientConnectorDNSError"})
+
 #: Errors worth retrying the same request for.
 TRANSIENT: Final = (BotNetworkError, ServerError, RetryAfter)
 
@@ -106,6 +112,23 @@ def _error(bot_id: int, method: str, status: int, payload: Any) -> TelegramError
     return TelegramError(bot_id, method, code, description)
 
 
+_PROXY_ERRORS: Final = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
+
+
+def _cause(exc: BaseException, net: NetOptions) -> str:
+    """What went wrong, without a URL: the error's type, or for a proxy failure its reason
+    naming the proxy with its password masked."""
+    if isinstance(exc, ProxyFailed):
+        return str(exc)
+    if net.proxy is not None and isinstance(exc, (*_PROXY_ERRORS, EOFError)):
+        # from aiohttp-socks on the shared pool; python-socks' messages hold no credentials
+        reason = str(exc)[:200] if isinstance(exc, _PROXY_ERRORS) else ""
+        reason = reason or "Connection closed unexpectedly"
+        hint = " (check its user name and password)" if net.proxy.username else ""
+        return f"proxy {net.proxy.shown} refused: {reason}{hint if 'closed' in reason else ''}"
+    return type(exc).__name__
+
+
 class BotApi:
     """One bot's Bot API client over the worker's shared HTTP pool. Runs in the actor's tasks."""
 
@@ -131,10 +154,11 @@ class BotApi:
         request_timeout: float,
         max_retries: int,
         send_deadline_s: float = 0.0,
+        net: NetOptions = DIRECT,
     ) -> None:
         self._session = session
         self._url = f"{api_base.rstrip('/')}/bot{token.reveal()}/"
-        self._poll = LongPoll(api_base, token.reveal())
+        self._poll = LongPoll(api_base, token.reveal(), net)
         # per socket operation, not in total: waiting for a free pooled connection during a
         # burst is not Telegram being slow, and a send timed out after Telegram took it
         # would be sent again (an answer twice)
@@ -167,9 +191,9 @@ class BotApi:
             ) as resp:
                 body = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, ProxyError, EOFError) as exc:
             # `from None`: aiohttp's exceptions print the URL, which holds the token.
-            raise BotNetworkError(self.bot_id, method, type(exc).__name__) from None
+            raise BotNetworkError(self.bot_id, method, _cause(exc, self._poll.net)) from None
         return self._answer(method, status, body)
 
     async def call_form(
@@ -196,7 +220,7 @@ class BotApi:
         try:
             status, raw = await self._poll.post(orjson.dumps(params), timeout)
         except (OSError, TimeoutError, PollProtocolError) as exc:
-            raise BotNetworkError(self.bot_id, "getUpdates", type(exc).__name__) from None
+            raise BotNetworkError(self.bot_id, "getUpdates", _cause(exc, self._poll.net)) from None
         return self._answer("getUpdates", status, raw)
 
     async def open_poll(self, *, timeout: float) -> None:
@@ -204,7 +228,7 @@ class BotApi:
         try:
             await self._poll.connect(timeout)
         except (OSError, TimeoutError) as exc:
-            raise BotNetworkError(self.bot_id, "getUpdates", type(exc).__name__) from None
+            raise BotNetworkError(self.bot_id, "getUpdates", _cause(exc, self._poll.net)) from None
 
     def close_poll(self) -> None:
         """Drop the poll connection (the actor stopped); the next poll opens a new one."""
@@ -231,7 +255,7 @@ class BotApi:
         attempt = 0
         give_up_at = time.monotonic() + self._send_deadline_s
         while True:
-            granted = await self._limiter.acquire(chat_id)
+            granted = await self._limiter.acquire(chat_id, hold=True)
             try:
                 result = await self.call(method, params)
             except RetryAfter as exc:
@@ -253,6 +277,41 @@ class BotApi:
                 return result
             finally:
                 # count the message from its answer, not its grant (see Window.settle)
+                self._limiter.settle(chat_id, granted)
+            attempt += 1
+
+    async def send_bulk(
+        self,
+        method: str,
+        params: dict[str, Any],
+        chat_id: int,
+        *,
+        on_grant: Callable[[], None] | None = None,
+    ) -> Any:
+        """A broadcast's send: the limiter's bulk lane (replies go first), 429s waited out
+        and retried, and nothing else retried: a 5xx or a lost answer may mean Telegram
+        delivered it, and a broadcast sends each chat at most once. Only a connection
+        that never opened is tried again. `on_grant` runs when the request is about to
+        leave (before it, a cancelled call sent nothing). Raises TelegramError or
+        BotNetworkError."""
+        attempt = 0
+        while True:
+            granted = await self._limiter.acquire(chat_id, hold=True, bulk=True)
+            if on_grant is not None:
+                on_grant()
+            try:
+                result = await self.call(method, params)
+            except RetryAfter as exc:
+                self.stats.telegram_429 += 1
+                self._limiter.penalize(chat_id, exc.retry_after)
+            except BotNetworkError as exc:
+                if exc.cause not in NOT_SENT or attempt >= self._max_retries:
+                    raise
+                await asyncio.sleep(min(0.2 * 2**attempt, SEND_BACKOFF_MAX_S))
+            else:
+                self.stats.sent += 1
+                return result
+            finally:
                 self._limiter.settle(chat_id, granted)
             attempt += 1
 

@@ -44,7 +44,7 @@ class LimitedApi:
         """Best effort (chat actions, deletes): passes the limiter, one try, no retry. A 429
         still slows the bot and chat down for the next sends."""
         limiter = self._api.limiter
-        granted = await limiter.acquire(chat_id)
+        granted = await limiter.acquire(chat_id, hold=True)
         try:
             return await self._api.call(method, params, timeout=timeout)
         except RetryAfter as exc:

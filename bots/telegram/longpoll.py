@@ -5,68 +5,36 @@ response, stream reader, timers; measured with bench/fleet_memory.py), and every
 parks one for up to 50 s. This connection parks a protocol object, a transport and a
 future. Every other Bot API call still goes through aiohttp. The protocol subset is
 what a Bot API server sends: a status line, headers, then a body framed by
-Content-Length or chunked encoding, over TCP or TLS.
+Content-Length or chunked encoding, over TCP or TLS, directly (Happy Eyeballs) or
+through an HTTP(S)/SOCKS5 proxy (bots/telegram/net.py opens the connection).
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import ssl
-from functools import cache
 from typing import Final, cast
 from urllib.parse import urlsplit
 
+from bots.telegram.net import NetOptions, TunnelProtocol, open_transport
+
 _MAX_HEAD: Final = 64 * 1024
 _MAX_BODY: Final = 64 * 1024 * 1024
+#: direct, verified TLS, default timeouts (tests and one-off clients)
+DIRECT: Final = NetOptions()
 
 
 class PollProtocolError(Exception):
     """The server's answer is not HTTP/1.1 we understand, or the connection broke."""
 
 
-@cache
-def _tls() -> ssl.SSLContext:
-    return ssl.create_default_context()
-
-
-#: Seconds a resolved Bot API address is reused. Thousands of bots connect at start:
-#: one lookup, not thousands.
-DNS_TTL_S: Final = 300.0
-_resolved: dict[tuple[str, int], tuple[float, asyncio.Future[list[str]]]] = {}
-
-
-async def _addresses(host: str, port: int) -> list[str]:
-    """The host's addresses in resolver order, looked up once per TTL per process
-    (concurrent callers share one lookup)."""
-    loop = asyncio.get_running_loop()
-    now = loop.time()
-    entry = _resolved.get((host, port))
-    if entry is None or entry[0] < now or (entry[1].done() and entry[1].exception()):
-        fut: asyncio.Future[list[str]] = loop.create_future()
-        _resolved[(host, port)] = (now + DNS_TTL_S, fut)
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            fut.set_result(list(dict.fromkeys(str(info[4][0]) for info in infos)))
-        except OSError as exc:
-            fut.set_exception(exc)
-        except BaseException:
-            # this caller was cancelled: the others sharing the lookup get a network
-            # error (and retry), never a cancellation that is not theirs
-            fut.set_exception(OSError("address lookup abandoned"))
-            fut.exception()  # retrieved: no "never retrieved" warning if nobody waits
-            raise
-        entry = _resolved[(host, port)]
-    return await asyncio.shield(entry[1])
-
-
-class _Connection(asyncio.Protocol):
+class _Connection(TunnelProtocol):
     """One keep-alive connection. At most one request in flight (the actor's poll)."""
 
     __slots__ = ("_buf", "_close_after", "_waiter", "got_bytes", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.anchor: object = None
         self._buf = bytearray()
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self._close_after = False
@@ -187,16 +155,16 @@ def _dechunk(buf: bytearray, pos: int) -> bytes | None:
 class LongPoll:
     """A bot's getUpdates connection. Runs in the actor's task."""
 
-    __slots__ = ("_conn", "_head", "_host", "_port", "_server_hostname", "_tls")
+    __slots__ = ("_conn", "_head", "_host", "_net", "_port", "_tls")
 
-    def __init__(self, api_base: str, token_secret: str) -> None:
+    def __init__(self, api_base: str, token_secret: str, net: NetOptions = DIRECT) -> None:
         url = urlsplit(api_base.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError("telegram.api_base must be an http(s) URL")
         self._tls = url.scheme == "https"
         self._host = url.hostname
         self._port = url.port or (443 if self._tls else 80)
-        self._server_hostname = url.hostname if self._tls else None
+        self._net = net
         host_header = url.netloc.rsplit("@", 1)[-1]
         self._head = (
             f"POST {url.path}/bot{token_secret}/getUpdates HTTP/1.1\r\n"
@@ -204,6 +172,10 @@ class LongPoll:
             "Connection: keep-alive\r\nContent-Length: "
         ).encode()
         self._conn: _Connection | None = None
+
+    @property
+    def net(self) -> NetOptions:
+        return self._net
 
     async def post(self, body: bytes, timeout: float) -> tuple[int, bytes]:
         """One getUpdates exchange. Raises OSError, TimeoutError or PollProtocolError.
@@ -236,23 +208,9 @@ class LongPoll:
                 await self._connect()
 
     async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        error: OSError | None = None
-        for address in await _addresses(self._host, self._port):  # as create_connection does
-            try:
-                _, conn = await loop.create_connection(
-                    _Connection,
-                    address,
-                    self._port,
-                    ssl=_tls() if self._tls else None,
-                    server_hostname=self._server_hostname,
-                )
-            except OSError as exc:
-                error = exc
-                continue
-            self._conn = conn
-            return conn
-        raise error or OSError(f"no address for {self._host}")
+        _, conn = await open_transport(_Connection, self._host, self._port, self._tls, self._net)
+        self._conn = conn
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:

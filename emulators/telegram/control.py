@@ -137,6 +137,19 @@ class EmulatorControl:
             msg["user_id"] = user_id
         return (await self.inject([msg]))[0]
 
+    async def create_chats(self, bot_id: int, count: int, first_id: int = 1) -> int:
+        """Private chats `first_id`… `first_id + count - 1` known to the bot."""
+        body = {"bot_id": bot_id, "count": count, "first_id": first_id}
+        payload = await self._request("POST", "chats", body)
+        return int(payload["created"])
+
+    async def block(self, bot_id: int, chat_id: int, reason: str = "blocked") -> None:
+        """sendMessage to the chat answers Telegram's 403 from now on: "blocked" (by the
+        user), "deactivated" (user is deactivated), "kicked" (group), "none" (unblock)."""
+        await self._request(
+            "POST", "block", {"bot_id": bot_id, "chat_id": chat_id, "reason": reason}
+        )
+
     async def revoke(self, bot_id: int) -> None:
         await self._request("POST", "revoke", {"bot_id": bot_id})
 

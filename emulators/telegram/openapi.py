@@ -54,6 +54,21 @@ CONTROL: Final[tuple[ControlOp, ...]] = (
         'chat\'s id). Answers {"update_id": N, "callback_query_id": "…"}.',
         '{"bot_id": 7000000001, "chat_id": 42, "message_id": 2, "data": "menu:help"}',
     ),
+    ControlOp(
+        "POST",
+        "/control/chats",
+        "Make `count` private chats (ids first_id, first_id + 1, …) known to a bot, the "
+        'audience of a broadcast test. Answers {"created": N}.',
+        '{"bot_id": 7000000001, "count": 500, "first_id": 1}',
+    ),
+    ControlOp(
+        "POST",
+        "/control/block",
+        "From now on sendMessage to the chat answers Telegram's exact 403: reason "
+        '"blocked" ("Forbidden: bot was blocked by the user"), "deactivated" ("Forbidden: '
+        'user is deactivated"), "kicked" (a group), or "none" to unblock.',
+        '{"bot_id": 7000000001, "chat_id": 42, "reason": "blocked"}',
+    ),
     ControlOp("POST", "/control/reset_stats", "Zero the counters of every bot.", "{}"),
     ControlOp(
         "GET",
@@ -95,6 +110,8 @@ BOT_API_METHODS: Final = (
     "answerCallbackQuery",
     "editMessageText",
     "editMessageReplyMarkup",
+    "logOut",
+    "close",
 )
 
 

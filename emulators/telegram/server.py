@@ -23,6 +23,7 @@ from aiohttp import web
 
 from emulators.telegram.callbacks import Interactions
 from emulators.telegram.openapi import document
+from emulators.telegram.sessions import ServerSessions
 from emulators.telegram.state import (
     CHAT_ID_EMPTY,
     CHAT_NOT_FOUND,
@@ -156,6 +157,8 @@ class EmulatorServer:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.interactions = ia = Interactions(state)
+        #: logOut / close (emulators/telegram/sessions.py); tests may shorten its windows
+        self.sessions = ServerSessions(state)
         sync_methods: dict[str, Callable[[BotState, dict[str, Any]], Result]] = {
             "getme": lambda bot, _p: state.get_me(bot),
             "sendmessage": self._send_message,
@@ -166,6 +169,8 @@ class EmulatorServer:
                 bot, _bool(p.get("drop_pending_updates"))
             ),
             "getwebhookinfo": lambda bot, _p: state.webhook_info(bot),
+            "logout": lambda bot, _p: self.sessions.log_out(bot),
+            "close": lambda bot, _p: self.sessions.close(bot),
             "answercallbackquery": ia.answer_callback_query,
             "editmessagetext": ia.edit_message_text,
             "editmessagereplymarkup": ia.edit_message_reply_markup,
@@ -183,6 +188,8 @@ class EmulatorServer:
             "reset_stats": self._c_reset_stats,
             "outage": self._c_outage,
             "callback_query": lambda body: _json(200, orjson.dumps(ia.inject(body))),
+            "chats": self._c_create_chats,
+            "block": self._c_block,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -261,6 +268,9 @@ class EmulatorServer:
         bot = self.state.authenticate(token)
         if not isinstance(bot, BotState):
             return _result(bot)
+        refused = self.sessions.admit(bot)
+        if refused is not None:
+            return _result(refused)
         try:
             params = await _params(request)
             if sync is not None:
@@ -416,6 +426,21 @@ class EmulatorServer:
         self.state.start_outage(
             int(body["code"]), float(body.get("seconds", 30)), None if ra is None else int(ra)
         )
+        return _json(200, b'{"ok":true}')
+
+    def _c_create_chats(self, body: Any) -> web.Response:
+        if not isinstance(body, dict) or "bot_id" not in body:
+            raise InjectError('expected {"bot_id": N, "count": N, "first_id": 1}')
+        ids = self.state.create_chats(
+            int(body["bot_id"]), int(body.get("count", 0)), int(body.get("first_id", 1))
+        )
+        return _json(200, orjson.dumps({"created": len(ids)}))
+
+    def _c_block(self, body: Any) -> web.Response:
+        if not isinstance(body, dict) or "bot_id" not in body or "chat_id" not in body:
+            raise InjectError('expected {"bot_id": N, "chat_id": N, "reason": "blocked"}')
+        reason = str(body.get("reason", "blocked"))
+        self.state.block(int(body["bot_id"]), int(body["chat_id"]), reason)
         return _json(200, b'{"ok":true}')
 
     def _c_reset_stats(self, _body: Any) -> web.Response:

@@ -54,6 +54,13 @@ def ok(result: Any) -> Result:
 
 
 NOT_FOUND: Final = error(404, "Not Found")
+#: sendMessage's 403s for a chat that cannot be written to, by `block` reason (exact bodies)
+BLOCKED: Final[dict[str, Result | None]] = {
+    "blocked": error(403, "Forbidden: bot was blocked by the user"),
+    "deactivated": error(403, "Forbidden: user is deactivated"),
+    "kicked": error(403, "Forbidden: bot was kicked from the group chat"),
+    "none": None,
+}
 UNAUTHORIZED: Final = error(401, "Unauthorized")
 CONFLICT_GET_UPDATES: Final = error(
     409,
@@ -211,6 +218,7 @@ class ChatState:
     """One (bot, chat) pair: message ids, its flood window, its stats."""
 
     __slots__ = (
+        "blocked",
         "burst",
         "deleted",
         "id",
@@ -235,6 +243,8 @@ class ChatState:
         self.max_ref = 0
         #: message ids removed with deleteMessage
         self.deleted: set[int] | None = None
+        #: the 403 sendMessage answers instead of sending (the user blocked the bot...)
+        self.blocked: Result | None = None
 
     def reset_stats(self) -> None:
         self.sent = 0
@@ -653,12 +663,38 @@ class EmulatorState:
             if loop.time() >= deadline:  # woken for updates below our offset, time is up
                 return EMPTY_UPDATES
 
+    def create_chats(self, bot_id: int, count: int, first_id: int = 1) -> list[int]:
+        """`count` private chats `first_id`, `first_id + 1`, … known to the bot (tests and
+        benchmarks: a broadcast's audience without injecting a message into each)."""
+        bot = self.bots.get(bot_id)
+        if bot is None:
+            raise InjectError(f"unknown bot_id {bot_id}")
+        if count < 0 or first_id < 1:
+            raise InjectError("count must be >= 0 and first_id >= 1 (private chats)")
+        ids = list(range(first_id, first_id + count))
+        for chat_id in ids:
+            self._chat(bot, chat_id)
+        return ids
+
+    def block(self, bot_id: int, chat_id: int, reason: str = "blocked") -> None:
+        """From now on sendMessage to the chat answers Telegram's 403 for `reason`
+        ("blocked": the user blocked the bot, "deactivated": the account was deleted,
+        "kicked": the bot was removed from the group, "none": unblock)."""
+        bot = self.bots.get(bot_id)
+        if bot is None:
+            raise InjectError(f"unknown bot_id {bot_id}")
+        if reason not in BLOCKED:
+            raise InjectError(f"reason must be one of {', '.join(sorted(BLOCKED))}")
+        self._chat(bot, chat_id).blocked = BLOCKED[reason]
+
     def send_message(self, bot: BotState, chat_id: int, text: str, reply_to: int | None) -> Result:
         """sendMessage after the flood windows; stats on replies to injected messages."""
         now = self.clock()
         chat = bot.chats.get(chat_id)
         if chat is None:
             chat = self._chat(bot, chat_id)
+        if chat.blocked is not None:
+            return chat.blocked
         wait = 0.0
         if bot.window is not None:
             wait = bot.window.wait(now)
@@ -683,6 +719,8 @@ class EmulatorState:
             burst = chat.burst = Burst()
         burst.add(now)
         bot.sent_log.append((chat_id, text, reply_to, now))
+        if self._watchers:
+            self._notify()  # tests wait for sends too (wait_until)
 
         # Reply accounting. `out_of_order` looks at first replies only (a reply to a message
         # older than one already answered in this chat); repeats count as `duplicates`.

@@ -8,16 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
 from bots.handlers.base import UnknownHandler
 from bots.handlers.plugins import use_paths
 from bots.handlers.registry import resolve
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
+from bots.telegram.sessions import open_bot_api_session
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
+from supervisor.cli.move_api import move_api
 from supervisor.exitcodes import ExitCode
+from supervisor.registry.audit import AuditLog, open_audit
 from supervisor.registry.bot_service import BotService, BotServiceError
 from supervisor.registry.bots import BotMode, BotRecord, Registry
 from supervisor.registry.owners import ADMIN
@@ -51,12 +53,17 @@ async def bots_command(settings: Settings, args: argparse.Namespace) -> int:
     async with (
         open_services(settings, redis=writes) as live,
         open_registry(live, apply_migrations=writes) as registry,  # reads create nothing
-        aiohttp.ClientSession() as session,
+        open_bot_api_session(live) as session,
+        open_audit(registry.pool, live.database.timeout_s) as audit,  # rows written by exit
     ):
         if args.bots_command == "import":
-            return await _import(live, registry, args)
+            return await _import(live, registry, args, audit)
+        svc = BotService(registry, live, session, audit=audit, source="cli")
         try:
-            return await _bots(BotService(registry, live, session), registry, args)
+            if args.bots_command == "move-api":
+                await move_api(live, svc, registry, session, args.id, args.to, _out)
+                return 0
+            return await _bots(svc, registry, args)
         except BotServiceError as exc:
             _err(exc.message)
             return ExitCode.FAILURE
@@ -155,7 +162,9 @@ async def _update(svc: BotService, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _import(settings: Settings, registry: Registry, args: argparse.Namespace) -> int:
+async def _import(
+    settings: Settings, registry: Registry, args: argparse.Namespace, audit: AuditLog
+) -> int:
     use_paths(settings.handlers.paths)
     try:
         resolve(args.handler)
@@ -188,7 +197,7 @@ async def _import(settings: Settings, registry: Registry, args: argparse.Namespa
     rejected = 0
     if not args.no_check and tokens:
         gate = asyncio.Semaphore(64)
-        async with aiohttp.ClientSession() as session:
+        async with open_bot_api_session(settings) as session:
 
             async def check(token: BotToken) -> bool:
                 async with gate:
@@ -215,6 +224,14 @@ async def _import(settings: Settings, registry: Registry, args: argparse.Namespa
         [(t, usernames.get(t.bot_id, "")) for t in tokens], handler=args.handler
     )
     await publish_hint(settings)
+    audit.record(
+        ADMIN,
+        "bots.import",
+        "",
+        source="cli",
+        outcome="ok" if not (bad or rejected) else "partial",
+        detail={"added": added, "rejected": rejected, "bad_lines": bad, "handler": args.handler},
+    )
     _out(
         f"imported {added} bot(s); {len(tokens) - added} already registered, "
         f"{rejected} rejected, {bad} bad line(s)"

@@ -21,7 +21,9 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
+from python_socks import ProxyError
 
+from bots.telegram.sessions import open_bot_api_session
 from config import Settings, config_path
 from config.loading import state_dir_origin
 from supervisor.cli.preflight import has_private_postgres
@@ -136,15 +138,17 @@ async def _postgres_at(settings: Settings) -> tuple[Check, int | None]:
 
 
 async def _bot_api(settings: Settings) -> Check:
-    """Any HTTP answer means the endpoint is reachable. Connects as the workers do: directly
-    (they use no proxy, so neither does this check)."""
+    """Any HTTP answer means the endpoint is reachable. Connects as the workers do (through
+    telegram.proxy when one is set, with the same TLS settings)."""
     base = settings.telegram.api_base
     timeout = aiohttp.ClientTimeout(total=settings.telegram.request_timeout_s)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(f"{base}/bot0:doctor/getMe", allow_redirects=False) as resp:
+        async with open_bot_api_session(settings) as session:
+            async with session.get(
+                f"{base}/bot0:doctor/getMe", allow_redirects=False, timeout=timeout
+            ) as resp:
                 status = resp.status
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (aiohttp.ClientError, OSError, TimeoutError, ProxyError) as exc:
         return Check(
             False,
             f"Bot API at {base}: {exc or type(exc).__name__}",

@@ -128,6 +128,23 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         choices=("polling", "webhook"),
         help="how the bot receives updates; webhook needs webhook.public_url (switched live)",
     )
+    mov = bsub.add_parser(
+        "move-api",
+        help="move a bot to another Bot API server (a local telegram-bot-api, or back)",
+        description="Move a bot between Bot API servers: logOut on the cloud server "
+        "(telegram.api_base) when leaving it, close on a local server when leaving that, "
+        "then store the new base in the bot's settings (telegram.api_base). Telegram "
+        "refuses close in the first 10 minutes after a bot's launch, and a bot logged out "
+        "of the cloud may log in there again only after 10 minutes.",
+    )
+    mov.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
+    mov.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="the new Bot API base, e.g. http://127.0.0.1:8081 (a local server) or "
+        "telegram.api_base (back to the cloud)",
+    )
     rep = bsub.add_parser(
         "replace-token",
         help="give a bot a new token (after /revoke), keeping owner and settings",
@@ -180,6 +197,49 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     oadd.add_argument("name", help="1-64 letters, digits and . _ @ -")
     olist = osub.add_parser("list", help="list owners and how many bots each has")
     olist.add_argument("--json", action="store_true")
+    oshow = osub.add_parser(
+        "show",
+        help="an owner's quota and today's usage",
+        description="Show an owner's quota (the [quotas] defaults unless set for it) and its "
+        "usage today (UTC): bots, messages handled, LLM tokens.",
+    )
+    oshow.add_argument("owner", metavar="OWNER", help="owner name or id")
+    oshow.add_argument("--json", action="store_true", help="print JSON")
+    oquota = osub.add_parser(
+        "set-quota",
+        help="set an owner's quota (flags not given stay as they are)",
+        description="Override the [quotas] defaults for one owner. Each value is a whole "
+        "number (0 = unlimited) or `default` (use the configured default again). Bots over "
+        "the quota keep running; new registrations are refused.",
+    )
+    oquota.add_argument("owner", metavar="OWNER", help="owner name or id")
+    for flag in ("bots", "messages-per-day", "llm-tokens-per-day"):
+        oquota.add_argument(
+            f"--{flag}",
+            type=_quota_value,
+            default=...,
+            metavar="N|default",
+            help=f"{flag.replace('-', ' ')}: N (0 = unlimited) or `default`",
+        )
+    oquota.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    aud = sub.add_parser(
+        "audit",
+        help="who did what, when and from where (the audit log)",
+        description="Rows of the audit log, oldest first: every owner/admin action from the "
+        "admin API, the CLI and the manager bot, with its actor, source and outcome.",
+    )
+    aud.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only rows since WHEN: a duration back (24h, 7d) or an ISO 8601 date/time",
+    )
+    aud.add_argument("--action", help="an action (bot.pause) or a prefix ending in '.' (bot.)")
+    aud.add_argument("--target", help="a target, e.g. bot:123 or owner:7")
+    aud.add_argument(
+        "--limit", type=int, default=100, help="at most this many, the newest (default 100)"
+    )
+    aud.add_argument("--json", action="store_true", help="one JSON object per line")
 
     keys = sub.add_parser("keys", help="encryption keys of the stored bot tokens")
     ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -208,7 +268,17 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     rel.add_argument("bot", type=int, help="bot id (the number before ':' in its token)")
     rel.add_argument("chat", type=int, help="Telegram chat id")
+
+    from supervisor.cli import broadcast
+
+    broadcast.add_parser(sub)
     return p
+
+
+def _quota_value(text: str) -> int | None:
+    from supervisor.cli.quotas import quota_value
+
+    return quota_value(text)
 
 
 def _emulator_help() -> str:
@@ -316,6 +386,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from supervisor.cli.chats import chats_command
 
             return _run(chats_command, settings, args)
+        case "broadcast":
+            from supervisor.cli.broadcast import broadcast_command
+
+            return _run(broadcast_command, settings, args)
+        case "audit":
+            from supervisor.cli.quotas import audit_command
+
+            return _run(audit_command, settings, args)
     raise AssertionError(args.command)
 
 

@@ -14,7 +14,16 @@ from supervisor.exitcodes import ExitCode
 
 #: Commands that only read: they never create a registry (nor start a private server
 #: that holds none).
-READ_ONLY = frozenset({("bots", "list"), ("bots", "show"), ("owners", "list"), ("status", None)})
+READ_ONLY = frozenset(
+    {
+        ("bots", "list"),
+        ("bots", "show"),
+        ("owners", "list"),
+        ("owners", "show"),
+        ("audit", None),
+        ("status", None),
+    }
+)
 #: Long-running commands keep the configured log level; one-shot ones log warnings only
 #: unless log.level is set explicitly.
 DAEMONS = frozenset({"run", "demo"})

@@ -1,4 +1,5 @@
-"""`botvisor owners …` and `botvisor keys rotate`: owners' API keys and token encryption keys.
+"""`botvisor owners …` and `botvisor keys rotate`: owners' API keys, quotas and token
+encryption keys. Every change is recorded in the audit log (source `cli`).
 
 Run in a CLI process against the registry; the daemon may be running meanwhile.
 """
@@ -12,8 +13,9 @@ import orjson
 
 from config import Settings
 from supervisor.exitcodes import ExitCode
+from supervisor.registry.audit import open_audit
 from supervisor.registry.bots import OwnerExists
-from supervisor.registry.owners import BadOwnerName, create_owner
+from supervisor.registry.owners import ADMIN, BadOwnerName, create_owner
 from supervisor.registry.tokenbox import key_id_of, keyfile_of
 from supervisor.services import open_registry, open_services
 
@@ -27,14 +29,31 @@ def _err(text: str) -> None:
 
 
 async def owners_command(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_services(settings, redis=False) as live, open_registry(live) as registry:
+    if args.owners_command in ("show", "set-quota"):
+        from supervisor.cli.quotas import quota_command
+
+        return await quota_command(settings, args)
+    async with (
+        open_services(settings, redis=False) as live,
+        open_registry(live) as registry,
+        open_audit(registry.pool, live.database.timeout_s) as audit,
+    ):
         match args.owners_command:
             case "add":
                 try:
                     owner, key = await create_owner(registry, args.name)
                 except (BadOwnerName, OwnerExists) as exc:
                     _err(str(exc))
+                    audit.record(ADMIN, "owner.create", "", source="cli", outcome="invalid")
                     return ExitCode.FAILURE
+                audit.record(
+                    ADMIN,
+                    "owner.create",
+                    f"owner:{owner.id}",
+                    source="cli",
+                    owner_id=owner.id,
+                    detail={"name": owner.name},
+                )
                 _out(f"owner {owner.name} (id {owner.id}) created. Its API key, shown only now:")
                 _out(key)
                 return 0
@@ -72,8 +91,26 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
         key, keyring = keyfile_of(settings).push_new_key()
         _out(f"new current key {key_id_of(key)} in {keyfile_of(settings).path}")
         _out(f"keyring: {', '.join(key_id_of(k) for k in keyring)} (current first)")
-    async with open_services(settings, redis=False) as live, open_registry(live) as registry:
+    async with (
+        open_services(settings, redis=False) as live,
+        open_registry(live) as registry,
+        open_audit(registry.pool, live.database.timeout_s) as audit,
+    ):
         report = await registry.rotate_keys(args.batch)
+        audit.record(
+            ADMIN,
+            "keys.rotate",
+            f"key:{report.key_id}",
+            source="cli",
+            outcome="ok" if not (report.changed or report.undecryptable) else "incomplete",
+            detail={
+                "generated": bool(args.generate),
+                "reencrypted": report.reencrypted,
+                "already_current": report.already_current,
+                "changed": report.changed,
+                "undecryptable": len(report.undecryptable),
+            },
+        )
     _out(
         f"key {report.key_id}: re-encrypted {report.reencrypted} bot token(s), "
         f"{report.already_current} already under it, {report.changed} changed meanwhile, "

@@ -23,10 +23,17 @@ from pydantic import BaseModel, ValidationError
 
 from context import release_chat
 from supervisor.http.auth import caller_of
-from supervisor.http.common import ADMIN_KEY, AdminContext, ApiError, error_response, json_response
+from supervisor.http.common import (
+    ADMIN_KEY,
+    AdminContext,
+    ApiError,
+    error_response,
+    json_response,
+    source_of,
+)
 from supervisor.http.models import Bot, BotCreate, BotList, BotPatch, BotTokenReplace, ChatRelease
 from supervisor.http.openapi import HOST_OPERATIONS, Handler, Operation, Reply, build_document
-from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind
+from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind, QuotaExceeded
 from supervisor.registry.bots import BotMode
 from supervisor.registry.owners import Caller
 
@@ -42,6 +49,7 @@ _STATUS: Final = {
     ErrorKind.INVALID: 422,
     ErrorKind.FORBIDDEN: 403,
     ErrorKind.UPSTREAM: 502,
+    ErrorKind.QUOTA: 403,
 }
 #: what "a service did not answer" looks like from here; a 503, never a 500
 _OUTAGES: Final = (
@@ -104,9 +112,12 @@ def _endpoint(fn: Endpoint) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             caller = await caller_of(request)
-            return await fn(request, caller, request.app[ADMIN_KEY].service())
+            return await fn(request, caller, request.app[ADMIN_KEY].service(source_of(request)))
         except ApiError as exc:
             return error_response(exc.status, exc.code, exc.message, **exc.headers)
+        except QuotaExceeded as exc:  # typed: which quota, its limit, what is used
+            body = {"code": exc.code, "message": exc.message, "quota": exc.quota}
+            return json_response({"error": {**body, "limit": exc.limit, "used": exc.used}}, 403)
         except BotServiceError as exc:
             return error_response(_STATUS[exc.kind], exc.code, exc.message)
         except _OUTAGES as exc:
@@ -189,7 +200,13 @@ async def release_chat_view(request: web.Request, caller: Caller, svc: BotServic
     if store is None:
         raise ApiError(503, "unavailable", "conversation contexts are not available here")
     chat_id = _int64(request, "chat", "chat", _MIN_INT64)
-    if not await release_chat(store, bot_id, chat_id):
+    released = await release_chat(store, bot_id, chat_id)
+    audit = request.app[ADMIN_KEY].audit
+    if audit is not None:
+        outcome = "ok" if released else "not_handed_off"
+        target = f"bot:{bot_id}/chat:{chat_id}"
+        audit.record(caller, "chat.release", target, source=source_of(request), outcome=outcome)
+    if not released:
         raise ApiError(404, "not_handed_off", f"chat {chat_id} of bot {bot_id} is not handed off")
     return _model(ChatRelease(bot_id=bot_id, chat_id=chat_id, released=True))
 
@@ -317,15 +334,21 @@ def _version() -> str:
         return "0"
 
 
-def add_admin_routes(app: web.Application, ctx: AdminContext) -> None:
-    """Register the admin API on the master's app; the document covers its other routes too."""
+def add_admin_routes(
+    app: web.Application, ctx: AdminContext, extra: tuple[Operation, ...] = ()
+) -> None:
+    """Register the admin API on the master's app, plus `extra` operations of other modules
+    (broadcasts, owners, audit); the document covers its other routes too."""
     app[ADMIN_KEY] = ctx
+    operations = (*ADMIN_OPERATIONS, *extra)
     app[_DOCUMENT_KEY] = orjson.dumps(
-        build_document((*HOST_OPERATIONS, *ADMIN_OPERATIONS), version=_version())
+        build_document((*HOST_OPERATIONS, *operations), version=_version())
     )
-    for op in ADMIN_OPERATIONS:
+    for op in operations:
         assert op.handler is not None
         # [0-9], not \d: Python's \d also matches Arabic-Indic and full-width digits
         path = op.path.replace("{id}", r"{id:[0-9]{1,19}}")
+        path = path.replace("{owner}", r"{owner:[0-9]{1,19}}")
         path = path.replace("{chat}", r"{chat:-?[0-9]{1,19}}")
+        path = path.replace("{broadcast}", r"{broadcast:[0-9]{1,19}}")
         app.router.add_route(op.method, path, op.handler)

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from supervisor.http.admin_api import add_admin_routes
+from supervisor.http.broadcasts_api import BROADCAST_OPERATIONS
 from supervisor.http.common import AdminContext, json_errors
 from supervisor.master.arbiter import Master
 from supervisor.registry.bots import Registry
@@ -102,5 +103,13 @@ def make_app(
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/v1/status", status)
     if admin is not None:
-        add_admin_routes(app, admin)  # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py)
+        from supervisor.http.owner_api import OWNER_OPERATIONS
+
+        # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py), broadcasts, owners, audit
+        add_admin_routes(app, admin, BROADCAST_OPERATIONS + OWNER_OPERATIONS)
+        if admin.settings.dashboard.enabled:
+            from supervisor.http.dashboard import mount_dashboard
+            from supervisor.http.dashboard.extensions import EXTENSIONS
+
+            mount_dashboard(app, admin, master, EXTENSIONS)  # /ui… (supervisor/http/dashboard/)
     return app

@@ -16,6 +16,7 @@ from aiohttp import web
 from config import Settings
 from context import ContextStore
 from supervisor.http.openapi import Handler
+from supervisor.registry.audit import AuditLog
 from supervisor.registry.bot_service import BotService
 from supervisor.registry.bots import Registry
 from supervisor.registry.lockout import Lockout
@@ -38,14 +39,24 @@ class AdminContext:
     context: ContextStore | None = None
     #: the master's Redis client, for reconcile hints
     redis: aioredis.Redis | None = None
+    #: where actions are recorded (supervisor/registry/audit.py); None: not recorded
+    audit: AuditLog | None = None
     #: failed logins per client address (supervisor/registry/lockout.py)
     lockout: Lockout = field(init=False)
 
     def __post_init__(self) -> None:
         self.lockout = _lockout(self.settings)
 
-    def service(self) -> BotService:
-        return BotService(self.registry, self.settings, self.session, self.redis)
+    def service(self, source: str = "http") -> BotService:
+        """The bot service for one request; `source` ("http:<ip>") goes into audit rows."""
+        return BotService(
+            self.registry, self.settings, self.session, self.redis, audit=self.audit, source=source
+        )
+
+
+def source_of(request: web.Request) -> str:
+    """Where an HTTP request comes from, as audit rows name it."""
+    return f"http:{request.remote or 'unknown'}"
 
 
 ADMIN_KEY: Final = web.AppKey("admin", AdminContext)

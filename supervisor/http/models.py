@@ -104,6 +104,11 @@ class BotList(_Model):
 class ErrorDetail(_Model):
     code: str = Field(description="Stable machine-readable code, e.g. `already_registered`.")
     message: str = Field(description="What was wrong and what to do.")
+    quota: str | None = Field(
+        None, description="With `quota_exceeded`: which quota (bots, messages_per_day, …)."
+    )
+    limit: int | None = Field(None, description="With `quota_exceeded`: the quota's limit.")
+    used: int | None = Field(None, description="With `quota_exceeded`: how much is used.")
 
 
 class Error(_Model):
@@ -154,3 +159,60 @@ class Status(_Model):
     workers: list[WorkerStatus]
     bots_by_state: dict[str, int] | None
     registry_error: str | None
+
+
+# -- owners, quotas and the audit log ------------------------------------------------------
+
+#: a quota value: 0 = unlimited (JavaScript-safe integers)
+QuotaValue = Annotated[int, Field(ge=0, le=MAX_NUMBER)]
+
+
+class QuotaUpdate(_Model):
+    """The admin's per-owner quota: each field null = the configured default, 0 = unlimited."""
+
+    bots: QuotaValue | None = None
+    messages_per_day: QuotaValue | None = None
+    llm_tokens_per_day: QuotaValue | None = None
+
+
+class Quota(_Model):
+    """Limits in force (0 = unlimited)."""
+
+    bots: int
+    messages_per_day: int
+    llm_tokens_per_day: int
+
+
+class Usage(_Model):
+    day: str = Field(description="The UTC day counted, YYYY-MM-DD (counts reset at midnight UTC).")
+    bots: int
+    messages: int = Field(description="Updates the owner's bots handled that day.")
+    llm_tokens: int = Field(description="LLM tokens (prompt + completion) used that day.")
+
+
+class Owner(_Model):
+    id: int
+    name: str
+    created_at: str
+    quota: Quota
+    override: QuotaUpdate = Field(description="The admin's override (null: the default).")
+    usage: Usage
+
+
+class AuditEntry(_Model):
+    id: int
+    at: str = Field(description="When, ISO 8601 with time zone.")
+    actor: str = Field(description="`admin` or `owner:<id>`; never a key.")
+    owner_id: int | None = Field(description="Whose resource the action concerns.")
+    action: str = Field(description="e.g. `bot.register`, `bot.pause`, `owner.set_quota`.")
+    target: str = Field(description="e.g. `bot:123`, `owner:7`.")
+    source: str = Field(description="`http:<ip>`, `cli` or `telegram:<user id>`.")
+    outcome: str = Field(description="`ok`, or the refusal's error code.")
+    detail: dict[str, Any]
+
+
+class AuditPage(_Model):
+    entries: list[AuditEntry] = Field(description="Newest first.")
+    next_before: int | None = Field(
+        description="Pass as `before` for the next (older) page; null on the last page."
+    )

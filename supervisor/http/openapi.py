@@ -19,10 +19,11 @@ Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 _REF = "#/components/schemas/{model}"
 #: the error responses an authenticated endpoint may give, with what they mean
 ERROR_TEXT: dict[int, str] = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON, or the request line is longer than 8 KiB.",
     401: "No key, or not a valid owner key or admin key.",
-    403: "The key may not do this (an owner naming an owner).",
-    404: "No such bot (or another owner's), or the chat was not handed off.",
+    403: "The key may not do this (an owner naming an owner, or an admin-only endpoint), "
+    "or the owner is at a quota (`quota_exceeded`, with `quota`, `limit` and `used`).",
+    404: "No such bot or owner (or another owner's), or the chat was not handed off.",
     408: "The body did not arrive within 10 s.",
     409: "The bot is registered already.",
     413: "The body is larger than 1 MiB.",
@@ -55,6 +56,8 @@ class Operation:
     body: type[BaseModel] | None = None
     auth: bool = False
     handler: Handler | None = None
+    #: query parameters: name -> OpenAPI parameter fields (description, schema)
+    query: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 #: the routes supervisor/http/app.py serves itself
@@ -101,6 +104,14 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
         "description": "Telegram chat id (negative for groups).",
         "schema": {"type": "integer", "minimum": -_INT64 - 1, "maximum": _INT64},
     },
+    "broadcast": {
+        "description": "Broadcast id (from its creation's `Location`).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": _INT64},
+    },
+    "owner": {
+        "description": "Owner id (`botvisor owners list`).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": _INT64},
+    },
 }
 
 
@@ -128,6 +139,7 @@ def _operation(op: Operation, refs: _Refs) -> dict[str, Any]:
         for name, spec in _PATH_PARAMS.items()
         if "{" + name + "}" in op.path
     ]
+    params += [{"name": name, "in": "query", "required": False, **spec} for name, spec in op.query]
     if params:
         out["parameters"] = params
     if op.body is not None:

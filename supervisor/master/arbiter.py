@@ -81,6 +81,8 @@ class WorkerSlot:
     aborted_at: float | None = None
     respawn_at: float = 0.0
     restarts_in_row: int = 0
+    #: restarts of this slot's worker since the master started
+    restarts: int = 0
     #: the shards this worker owns, and the assignment epoch they belong to
     shards: list[int] = field(default_factory=list)
     epoch: int = 0
@@ -114,6 +116,9 @@ class Master:
         self.draining = False
         self.ready_notified = False
         self.worker_restarts = 0
+        #: called with (worker index, heartbeat) on every beat (the dashboard's figures);
+        #: must not block
+        self.beat_listeners: list[Callable[[int, Heartbeat], None]] = []
         self.started = time.monotonic()
         self._age = 0
         self._last_watchdog = 0.0
@@ -243,6 +248,8 @@ class Master:
     def _on_heartbeat(self, slot: WorkerSlot, pid: int, hb: Heartbeat) -> None:
         if slot.pid == pid:
             slot.heartbeat, slot.heartbeat_seen = hb, time.monotonic()
+            for listener in self.beat_listeners:
+                listener(slot.index, hb)
 
     def _send(self, slot: WorkerSlot, message: pipe.PipeMessage) -> None:
         if slot.proc is not None and slot.proc.stdin is not None:
@@ -286,6 +293,7 @@ class Master:
             0 if slot.restarts_in_row == 0 else min(0.5 * 2**slot.restarts_in_row, 10)
         )
         slot.restarts_in_row += 1
+        slot.restarts += 1
         self.worker_restarts += 1
         metrics().worker_restarts.inc()
 

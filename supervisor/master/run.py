@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from bots.telegram.sessions import open_bot_api_session
 from bots.telegram.webhook_ingress import RESULTS, WebhookIngress
 from config import Settings, load_settings
 from context import open_context_store
@@ -25,6 +25,7 @@ from supervisor.embedded.base import state_dir_mode
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import OperatorError
 from supervisor.master.arbiter import HaltMaster, Master
+from supervisor.master.housekeeping import open_housekeeping
 from supervisor.registry.bots import Registry
 from supervisor.registry.master_lock import AlreadyRunning, hold_master_lock
 from supervisor.registry.tokenbox import open_tokenbox
@@ -165,15 +166,16 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
         open_services(settings) as live,
         open_registry(live) as registry,
         master_lock(live),  # before the pid file and the port: a second run touches neither
-        aiohttp.ClientSession() as session,  # the admin API's getMe checks
+        open_bot_api_session(live) as session,  # the admin API's getMe checks
         contextlib.aclosing(
             redis_client(live.redis.url or "", live.redis.timeout_s, live.redis.pool_max)
         ) as redis,
         open_context_store(live, redis=redis) as context,  # the admin API's handoff release
+        open_housekeeping(live, registry, redis) as chores,  # audit writer, usage sync, pruning
     ):
         from supervisor.http.common import AdminContext
 
-        admin = AdminContext(registry, live, session, context, redis)
+        admin = AdminContext(registry, live, session, context, redis, audit=chores.audit)
         embedded = {"redis": live.redis.url, "database": live.database.url}
 
         def reload_settings() -> Settings:
@@ -186,7 +188,7 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
                 update["database"] = new.database.model_copy(update={"url": embedded["database"]})
             new = new.model_copy(update=update)
             registry.use_tokenbox(open_tokenbox(new))  # ConfigError: the master keeps the old
-            admin.settings = new
+            admin.settings = chores.settings = new
             return new
 
         master = Master(live, reload_settings)

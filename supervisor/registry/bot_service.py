@@ -9,7 +9,9 @@ into an exit status; their messages never hold a token.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import builtins
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
 
@@ -23,9 +25,18 @@ from bots.handlers.registry import HANDLERS, check_settings, resolve, unavailabl
 from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
-from config.bot_settings import BadBotSettings, check_for
-from supervisor.registry.bots import AlreadyRegistered, BotMode, BotRecord, BotState, Registry
+from config.bot_settings import BadBotSettings, check_for, keep_hidden, telegram_for
+from supervisor.registry.audit import AuditEntry, AuditLog, actor_of
+from supervisor.registry.bots import (
+    AlreadyRegistered,
+    BotMode,
+    BotRecord,
+    BotState,
+    OwnerBotsQuota,
+    Registry,
+)
 from supervisor.registry.owners import Caller
+from supervisor.registry.quotas import BOTS, QuotaStore
 from supervisor.services import publish_hint
 
 log = structlog.get_logger(__name__)
@@ -42,6 +53,8 @@ class ErrorKind(StrEnum):
     FORBIDDEN = "forbidden"
     #: Telegram did not answer getMe
     UPSTREAM = "upstream"
+    #: the owner is at a quota (`QuotaExceeded` says which)
+    QUOTA = "quota"
 
 
 class BotServiceError(Exception):
@@ -52,8 +65,29 @@ class BotServiceError(Exception):
         self.message = message
 
 
+class QuotaExceeded(BotServiceError):
+    """Refused: the owner is at `quota` (e.g. "bots"), whose limit is `limit`."""
+
+    def __init__(self, quota: str, limit: int, used: int) -> None:
+        super().__init__(
+            ErrorKind.QUOTA,
+            "quota_exceeded",
+            f"quota: the owner has {used} of its {limit} {quota}; remove one first, or ask "
+            "the admin to raise the quota (`botvisor owners set-quota`)",
+        )
+        self.quota = quota
+        self.limit = limit
+        self.used = used
+
+
 def _not_found(bot_id: int) -> BotServiceError:
     return BotServiceError(ErrorKind.NOT_FOUND, "not_found", f"bot {bot_id} is not registered")
+
+
+def _target_of(token: str) -> str:
+    """`bot:<id>` from a token's id part, never the secret part ("" for a malformed one)."""
+    head = token.partition(":")[0].strip()
+    return f"bot:{head}" if head.isascii() and head.isdigit() and len(head) <= 19 else ""
 
 
 class BotService:
@@ -66,11 +100,19 @@ class BotService:
         settings: Settings,
         session: aiohttp.ClientSession,
         redis: aioredis.Redis | None = None,
+        *,
+        audit: AuditLog | None = None,
+        source: str = "unknown",
     ) -> None:
+        """`audit`: where changes and refusals are recorded (None: not recorded, e.g. tests
+        of the service alone); `source`: where the calls come from ("http:<ip>", "cli",
+        "telegram:<user id>")."""
         self._registry = registry
         self._settings = settings
         self._session = session
         self._redis = redis  # for hints; None: one connection per hint (a CLI run)
+        self._audit = audit
+        self._source = source
         use_paths(settings.handlers.paths)  # plugin references are checked by importing them
 
     async def register(
@@ -83,31 +125,59 @@ class BotService:
         owner: str | None = None,
     ) -> BotRecord:
         """Check the token with getMe, store the bot, hint the workers. The token is checked
-        before the duplicate test, so only a holder of a live token learns a bot is taken."""
-        settings = self._check_settings(settings or {})
-        self._check(handler, settings, new_handler=True, caller=caller)
-        try:
-            parsed = BotToken(token)
-        except BadToken as exc:
-            raise BotServiceError(ErrorKind.INVALID, "invalid_token", f"token: {exc}") from None
-        owner_id = await self._owner_id(caller, owner)
-        me = await self._get_me(parsed)
-        try:
-            record = await self._registry.add(
-                parsed,
-                username=str(me.get("username", "")),
-                handler=handler,
-                settings=settings,
-                owner_id=owner_id,
-            )
-        except AlreadyRegistered as exc:
-            raise BotServiceError(ErrorKind.CONFLICT, "already_registered", str(exc)) from None
+        before the duplicate test, so only a holder of a live token learns a bot is taken.
+        An owner at its bots quota is refused before getMe, and again under a lock at the
+        insert (concurrent registrations cannot overshoot it)."""
+        with self._refusals(caller, "bot.register", _target_of(token)):
+            settings = self._check_settings(settings or {})
+            self._check(handler, settings, new_handler=True, caller=caller)
+            try:
+                parsed = BotToken(token)
+            except BadToken as exc:
+                raise BotServiceError(ErrorKind.INVALID, "invalid_token", f"token: {exc}") from None
+            owner_id = await self._owner_id(caller, owner)
+            limit = await self._bots_quota(owner_id)
+            me = await self._get_me(parsed, settings)
+            username = str(me.get("username", ""))
+            try:
+                record = await self._registry.add(
+                    parsed,
+                    username=username,
+                    handler=handler,
+                    settings=settings,
+                    owner_id=owner_id,
+                    max_owner_bots=limit,
+                    audit=self._entry(
+                        caller,
+                        "bot.register",
+                        parsed.bot_id,
+                        {"handler": handler, "username": username, "settings": sorted(settings)},
+                    ),
+                )
+            except AlreadyRegistered as exc:
+                raise BotServiceError(ErrorKind.CONFLICT, "already_registered", str(exc)) from None
+            except OwnerBotsQuota as exc:
+                raise QuotaExceeded(BOTS, exc.limit, exc.limit) from None
         await publish_hint(self._settings, (record.id,), self._redis)
         log.info("bot.registered", bot_id=record.id, owner_id=owner_id, handler=handler)
         return record
 
     async def list(self, caller: Caller) -> list[BotRecord]:
         return await self._registry.list(caller.scope)
+
+    async def search(
+        self, caller: Caller, query: str = "", *, offset: int = 0, limit: int = 50
+    ) -> tuple[int, builtins.list[BotRecord]]:
+        """A page of the caller's bots (the admin's: all) matching `query` (part of the
+        username, or the start of the id), and how many match in all."""
+        query = query.replace("\x00", "").strip()[:64]
+        return await self._registry.search(caller.scope, query, offset, limit)
+
+    async def states(
+        self, caller: Caller, bot_ids: Sequence[int]
+    ) -> dict[int, tuple[BotState, str | None]]:
+        """(state, disabled reason) of those bots the caller may see; others are left out."""
+        return await self._registry.states_of(caller.scope, bot_ids)
 
     async def get(self, caller: Caller, bot_id: int) -> BotRecord:
         record = await self._registry.get(bot_id, owner_id=caller.scope)
@@ -126,7 +196,8 @@ class BotService:
     ) -> BotRecord:
         """Replace the handler and/or the settings object and/or the mode; bumps the
         revision. The result is checked against the shared rules and the handler's settings
-        model (another owner's bot: 404 first)."""
+        model (another owner's bot: 404 first). The audit row names the settings' keys,
+        never their values."""
         if mode is BotMode.WEBHOOK and not self._settings.webhook.enabled:
             raise BotServiceError(
                 ErrorKind.INVALID,
@@ -134,55 +205,78 @@ class BotService:
                 "mode: webhook mode needs webhook.public_url in the configuration "
                 "(the public https URL of this host's webhook ingress)",
             )
-        if handler is not None or settings is not None:
-            current = await self.get(caller, bot_id)
+        """Replace the handler and/or the settings object; bumps the revision. The result is
+        checked against the shared rules and the handler's settings model (another owner's
+        bot: 404 first). The audit row names the settings' keys, never their values."""
+        with self._refusals(caller, "bot.update", f"bot:{bot_id}"):
+            if handler is not None or settings is not None:
+                current = await self.get(caller, bot_id)
+                if settings is not None:
+                    settings = self._check_settings(keep_hidden(settings, current.settings))
+                self._check(
+                    handler or current.handler,
+                    current.settings if settings is None else settings,
+                    new_handler=handler is not None and handler != current.handler,
+                    caller=caller,
+                )
+            detail: dict[str, Any] = {"handler": handler}
             if settings is not None:
-                settings = self._check_settings(settings)
-            self._check(
-                handler or current.handler,
-                current.settings if settings is None else settings,
-                new_handler=handler is not None and handler != current.handler,
-                caller=caller,
+                detail["settings"] = sorted(settings)
+            if mode is not None:
+                detail["mode"] = str(mode)
+            return await self._change(
+                caller,
+                bot_id,
+                "updated",
+                handler=handler,
+                settings=settings,
+                detail=detail,
+                mode=mode,
             )
-        return await self._change(
-            caller, bot_id, "updated", handler=handler, settings=settings, mode=mode
-        )
 
     async def replace_token(self, caller: Caller, bot_id: int, token: str) -> BotRecord:
         """A new token from @BotFather for bot `bot_id` (after /revoke): checked with getMe,
         stored re-encrypted; owner, handler and settings stay, a disabled bot polls again."""
-        try:
-            parsed = BotToken(token)
-        except BadToken as exc:
-            raise BotServiceError(ErrorKind.INVALID, "invalid_token", f"token: {exc}") from None
-        await self.get(caller, bot_id)  # another owner's bot is a 404 before any getMe
-        if parsed.bot_id != bot_id:
-            raise BotServiceError(
-                ErrorKind.INVALID,
-                "token_of_another_bot",
-                f"token: it belongs to bot {parsed.bot_id}, not bot {bot_id}; a bot keeps "
-                "its id when @BotFather issues a new token",
+        with self._refusals(caller, "bot.replace_token", f"bot:{bot_id}"):
+            try:
+                parsed = BotToken(token)
+            except BadToken as exc:
+                raise BotServiceError(ErrorKind.INVALID, "invalid_token", f"token: {exc}") from None
+            current = await self.get(caller, bot_id)  # another owner's bot: 404 before any getMe
+            if parsed.bot_id != bot_id:
+                raise BotServiceError(
+                    ErrorKind.INVALID,
+                    "token_of_another_bot",
+                    f"token: it belongs to bot {parsed.bot_id}, not bot {bot_id}; a bot keeps "
+                    "its id when @BotFather issues a new token",
+                )
+            me = await self._get_me(parsed, current.settings)
+            record = await self._registry.replace_token(
+                parsed,
+                str(me.get("username", "")),
+                owner_id=caller.scope,
+                audit=self._entry(caller, "bot.replace_token", bot_id),
             )
-        me = await self._get_me(parsed)
-        record = await self._registry.replace_token(
-            parsed, str(me.get("username", "")), owner_id=caller.scope
-        )
-        if record is None:
-            raise _not_found(bot_id)
+            if record is None:
+                raise _not_found(bot_id)
         await publish_hint(self._settings, (bot_id,), self._redis)
         log.info("bot.token_replaced", bot_id=bot_id, revision=record.revision)
         return record
 
     async def pause(self, caller: Caller, bot_id: int) -> BotRecord:
-        return await self._change(caller, bot_id, "paused", state=BotState.PAUSED)
+        with self._refusals(caller, "bot.pause", f"bot:{bot_id}"):
+            return await self._change(caller, bot_id, "paused", state=BotState.PAUSED)
 
     async def resume(self, caller: Caller, bot_id: int) -> BotRecord:
         """Active again; a disabled bot is tried again (its reason is cleared)."""
-        return await self._change(caller, bot_id, "resumed", state=BotState.ACTIVE)
+        with self._refusals(caller, "bot.resume", f"bot:{bot_id}"):
+            return await self._change(caller, bot_id, "resumed", state=BotState.ACTIVE)
 
     async def remove(self, caller: Caller, bot_id: int) -> None:
-        if not await self._registry.remove(bot_id, owner_id=caller.scope):
-            raise _not_found(bot_id)
+        with self._refusals(caller, "bot.remove", f"bot:{bot_id}"):
+            entry = self._entry(caller, "bot.remove", bot_id)
+            if not await self._registry.remove(bot_id, owner_id=caller.scope, audit=entry):
+                raise _not_found(bot_id)
         await publish_hint(self._settings, (bot_id,), self._redis)
         log.info("bot.removed", bot_id=bot_id)
 
@@ -195,14 +289,17 @@ class BotService:
         handler: str | None = None,
         settings: Mapping[str, Any] | None = None,
         state: BotState | None = None,
+        detail: Mapping[str, Any] | None = None,
         mode: BotMode | None = None,
     ) -> BotRecord:
+        action = {"paused": "bot.pause", "resumed": "bot.resume"}.get(what, "bot.update")
         record = await self._registry.update(
             bot_id,
             handler=handler,
             settings=settings,
             state=state,
             owner_id=caller.scope,
+            audit=self._entry(caller, action, bot_id, detail),
             mode=mode,
         )
         if record is None:
@@ -210,6 +307,49 @@ class BotService:
         await publish_hint(self._settings, (bot_id,), self._redis)
         log.info(f"bot.{what}", bot_id=bot_id, revision=record.revision)
         return record
+
+    # -- quotas and the audit log ----------------------------------------------------------
+
+    async def _bots_quota(self, owner_id: int | None) -> int:
+        """The owner's bots quota (0: unlimited); refused here already when it is reached."""
+        if owner_id is None:
+            return 0  # the admin's own bots
+        store = QuotaStore(self._registry.pool, self._settings.database.timeout_s)
+        limit = (await store.quota(self._settings, owner_id)).bots
+        if limit > 0:
+            owner = await self._registry.owner(owner_id)
+            used = owner.bots if owner is not None else 0
+            if used >= limit:
+                raise QuotaExceeded(BOTS, limit, used)
+        return limit
+
+    def _entry(
+        self,
+        caller: Caller,
+        action: str,
+        bot_id: int,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditEntry | None:
+        """The row a successful change writes in its own statement (None: no audit here)."""
+        if self._audit is None:
+            return None
+        return AuditEntry(
+            actor_of(caller),
+            action,
+            f"bot:{bot_id}",
+            self._source,
+            detail={k: v for k, v in (detail or {}).items() if v is not None},
+        )
+
+    @contextmanager
+    def _refusals(self, caller: Caller, action: str, target: str) -> Iterator[None]:
+        """A refused action is recorded too (best effort: never fails the answer)."""
+        try:
+            yield
+        except BotServiceError as exc:
+            if self._audit is not None:
+                self._audit.record(caller, action, target, source=self._source, outcome=exc.code)
+            raise
 
     def _check_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """The rules the workers apply (config/bot_settings.py), before anything is stored."""
@@ -237,10 +377,15 @@ class BotService:
             )
         return owner_id
 
-    async def _get_me(self, token: BotToken) -> dict[str, Any]:
+    async def _get_me(
+        self, token: BotToken, bot_settings: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """getMe at the bot's own Bot API server (its settings' telegram.api_base, e.g. a
+        local server it was moved to), through the deployment's proxy."""
         tg = self._settings.telegram
+        base = telegram_for(self._settings, bot_settings or {}).api_base
         try:
-            return await fetch_me(self._session, tg.api_base, token, tg.request_timeout_s)
+            return await fetch_me(self._session, base, token, tg.request_timeout_s)
         except TokenRejected as exc:
             raise BotServiceError(
                 ErrorKind.INVALID,
@@ -253,7 +398,7 @@ class BotService:
             raise BotServiceError(
                 ErrorKind.UPSTREAM,
                 "telegram_unavailable",
-                f"could not check the token with getMe at {tg.api_base}: {exc}; try again",
+                f"could not check the token with getMe at {base}: {exc}; try again",
             ) from None
 
     def _check(

@@ -15,7 +15,8 @@ import asyncpg
 
 from bots.actor.actor import BotSpec
 from bots.telegram.token import BotToken
-from config.bot_settings import BadBotSettings, check_bot_settings
+from config.bot_settings import BadBotSettings, check_bot_settings, shown
+from supervisor.registry.audit import AuditEntry, audited
 from supervisor.registry.tokenbox import TokenBox, TokenDecryptError
 
 if TYPE_CHECKING:
@@ -46,6 +47,15 @@ class AlreadyRegistered(Exception):
     def __init__(self, bot_id: int) -> None:
         super().__init__(f"bot {bot_id} is already registered")
         self.bot_id = bot_id
+
+
+class OwnerBotsQuota(Exception):
+    """The owner already has as many bots as its quota allows."""
+
+    def __init__(self, owner_id: int, limit: int) -> None:
+        super().__init__(f"owner {owner_id} already has {limit} bot(s), its quota")
+        self.owner_id = owner_id
+        self.limit = limit
 
 
 class OwnerExists(Exception):
@@ -87,7 +97,7 @@ class BotRecord:
             "username": self.username,
             "token": f"{self.id}:***",
             "handler": self.handler,
-            "settings": dict(self.settings),
+            "settings": shown(self.settings),  # a proxy's password masked
             "state": str(self.state),
             "disabled_reason": self.disabled_reason,
             "revision": self.revision,
@@ -97,6 +107,8 @@ class BotRecord:
 
 
 _COLUMNS = "id, owner_id, username, handler, settings, state, disabled_reason, revision, mode"
+#: first key of the advisory lock that serialises one owner's registrations (quota count)
+_OWNER_LOCK = 0x626F7471  # "botq"
 
 
 def _stored_settings(raw: Any) -> tuple[dict[str, Any], str | None]:
@@ -133,6 +145,11 @@ class Registry:
         #: bot ids whose stored token did not decrypt at the last `desired()`
         self.undecryptable: list[int] = []
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, for stores of other tables (chats, broadcasts) in the same process."""
+        return self._pool
+
     async def add(
         self,
         token: BotToken,
@@ -141,19 +158,40 @@ class Registry:
         handler: str = "echo",
         settings: Mapping[str, Any] | None = None,
         owner_id: int | None = None,
+        max_owner_bots: int = 0,
+        audit: AuditEntry | None = None,
     ) -> BotRecord:
-        row = await self._pool.fetchrow(
+        """Insert the bot; `audit` is written by the same statement. With `max_owner_bots`
+        (> 0) and an owner, raises OwnerBotsQuota when the owner has that many already:
+        counted under a per-owner transaction lock, so concurrent adds cannot overshoot."""
+        sql, args = audited(
             "INSERT INTO bots (id, owner_id, username, key_id, token_encrypted, handler, settings)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO NOTHING"
             f" RETURNING {_COLUMNS}",
-            token.bot_id,
-            owner_id,
-            username,
-            *self._box.seal(token),
-            handler,
-            json.dumps(dict(settings or {})),
-            timeout=self._timeout,
+            [
+                token.bot_id,
+                owner_id,
+                username,
+                *self._box.seal(token),
+                handler,
+                json.dumps(dict(settings or {})),
+            ],
+            audit,
         )
+        async with self._pool.acquire(timeout=self._timeout) as conn, conn.transaction():
+            if max_owner_bots > 0 and owner_id is not None:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, $2)",
+                    _OWNER_LOCK,
+                    owner_id % 2**31,
+                    timeout=self._timeout,
+                )
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM bots WHERE owner_id = $1", owner_id, timeout=self._timeout
+                )
+                if count >= max_owner_bots:
+                    raise OwnerBotsQuota(owner_id, max_owner_bots)
+            row = await conn.fetchrow(sql, *args, timeout=self._timeout)
         if row is None:
             raise AlreadyRegistered(token.bot_id)
         return _record(row)
@@ -195,14 +233,17 @@ class Registry:
             )
         return [_record(r) for r in rows]
 
-    async def remove(self, bot_id: int, *, owner_id: int | None = None) -> bool:
-        status = await self._pool.execute(
-            "DELETE FROM bots WHERE id = $1 AND ($2::bigint IS NULL OR owner_id = $2)",
-            bot_id,
-            owner_id,
-            timeout=self._timeout,
+    async def remove(
+        self, bot_id: int, *, owner_id: int | None = None, audit: AuditEntry | None = None
+    ) -> bool:
+        sql, args = audited(
+            "DELETE FROM bots WHERE id = $1 AND ($2::bigint IS NULL OR owner_id = $2)"
+            " RETURNING id, owner_id",
+            [bot_id, owner_id],
+            audit,
         )
-        return status.endswith(" 1")
+        row = await self._pool.fetchrow(sql, *args, timeout=self._timeout)
+        return row is not None
 
     async def update(
         self,
@@ -212,16 +253,18 @@ class Registry:
         settings: Mapping[str, Any] | None = None,
         state: BotState | None = None,
         owner_id: int | None = None,
+        audit: AuditEntry | None = None,
         mode: BotMode | None = None,
     ) -> BotRecord | None:
         """Change what is given, bump `revision`; None if there is no such bot (of `owner_id`,
-        when given). A new state clears `disabled_reason`. Webhook mode gets a fresh random
-        secret_token each time it is set (the worker then calls setWebhook with it)."""
+        when given). A new state clears `disabled_reason`. `audit`: written by the same
+        statement. Webhook mode gets a fresh random secret_token each time it is set (the
+        worker then calls setWebhook with it)."""
         key_id: str | None = None
         blob: bytes | None = None
         if mode is BotMode.WEBHOOK:
             key_id, blob = self._box.seal_secret(bot_id, secrets.token_urlsafe(48))
-        row = await self._pool.fetchrow(
+        sql, args = audited(
             "UPDATE bots SET handler = COALESCE($2, handler),"
             " settings = COALESCE($3::jsonb, settings), state = COALESCE($4, state),"
             " disabled_reason = CASE WHEN $4::text IS NULL THEN disabled_reason END,"
@@ -229,43 +272,60 @@ class Registry:
             " webhook_secret = COALESCE($8, webhook_secret),"
             " revision = revision + 1, updated_at = now()"
             f" WHERE id = $1 AND ($5::bigint IS NULL OR owner_id = $5) RETURNING {_COLUMNS}",
-            bot_id,
-            handler,
-            None if settings is None else json.dumps(dict(settings)),
-            None if state is None else str(state),
-            owner_id,
-            None if mode is None else str(mode),
-            key_id,
-            blob,
-            timeout=self._timeout,
+            [
+                bot_id,
+                handler,
+                None if settings is None else json.dumps(dict(settings)),
+                None if state is None else str(state),
+                owner_id,
+                None if mode is None else str(mode),
+                key_id,
+                blob,
+            ],
+            audit,
         )
+        row = await self._pool.fetchrow(sql, *args, timeout=self._timeout)
         return None if row is None else _record(row)
 
     async def replace_token(
-        self, token: BotToken, username: str, *, owner_id: int | None = None
+        self,
+        token: BotToken,
+        username: str,
+        *,
+        owner_id: int | None = None,
+        audit: AuditEntry | None = None,
     ) -> BotRecord | None:
         """A new token for a registered bot (same id), re-encrypted under the current key;
         owner, handler and settings stay; a disabled bot is active again."""
-        row = await self._pool.fetchrow(
+        sql, args = audited(
             "UPDATE bots SET key_id = $2, token_encrypted = $3, username = $4,"
             " state = CASE WHEN state = 'disabled' THEN 'active' ELSE state END,"
             " disabled_reason = NULL, revision = revision + 1, updated_at = now()"
             f" WHERE id = $1 AND ($5::bigint IS NULL OR owner_id = $5) RETURNING {_COLUMNS}",
-            token.bot_id,
-            *self._box.seal(token),
-            username,
-            owner_id,
-            timeout=self._timeout,
+            [token.bot_id, *self._box.seal(token), username, owner_id],
+            audit,
         )
+        row = await self._pool.fetchrow(sql, *args, timeout=self._timeout)
         return None if row is None else _record(row)
 
-    async def set_state(self, bot_id: int, state: BotState, reason: str | None = None) -> bool:
+    async def set_state(
+        self,
+        bot_id: int,
+        state: BotState,
+        reason: str | None = None,
+        *,
+        if_revision: int | None = None,
+    ) -> bool:
+        """`if_revision`: only if the row is still at that revision (a worker disabling the
+        bot it runs must not undo an admin's change made meanwhile, e.g. `bots move-api`'s
+        pause → logOut → resume, whose logOut ends the old poll with a 401)."""
         status = await self._pool.execute(
             "UPDATE bots SET state = $2, disabled_reason = $3, revision = revision + 1,"
-            " updated_at = now() WHERE id = $1",
+            " updated_at = now() WHERE id = $1 AND ($4::bigint IS NULL OR revision = $4)",
             bot_id,
             str(state),
             reason,
+            if_revision,
             timeout=self._timeout,
         )
         return status.endswith(" 1")
@@ -298,6 +358,16 @@ class Registry:
         counts.update({r["state"]: int(r["n"]) for r in rows})
         return counts
 
+    async def token_of(self, bot_id: int) -> BotToken | None:
+        """One bot's decrypted token whatever its state (`bots move-api` calls logOut/close
+        with it). Raises TokenDecryptError when its key is gone."""
+        row = await self._pool.fetchrow(
+            "SELECT key_id, token_encrypted FROM bots WHERE id = $1", bot_id, timeout=self._timeout
+        )
+        if row is None:
+            return None
+        return self._box.decrypt(bot_id, row["token_encrypted"], row["key_id"])
+
     async def desired(self, shards: Sequence[int], total_shards: int) -> dict[int, BotSpec]:
         """Active bots of these shards, tokens decrypted. A row that fails to decrypt is
         reported by bot id in `undecryptable` and left out, never crashing the worker."""
@@ -322,6 +392,65 @@ class Registry:
             out[r["id"]] = BotSpec(r["id"], token, r["handler"], settings, r["revision"])
         return out
 
+    async def search(
+        self, owner_id: int | None, query: str, offset: int, limit: int
+    ) -> tuple[int, builtins.list[BotRecord]]:
+        """One page of bots by id (of `owner_id` when given) whose username contains
+        `query` or whose id starts with it, and how many match in all. Two queries on
+        one connection: a window count would read every matching row's settings."""
+        where = (
+            " WHERE ($1::bigint IS NULL OR owner_id = $1)"
+            " AND ($2 = '' OR username ILIKE $3 OR ($4 <> '' AND id::text LIKE $4))"
+        )
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args = (
+            owner_id,
+            query,
+            f"%{escaped}%",
+            query + "%" if query.isascii() and query.isdigit() else "",
+        )
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            total = await conn.fetchval(
+                "SELECT count(*) FROM bots" + where, *args, timeout=self._timeout
+            )
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM bots{where} ORDER BY id OFFSET $5 LIMIT $6",
+                *args,
+                offset,
+                limit,
+                timeout=self._timeout,
+            )
+        return int(total), [_record(r) for r in rows]
+
+    async def states_of(
+        self, owner_id: int | None, bot_ids: Sequence[int]
+    ) -> dict[int, tuple[BotState, str | None]]:
+        """(state, disabled reason) of those of `bot_ids` that exist (and are `owner_id`'s)."""
+        rows = await self._pool.fetch(
+            "SELECT id, state, disabled_reason FROM bots WHERE id = ANY($1::bigint[])"
+            " AND ($2::bigint IS NULL OR owner_id = $2)",
+            list(bot_ids),
+            owner_id,
+            timeout=self._timeout,
+        )
+        return {r["id"]: (BotState(r["state"]), r["disabled_reason"]) for r in rows}
+
+    async def owner_of_bots(self) -> dict[int, int | None]:
+        """Every bot id -> its owner id (the dashboard's per-owner figures)."""
+        rows = await self._pool.fetch("SELECT id, owner_id FROM bots", timeout=self._timeout)
+        return {r["id"]: r["owner_id"] for r in rows}
+
+    async def counts_by_owner(self) -> dict[int | None, dict[str, int]]:
+        """Bots per owner (None: the admin's own) and state."""
+        rows = await self._pool.fetch(
+            "SELECT owner_id, state, count(*) AS n FROM bots GROUP BY owner_id, state",
+            timeout=self._timeout,
+        )
+        out: dict[int | None, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(r["owner_id"], {str(s): 0 for s in BotState})[r["state"]] = int(r["n"])
+        return out
+
     # -- owners --------------------------------------------------------------------------
 
     async def add_owner(self, name: str, api_key_hash: bytes) -> OwnerRecord:
@@ -344,11 +473,30 @@ class Registry:
         )
         return [OwnerRecord(r["id"], r["name"], int(r["bots"]), r["created_at"]) for r in rows]
 
+    async def owner(self, owner_id: int) -> OwnerRecord | None:
+        row = await self._pool.fetchrow(
+            "SELECT o.id, o.name, o.created_at, count(b.id) AS bots FROM owners o"
+            " LEFT JOIN bots b ON b.owner_id = o.id WHERE o.id = $1 GROUP BY o.id",
+            owner_id,
+            timeout=self._timeout,
+        )
+        return (
+            None
+            if row is None
+            else OwnerRecord(row["id"], row["name"], int(row["bots"]), row["created_at"])
+        )
+
     async def owner_id_by_name(self, name: str) -> int | None:
         value = await self._pool.fetchval(
             "SELECT id FROM owners WHERE name = $1", name, timeout=self._timeout
         )
         return None if value is None else int(value)
+
+    async def owner_name(self, owner_id: int) -> str | None:
+        value = await self._pool.fetchval(
+            "SELECT name FROM owners WHERE id = $1", owner_id, timeout=self._timeout
+        )
+        return None if value is None else str(value)
 
     async def owner_key_hash(self, owner_id: int) -> bytes | None:
         value = await self._pool.fetchval(

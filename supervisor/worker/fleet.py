@@ -19,6 +19,7 @@ from bots.actor.actor import (
     ActorState,
     BotActor,
     BotSpec,
+    ChatSink,
     InboxSink,
     MemoryProgress,
     PollConfig,
@@ -29,12 +30,16 @@ from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.actor.webhook_mode import WebhookSetup
 from bots.handlers.base import HandlerDeps, UnknownHandler
+from bots.handlers.metering import MeteredHandler
 from bots.handlers.plugins import preload, use_paths
 from bots.handlers.registry import HANDLERS, make_handler
+from bots.telegram.net import NetOptions
+from bots.telegram.sessions import SessionPool
 from config import Settings
-from config.bot_settings import BadBotSettings, ratelimit_for
+from config.bot_settings import BadBotSettings, TelegramOverride, ratelimit_for, telegram_for
 from ipc.offsets import BotProgress
 from ratelimit import BotLimiter, Limits
+from supervisor.worker.bot_figures import BotFigures
 from supervisor.worker.bounds import GatedBotApi, WorkerBounds
 from supervisor.worker.plan import Plan
 
@@ -77,23 +82,39 @@ class Fleet:
         progress: ProgressStore | None = None,
         handler_deps: HandlerDeps | None = None,
         inbox: InboxSink | None = None,
+        chats: ChatSink | None = None,
         webhook: WebhookSetup | None = None,
     ) -> None:
         self.settings = settings
+        #: the worker's chat recorder, handed to every actor
+        self.chats = chats
         #: the durable inbox for polled updates, when `bots.inbox` was on at the worker's start
         self.inbox = inbox
         #: webhook mode's settings and inbox, when `webhook.public_url` was set at the start
         self.webhook = webhook
         self.session = session
+        #: pools by way out (set by the worker); a bot with its own proxy uses its pool
+        self.sessions: SessionPool | None = None
+        self._nets: dict[NetOptions, NetOptions] = {}  # one shared instance per value
         self.progress: ProgressStore = progress or MemoryProgress()
         self.handler_deps = handler_deps or HandlerDeps()
         self.on_disabled = on_disabled
         use_paths(settings.handlers.paths)  # where handler references import from
         self.handles: dict[int, BotHandle] = {}
         self.totals = Totals()
+        #: per-bot figures for the dashboard (heartbeat `per_bot`)
+        self.figures = BotFigures()
         self._spawn_gate = asyncio.Semaphore(settings.bots.spawn_concurrency)
         self.bounds = WorkerBounds(settings)
         ChatDispatcher.budget = self.bounds.queue  # every actor's dispatcher counts in it
+
+    def _net_for(self, way: TelegramOverride) -> tuple[NetOptions, aiohttp.ClientSession]:
+        """The bot's way out: its (shared) NetOptions and the aiohttp pool that goes that way."""
+        net = NetOptions.from_settings(self.settings, way.proxy)
+        net = self._nets.setdefault(net, net)
+        if self.sessions is None or net == self.sessions.default_net:
+            return net, self.session
+        return net, self.sessions.for_net(net)
 
     def running_specs(self) -> dict[int, BotSpec]:
         return {bot_id: h.actor.spec for bot_id, h in self.handles.items()}
@@ -158,21 +179,27 @@ class Fleet:
             await preload(spec.handler)  # a plugin's first import runs off the loop
         try:
             handler = make_handler(spec.handler, self.handler_deps)
+            usage = self.handler_deps.usage
+            if usage is not None and spec.handler != "manager":  # owners manage past quotas
+                handler = MeteredHandler(handler, usage)
             limiter = BotLimiter(limits_for(self.settings, spec.settings))
+            way = telegram_for(self.settings, spec.settings)
         except (UnknownHandler, BadBotSettings) as exc:
             # this bot's own data is wrong: disable it with the reason, start the others
             await self.on_disabled(spec.bot_id, str(exc))
             return
         tg = self.settings.telegram
+        net, session = self._net_for(way)
         api = GatedBotApi(
-            self.session,
-            tg.api_base,
+            session,
+            way.api_base,
             spec.token,
             limiter,
             request_timeout=tg.request_timeout_s,
             max_retries=tg.max_retries,
             send_deadline_s=tg.send_deadline_s,
             gate=self.bounds.queue,
+            net=net,
         )
         poll = PollConfig(
             poll_timeout_s=tg.poll_timeout_s,
@@ -182,7 +209,17 @@ class Fleet:
             save_timeout_s=min(1.0, self.settings.redis.timeout_s),
         )
         handle = BotHandle(
-            BotActor(spec, api, handler, poll, self.progress, progress, self.inbox, self.webhook)
+            BotActor(
+                spec,
+                api,
+                handler,
+                poll,
+                self.progress,
+                progress,
+                self.inbox,
+                self.chats,
+                self.webhook,
+            )
         )
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)
@@ -204,6 +241,9 @@ class Fleet:
     def _fold(self, handle: BotHandle) -> None:
         """Take and zero the actor's counters (the hot path only ever increments them)."""
         t, a, api = self.totals, handle.actor.stats, handle.actor.api.stats
+        errors = a.handler_errors + a.poll_errors
+        if a.received or api.sent or api.telegram_429 or errors:
+            self.figures.record(handle.bot_id, a.received, api.sent, api.telegram_429, errors)
         t.received += a.received
         t.duplicates += a.duplicates
         t.handled += a.handled

@@ -74,6 +74,11 @@ class InboxReader:
                 else:
                     await asyncio.sleep(BLOCK_MS / 1000)
             except REDIS_ERRORS as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py may raise its own error for our cancellation (it closes the
+                    # connection on the way out): stopping wins over retrying
+                    raise asyncio.CancelledError from exc
                 if self.failing == 0:
                     log.warning("inbox.read_failed", error=type(exc).__name__)
                 self.failing += 1

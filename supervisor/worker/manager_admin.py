@@ -22,6 +22,7 @@ import structlog
 from bots.handlers.fleet_admin import FleetAdminError, ManagedBot, Refusal
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
+from supervisor.registry.audit import AuditLog
 from supervisor.registry.bot_service import BotService, BotServiceError
 from supervisor.registry.bots import BotRecord, Registry
 from supervisor.registry.lockout import Lockout
@@ -37,11 +38,17 @@ _REFUSALS: Final = {
     "invalid_token": Refusal.BAD_TOKEN,
     "token_rejected": Refusal.TOKEN_REJECTED,
     "telegram_unavailable": Refusal.UNAVAILABLE,
+    "quota_exceeded": Refusal.QUOTA_EXCEEDED,
 }
 
 
 def _bot(record: BotRecord) -> ManagedBot:
     return ManagedBot(record.id, record.username, str(record.state), record.disabled_reason)
+
+
+def _source(user_id: int | None) -> str:
+    """Where a manager bot action comes from, as the audit log names it."""
+    return "telegram" if user_id is None else f"telegram:{user_id}"
 
 
 def _owner(owner_id: int) -> Caller:
@@ -66,9 +73,13 @@ class ManagerAdmin:
         session: aiohttp.ClientSession,
         settings: Callable[[], Settings],
         redis: aioredis.Redis | None = None,
+        *,
+        audit: AuditLog | None = None,
     ) -> None:
-        """`settings` returns the worker's current settings (they change on reload)."""
+        """`settings` returns the worker's current settings (they change on reload);
+        `audit` records every change and login with source `telegram:<user id>`."""
         self._redis = redis  # the worker's client, for reconcile hints
+        self._audit = audit
         self._registry = registry
         self._session = session
         self._settings = settings
@@ -77,13 +88,27 @@ class ManagerAdmin:
         #: wrong keys per Telegram user (numbers as at start)
         self._lockout = Lockout(free=sec.login_free_failures, max_s=sec.login_lockout_max_s)
 
-    def _service(self) -> BotService:
-        return BotService(self._registry, self._settings(), self._session, self._redis)
+    def _service(self, user_id: int | None = None) -> BotService:
+        return BotService(
+            self._registry,
+            self._settings(),
+            self._session,
+            self._redis,
+            audit=self._audit,
+            source=_source(user_id),
+        )
+
+    def _record(self, who: Caller | str, action: str, user_id: int, outcome: str) -> None:
+        if self._audit is not None:
+            self._audit.record(
+                who, action, f"telegram:{user_id}", source=_source(user_id), outcome=outcome
+            )
 
     async def login(self, user_id: int, api_key: str) -> str | None:
         source = f"telegram:{user_id}"
         if self._lockout.retry_after(source) > 0:
             log.info("manager.login_refused", user_id=user_id, reason="locked out")
+            self._record("unknown", "manager.login", user_id, "locked_out")
             raise FleetAdminError(Refusal.LOCKED_OUT)
         with _outage("login"):
             caller = await authenticate_owner(self._registry, api_key)
@@ -92,29 +117,37 @@ class ManagerAdmin:
                 log.warning(
                     "manager.login_failed", user_id=user_id, failures=failures, locked_s=locked_s
                 )
+                self._record("unknown", "manager.login", user_id, "bad_key")
                 return None
             owner = await self._links.link(user_id, caller.owner_id)
         log.info("manager.login", user_id=user_id, owner_id=caller.owner_id)
+        self._record(caller, "manager.login", user_id, "ok")
         return owner
 
     async def logout(self, user_id: int) -> bool:
         with _outage("logout"):
+            owner_id = await self._links.owner_of(user_id)
             linked = await self._links.unlink(user_id)
         log.info("manager.logout", user_id=user_id, linked=linked)
+        who: Caller | str = "unknown" if owner_id is None else _owner(owner_id)
+        self._record(who, "manager.logout", user_id, "ok" if linked else "not_logged_in")
         return linked
 
     async def owner_of(self, user_id: int) -> int | None:
         with _outage("owner_of"):
             return await self._links.owner_of(user_id)
 
-    async def register(self, owner_id: int, token: str) -> ManagedBot:
+    async def register(
+        self, owner_id: int, token: str, *, user_id: int | None = None
+    ) -> ManagedBot:
         try:
             bot_id = BotToken(token).bot_id
         except BadToken:
             raise FleetAdminError(Refusal.BAD_TOKEN) from None
         with _outage("register"):
             try:
-                return _bot(await self._service().register(_owner(owner_id), token))
+                svc = self._service(user_id)
+                return _bot(await svc.register(_owner(owner_id), token))
             except BotServiceError as exc:
                 refusal = self._refusal(exc, bot_id)
                 if refusal is Refusal.ALREADY_REGISTERED:
@@ -122,14 +155,17 @@ class ManagerAdmin:
                     refusal = Refusal.ALREADY_YOURS if mine is not None else refusal
                 raise FleetAdminError(refusal, bot_id) from None
 
-    async def replace_token(self, owner_id: int, token: str) -> ManagedBot:
+    async def replace_token(
+        self, owner_id: int, token: str, *, user_id: int | None = None
+    ) -> ManagedBot:
         try:
             bot_id = BotToken(token).bot_id
         except BadToken:
             raise FleetAdminError(Refusal.BAD_TOKEN) from None
         with _outage("replace_token"):
             try:
-                return _bot(await self._service().replace_token(_owner(owner_id), bot_id, token))
+                svc = self._service(user_id)
+                return _bot(await svc.replace_token(_owner(owner_id), bot_id, token))
             except BotServiceError as exc:
                 raise FleetAdminError(self._refusal(exc, bot_id), bot_id) from None
 
@@ -137,24 +173,24 @@ class ManagerAdmin:
         with _outage("list"):
             return [_bot(r) for r in await self._service().list(_owner(owner_id))]
 
-    async def pause(self, owner_id: int, bot_id: int) -> ManagedBot:
+    async def pause(self, owner_id: int, bot_id: int, *, user_id: int | None = None) -> ManagedBot:
         with _outage("pause"):
             try:
-                return _bot(await self._service().pause(_owner(owner_id), bot_id))
+                return _bot(await self._service(user_id).pause(_owner(owner_id), bot_id))
             except BotServiceError as exc:
                 raise FleetAdminError(self._refusal(exc, bot_id), bot_id) from None
 
-    async def resume(self, owner_id: int, bot_id: int) -> ManagedBot:
+    async def resume(self, owner_id: int, bot_id: int, *, user_id: int | None = None) -> ManagedBot:
         with _outage("resume"):
             try:
-                return _bot(await self._service().resume(_owner(owner_id), bot_id))
+                return _bot(await self._service(user_id).resume(_owner(owner_id), bot_id))
             except BotServiceError as exc:
                 raise FleetAdminError(self._refusal(exc, bot_id), bot_id) from None
 
-    async def remove(self, owner_id: int, bot_id: int) -> None:
+    async def remove(self, owner_id: int, bot_id: int, *, user_id: int | None = None) -> None:
         with _outage("remove"):
             try:
-                await self._service().remove(_owner(owner_id), bot_id)
+                await self._service(user_id).remove(_owner(owner_id), bot_id)
             except BotServiceError as exc:
                 raise FleetAdminError(self._refusal(exc, bot_id), bot_id) from None
 

@@ -19,10 +19,10 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
+import orjson
 import redis.asyncio as aioredis
 import structlog
 from pydantic import ValidationError
@@ -31,27 +31,33 @@ from redis.exceptions import RedisError
 from bots.actor.webhook_mode import WebhookSetup
 from bots.handlers.base import HandlerDeps
 from bots.llm.service import open_llm
+from bots.telegram.sessions import open_session_pool
 from config import ConfigError, Settings
 from context import ContextStore, open_context_store
 from ipc import keys, pipe
 from ipc.control import listen
-from ipc.heartbeat import Heartbeat, HeartbeatSender, reply_status
+from ipc.heartbeat import PER_BOT_MAX, Heartbeat, HeartbeatSender, reply_status
 from ipc.inbox import Inbox
 from ipc.messages import BadMessage, Message, Reconcile, StatusRequest
 from ipc.offsets import RedisProgress
 from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import redis_address
+from supervisor.registry.audit import open_audit
 from supervisor.registry.bots import BotState, Registry
+from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.registry.changes import ChangeFeed
 from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import create_pool
+from supervisor.worker.broadcaster import Broadcaster
+from supervisor.worker.chat_recorder import ChatRecorder
 from supervisor.worker.context_metrics import ContextMetrics
 from supervisor.worker.fleet import Fleet
 from supervisor.worker.inbox_reader import InboxReader
 from supervisor.worker.manager_admin import ManagerAdmin
 from supervisor.worker.reconcile import Reconciler
 from supervisor.worker.ticker import ticker
+from supervisor.worker.usage_meter import open_usage_meter
 
 if TYPE_CHECKING:
     import asyncpg
@@ -67,6 +73,8 @@ FLEET_LOG_EVERY_S = 10.0
 SHUTDOWN_REDIS_S = 0.5
 #: each pool's close at exit (part of config.settings.WORKER_TEARDOWN_S)
 POOL_CLOSE_S = 1.0
+#: how long a drained worker keeps cancelling services that do not stop
+STOP_SERVICES_S = 3.0
 
 
 def raise_nofile_limit() -> int:
@@ -146,22 +154,17 @@ class Worker:
         raise_nofile_limit()
         s = self.settings
         assert s.redis.url is not None and s.database.url is not None
-        connector = aiohttp.TCPConnector(
-            # bounded: a burst of 5,000 replies must reuse connections, not open 5,000
-            limit=s.telegram.connections_per_worker,
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            keepalive_timeout=max(30.0, s.telegram.poll_timeout_s + 5.0),
-        )
         if self._heartbeat_fd is not None:
             self._beats = await HeartbeatSender.open(self._heartbeat_fd)
         redis = redis_client(s.redis.url, s.redis.timeout_s, s.redis.pool_max)
         pool = await create_pool(s)
         try:
             async with (
-                aiohttp.ClientSession(connector=connector) as session,
+                open_session_pool(s) as sessions,
                 open_context_store(s, redis=redis, pool=pool) as context,
                 open_llm(s.openai) as llm,
+                open_audit(pool, s.database.timeout_s) as audit,  # the manager bot's actions
+                open_usage_meter(redis, pool, lambda: self.settings) as usage,  # quotas
             ):
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
                 self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
@@ -169,11 +172,15 @@ class Worker:
                 self.reconciler = Reconciler(
                     self, feed, self.registry.decrypt, self.registry.open_secret
                 )
+                session = sessions.default
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
-                admin = ManagerAdmin(self.registry, pool, session, lambda: self.settings, redis)
-                deps = HandlerDeps(context, llm, admin)
+                admin = ManagerAdmin(
+                    self.registry, pool, session, lambda: self.settings, redis, audit=audit
+                )
+                deps = HandlerDeps(context, llm, admin, usage=usage)
                 self.inbox = self._open_inbox(redis)
+                self.chats = ChatRecorder(pool, lambda: self.settings)
                 self.fleet = Fleet(
                     s,
                     session,
@@ -181,8 +188,12 @@ class Worker:
                     self.progress,
                     deps,
                     self.inbox if s.bots.inbox else None,
+                    self.chats,
                     self._webhook_setup(),
                 )
+                store = BroadcastStore(pool, s.database.timeout_s)
+                self.broadcaster = Broadcaster(store, self.fleet.handles, lambda: self.settings)
+                self.fleet.sessions = sessions  # per-bot proxies get pools of their own
                 self.redis = redis
                 await self._serve()
         finally:
@@ -219,6 +230,8 @@ class Worker:
                 tg.create_task(self._control_loop(), name="worker:control"),
                 tg.create_task(self._master_pipe(), name="worker:master-pipe"),
                 tg.create_task(self._reconcile_loop(), name="worker:reconcile"),
+                tg.create_task(self.chats.run(), name="worker:chats"),
+                tg.create_task(self.broadcaster.run(), name="worker:broadcasts"),
             ]
             if self.inbox is not None:
                 reader = InboxReader(
@@ -247,9 +260,25 @@ class Worker:
                 )
             finally:
                 watchdog.cancel()
-            for task in services:
-                task.cancel(msg="drain complete")
+            await self._stop_services(services)
         self._log.info("worker.stopped")
+
+    async def _stop_services(self, services: list[asyncio.Task[Any]]) -> None:
+        """Cancel the services and wait for them, cancelling again any that carried on: a
+        library may turn the CancelledError into its own error inside our retry loop (seen:
+        the inbox reader's XREADGROUP), which would hold the TaskGroup, and so the exit,
+        until the master's SIGKILL."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + STOP_SERVICES_S
+        pending = {t for t in services if not t.done()}
+        while pending:
+            for task in pending:
+                task.cancel(msg="drain complete")
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+            if pending and loop.time() >= give_up:
+                stuck = [f"{t.get_name()} @ {_innermost(t)}" for t in pending]
+                self._log.error("worker.services_stuck", tasks=stuck)
+                return
 
     def _report_stuck_drain(self) -> None:
         """A drain past its grace: name the tasks still pending and where each waits (a
@@ -258,6 +287,7 @@ class Worker:
         self._log.error("worker.drain_stuck", bots_left=len(self.fleet.handles), tasks=stuck[:40])
 
     async def _drain_fleet(self) -> None:
+        await self.broadcaster.stop()  # gives each broadcast back for the next owner
         await self.fleet.stop_all()
         if self.inbox is not None and not await self.inbox.flush(self.settings.redis.timeout_s):
             self._log.info("inbox.acks_not_flushed", left=self.inbox.acks_queued - self.inbox.acked)
@@ -322,6 +352,9 @@ class Worker:
             p99_ms=round(_percentile(window, 0.99) * 1000, 2),
             health=self._health(),
         )
+        if self.settings.dashboard.enabled:
+            busy, idle, omitted = self.fleet.figures.snapshot(self.fleet.handles, PER_BOT_MAX)
+            hb = replace(hb, per_bot=busy, per_bot_idle=idle, per_bot_omitted=omitted)
         hb.rates.update(self._rates(hb.totals))
         self._last_heartbeat = hb
         if self._beats is not None:
@@ -338,7 +371,7 @@ class Worker:
         ttl = max(int(self.settings.workers.heartbeat_timeout_s * 3), 3)
         try:
             async with asyncio.timeout(timeout):
-                await self.redis.set(key, hb.dumps(), ex=ttl)
+                await self.redis.set(key, orjson.dumps(hb.summary()), ex=ttl)
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             if self.context is not None:
                 self.context.redis_failed(exc)
@@ -424,7 +457,7 @@ class Worker:
 
     def _status(self) -> dict[str, Any]:
         hb = self._last_heartbeat
-        return asdict(hb) if hb is not None else {"index": self.index, "state": self.state}
+        return hb.summary() if hb is not None else {"index": self.index, "state": self.state}
 
     async def _master_pipe(self) -> None:
         """Line-delimited JSON from the master on stdin; EOF means the master is gone."""
@@ -465,7 +498,11 @@ class Worker:
         self._log.info("worker.reloaded")
 
     async def _on_disabled(self, bot_id: int, reason: str) -> None:
-        await self.registry.set_state(bot_id, BotState.DISABLED, reason)
+        # only the revision this worker runs: an admin's change since (a pause before a
+        # move to another Bot API server, a new token) wins over a stale actor's 401
+        handle = self.fleet.handles.get(bot_id)
+        revision = handle.actor.spec.revision if handle is not None else None
+        await self.registry.set_state(bot_id, BotState.DISABLED, reason, if_revision=revision)
         self._reconcile_now.set()
 
 

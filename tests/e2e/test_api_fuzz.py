@@ -4,12 +4,14 @@ Schemathesis generates valid (positive) and invalid (negative) requests from the
 document; each is sent under an owner's key or the admin key, and each answer must be
 no 5xx, a status, content type and body the document declares. Afterwards the workers
 must not have restarted, and the daemon must have logged no unexpected error. About
-10,000 requests; the budget is a few minutes on a loaded CI machine.
+4,000 requests per run (each run draws new ones); BOTVISOR_FUZZ_EXAMPLES=1000 sends
+10,000 for a deeper look. The suite's 10-minute budget sets the default.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 import threading
 import time
@@ -45,7 +47,7 @@ pytestmark = pytest.mark.timeout(600)
 
 #: requests per Hypothesis example, sent by THREADS clients at once
 BATCH: Final = 10
-EXAMPLES: Final = 1000
+EXAMPLES: Final = int(os.environ.get("BOTVISOR_FUZZ_EXAMPLES", "400"))
 THREADS: Final = 6
 CHECKS: Final = [
     not_a_server_error,
@@ -174,7 +176,7 @@ async def test_every_operation_fuzzed_under_both_keys_gives_no_5xx_and_conforms(
         print(f"fuzz: {sent} requests in {took:.1f} s; statuses {dict(sender.statuses)}")
 
         assert not sender.failures, "\n".join(sender.failures[:20])
-        assert sent >= 10_000
+        assert sent >= EXAMPLES * BATCH
         assert not [s for s in sender.statuses if s >= 500]
         status = await daemon.status()
         assert status["worker_restarts"] == 0

@@ -31,7 +31,7 @@ def first_line(err: str) -> str:
 def test_each_handler_names_unknown_keys_and_bad_values() -> None:
     assert check_settings("echo", {"ratelimit": {"per_bot": {"limit": 5}}}) == []
     assert check_settings("echo", {"greeting": "hi"}) == [
-        "greeting: unknown setting; known: ratelimit"
+        "greeting: unknown setting; known: ratelimit, telegram"
     ]
     problems = check_settings("openai", {"temperature": 7, "max_tokens": "ten"})
     assert [p.split(":")[0] for p in problems] == ["temperature", "max_tokens"]
@@ -67,7 +67,7 @@ async def test_set_keys_are_checked_against_the_handlers_model(
     code, _, err = await cli(env, "bots", "add", "--token", echo_bot.token, "--set", "tone=dry")
     assert code != 0
     assert first_line(err) == (
-        "botvisor: settings of a echo bot: tone: unknown setting; known: ratelimit"
+        "botvisor: settings of a echo bot: tone: unknown setting; known: ratelimit, telegram"
     )
     args = ("bots", "add", "--token", llm_bot.token, "--handler", "openai")
     code, _, err = await cli(env, *args, "--set", "temperature=5")

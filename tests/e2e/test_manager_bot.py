@@ -180,6 +180,25 @@ async def test_an_owner_adds_lists_pauses_resumes_and_removes_a_bot_from_telegra
         assert (await alice.say("/logout")).startswith("Logged out.")
         assert "not logged in" in await alice.say("/mybots")
 
+        # each change is in the audit log as alice's, from her Telegram user (the change and
+        # its row are one statement: no waiting for the worker's writer)
+        assert fleet.settings.database.url is not None
+        conn = await asyncpg.connect(fleet.settings.database.url.get_secret_value(), timeout=10)
+        try:
+            rows = await conn.fetch(
+                "SELECT actor, action, target FROM audit_log"
+                " WHERE source = $1 AND outcome = 'ok' AND action LIKE 'bot.%' ORDER BY id",
+                f"telegram:{ALICE}",
+                timeout=10,
+            )
+            alice_id = await conn.fetchval("SELECT id FROM owners WHERE name = 'alice'")
+        finally:
+            await conn.close(timeout=10)
+        assert [(r["actor"], r["action"], r["target"]) for r in rows] == [
+            (f"owner:{alice_id}", action, f"bot:{bot_id}")
+            for action in ("bot.register", "bot.pause", "bot.resume", "bot.remove")
+        ]
+
 
 async def test_refusals_are_friendly_and_never_show_a_secret(
     fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path

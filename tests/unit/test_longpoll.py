@@ -127,13 +127,13 @@ def test_only_http_urls_are_accepted() -> None:
 
 
 async def test_connections_to_one_host_reuse_its_cached_addresses(server: RawServer) -> None:
-    from bots.telegram import longpoll
+    from bots.telegram.net import DNS
 
-    longpoll._resolved.clear()
+    DNS.clear()
     polls = [LongPoll(f"http://localhost:{server.port}", f"{i}:S") for i in range(50)]
     server.answers = [ok(b"[]") for _ in polls]
     results = await asyncio.gather(*(p.post(b"{}", 5) for p in polls))
     assert results == [(200, b"[]")] * 50
-    assert list(longpoll._resolved) == [("localhost", server.port)]
+    assert list(DNS._entries) == [("localhost", server.port)]
     for p in polls:
         p.close()

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ratelimit import BotLimiter, Limits, Rate, Window, chat_scope
+from ratelimit.window import HOLD_MAX_S
 
 T = TypeVar("T")
 
@@ -534,6 +535,53 @@ async def test_statistics_count_waits() -> None:
     assert stats.wait_seconds_total == 1.025
 
 
+def test_window_a_held_grant_keeps_its_slot_until_answered() -> None:
+    w = Window(1, 1.0)
+    g = w.reserve(0.0, hold=True)
+    assert w.earliest(5.0) == HOLD_MAX_S  # time alone frees nothing (until the cap)
+    assert w.waits_for_answer(5.0) and not w.idle(100.0)
+    w.settle(g, 5.0)  # answered at 5: the next may go one period after the answer
+    assert w.earliest(5.0) == 6.0 and not w.waits_for_answer(5.0)
+    assert w.idle(6.0)
+    w.reserve(6.0)  # an unheld grant counts from its grant, as before
+    assert w.earliest(6.5) == 7.0
+
+
+async def test_a_request_in_flight_holds_the_grant_that_would_share_its_window() -> None:
+    vt = VirtualTime()
+    limiter = limiter_in(vt, TELEGRAM)
+
+    async def main() -> tuple[float, bool, float]:
+        first = await limiter.acquire(5, hold=True)  # at 0; its answer comes at 3
+        second = asyncio.create_task(limiter.acquire(5, hold=True))
+        await vt.sleep_until(3.0)
+        waited = not second.done()
+        limiter.settle(5, first)
+        return first, waited, await second
+
+    first, waited, second = await vt.run(main())
+    assert first == 0.0 and waited
+    assert second == 3.0 + 1.025  # one period (plus margin) after the answer, not the grant
+
+
+async def test_the_bot_window_waits_for_the_oldest_answer_when_full() -> None:
+    vt = VirtualTime()
+    limiter = limiter_in(vt, TELEGRAM)
+
+    async def main() -> float:
+        grants = [await limiter.acquire(None, hold=True) for _ in range(30)]
+        late = asyncio.create_task(limiter.acquire(None, hold=True))
+        await vt.sleep_until(2.0)
+        for g in grants[1:]:
+            limiter.settle(None, g)  # all but the oldest answered at 2
+        await vt.sleep_until(4.0)
+        assert not late.done()  # the oldest may still be on its way
+        limiter.settle(None, grants[0])
+        return await late
+
+    assert await vt.run(main()) == 4.0 + 1.025
+
+
 def test_virtual_time_is_fifo_for_equal_deadlines() -> None:
     vt = VirtualTime()
     order: list[int] = []
@@ -547,3 +595,68 @@ def test_virtual_time_is_fifo_for_equal_deadlines() -> None:
 
     run(vt, main())
     assert order == [0, 1, 2, 3, 4] and vt.now == 1.0
+
+
+# -- the bulk lane (broadcasts) ---------------------------------------------------------------
+
+
+def test_bulk_lane_runs_at_the_bot_limit_and_a_reply_takes_the_next_free_slot() -> None:
+    """8 broadcast senders saturate the bot for 20 s while a reply arrives every 0.37 s:
+    no broadcast message is granted between a reply's arrival and its grant (the reply
+    takes the very next slot the window frees), the broadcast still gets >= 95% of
+    30/s, and together they never break a window."""
+    vt = VirtualTime()
+    limiter = limiter_in(vt, TELEGRAM)
+    slot = 1.025 / 30
+    bulk_at: list[float] = []
+    replies_at: list[tuple[float, float]] = []  # (arrival, grant)
+
+    async def sender(lane: int) -> None:
+        for i in itertools.count():
+            chat_id = 1_000_000 + lane * 100_000 + i
+            await limiter.acquire(chat_id, bulk=True)
+            bulk_at.append(vt.now)
+
+    async def replies() -> None:
+        for i in range(50):
+            await vt.sleep_until(0.5 + i * 0.37)
+            arrived = vt.now
+            await limiter.acquire(i + 1)
+            replies_at.append((arrived, vt.now))
+
+    async def main() -> None:
+        senders = [asyncio.create_task(sender(n)) for n in range(8)]
+        await replies()
+        await vt.sleep_until(20.0)
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+
+    run(vt, main())
+    assert len(replies_at) == 50
+    for arrived, granted in replies_at:
+        assert not [t for t in bulk_at if arrived < t < granted]  # never behind a broadcast
+        assert granted - arrived <= 3 * slot  # the window's next free slot
+    in_20s = [t for t in bulk_at if t < 20.0]
+    assert len(in_20s) + 50 >= 0.95 * 30 * 20
+    assert_sliding(sorted(bulk_at + [g for _, g in replies_at]), 30, 1.025, "bot")
+    gaps = [b - a for a, b in itertools.pairwise(sorted(bulk_at))]
+    assert min(gaps) >= 0.75 * slot - 1e-9  # spread out: never a burst that fills the window
+    assert limiter.statistics().bulk_acquires == len(bulk_at)
+
+
+async def test_without_the_bulk_lane_a_reply_queues_behind_the_broadcast() -> None:
+    """The baseline the lane fixes: ordinary senders queue FIFO ahead of a reply."""
+    vt = VirtualTime()
+    limiter = limiter_in(vt, TELEGRAM)
+    waited: list[float] = []
+
+    async def main() -> None:
+        bulk = [asyncio.create_task(limiter.acquire(10_000 + i)) for i in range(60)]
+        await vt.sleep_until(0.1)
+        await limiter.acquire(1)
+        waited.append(vt.now - 0.1)
+        await asyncio.gather(*bulk)
+
+    await vt.run(main())
+    assert waited[0] > 0.5  # behind ~30 queued sends
