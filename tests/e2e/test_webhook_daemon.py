@@ -96,5 +96,5 @@ async def test_webhook_echo_and_live_mode_switches_lose_nothing(
     assert totals["lost"] == 0
     assert totals["duplicates"] == 0
     # a switch under traffic may answer a few of one chat's messages out of order (known,
-    # see bench/RESULTS.md); none lost and none twice is the contract checked here
+    # see docs/ARCHITECTURE.md); none lost and none twice is the contract checked here
     assert 'botvisor_webhook_requests_total{result="accepted"}' in str(metrics)
