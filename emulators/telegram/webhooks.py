@@ -260,13 +260,14 @@ class WebhookSender:
         }
 
     async def close(self) -> None:
+        # POSTs first: a delivery loop's exit waits for its POSTs (up to their timeout)
+        posts = [t for d in self._bots.values() for t in d.in_flight.values()]
+        for t in posts:
+            t.cancel()
         tasks = [d.task for d in self._bots.values() if d.task is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for d in self._bots.values():
-            for t in d.in_flight.values():
-                t.cancel()
+        await asyncio.gather(*posts, *tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
