@@ -138,13 +138,18 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a handler setting; repeatable",
     )
-    upd = bsub.add_parser("update", help="change a bot's handler or settings")
+    upd = bsub.add_parser("update", help="change a bot's handler, settings or mode")
     upd.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
     upd.add_argument("--handler", help="the new handler")
     upd.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="set a setting; repeatable"
     )
     upd.add_argument("--unset", action="append", default=[], metavar="KEY", help="drop a setting")
+    upd.add_argument(
+        "--mode",
+        choices=("polling", "webhook"),
+        help="how the bot receives updates; webhook needs webhook.public_url (switched live)",
+    )
     mov = bsub.add_parser(
         "move-api",
         help="move a bot to another Bot API server (a local telegram-bot-api, or back)",

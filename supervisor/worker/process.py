@@ -28,6 +28,7 @@ import structlog
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from bots.actor.webhook_mode import WebhookSetup
 from bots.handlers.base import HandlerDeps
 from bots.llm.service import open_llm
 from bots.telegram.sessions import open_session_pool
@@ -172,7 +173,9 @@ class Worker:
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
                 self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
                 feed = ChangeFeed(pool, s.database.timeout_s)
-                self.reconciler = Reconciler(self, feed, self.registry.decrypt)
+                self.reconciler = Reconciler(
+                    self, feed, self.registry.decrypt, self.registry.open_secret
+                )
                 session = sessions.default
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
@@ -183,7 +186,14 @@ class Worker:
                 self.inbox = self._open_inbox(redis)
                 self.chats = ChatRecorder(pool, lambda: self.settings)
                 self.fleet = Fleet(
-                    s, session, self._on_disabled, self.progress, deps, self.inbox, self.chats
+                    s,
+                    session,
+                    self._on_disabled,
+                    self.progress,
+                    deps,
+                    self.inbox if s.bots.inbox else None,
+                    self.chats,
+                    self._webhook_setup(),
                 )
                 store = BroadcastStore(pool, s.database.timeout_s)
                 self.broadcaster = Broadcaster(store, self.fleet.handles, lambda: self.settings)
@@ -193,9 +203,18 @@ class Worker:
         finally:
             await _close_pools(pool, redis)
 
+    def _webhook_setup(self) -> WebhookSetup | None:
+        w = self.settings.webhook
+        if w.public_url is None or self.inbox is None:
+            return None
+        return WebhookSetup(
+            w.public_url, self.inbox, tuple(w.allowed_updates), w.max_connections, w.certificate
+        )
+
     def _open_inbox(self, redis: aioredis.Redis) -> Inbox | None:
+        """The shard streams: polled updates (`bots.inbox`) and webhook ones go there."""
         b = self.settings.bots
-        if not b.inbox:
+        if not b.inbox and not self.settings.webhook.enabled:
             return None
         return Inbox(
             redis,

@@ -53,6 +53,10 @@ class Decrypt(Protocol):
     def __call__(self, bot_id: int, blob: bytes, key_id: str) -> BotToken: ...
 
 
+class OpenSecret(Protocol):
+    def __call__(self, bot_id: int, blob: bytes, key_id: str) -> str: ...
+
+
 class Host(Protocol):
     """What the reconciler reads and sets on its worker (supervisor/worker/process.py)."""
 
@@ -86,10 +90,13 @@ class ReconcileStats:
 
 
 class Reconciler:
-    def __init__(self, host: Host, feed: ChangeFeed, decrypt: Decrypt) -> None:
+    def __init__(
+        self, host: Host, feed: ChangeFeed, decrypt: Decrypt, open_secret: OpenSecret | None = None
+    ) -> None:
         self.host = host
         self.feed = feed
         self.decrypt = decrypt
+        self.open_secret = open_secret
         self.stats = ReconcileStats()
         self._shards: list[int] | None = None  # shards of the last full pass
         self._cursor = 0
@@ -233,6 +240,14 @@ class Reconciler:
 
     # -- compare, decrypt what is needed, plan ----------------------------------------------
 
+    def _mode(self, row: BotRow) -> tuple[str, str]:
+        """(mode, webhook secret) of a row. Raises TokenDecryptError."""
+        if row.mode != "webhook":
+            return "polling", ""
+        if row.secret_blob is None or row.secret_key_id is None or self.open_secret is None:
+            raise TokenDecryptError(f"bot {row.id}: webhook mode without a stored secret")
+        return "webhook", self.open_secret(row.id, row.secret_blob, row.secret_key_id)
+
     async def _plan(
         self, rows: list[BotRow], running: Mapping[int, BotSpec], also: Iterable[int]
     ) -> Plan:
@@ -250,9 +265,19 @@ class Reconciler:
             if current is not None and current.revision == row.revision:
                 desired[row.id] = current
             elif current is not None and self._blobs.get(row.id) == row.blob:
-                desired[row.id] = BotSpec(
-                    row.id, current.token, row.handler, row.settings, row.revision, row.username
-                )
+                try:
+                    desired[row.id] = BotSpec(
+                        row.id,
+                        current.token,
+                        row.handler,
+                        row.settings,
+                        row.revision,
+                        row.username,
+                        *self._mode(row),
+                    )
+                except TokenDecryptError:
+                    self._log.error("reconcile.secret_undecryptable", bot_id=row.id)
+                    failed.add(row.id)
             else:
                 needed.append(row)
         for start in range(0, len(needed), DECRYPT_BATCH):
@@ -261,6 +286,7 @@ class Reconciler:
             for row in needed[start : start + DECRYPT_BATCH]:
                 try:
                     token = self.decrypt(row.id, row.blob, row.key_id)
+                    mode = self._mode(row)
                 except TokenDecryptError:
                     self._log.error("reconcile.token_undecryptable", bot_id=row.id)
                     self._undecryptable.add(row.id)
@@ -269,7 +295,7 @@ class Reconciler:
                 self.stats.decrypted += 1
                 self._blobs[row.id] = row.blob
                 desired[row.id] = BotSpec(
-                    row.id, token, row.handler, row.settings, row.revision, row.username
+                    row.id, token, row.handler, row.settings, row.revision, row.username, *mode
                 )
         scope = {r.id for r in rows}
         scope.update(also)
