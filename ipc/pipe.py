@@ -40,6 +40,9 @@ class Configure(_PipeMessage):
     #: with the first shards: their leases (a second line could be lost to the worker's
     #: buffered read of the first)
     leases: Leases | None = None
+    #: shards the worker will be assigned soon (a rolling upgrade's replacement): it
+    #: imports their handlers before it reports ready
+    warm: tuple[int, ...] = ()
 
 
 class Assign(_PipeMessage):

@@ -28,6 +28,7 @@ import structlog
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from bots.actor.webhook_mode import WebhookSetup
 from bots.handlers.base import HandlerDeps
 from bots.llm.service import open_llm
 from bots.telegram.sessions import open_session_pool
@@ -114,8 +115,11 @@ class Worker:
         shards: list[int],
         epoch: int,
         heartbeat_fd: int | None = None,
+        warm: list[int] | None = None,
     ) -> None:
         self.settings = settings
+        #: shards whose handlers to import at boot (a rolling upgrade's replacement)
+        self.warm = warm or []
         self._heartbeat_fd = heartbeat_fd
         self._beats: HeartbeatSender | None = None
         self._redis_beat_failures = 0
@@ -130,6 +134,7 @@ class Worker:
         #: this host's shard leases, from the master (pipe `Leases`)
         self.fencing = Fencing(settings.workers.shards)
         self.state = "booting"
+        self.exit_status: int = ExitCode.OK
         self.desired = 0
         self.loop_lag = 0.0
         self._drain = asyncio.Event()
@@ -173,7 +178,9 @@ class Worker:
                     redis, s.redis.prefix, s.redis.timeout_s, self.fencing
                 )
                 feed = ChangeFeed(pool, s.database.timeout_s)
-                self.reconciler = Reconciler(self, feed, self.registry.decrypt)
+                self.reconciler = Reconciler(
+                    self, feed, self.registry.decrypt, self.registry.open_secret
+                )
                 session = sessions.default
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
@@ -184,7 +191,14 @@ class Worker:
                 self.inbox = self._open_inbox(redis)
                 self.chats = ChatRecorder(pool, lambda: self.settings)
                 self.fleet = Fleet(
-                    s, session, self._on_disabled, self.progress, deps, self.inbox, self.chats
+                    s,
+                    session,
+                    self._on_disabled,
+                    self.progress,
+                    deps,
+                    self.inbox if s.bots.inbox else None,
+                    self.chats,
+                    self._webhook_setup(),
                 )
                 store = BroadcastStore(pool, s.database.timeout_s)
                 self.broadcaster = Broadcaster(store, self.fleet.handles, lambda: self.settings)
@@ -194,9 +208,18 @@ class Worker:
         finally:
             await _close_pools(pool, redis)
 
+    def _webhook_setup(self) -> WebhookSetup | None:
+        w = self.settings.webhook
+        if w.public_url is None or self.inbox is None:
+            return None
+        return WebhookSetup(
+            w.public_url, self.inbox, tuple(w.allowed_updates), w.max_connections, w.certificate
+        )
+
     def _open_inbox(self, redis: aioredis.Redis) -> Inbox | None:
+        """The shard streams: polled updates (`bots.inbox`) and webhook ones go there."""
         b = self.settings.bots
-        if not b.inbox:
+        if not b.inbox and not self.settings.webhook.enabled:
             return None
         return Inbox(
             redis,
@@ -543,6 +566,7 @@ def main(argv: list[str] | None = None) -> None:
             raise BadMessage("the first pipe message must carry settings, shards and epoch")
         settings = Settings.model_validate(first.settings)
         shards, epoch, leases = list(first.shards), first.epoch, first.leases
+        warm = list(first.warm)
     except (BadMessage, ValidationError) as exc:
         print(f"worker: bad settings from master: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
@@ -555,13 +579,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
 
-        worker = Worker(settings, args.index, shards, epoch, args.heartbeat_fd)
+        worker = Worker(settings, args.index, shards, epoch, args.heartbeat_fd, warm)
         if leases is not None:
             worker.use_leases(leases)
         uvloop.run(worker.run())
     except ConfigError as exc:
         log.error("worker.config_error", error=str(exc))
         raise SystemExit(ExitCode.CONFIG) from None
+    raise SystemExit(worker.exit_status)
 
 
 if __name__ == "__main__":
