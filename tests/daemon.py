@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import fnmatch
 import os
+import re
 import signal
 import socket
 import sys
@@ -60,6 +61,26 @@ class NotifySocket:
             self.path.unlink()
 
 
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _sample(line: str) -> tuple[str, frozenset[tuple[str, str]], float] | None:
+    m = _SAMPLE.match(line.strip())
+    if m is None:
+        return None
+    labels = frozenset((k, v) for k, v in _LABEL.findall(m.group(2) or "") if k != "host")
+    return m.group(1), labels, float(m.group(3))
+
+
+def has_sample(text: str, line: str) -> bool:
+    """The Prometheus exposition `text` has the sample `line` ("name{labels} value"),
+    labels in any order, whatever `host` label the daemon adds to every sample."""
+    want = _sample(line)
+    assert want is not None, f"not a sample: {line!r}"
+    return any(_sample(got) == want for got in text.splitlines() if not got.startswith("#"))
+
+
 @dataclass
 class Daemon:
     proc: asyncio.subprocess.Process
@@ -90,13 +111,13 @@ class Daemon:
         return data
 
     async def wait_metrics(self, line: str, timeout: float = 15) -> str:
-        """The /metrics text once it holds `line`; workers fold counters into it once a
-        heartbeat, from another process, so it is polled."""
+        """The /metrics text once it holds the sample `line` (see `has_sample`); workers
+        fold counters into it once a heartbeat, from another process, so it is polled."""
         async with asyncio.timeout(timeout):
             while True:
                 code, text = await self.get("/metrics")
                 assert code == 200, text
-                if line in text:
+                if has_sample(str(text), line):
                     return str(text)
                 await asyncio.sleep(0.1)  # noqa: ASYNC110 - another process's files
 

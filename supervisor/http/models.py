@@ -149,9 +149,29 @@ class ChatRelease(_Model):
     released: bool = Field(description="False: the chat was not handed off; nothing changed.")
 
 
+class HostStatus(_Model):
+    """One host of the cluster, from its lease presence row (docs/MULTIHOST.md)."""
+
+    host: str
+    http: str = Field(description="Where its HTTP listener is.")
+    pid: int
+    seen_age_s: float = Field(description="Since its last lease renewal.")
+    alive: bool
+    leaving: bool
+    ready: bool
+    reason: str
+    bots: dict[str, Any]
+    shards: list[int] = Field(description="The shards it holds leases on.")
+
+
 class Status(_Model):
     """Host-wide: no per-owner data, so it needs no key (like /metrics)."""
 
+    host: str = Field(description="This host's `host.id`.")
+    shards: list[int] | None = Field(description="Shards this host holds (null: all).")
+    hosts: list[HostStatus] | None = Field(
+        description="Every host of the cluster (null while PostgreSQL is unreachable)."
+    )
     ready: bool
     reason: str
     uptime_s: float

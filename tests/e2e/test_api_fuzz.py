@@ -4,7 +4,7 @@ Schemathesis generates valid (positive) and invalid (negative) requests from the
 document; each is sent under an owner's key or the admin key, and each answer must be
 no 5xx, a status, content type and body the document declares. Afterwards the workers
 must not have restarted, and the daemon must have logged no unexpected error. About
-4,000 requests per run (each run draws new ones); BOTVISOR_FUZZ_EXAMPLES=1000 sends
+2,500 requests per run (each run draws new ones); BOTVISOR_FUZZ_EXAMPLES=1000 sends
 10,000 for a deeper look. The suite's 10-minute budget sets the default.
 """
 
@@ -47,7 +47,7 @@ pytestmark = pytest.mark.timeout(600)
 
 #: requests per Hypothesis example, sent by THREADS clients at once
 BATCH: Final = 10
-EXAMPLES: Final = int(os.environ.get("BOTVISOR_FUZZ_EXAMPLES", "400"))
+EXAMPLES: Final = int(os.environ.get("BOTVISOR_FUZZ_EXAMPLES", "250"))
 THREADS: Final = 6
 CHECKS: Final = [
     not_a_server_error,
