@@ -67,8 +67,9 @@ async def test_the_broadcast_form_validates_next_to_the_field_dry_runs_starts_an
 
     form = {"_csrf": csrf, "text": "<b>News</b>", "parse_mode": "HTML"}
     form["buttons"] = "Our site | https://example.org/a?b=1"
-    status, page, _ = await alice.request("POST", base, {**form, "dry_run": "1"})
-    assert status == 200 and "would go to 3 chats" in page and "Nothing was sent" in page
+    for dry in ({"dry_run": "1"}, {}):  # without the Start button: only a dry run
+        status, page, _ = await alice.request("POST", base, {**form, **dry})
+        assert status == 200 and "would go to 3 chats" in page and "Nothing was sent" in page
     assert await BroadcastStore(rig.registry.pool).recent(bot_id) == []
 
     status, _, resp = await alice.request("POST", base, {**form, "start": "1"})
@@ -131,7 +132,7 @@ async def test_another_owners_broadcasts_are_the_same_404_as_ones_that_do_not_ex
     bot_id, _ = await _bot_with_chats(rig, alice, 2)
     csrf = await alice.csrf(f"/ui/bots/{bot_id}/broadcasts")
     _, _, resp = await alice.request(
-        "POST", f"/ui/bots/{bot_id}/broadcasts", {"_csrf": csrf, "text": "x"}
+        "POST", f"/ui/bots/{bot_id}/broadcasts", {"_csrf": csrf, "text": "x", "start": "1"}
     )
     theirs = resp.headers["Location"]  # /ui/bots/<bot>/broadcasts/<id>
     unknown_bot = theirs.replace(str(bot_id), str(bot_id + 1_000_000), 1)
@@ -159,7 +160,7 @@ async def test_another_owners_broadcasts_are_the_same_404_as_ones_that_do_not_ex
         status, _, _ = await bob.request("GET", path)
         assert status == 404, path
     status, _, _ = await bob.request(
-        "POST", f"/ui/bots/{bot_id}/broadcasts", {"_csrf": token, "text": "x", "dry_run": "1"}
+        "POST", f"/ui/bots/{bot_id}/broadcasts", {"_csrf": token, "text": "x", "start": "1"}
     )
     assert status == 404
     (record,) = await BroadcastStore(rig.registry.pool).recent(bot_id)

@@ -84,7 +84,9 @@ def message_of(form: dict[str, str]) -> NewBroadcast:
                 "text": form.get("text", ""),
                 "parse_mode": parse_mode or None,
                 "buttons": parse_buttons(form.get("buttons", "")),
-                "dry_run": "dry_run" in form,
+                # only the Start button sends: a submission without it (Enter, a script's
+                # form.submit()) counts the audience, never messages thousands by accident
+                "dry_run": "start" not in form,
             }
         )
     except ValidationError as exc:
