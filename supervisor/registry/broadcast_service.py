@@ -1,4 +1,4 @@
-"""Broadcasts as the admin API, `botvisor broadcast` and (later) the dashboard start,
+"""Broadcasts as the admin API, `botvisor broadcast` and the dashboard start,
 follow and cancel them: one path, one owner check.
 
 Runs in the master (API handlers) or a CLI process. Starting one only writes a row:
@@ -189,9 +189,9 @@ class BroadcastService:
             action,
             f"bot:{record.bot_id}/broadcast:{record.id}",
             source=self._source,
+            detail={k: v for k, v in detail.items() if v is not None},
             # the bot's owner, so an owner sees the admin's broadcasts of its bots too
             owner_id=owner_id if owner_id is not None else caller.owner_id,
-            detail=detail,
         )
 
     @contextmanager
