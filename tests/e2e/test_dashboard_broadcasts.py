@@ -11,8 +11,16 @@ from html import unescape
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from ipc.usage import Usage, utc_day
+from supervisor.http.common import AdminContext
+from supervisor.http.dashboard.quota_usage import quota_usage
 from supervisor.registry.broadcasts import BroadcastState, BroadcastStore
+from supervisor.registry.owners import ADMIN, Caller
+from supervisor.registry.quotas import QuotaStore
 from tests.e2e.dashboard_rig import ADMIN_KEY, Rig, csrf_of, emulator, rig_factory
 
 __all__ = ["emulator", "rig_factory"]  # fixtures
@@ -156,6 +164,9 @@ async def test_another_owners_broadcasts_are_the_same_404_as_ones_that_do_not_ex
             method, unknown_broadcast + suffix, form and {"_csrf": csrf}
         )
         assert status == 404
+    beyond = theirs.rsplit("/", 1)[0] + "/9999999999999999999"  # past int64: not found
+    status, page, _ = await alice.request("GET", beyond)
+    assert status == 404 and "broadcast 9999999999999999999 of bot" in page
     for path in (f"/ui/bots/{bot_id}/broadcasts", theirs.replace("/ui/", "/ui/live/", 1)):
         status, _, _ = await bob.request("GET", path)
         assert status == 404, path
@@ -232,3 +243,26 @@ async def test_the_audit_page_shows_owners_their_rows_and_the_admin_all_filtered
     dump = str([r.public() for r in await rig.audit.query(limit=1000)])
     for secret in (token, rig.alice, rig.bob, ADMIN_KEY, "A" * 43, "secret"):
         assert secret not in dump
+
+
+async def test_quota_usage_falls_back_to_postgresql_when_redis_does_not_answer(
+    rig_factory: Callable[..., Any],
+) -> None:
+    rig: Rig = await rig_factory(quotas={"messages_per_day": 100})
+    store = QuotaStore(rig.registry.pool)
+    await store.store_usage(utc_day(), {rig.alice_id: Usage(messages=42)})
+    # nothing listens there; no retries, so the test does not wait out a backoff
+    away = aioredis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
+    ctx = AdminContext(rig.registry, rig.settings, rig.client.session, None, away)
+    try:
+        usage = await quota_usage(ctx, Caller(owner_id=rig.alice_id, admin=False))
+    finally:
+        await away.aclose()
+    assert usage is not None
+    assert [(u.name, u.used, u.limit, u.percent) for u in usage[1]][1] == (
+        "Messages today",
+        42,
+        100,
+        42,
+    )
+    assert await quota_usage(ctx, ADMIN) is None

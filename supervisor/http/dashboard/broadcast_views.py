@@ -24,6 +24,7 @@ from supervisor.http.dashboard.pages import (
     source_of,
 )
 from supervisor.http.dashboard.sessions import Session
+from supervisor.registry.bot_service import BotServiceError, ErrorKind
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
 from supervisor.registry.broadcasts import ACTIVE, BroadcastRecord
 
@@ -31,6 +32,7 @@ _RECENT: Final = 20
 _PARSE_MODES: Final = ("", "HTML", "MarkdownV2", "Markdown")
 _FIELDS: Final = ("text", "parse_mode", "buttons")
 _BUTTON_LINES_MAX: Final = 10
+_MAX_INT64: Final = 2**63 - 1
 
 
 def _pages(request: web.Request) -> Pages:
@@ -40,6 +42,16 @@ def _pages(request: web.Request) -> Pages:
 def _service(request: web.Request) -> BroadcastService:
     ctx = _pages(request).ctx
     return BroadcastService(ctx.registry, ctx.settings, audit=ctx.audit, source=source_of(request))
+
+
+def _broadcast_id(request: web.Request) -> int:
+    """The path's broadcast id; one beyond int64 is the 404 of any unknown broadcast."""
+    bot_id, value = request.match_info["id"], int(request.match_info["broadcast"])
+    if not 1 <= value <= _MAX_INT64:
+        raise BotServiceError(
+            ErrorKind.NOT_FOUND, "not_found", f"broadcast {value} of bot {bot_id} does not exist"
+        )
+    return value
 
 
 def figures(record: BroadcastRecord) -> dict[str, Any]:
@@ -140,9 +152,7 @@ async def broadcast_page(request: web.Request, session: Session) -> web.StreamRe
     pages = _pages(request)
     bot_id = path_int(request, "id")
     record = await pages.service(request).get(session.caller, bot_id)
-    broadcast = await _service(request).progress(
-        session.caller, bot_id, path_int(request, "broadcast")
-    )
+    broadcast = await _service(request).progress(session.caller, bot_id, _broadcast_id(request))
     return pages.render(
         request,
         "broadcast.html",
@@ -156,14 +166,12 @@ async def broadcast_page(request: web.Request, session: Session) -> web.StreamRe
 
 async def live_broadcast(request: web.Request, session: Session) -> web.StreamResponse:
     bot_id = path_int(request, "id")
-    record = await _service(request).progress(
-        session.caller, bot_id, path_int(request, "broadcast")
-    )
+    record = await _service(request).progress(session.caller, bot_id, _broadcast_id(request))
     return web.json_response(figures(record))
 
 
 async def cancel_broadcast(request: web.Request, session: Session) -> web.StreamResponse:
     bot_id = path_int(request, "id")
-    broadcast_id = path_int(request, "broadcast")
+    broadcast_id = _broadcast_id(request)
     await _service(request).cancel(session.caller, bot_id, broadcast_id)
     raise web.HTTPSeeOther(f"{PREFIX}/bots/{bot_id}/broadcasts/{broadcast_id}?done=cancelled")

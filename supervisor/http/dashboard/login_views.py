@@ -2,9 +2,9 @@
 
 Runs in the master's event loop. A login trades a key for a session (sessions.py); the
 login form has no session yet, so its CSRF token is a double-submit cookie (csrf.py).
-Failed logins count in the admin API's per-address lockout. Logins (refused ones too)
-and logouts are recorded in the audit log (`dashboard.login`, `dashboard.logout`, source
-`dashboard:<ip>`); a refused login's actor is `unknown`, never what was typed.
+Failed logins count in the admin API's per-address lockout. Logins (wrong keys too) and
+logouts are recorded in the audit log (`dashboard.login`, `dashboard.logout`, source
+`dashboard:<ip>`); a wrong key's actor is `unknown`, never what was typed.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             f"Too many failed logins from this address; try again in {math.ceil(wait)} s.",
         )
         response.headers["Retry-After"] = str(math.ceil(wait))
-        pages.record(request, "unknown", "dashboard.login", outcome="locked_out")
+        # not an audit row: refused before any key is checked, and a row per request
+        # would let whoever hammers a locked address fill the table
         return response
     caller = await authenticate(ctx.registry, ctx.settings, form.get("key", "").strip())
     if caller is None:

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+import structlog
+
 from ipc.usage import UsageCounters
 from supervisor.http.common import AdminContext
 from supervisor.registry.owners import Caller
 from supervisor.registry.quotas import owner_report, to_date
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +40,14 @@ async def quota_usage(ctx: AdminContext, caller: Caller) -> tuple[str, list[Usag
     if ctx.redis is not None:
         s = ctx.settings.redis
         counters = UsageCounters(ctx.redis, s.prefix, s.timeout_s)
-    report = await owner_report(ctx.registry, ctx.settings, counters, caller.owner_id)
+    try:
+        report = await owner_report(ctx.registry, ctx.settings, counters, caller.owner_id)
+    except (aioredis.RedisError, TimeoutError, OSError) as exc:
+        if counters is None:
+            raise
+        # Redis away: today's figures as PostgreSQL last synced them (the page stays up)
+        log.info("dashboard.usage_from_postgres", error=type(exc).__name__)
+        report = await owner_report(ctx.registry, ctx.settings, None, caller.owner_id)
     if report is None:  # removed while logged in
         return None
     q, u = report.quota, report.usage
