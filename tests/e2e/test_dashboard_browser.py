@@ -235,6 +235,10 @@ async def test_an_owner_adds_watches_and_pauses_a_bot_in_a_real_browser(
         await run(ui.open, "/ui/bots")
         assert driver.execute_script("return document.documentElement.scrollWidth") <= 375
         await run(ui.shot, "9-bots-375px")
+        for path in (f"/ui/bots/{new.id}/broadcasts", "/ui/audit"):  # the new pages too
+            await run(ui.open, path)
+            width = driver.execute_script("return document.documentElement.scrollWidth")
+            assert width <= 375, (path, width)
 
         # the admin's fleet page shows the real worker and both services answering
         driver.set_window_size(1280, 900)
