@@ -13,6 +13,7 @@ skipped with the reason otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -100,7 +101,8 @@ class Steps:
             element.clear()
             element.send_keys(value)
         assert element is not None
-        element.submit()
+        with self.navigation():
+            element.submit()
 
     def wait_text(self, css: str, predicate: Callable[[str], bool]) -> str:
         def ready(d: Any) -> str | bool:
@@ -109,8 +111,26 @@ class Steps:
 
         return str(self.wait.until(ready))
 
+    def wait_url(self, predicate: Callable[[str], bool]) -> str:
+        """The URL once it satisfies `predicate`: a click or submit may return before the
+        browser has navigated."""
+        return str(self.wait.until(lambda d: d.current_url if predicate(d.current_url) else False))
+
     def click(self, css: str) -> None:
-        self.d.find_element(self.by.CSS_SELECTOR, css).click()
+        """Click something that loads a page (every click here does)."""
+        with self.navigation():
+            self.d.find_element(self.by.CSS_SELECTOR, css).click()
+
+    @contextlib.contextmanager
+    def navigation(self) -> Iterator[None]:
+        """Return only once the page the action leads to has replaced this one: a click
+        or submit may return before the browser has navigated."""
+        from selenium.webdriver.support import expected_conditions
+
+        old = self.d.find_element(self.by.TAG_NAME, "html")
+        yield
+        self.wait.until(expected_conditions.staleness_of(old))
+        self.wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 async def _owners_and_a_bot_of_bob(
@@ -160,7 +180,7 @@ async def test_an_owner_adds_watches_and_pauses_a_bot_in_a_real_browser(
         new = emulator.state.create_bots(1)[0]
         await run(ui.open, "/ui/bots/new")
         await run(ui.type_and_submit, {"token": new.token})
-        assert driver.current_url.endswith(f"/ui/bots/{new.id}?done=added")
+        await run(ui.wait_url, lambda u: u.endswith(f"/ui/bots/{new.id}?done=added"))
         assert new.token not in driver.page_source
         await emulator.state.wait_polling(new.id)
         await run(ui.wait_text, "[data-field=state_text]", lambda t: t == "running")
@@ -181,10 +201,10 @@ async def test_an_owner_adds_watches_and_pauses_a_bot_in_a_real_browser(
             )
         await run(ui.click, "#broadcasts-link")
         await run(ui.type_and_submit, {"text": "Hello from the dashboard"})  # no Start: dry run
-        assert "would go to 6 chats" in await run(ui.text, "#audience")
+        await run(ui.wait_text, "#audience", lambda t: "would go to 6 chats" in t)
         await run(ui.shot, "3-broadcast-dry-run")
         await run(ui.click, "button[name=start]")
-        assert "/broadcasts/" in driver.current_url
+        await run(ui.wait_text, "h1", lambda t: t.startswith("Broadcast #"))
         driver.execute_script("window.stillThisPage = true")
         await run(ui.wait_text, "[data-field=state]", lambda t: t == "done")
         assert await run(ui.text, "[data-field=sent]") == "6"
@@ -243,7 +263,7 @@ async def test_an_owner_adds_watches_and_pauses_a_bot_in_a_real_browser(
         # the admin's fleet page shows the real worker and both services answering
         driver.set_window_size(1280, 900)
         await run(ui.click, "form.logout button")
-        assert "/ui/login" in driver.current_url
+        await run(ui.wait_url, lambda u: "/ui/login" in u)
         await run(ui.type_and_submit, {"key": ADMIN_KEY})
         await run(ui.open, "/ui/fleet")
         assert await run(ui.text, "h1") == "Fleet"

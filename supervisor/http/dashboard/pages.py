@@ -57,6 +57,7 @@ _STATUS: Final = {
     ErrorKind.INVALID: 422,
     ErrorKind.FORBIDDEN: 403,
     ErrorKind.UPSTREAM: 502,
+    ErrorKind.QUOTA: 403,
 }
 
 View = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
