@@ -475,6 +475,86 @@ class BotsSection(_Section):
     )
 
 
+class WebhookSection(_Section):
+    """Webhook mode (`botvisor bots update ID --mode webhook`): one ingress per host."""
+
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Public base URL Telegram posts to; each bot's webhook is this plus "
+        "`/tg/{bot_id}`. Telegram needs https on port 443, 80, 88 or 8443 (a local Bot API "
+        "server also takes http). Unset: webhook mode is off and no ingress listens.",
+    )
+    host: str = Field("127.0.0.1", description="Address the webhook ingress listens on.")
+    port: int = Field(8443, ge=0, le=65_535, description="Port of the ingress; 0 picks one.")
+    allowed_updates: list[str] = Field(
+        default_factory=list,
+        description="Update types Telegram sends (setWebhook allowed_updates), e.g. "
+        '["message", "callback_query"]. Empty: the default of Telegram (all but a few).',
+    )
+    max_connections: int = Field(
+        40,
+        ge=1,
+        le=100_000,
+        description="Concurrent connections Telegram opens per bot (1-100; a local Bot API "
+        "server allows up to 100000).",
+    )
+    certificate: Path | None = Field(
+        None,
+        description="Public key certificate (PEM) uploaded with setWebhook for a "
+        "self-signed ingress; unset for a certificate from a public CA.",
+    )
+    backlog_max: int = Field(
+        50_000,
+        ge=1,
+        le=10_000_000,
+        description="Unhandled updates per shard stream before the ingress answers 429 "
+        "with Retry-After (Telegram retries later; nothing is dropped).",
+    )
+    retry_after_s: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="Retry-After of the ingress's 429/503 answers (backlog full, Redis down).",
+    )
+    max_body: int = Field(
+        1_048_576, ge=1024, le=64 * 1_048_576, description="Largest update body accepted."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.public_url is not None
+
+    @field_validator("allowed_updates", mode="before")
+    @classmethod
+    def _split_types(cls, value: Any) -> Any:
+        """An environment variable is one string: a JSON list or comma-separated names."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text.replace("'", '"'))
+            except json.JSONDecodeError:
+                raise ValueError("expected a JSON list of update type names") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("allowed_updates")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not v.replace("_", "").isalpha() or not v.islower()]
+        if bad:
+            raise ValueError(f"not update type names: {bad} (e.g. message, callback_query)")
+        return value
+
+    @field_validator("certificate")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value}: no such file (a PEM public key certificate)")
+        return value
+
+
 class ChatsSection(_Section):
     flush_interval_s: float = Field(
         2.0,
@@ -605,6 +685,7 @@ class Settings(_Section):
     log: LogSection = LogSection()
     shutdown: ShutdownSection = ShutdownSection()
     bots: BotsSection = BotsSection()
+    webhook: WebhookSection = WebhookSection()
     chats: ChatsSection = ChatsSection()
     broadcasts: BroadcastsSection = BroadcastsSection()
     metrics: MetricsSection = MetricsSection()

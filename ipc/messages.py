@@ -33,6 +33,15 @@ class Drain(_Message):
     type: Literal["drain"] = "drain"
 
 
+class Upgrade(_Message):
+    """Replace the workers one at a time with fresh interpreters (SIGUSR2, `botvisor
+    upgrade` and the API reach one handler). The master answers on `reply_to`, if given,
+    with `{"accepted": bool, "upgrade": progress}` (RPUSH, like a status reply)."""
+
+    type: Literal["upgrade"] = "upgrade"
+    reply_to: str | None = None
+
+
 class StatusRequest(_Message):
     """Every process answers with its live figures: RPUSH to `reply_to` (request/reply)."""
 
@@ -40,7 +49,7 @@ class StatusRequest(_Message):
     reply_to: str
 
 
-Message = Reconcile | Reload | Drain | StatusRequest
+Message = Reconcile | Reload | Drain | Upgrade | StatusRequest
 ControlMessage = Annotated[Message, Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(ControlMessage)
 

@@ -27,6 +27,9 @@ class Configure(_PipeMessage):
     settings: dict[str, Any]
     shards: tuple[int, ...] | None = None
     epoch: int | None = None
+    #: shards the worker will be assigned soon (a rolling upgrade's replacement): it
+    #: imports their handlers before it reports ready
+    warm: tuple[int, ...] = ()
 
 
 class Assign(_PipeMessage):

@@ -14,6 +14,9 @@ class ExitCode(IntEnum):
     BOOT_FAILED = 3
     #: workers died faster than the restart intensity allows
     RESTART_INTENSITY = 4
+    #: a rolling upgrade's replacement worker could not import the handler code of the
+    #: shards it was to take over (the old worker keeps serving them)
+    HANDLERS_BROKEN = 5
     #: sysexits EX_NOINPUT: a read-only command found no registry (and created none)
     NO_REGISTRY = 66
     #: sysexits EX_UNAVAILABLE: PostgreSQL, Redis or the Bot API cannot be reached

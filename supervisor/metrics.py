@@ -162,6 +162,12 @@ def metrics() -> SimpleNamespace:
             "1 while a worker's LLM circuit breaker is open or half-open.",
             multiprocess_mode="livemax",
         ),
+        webhook_requests=Counter(
+            "botvisor_webhook_requests_total",
+            "Webhook ingress requests by result: accepted, unauthorized (missing or wrong "
+            "secret token), bad_request, backlog_full (429), unavailable (503, Redis down).",
+            ["result"],
+        ),
     )
 
 

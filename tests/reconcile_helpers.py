@@ -24,6 +24,9 @@ class FakeFleet:
     def running_specs(self) -> dict[int, BotSpec]:
         return dict(self.specs)
 
+    async def wait_progress_saved(self, within_s: float) -> bool:
+        return True
+
     async def apply(self, plan: Plan) -> None:
         self.plans.append(plan)
         for bot_id in plan.stop:
@@ -37,9 +40,11 @@ class FakeHost:
     settings: Any
     shards: list[int]
     fleet: FakeFleet = field(default_factory=FakeFleet)
+    warm: list[int] = field(default_factory=list)
     epoch: int = -1
     state: str = "booting"
     desired: int = 0
+    exit_status: int = 0
     _assigned_epoch: int = 0
     _drain: asyncio.Event = field(default_factory=asyncio.Event)
     _reconcile_now: asyncio.Event = field(default_factory=asyncio.Event)

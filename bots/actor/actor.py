@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
@@ -27,12 +27,19 @@ from bots.actor.dispatch import ChatDispatcher
 from bots.actor.inbox_poll import STOPPED, InboxSink, poll_into_inbox
 from bots.actor.policy import Backoff, BackoffConfig
 from bots.actor.stats import ActorStats
+from bots.actor.webhook_mode import (
+    InboxUnavailable,
+    WebhookSetup,
+    is_webhook_conflict,
+    run_webhook,
+)
 from bots.handlers.base import BotContext, Handler
 from bots.telegram.api import (
     SENT_IN_TASK,
     TRANSIENT,
     BotApi,
     BotNetworkError,
+    Conflict,
     RetryAfter,
     ServerError,
     TelegramError,
@@ -81,6 +88,10 @@ class BotSpec:
     revision: int
     #: known from registration: the actor then starts with a getUpdates, not a getMe
     username: str = ""
+    #: how updates arrive: "polling" (getUpdates) or "webhook" (the ingress, via the inbox)
+    mode: str = "polling"
+    #: the webhook's secret_token (webhook mode only); never printed
+    webhook_secret: str = field(default="", repr=False)
 
 
 class ProgressStore(Protocol):
@@ -157,10 +168,13 @@ class BotActor:
         initial: BotProgress | None | object = UNKNOWN,
         inbox: InboxSink | None = None,
         chats: ChatSink | None = None,
+        webhook: WebhookSetup | None = None,
     ) -> None:
         self.spec = spec
         #: notes every update's chat (the `chats` table, the audience of broadcasts)
         self.chats = chats
+        #: the host's webhook settings (webhook mode; None when `webhook.public_url` is unset)
+        self.webhook = webhook
         #: the durable inbox (bots.inbox): polled updates go there, handled from there
         self.inbox = inbox
         self.started_at = 0.0  # monotonic start of the current run
@@ -262,7 +276,9 @@ class BotActor:
             initial = await self.progress.load(self.spec.bot_id)
         if isinstance(initial, BotProgress) and self._dispatcher is not None:
             self._dispatcher.start_at(initial.watermark, initial.done)
-        if self.spec.username:
+        if self.spec.username and self.spec.mode == "webhook":
+            self.username = self.spec.username  # setWebhook is its token check
+        elif self.spec.username:
             self.username = self.spec.username
             await self.api.open_poll(timeout=self.poll.poll_timeout_s + 10)
         else:
@@ -272,8 +288,12 @@ class BotActor:
 
     @property
     def dispatcher(self) -> ChatDispatcher | None:
-        """This run's dispatcher while the actor runs (the inbox reader hands it entries)."""
-        return self._dispatcher if self.state is ActorState.RUNNING else None
+        """This run's dispatcher while the actor runs (the inbox reader hands it entries);
+        None once a stop is asked, so a stopping actor drains what it has and the rest
+        waits in the inbox for the next run."""
+        if self.state is not ActorState.RUNNING or self._stopping:
+            return None
+        return self._dispatcher
 
     async def poll_once(self, params: dict[str, Any]) -> list[Any] | object | None:
         """One getUpdates: its updates, `STOPPED` on a requested stop, None after a
@@ -282,6 +302,9 @@ class BotActor:
             updates = await self._interruptibly(
                 self.api.poll(params, timeout=self.poll.poll_timeout_s + 10)
             )
+        except Conflict as exc:
+            await self._drop_webhook(exc)
+            return None
         except (RetryAfter, ServerError, BotNetworkError) as exc:
             if await self.wait_stop(self._poll_failed(exc)):
                 return STOPPED
@@ -301,6 +324,14 @@ class BotActor:
     async def _running(self) -> None:
         dispatcher = self._dispatcher
         assert dispatcher is not None
+        if self.spec.mode == "webhook":
+            if self.webhook is None:
+                raise TelegramError(
+                    self.spec.bot_id, "setWebhook", 0, "webhook mode needs webhook.public_url"
+                )
+            secret = self.spec.webhook_secret
+            await run_webhook(self, self.spec.bot_id, secret, self.webhook, dispatcher)
+            return
         if self.inbox is not None:
             await poll_into_inbox(self, self.inbox, dispatcher)
             return
@@ -326,6 +357,14 @@ class BotActor:
                 params["offset"] = offset
             try:
                 updates = await self._interruptibly(self.api.poll(params, timeout=poll_timeout))
+            except Conflict as exc:
+                await self._drop_webhook(exc)
+                if self.webhook is not None:
+                    # the webhook's leftovers are in the inbox: what we poll now must queue
+                    # behind them in each chat, so this run polls into the inbox too
+                    await poll_into_inbox(self, self.webhook.sink, dispatcher)
+                    return
+                continue
             except (RetryAfter, ServerError, BotNetworkError) as exc:
                 # Telegram's trouble, not ours: wait inside the loop (no restart, no getMe)
                 if await self.wait_stop(self._poll_failed(exc)):
@@ -342,6 +381,42 @@ class BotActor:
                 # only re-deliveries of updates still in flight: wait for one to finish
                 # rather than re-poll in a hot loop
                 await self._interruptibly(dispatcher.wait_progress(mark))
+
+    async def _drop_webhook(self, exc: Conflict) -> None:
+        """A 409 to getUpdates. "webhook is active": this bot is to poll (a switch from
+        webhook mode, or a webhook someone else set), so delete it — pending updates stay
+        with Telegram — and poll from the watermark. Another poller's 409 is raised."""
+        if not is_webhook_conflict(exc):
+            raise exc
+        self._log.info("poll.webhook_deleted", reason="bot is in polling mode")
+        await self.api.call("deleteWebhook", {"drop_pending_updates": False})
+        await self._catch_up_after_webhook()
+
+    async def _catch_up_after_webhook(self) -> None:
+        """What the webhook left undelivered — a chat's update Telegram was still retrying
+        may be older than updates already answered — goes into the inbox behind what the
+        webhook delivered (per-chat order), trusted past the watermark (which the answered
+        ones moved beyond it), and is confirmed once queued; from the earliest unconfirmed
+        update on (no offset)."""
+        dispatcher = self._dispatcher
+        setup = self.webhook
+        assert dispatcher is not None
+        if setup is None:
+            return  # no inbox on this host: the poll loop takes them (watermark rules)
+        offset: int | None = None
+        while not self._stopping:
+            params: dict[str, Any] = {"timeout": 0, "limit": 100}
+            if offset is not None:
+                params["offset"] = offset
+            updates = await self.api.call("getUpdates", params)
+            batch = [u for u in updates or () if isinstance(u, dict)]
+            ids = [u["update_id"] for u in batch if isinstance(u.get("update_id"), int)]
+            if not ids:
+                break  # that call confirmed everything queued below `offset`
+            dispatcher.trust(ids)
+            if not await setup.sink.append(self.spec.bot_id, batch):
+                raise InboxUnavailable(f"bot {self.spec.bot_id}: inbox unavailable after webhook")
+            offset = max(ids) + 1
 
     def _poll_failed(self, exc: RetryAfter | ServerError | BotNetworkError) -> float:
         """How long to wait after a failed getUpdates: Telegram's retry_after for a 429,

@@ -12,7 +12,7 @@ import asyncio
 import bisect
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
@@ -106,6 +106,7 @@ class ChatDispatcher:
         self._floor: int | None = None
         self._answered: set[int] | None = None
         self._on_done: dict[int, list[Callable[[], None]]] | None = None
+        self._trusted: set[int] | None = None  # see `trust`
 
     def submit(self, updates: list[dict[str, Any]]) -> int:
         """Queue new updates; returns how many were new. Never blocks."""
@@ -133,6 +134,13 @@ class ChatDispatcher:
             self._budget.add(fresh)
         return fresh
 
+    def trust(self, update_ids: Iterable[int]) -> None:
+        """Telegram never delivered these before (a webhook left them undelivered): when
+        offered, an id below the floor is not taken for answered; answered ids still are."""
+        if self._trusted is None:
+            self._trusted = set()
+        self._trusted.update(update_ids)
+
     def offer(self, raw: dict[str, Any], on_done: Callable[[], None], received: float) -> str:
         """An update from the inbox, in any order: "new" (queued; `on_done` runs once it
         is handled), "queued" (already in hand: `on_done` runs with it) or "done"
@@ -159,6 +167,10 @@ class ChatDispatcher:
             if self._floor is not None
             else (update_id < (arrival[head] if head < len(arrival) else self._max_seen + 1))
         )
+        trusted = self._trusted
+        if trusted and update_id in trusted:
+            trusted.discard(update_id)
+            below = False
         if below or update_id in self._answered or (self._skip and update_id in self._skip):
             self._stats.duplicates += 1
             return "done"

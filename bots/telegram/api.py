@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
@@ -193,6 +194,25 @@ class BotApi:
         except (aiohttp.ClientError, TimeoutError, OSError, ProxyError, EOFError) as exc:
             # `from None`: aiohttp's exceptions print the URL, which holds the token.
             raise BotNetworkError(self.bot_id, method, _cause(exc, self._poll.net)) from None
+        return self._answer(method, status, body)
+
+    async def call_form(
+        self, method: str, params: dict[str, Any], file_field: str, path: Path
+    ) -> Any:
+        """A multipart call uploading the file at `path` (setWebhook's certificate)."""
+        form = aiohttp.FormData()
+        for key, value in params.items():
+            form.add_field(key, value if isinstance(value, str) else orjson.dumps(value).decode())
+        try:
+            content = await asyncio.to_thread(path.read_bytes)
+            form.add_field(file_field, content, filename=path.name)
+            async with self._session.post(
+                self._url + method, data=form, timeout=self._timeout
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise BotNetworkError(self.bot_id, method, type(exc).__name__) from None
         return self._answer(method, status, body)
 
     async def poll(self, params: dict[str, Any], *, timeout: float) -> Any:

@@ -40,6 +40,7 @@ from emulators.telegram.state import (
     Result,
     error,
 )
+from emulators.telegram.webhooks import WebhookPolicy, WebhookSender
 
 if TYPE_CHECKING:
     from emulators.telegram.control import EmulatorControl
@@ -148,8 +149,10 @@ async def _params(request: web.BaseRequest) -> dict[str, Any]:
 class EmulatorServer:
     """Serves one `EmulatorState` over HTTP."""
 
-    def __init__(self, state: EmulatorState) -> None:
+    def __init__(self, state: EmulatorState, webhook_policy: WebhookPolicy | None = None) -> None:
         self.state = state
+        self.webhooks = WebhookSender(webhook_policy)
+        state.on_webhook = self.webhooks.notify
         self._web: web.Server | None = None
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -229,6 +232,7 @@ class EmulatorServer:
         if self._server is not None:
             self._server.close()
         self.state.close()  # answer pending long polls with []
+        await self.webhooks.close()
         if self._web is not None:
             await asyncio.sleep(0)  # let those answers reach their handlers
             self._web.pre_shutdown()  # close idle keep-alive connections
@@ -317,11 +321,14 @@ class EmulatorServer:
     def _set_webhook(self, bot: BotState, params: dict[str, Any]) -> Result:
         url = params.get("url") or ""
         secret = params.get("secret_token")
+        max_connections = _int(params.get("max_connections"), "max_connections", 40)
+        assert max_connections is not None
         return self.state.set_webhook(
             bot,
             str(url),
             None if secret is None else str(secret),
             _bool(params.get("drop_pending_updates")),
+            max_connections,
         )
 
     # ------------------------------------------------------------------ control API
@@ -356,7 +363,9 @@ class EmulatorServer:
 
     def _c_stats(self, request: web.BaseRequest) -> web.Response:
         per_bot = request.query.get("bots", "1") not in ("0", "false", "no")
-        return _json(200, orjson.dumps(self.state.stats(per_bot)))
+        stats = self.state.stats(per_bot)
+        stats["webhooks"] = self.webhooks.as_dict()
+        return _json(200, orjson.dumps(stats))
 
     def _c_polling(self, request: web.BaseRequest) -> web.Response:
         since = float(request.query.get("since", "0"))
@@ -472,6 +481,7 @@ async def open_emulator(
     per_group: LimitSpec = "20/60",
     rate_limits: bool = True,
     sent_log_limit: int = 1_000,
+    webhook_policy: WebhookPolicy | None = None,
 ) -> AsyncIterator[RunningEmulator]:
     """Run an emulator on the current loop for the duration of the block.
 
@@ -481,7 +491,7 @@ async def open_emulator(
     raise_nofile_limit()
     limits = RateLimits.of(per_bot, per_chat, per_group, enabled=rate_limits)
     state = EmulatorState(limits, sent_log_limit=sent_log_limit)
-    server = EmulatorServer(state)
+    server = EmulatorServer(state, webhook_policy)
     bound = await server.start(host, port)
     try:
         yield RunningEmulator(host, bound, state, server)

@@ -287,6 +287,7 @@ class BotState:
         "user",
         "username",
         "waiter",
+        "webhook_max_connections",
         "webhook_secret",
         "webhook_url",
         "window",
@@ -309,6 +310,7 @@ class BotState:
         self.waiter: asyncio.Future[Result] | None = None
         self.webhook_url = ""
         self.webhook_secret: str | None = None
+        self.webhook_max_connections = 40
         self.chats: dict[int, ChatState] = {}
         self.window = window
         self.burst = Burst()
@@ -427,6 +429,9 @@ class EmulatorState:
         self.get_me_total = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        #: called when a bot's webhook changes or a bot with a webhook gets updates
+        #: (emulators/telegram/webhooks.py delivers them)
+        self.on_webhook: Callable[[BotState], None] | None = None
 
     # ------------------------------------------------------------------ outages
 
@@ -574,11 +579,15 @@ class EmulatorState:
                 injected = chat.injected = {}
             injected[message_id] = now
             ids.append(update_id)
-            if bot.waiter is not None:
+            if bot.waiter is not None or bot.webhook_url:
                 woken.append(bot)
         self.injected += len(items)
         for bot in woken:
-            bot.resolve_waiter(_WAKE)
+            if bot.webhook_url:
+                if self.on_webhook is not None:
+                    self.on_webhook(bot)
+            else:
+                bot.resolve_waiter(_WAKE)
         return ids
 
     def _chat(self, bot: BotState, chat_id: int) -> ChatState:
@@ -758,14 +767,21 @@ class EmulatorState:
         chat = self.bots[bot_id].chats.get(chat_id)
         return frozenset(chat.deleted or ()) if chat is not None else frozenset()
 
-    def set_webhook(self, bot: BotState, url: str, secret: str | None, drop: bool) -> Result:
+    def set_webhook(
+        self, bot: BotState, url: str, secret: str | None, drop: bool, max_connections: int = 40
+    ) -> Result:
         if not url:
             return self.delete_webhook(bot, drop)
+        if not 1 <= max_connections <= 100_000:
+            return error(400, "Bad Request: invalid max_connections specified")
         bot.resolve_waiter(CONFLICT_SET_WEBHOOK)
         bot.webhook_url = url
         bot.webhook_secret = secret
+        bot.webhook_max_connections = max_connections
         if drop:
             bot.queue.clear()
+        if self.on_webhook is not None:
+            self.on_webhook(bot)
         return 200, b'{"ok":true,"result":true,"description":"Webhook was set"}'
 
     def delete_webhook(self, bot: BotState, drop: bool) -> Result:
@@ -774,6 +790,8 @@ class EmulatorState:
         bot.webhook_secret = None
         if drop:
             bot.queue.clear()
+        if was_set and self.on_webhook is not None:
+            self.on_webhook(bot)  # its delivery loop ends
         if was_set:
             return 200, b'{"ok":true,"result":true,"description":"Webhook was deleted"}'
         return 200, b'{"ok":true,"result":true,"description":"Webhook is already deleted"}'
@@ -785,7 +803,7 @@ class EmulatorState:
             "pending_update_count": len(bot.queue),
         }
         if bot.webhook_url:
-            info["max_connections"] = 40
+            info["max_connections"] = bot.webhook_max_connections
         return ok(info)
 
     # ------------------------------------------------------------------ control / stats

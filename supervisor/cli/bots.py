@@ -21,7 +21,7 @@ from supervisor.cli.move_api import move_api
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.audit import AuditLog, open_audit
 from supervisor.registry.bot_service import BotService, BotServiceError
-from supervisor.registry.bots import BotRecord, Registry
+from supervisor.registry.bots import BotMode, BotRecord, Registry
 from supervisor.registry.owners import ADMIN
 from supervisor.services import open_registry, open_services, publish_hint
 
@@ -148,16 +148,17 @@ async def _update(svc: BotService, args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(str(exc))
         return ExitCode.FAILURE
-    if args.handler is None and not changes and not args.unset:
-        _err("nothing to change: give --handler, --set KEY=VALUE or --unset KEY")
+    if args.handler is None and not changes and not args.unset and args.mode is None:
+        _err("nothing to change: give --handler, --mode, --set KEY=VALUE or --unset KEY")
         return ExitCode.FAILURE
     settings: dict[str, Any] | None = None
     if changes or args.unset:
         current = await svc.get(ADMIN, args.id)
         settings = {k: v for k, v in current.settings.items() if k not in args.unset}
         settings.update(changes)
-    record = await svc.update(ADMIN, args.id, handler=args.handler, settings=settings)
-    _out(f"bot {record.id}: updated (revision {record.revision})")
+    mode = None if args.mode is None else BotMode(args.mode)
+    record = await svc.update(ADMIN, args.id, handler=args.handler, settings=settings, mode=mode)
+    _out(f"bot {record.id}: updated (revision {record.revision}, mode {record.mode})")
     return 0
 
 

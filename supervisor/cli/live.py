@@ -1,4 +1,5 @@
-"""CLI commands that talk to the running daemon over Redis: `status` and `reload`.
+"""CLI commands that talk to the running daemon over Redis: `status` and `reload`
+(and the helpers `botvisor upgrade` uses too, supervisor/cli/upgrade.py).
 
 `reload` publishes the same typed `Reload` message that SIGHUP turns into, so both
 take one code path in the master. `status` is a request/reply: every process pushes
@@ -25,11 +26,11 @@ from supervisor.exitcodes import ExitCode
 from supervisor.services import open_services
 
 
-def _err(text: str) -> None:
+def err(text: str) -> None:
     print(f"botvisor: {text}", file=sys.stderr, flush=True)
 
 
-async def _publish(settings: Settings, message: Message) -> tuple[aioredis.Redis, int]:
+async def publish(settings: Settings, message: Message) -> tuple[aioredis.Redis, int]:
     assert settings.redis.url is not None
     client = redis_client(settings.redis.url, settings.redis.timeout_s, settings.redis.pool_max)
     listeners = await client.publish(keys.control_channel(settings.redis.prefix), encode(message))
@@ -39,7 +40,7 @@ async def _publish(settings: Settings, message: Message) -> tuple[aioredis.Redis
 async def gather_status(settings: Settings, timeout: float = 3.0) -> list[dict[str, Any]]:
     """Ask every process of the daemon; returns the answers that came within `timeout`."""
     reply_to = keys.status_reply_key(settings.redis.prefix, secrets.token_hex(8))
-    client, listeners = await _publish(settings, StatusRequest(reply_to=reply_to))
+    client, listeners = await publish(settings, StatusRequest(reply_to=reply_to))
     answers: list[dict[str, Any]] = []
     try:
         loop = asyncio.get_running_loop()
@@ -59,12 +60,12 @@ async def status(settings: Settings, as_json: bool) -> int:
         try:
             answers = await gather_status(live)
         except (aioredis.RedisError, OSError) as exc:
-            _err(f"cannot reach Redis at the configured redis.url ({type(exc).__name__})")
+            err(f"cannot reach Redis at the configured redis.url ({type(exc).__name__})")
             return ExitCode.FAILURE
     master = next((a for a in answers if a.get("role") == "master"), None)
     workers = sorted((a for a in answers if a.get("role") == "worker"), key=lambda a: a["index"])
     if master is None:
-        _err("no daemon answered (is `botvisor run` running with this configuration?)")
+        err("no daemon answered (is `botvisor run` running with this configuration?)")
         return ExitCode.FAILURE
     if as_json:
         print(orjson.dumps({"master": master, "workers": workers}).decode())
@@ -73,6 +74,9 @@ async def status(settings: Settings, as_json: bool) -> int:
         f"ready: {master['ready']} ({master['reason']}); workers {len(workers)}/"
         f"{master['workers']} answered; worker restarts {master['worker_restarts']}"
     )
+    upgrade = master.get("upgrade") or {}
+    if upgrade.get("id"):  # the running or last rolling upgrade (absent from older masters)
+        print(f"upgrade {upgrade['id']}: {upgrade['summary']}")
     print(
         f"{'WORKER':>6} {'PID':>8} {'STATE':<9} {'RUNNING':>9} {'BACKOFF':>7} {'DISABLED':>8} "
         f"{'LAG ms':>7} {'UPD/s':>7} {'REPL/s':>7} {'WAITS/s':>7} {'429/s':>6} {'P99 ms':>7}"
@@ -94,7 +98,7 @@ async def reload(settings: Settings) -> int:
     """Publish `Reload`; with Redis unreachable, fall back to SIGHUP (same handler)."""
     async with open_services(settings, postgres=False) as live:
         try:
-            client, listeners = await _publish(live, Reload())
+            client, listeners = await publish(live, Reload())
             await client.aclose()
         except (aioredis.RedisError, OSError):
             listeners = 0
@@ -112,10 +116,10 @@ def _sighup(settings: Settings) -> int:
         pid = int(path.read_text().strip())
         os.kill(pid, signal.SIGHUP)
     except FileNotFoundError:
-        _err(f"no daemon listens on Redis and there is no {path}: is `botvisor run` running?")
+        err(f"no daemon listens on Redis and there is no {path}: is `botvisor run` running?")
         return ExitCode.FAILURE
     except (ValueError, ProcessLookupError, PermissionError) as exc:
-        _err(f"cannot signal the master from {path}: {exc}")
+        err(f"cannot signal the master from {path}: {exc}")
         return ExitCode.FAILURE
     print(f"reload requested by SIGHUP (pid {pid})")
     return 0

@@ -38,7 +38,8 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         "run",
         help="run the daemon (master + workers) in the foreground",
         description="Run the master, its workers and the HTTP endpoints until "
-        "SIGTERM (drain, exit 0). SIGHUP reloads the configuration.",
+        "SIGTERM (drain, exit 0). SIGHUP reloads the configuration; SIGUSR2 replaces the "
+        "workers one at a time with fresh interpreters (`botvisor upgrade`).",
     )
     sub.add_parser("migrate", help="apply pending database migrations and exit")
     sub.add_parser(
@@ -76,6 +77,27 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         help="make the running daemon reload its configuration (same as SIGHUP)",
         description="Publishes a reload request on Redis (the same handler as SIGHUP); "
         "falls back to SIGHUP via state.dir/master.pid when Redis cannot be reached.",
+    )
+
+    up = sub.add_parser(
+        "upgrade",
+        help="replace the workers one at a time with fresh interpreters (new code), no downtime",
+        description="Rolling code upgrade of the running daemon: each worker in turn gets a "
+        "replacement that boots with the code installed now (handler modules included); the "
+        "old worker stops its bots and saves their progress, then the new one starts them. "
+        "No bot polls twice and no update is lost; /readyz stays 200 with the reason "
+        "`upgrading: …`. Same as `kill -USR2 <master pid>` and POST /v1/upgrade. Waits for "
+        "the end; progress on stderr, one line on stdout. Exit status: 0 upgraded; 1 failed "
+        "(the worker being replaced keeps serving), refused (an upgrade runs already), or no "
+        "daemon answered.",
+    )
+    up.add_argument("--json", action="store_true", help="print the final progress as JSON")
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="stop waiting after this long; the upgrade goes on (default 900)",
     )
 
     emu = sub.add_parser(
@@ -116,13 +138,18 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a handler setting; repeatable",
     )
-    upd = bsub.add_parser("update", help="change a bot's handler or settings")
+    upd = bsub.add_parser("update", help="change a bot's handler, settings or mode")
     upd.add_argument("id", type=int, help="bot id (the number before ':' in its token)")
     upd.add_argument("--handler", help="the new handler")
     upd.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="set a setting; repeatable"
     )
     upd.add_argument("--unset", action="append", default=[], metavar="KEY", help="drop a setting")
+    upd.add_argument(
+        "--mode",
+        choices=("polling", "webhook"),
+        help="how the bot receives updates; webhook needs webhook.public_url (switched live)",
+    )
     mov = bsub.add_parser(
         "move-api",
         help="move a bot to another Bot API server (a local telegram-bot-api, or back)",
@@ -359,6 +386,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from supervisor.cli.live import reload
 
             return _run(reload, settings)
+        case "upgrade":
+            from supervisor.cli.upgrade import upgrade_command
+
+            return _run(upgrade_command, settings, args)
         case "emulator":
             # by name: the runtime's import graph never reaches the test doubles
             emulator = importlib.import_module("emulators.telegram")

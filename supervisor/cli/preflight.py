@@ -22,6 +22,7 @@ READ_ONLY = frozenset(
         ("owners", "show"),
         ("audit", None),
         ("status", None),
+        ("upgrade", None),
     }
 )
 #: Long-running commands keep the configured log level; one-shot ones log warnings only
@@ -88,7 +89,7 @@ def refuse_empty(args: argparse.Namespace, settings: Settings) -> int | None:
     if _key(args) not in READ_ONLY:
         return None
     where = Path(settings.state.dir).absolute()
-    if args.command == "status":
+    if args.command in ("status", "upgrade"):  # they talk to a daemon over its Redis
         if settings.redis.url is None and not (where / "redis").is_dir():
             print(
                 f"botvisor: no daemon has run with state in {where} "

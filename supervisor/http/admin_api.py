@@ -34,6 +34,7 @@ from supervisor.http.common import (
 from supervisor.http.models import Bot, BotCreate, BotList, BotPatch, BotTokenReplace, ChatRelease
 from supervisor.http.openapi import HOST_OPERATIONS, Handler, Operation, Reply, build_document
 from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind, QuotaExceeded
+from supervisor.registry.bots import BotMode
 from supervisor.registry.owners import Caller
 
 log = structlog.get_logger(__name__)
@@ -160,9 +161,15 @@ async def get_bot(request: web.Request, caller: Caller, svc: BotService) -> web.
 async def patch_bot(request: web.Request, caller: Caller, svc: BotService) -> web.Response:
     bot_id = _bot_id(request)
     body = await _body(request, BotPatch)
-    if body.handler is None and body.settings is None:
-        raise ApiError(422, "invalid", "body: give `handler` and/or `settings` to change")
-    record = await svc.update(caller, bot_id, handler=body.handler, settings=body.settings)
+    if body.handler is None and body.settings is None and body.mode is None:
+        raise ApiError(422, "invalid", "body: give `handler`, `settings` and/or `mode` to change")
+    record = await svc.update(
+        caller,
+        bot_id,
+        handler=body.handler,
+        settings=body.settings,
+        mode=None if body.mode is None else BotMode(body.mode),
+    )
     return _model(Bot.of(record))
 
 
@@ -331,7 +338,7 @@ def add_admin_routes(
     app: web.Application, ctx: AdminContext, extra: tuple[Operation, ...] = ()
 ) -> None:
     """Register the admin API on the master's app, plus `extra` operations of other modules
-    (broadcasts, owners, audit); the document covers its other routes too."""
+    (broadcasts, owners, audit, upgrade); the document covers its other routes too."""
     app[ADMIN_KEY] = ctx
     operations = (*ADMIN_OPERATIONS, *extra)
     app[_DOCUMENT_KEY] = orjson.dumps(

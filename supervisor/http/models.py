@@ -6,7 +6,7 @@ every handler builds its JSON through them, so the document is what is served.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
@@ -59,6 +59,11 @@ class BotPatch(_Model):
 
     handler: str | None = Field(None, pattern=HANDLER_PATTERN, description="New handler.")
     settings: BotSettings | None = Field(None)
+    mode: Literal["polling", "webhook"] | None = Field(
+        None,
+        description="How the bot receives updates: `polling` (getUpdates) or `webhook` "
+        "(needs `webhook.public_url`); switched live without losing an update.",
+    )
 
 
 class BotTokenReplace(_Model):
@@ -80,6 +85,9 @@ class Bot(_Model):
     state: BotState
     disabled_reason: str | None = Field(description="Why Telegram rejected it, when disabled.")
     revision: int = Field(description="Goes up on every change.")
+    mode: Literal["polling", "webhook"] = Field(
+        "polling", description="How the bot receives updates."
+    )
     problem: str | None = Field(
         None, description="Set when the stored row could not be read whole (settings shown empty)."
     )

@@ -73,7 +73,8 @@ HOST_OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/readyz",
         "readyz",
-        "200 when every worker heartbeats and runs its bots.",
+        "200 when every worker heartbeats and runs its bots; also during a rolling upgrade, "
+        "with the reason `upgrading: …` (the bots keep being served).",
         (Reply(200, "Ready.", Readiness), Reply(503, "Not ready; `reason` says why.", Readiness)),
     ),
     Operation(

@@ -26,16 +26,19 @@ from config import ConfigError, Settings
 from ipc import pipe
 from ipc.control import listen
 from ipc.heartbeat import Heartbeat, read_heartbeats, reply_status
-from ipc.messages import Drain, Message, Reload, StatusRequest
+from ipc.messages import Drain, Message, Reload, StatusRequest, Upgrade
 from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.master.sdnotify import Notifier
 from supervisor.master.shards import shards_of_worker
+from supervisor.master.upgrade import RollingUpgrade
 
 log = structlog.get_logger(__name__)
 
 #: Seconds between SIGTERM to a hung worker and SIGKILL.
 KILL_AFTER_S = 2.0
+#: SIGUSR2 asks for a rolling code upgrade (supervisor/master/upgrade.py)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 
 
 class HaltMaster(BaseException):
@@ -86,12 +89,19 @@ class WorkerSlot:
     #: the shards this worker owns, and the assignment epoch they belong to
     shards: list[int] = field(default_factory=list)
     epoch: int = 0
+    #: shards it will be given soon (rolling upgrade): its handlers are imported at boot
+    warm: list[int] = field(default_factory=list)
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     beats: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+
+
+def _spare_slot(index: int, epoch: int, warm: list[int]) -> WorkerSlot:
+    """A rolling upgrade's replacement: owns nothing yet, imports the handlers of `warm`."""
+    return WorkerSlot(index, shards=[], epoch=epoch, warm=warm)
 
 
 class Master:
@@ -127,13 +137,15 @@ class Master:
             settings.redis.url or "", settings.redis.timeout_s, settings.redis.pool_max
         )
         self._log = log.bind(role="master")
+        #: rolling code upgrade: SIGUSR2, `botvisor upgrade`, POST /v1/upgrade
+        self.upgrade = RollingUpgrade(self, _spare_slot)
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Runs until drained (returns 0) or halted (raises HaltMaster)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in SIGNALS:
             loop.add_signal_handler(sig, self.events.put_nowait, SignalReceived(sig))
         control = asyncio.create_task(self._control_loop(), name="master:control")
         try:
@@ -152,7 +164,7 @@ class Master:
         finally:
             control.cancel()
             await asyncio.gather(control, return_exceptions=True)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
             await self._redis.aclose()
 
@@ -165,6 +177,12 @@ class Master:
         match message:
             case Reload() | Drain():
                 self.events.put_nowait(message)
+            case Upgrade(reply_to=reply_to):
+                accepted, state = self.upgrade.request("botvisor upgrade")
+                if reply_to is not None:
+                    await reply_status(
+                        self._redis, reply_to, {"accepted": accepted, "upgrade": state.to_json()}
+                    )
             case StatusRequest(reply_to=reply_to):
                 ready, reason = self.readiness()
                 await reply_status(
@@ -177,6 +195,7 @@ class Master:
                         "worker_restarts": self.worker_restarts,
                         "ready": ready,
                         "reason": reason,
+                        "upgrade": self.upgrade.status().to_json(),
                     },
                 )
 
@@ -197,6 +216,8 @@ class Master:
                 self.reap_worker(event)
             case SignalReceived(signum=signal.SIGHUP) | Reload():
                 self.reload()
+            case SignalReceived(signum=signal.SIGUSR2):
+                self.upgrade.request("SIGUSR2")
             case SignalReceived() | Drain():
                 if self.draining:
                     self._force = True
@@ -230,7 +251,10 @@ class Master:
         self._send(
             slot,
             pipe.Configure(
-                settings=self.settings.to_json_dict(), shards=tuple(slot.shards), epoch=slot.epoch
+                settings=self.settings.to_json_dict(),
+                shards=tuple(slot.shards),
+                epoch=slot.epoch,
+                warm=tuple(slot.warm),
             ),
         )
         slot.watcher = asyncio.create_task(
@@ -270,6 +294,8 @@ class Master:
                 self.retiring.remove(retired)
                 self._log.info("worker.retired", worker=retired.index, pid=event.pid)
                 return
+        if self.upgrade.reap(event.pid, event.returncode):
+            return
         slot = next((s for s in self.slots if s.proc and s.proc.pid == event.pid), None)
         if slot is None or slot.proc is None:
             return
@@ -300,6 +326,7 @@ class Master:
     async def manage_workers(self) -> None:
         now = time.monotonic()
         self.manage_rebalance()
+        await self.upgrade.advance(now)  # before respawning: it may replace a dead worker
         for slot in self.slots:
             if slot.proc is None and now >= slot.respawn_at:
                 await self.spawn_worker(slot)
@@ -316,7 +343,11 @@ class Master:
         """
         rb = self.rebalance
         if rb is None:
-            if self.desired_workers != len(self.slots) and not self.draining:
+            if (
+                self.desired_workers != len(self.slots)
+                and not self.draining
+                and not self.upgrade.running  # it waits for the upgrade; the upgrade, for it
+            ):
                 self._start_rebalance(self.desired_workers)
             return
         if not all(
@@ -358,6 +389,13 @@ class Master:
         for i in range(len(self.slots), target):
             self.slots.append(WorkerSlot(i, shards=[], epoch=self._epoch))
         self.rebalance = Rebalance(target, self._epoch, "shrink", time.monotonic())
+
+    def assign_nowait(self, slot: WorkerSlot, shards: list[int]) -> None:
+        """Give `slot` a new shard set under a new epoch (rolling upgrade). Runs in the
+        master; its heartbeat echoes the epoch once its bots match the set."""
+        self._epoch += 1
+        slot.shards, slot.epoch = list(shards), self._epoch
+        self._send(slot, pipe.Assign(shards=tuple(slot.shards), epoch=self._epoch))
 
     def murder_stale_workers(self) -> None:
         """Two passes: SIGTERM a silent worker, SIGKILL it if still there KILL_AFTER_S later."""
@@ -404,7 +442,10 @@ class Master:
             return False, "draining"
         if self.rebalance is not None:
             return False, f"moving shards to {self.rebalance.target} workers"
+        moving = self.upgrade.moving_worker()  # its bots' sub-second handover is no outage
         for slot in self.slots:
+            if slot.index == moving:
+                continue
             hb = slot.heartbeat
             if slot.pid is None or hb is None:
                 return False, f"worker {slot.index} is not running"
@@ -417,6 +458,8 @@ class Master:
                     return False, f"worker {slot.index}: {layer} {hb.health[layer]}"
             if hb.running < hb.desired:
                 return False, f"worker {slot.index} runs {hb.running} of {hb.desired} bots"
+        if self.upgrade.running:
+            return True, self.upgrade.status().summary()
         return True, "ok"
 
     def notify_systemd(self) -> None:
@@ -456,7 +499,7 @@ class Master:
             new = new.model_copy(update={"workers": workers})
         self.desired_workers = new.workers.count
         self.settings = new
-        for slot in self.slots:
+        for slot in [*self.slots, *self.upgrade.spares()]:
             self._send(slot, pipe.Configure(settings=new.to_json_dict()))
         self._log.info("master.reloaded", log_level=new.log.level)  # before a quieter level
         set_level(new.log.level)
@@ -466,6 +509,7 @@ class Master:
         """Stop intake everywhere, let handlers finish within the grace, exit 0."""
         self.notifier.notify("STOPPING=1")
         self._log.info("master.draining")
+        self.upgrade.abort("the master is draining")  # a booting spare joins the retiring
         procs = [
             s.proc
             for s in [*self.slots, *self.retiring]

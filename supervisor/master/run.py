@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
 from bots.telegram.sessions import open_bot_api_session
+from bots.telegram.webhook_ingress import RESULTS, WebhookIngress
 from config import Settings, load_settings
 from context import open_context_store
 from ipc.redis_client import redis_client
@@ -22,6 +26,7 @@ from supervisor.exitcodes import ExitCode
 from supervisor.failures import OperatorError
 from supervisor.master.arbiter import HaltMaster, Master
 from supervisor.master.housekeeping import open_housekeeping
+from supervisor.registry.bots import Registry
 from supervisor.registry.master_lock import AlreadyRunning, hold_master_lock
 from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import open_registry, open_services
@@ -85,6 +90,63 @@ async def start_http(runner: web.AppRunner, live: Settings) -> int:
     return runner.addresses[0][1] if runner.addresses else live.http.port
 
 
+async def open_ingress(
+    live: Settings, registry: Registry, redis: aioredis.Redis
+) -> RunningIngress | None:
+    """The webhook ingress on `webhook.host:port` when `webhook.public_url` is set."""
+    w = live.webhook
+    if not w.enabled:
+        return None
+    from supervisor import metrics
+
+    requests = metrics.metrics().webhook_requests
+    counters = {r: requests.labels(r) for r in RESULTS}
+    ingress = WebhookIngress(
+        redis,
+        live.redis.prefix,
+        live.workers.shards,
+        registry,
+        backlog_max=w.backlog_max,
+        retry_after_s=w.retry_after_s,
+        timeout_s=live.redis.timeout_s,
+        max_body=w.max_body,
+        on_result=lambda result: counters[result].inc(),
+    )
+    runner = web.AppRunner(ingress.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, w.host, w.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise OperatorError(
+            f"cannot listen on {w.host}:{w.port}: {exc.strerror}",
+            "stop what uses that port (`ss -ltnp`) or choose another webhook.port",
+            ExitCode.ADDRESS_IN_USE,
+            "webhook.port",
+        ) from None
+    port = runner.addresses[0][1] if runner.addresses else w.port
+    task = asyncio.create_task(ingress.run(), name="master:webhook-appender")
+    log.info("master.webhook_ingress", host=w.host, port=port, public_url=w.public_url)
+    return RunningIngress(ingress, runner, task, port)
+
+
+@dataclass(slots=True)
+class RunningIngress:
+    ingress: WebhookIngress
+    runner: web.AppRunner
+    task: asyncio.Task[None]
+    port: int
+
+    async def close(self) -> None:
+        await self.runner.cleanup()  # stops taking requests, finishes those in flight
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
 async def run_daemon(settings: Settings, config_path: Path | None) -> int:
     """Runs in the master process. Returns the exit status."""
     from supervisor import metrics
@@ -142,6 +204,11 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
         except OperatorError:
             await runner.cleanup()
             raise
+        try:
+            ingress = await open_ingress(live, registry, redis)
+        except OperatorError:
+            await runner.cleanup()
+            raise
         pidfile(live).write_text(f"{os.getpid()}\n")
         log.info("master.http", host=live.http.host, port=port, workers=live.workers.count)
         try:
@@ -151,6 +218,8 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
             await master.drain()
             return halt.exit_status
         finally:
+            if ingress is not None:
+                await ingress.close()
             await runner.cleanup()
             remove_own_pidfile(live)
 

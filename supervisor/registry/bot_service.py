@@ -29,6 +29,7 @@ from config.bot_settings import BadBotSettings, check_for, keep_hidden, telegram
 from supervisor.registry.audit import AuditEntry, AuditLog, actor_of
 from supervisor.registry.bots import (
     AlreadyRegistered,
+    BotMode,
     BotRecord,
     BotState,
     OwnerBotsQuota,
@@ -191,7 +192,19 @@ class BotService:
         *,
         handler: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        mode: BotMode | None = None,
     ) -> BotRecord:
+        """Replace the handler and/or the settings object and/or the mode; bumps the
+        revision. The result is checked against the shared rules and the handler's settings
+        model (another owner's bot: 404 first). The audit row names the settings' keys,
+        never their values."""
+        if mode is BotMode.WEBHOOK and not self._settings.webhook.enabled:
+            raise BotServiceError(
+                ErrorKind.INVALID,
+                "webhook_not_configured",
+                "mode: webhook mode needs webhook.public_url in the configuration "
+                "(the public https URL of this host's webhook ingress)",
+            )
         """Replace the handler and/or the settings object; bumps the revision. The result is
         checked against the shared rules and the handler's settings model (another owner's
         bot: 404 first). The audit row names the settings' keys, never their values."""
@@ -209,8 +222,16 @@ class BotService:
             detail: dict[str, Any] = {"handler": handler}
             if settings is not None:
                 detail["settings"] = sorted(settings)
+            if mode is not None:
+                detail["mode"] = str(mode)
             return await self._change(
-                caller, bot_id, "updated", handler=handler, settings=settings, detail=detail
+                caller,
+                bot_id,
+                "updated",
+                handler=handler,
+                settings=settings,
+                detail=detail,
+                mode=mode,
             )
 
     async def replace_token(self, caller: Caller, bot_id: int, token: str) -> BotRecord:
@@ -269,6 +290,7 @@ class BotService:
         settings: Mapping[str, Any] | None = None,
         state: BotState | None = None,
         detail: Mapping[str, Any] | None = None,
+        mode: BotMode | None = None,
     ) -> BotRecord:
         action = {"paused": "bot.pause", "resumed": "bot.resume"}.get(what, "bot.update")
         record = await self._registry.update(
@@ -278,6 +300,7 @@ class BotService:
             state=state,
             owner_id=caller.scope,
             audit=self._entry(caller, action, bot_id, detail),
+            mode=mode,
         )
         if record is None:
             raise _not_found(bot_id)

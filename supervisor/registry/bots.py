@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,15 @@ class BotState(StrEnum):
     PAUSED = "paused"
     #: Telegram rejected the token; `disabled_reason` says why
     DISABLED = "disabled"
+
+
+class BotMode(StrEnum):
+    """Values of the `bots.mode` column (migration 0006)."""
+
+    #: the bot's actor long-polls getUpdates
+    POLLING = "polling"
+    #: Telegram posts updates to the host's webhook ingress
+    WEBHOOK = "webhook"
 
 
 class AlreadyRegistered(Exception):
@@ -78,6 +88,7 @@ class BotRecord:
     revision: int
     #: why the stored row could not be read whole (its settings are then shown empty)
     problem: str | None = None
+    mode: BotMode = BotMode.POLLING
 
     def public(self) -> dict[str, Any]:
         return {
@@ -91,10 +102,11 @@ class BotRecord:
             "disabled_reason": self.disabled_reason,
             "revision": self.revision,
             "problem": self.problem,
+            "mode": str(self.mode),
         }
 
 
-_COLUMNS = "id, owner_id, username, handler, settings, state, disabled_reason, revision"
+_COLUMNS = "id, owner_id, username, handler, settings, state, disabled_reason, revision, mode"
 #: first key of the advisory lock that serialises one owner's registrations (quota count)
 _OWNER_LOCK = 0x626F7471  # "botq"
 
@@ -119,6 +131,7 @@ def _record(row: asyncpg.Record) -> BotRecord:
         disabled_reason=row["disabled_reason"],
         revision=row["revision"],
         problem=problem,
+        mode=BotMode(row["mode"]),
     )
 
 
@@ -241,14 +254,22 @@ class Registry:
         state: BotState | None = None,
         owner_id: int | None = None,
         audit: AuditEntry | None = None,
+        mode: BotMode | None = None,
     ) -> BotRecord | None:
         """Change what is given, bump `revision`; None if there is no such bot (of `owner_id`,
         when given). A new state clears `disabled_reason`. `audit`: written by the same
-        statement."""
+        statement. Webhook mode gets a fresh random secret_token each time it is set (the
+        worker then calls setWebhook with it)."""
+        key_id: str | None = None
+        blob: bytes | None = None
+        if mode is BotMode.WEBHOOK:
+            key_id, blob = self._box.seal_secret(bot_id, secrets.token_urlsafe(48))
         sql, args = audited(
             "UPDATE bots SET handler = COALESCE($2, handler),"
             " settings = COALESCE($3::jsonb, settings), state = COALESCE($4, state),"
             " disabled_reason = CASE WHEN $4::text IS NULL THEN disabled_reason END,"
+            " mode = COALESCE($6, mode), webhook_key_id = COALESCE($7, webhook_key_id),"
+            " webhook_secret = COALESCE($8, webhook_secret),"
             " revision = revision + 1, updated_at = now()"
             f" WHERE id = $1 AND ($5::bigint IS NULL OR owner_id = $5) RETURNING {_COLUMNS}",
             [
@@ -257,6 +278,9 @@ class Registry:
                 None if settings is None else json.dumps(dict(settings)),
                 None if state is None else str(state),
                 owner_id,
+                None if mode is None else str(mode),
+                key_id,
+                blob,
             ],
             audit,
         )
@@ -305,6 +329,26 @@ class Registry:
             timeout=self._timeout,
         )
         return status.endswith(" 1")
+
+    async def webhook_secrets(self, bot_ids: Sequence[int]) -> dict[int, str]:
+        """The secret_token of each of these bots that is in webhook mode (the ingress's
+        lookup; a paused bot's updates wait in its stream until it resumes); a secret that
+        does not decrypt is left out (its bot gets 401s)."""
+        rows = await self._pool.fetch(
+            "SELECT id, webhook_key_id, webhook_secret FROM bots WHERE id = ANY($1::bigint[])"
+            " AND mode = 'webhook' AND webhook_secret IS NOT NULL",
+            list(bot_ids),
+            timeout=self._timeout,
+        )
+        out: dict[int, str] = {}
+        for r in rows:
+            try:
+                out[r["id"]] = self._box.open_secret(
+                    r["id"], r["webhook_secret"], r["webhook_key_id"]
+                )
+            except TokenDecryptError:
+                continue
+        return out
 
     async def counts_by_state(self) -> dict[str, int]:
         rows = await self._pool.fetch(
@@ -465,6 +509,10 @@ class Registry:
     def decrypt(self, bot_id: int, blob: bytes, key_id: str) -> BotToken:
         """One stored token (the reconciler decrypts only those it is about to use)."""
         return self._box.decrypt(bot_id, blob, key_id)
+
+    def open_secret(self, bot_id: int, blob: bytes, key_id: str) -> str:
+        """A stored webhook secret (the reconciler opens those of bots it starts)."""
+        return self._box.open_secret(bot_id, blob, key_id)
 
     def use_tokenbox(self, box: TokenBox) -> None:
         """Runs on reload: later queries encrypt and decrypt with this keyring."""

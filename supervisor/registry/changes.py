@@ -14,7 +14,10 @@ from typing import Any
 
 import asyncpg
 
-_ROW = "id, state, key_id, token_encrypted, handler, settings, revision, change_seq, username"
+_ROW = (
+    "id, state, key_id, token_encrypted, handler, settings, revision, change_seq, username,"
+    " mode, webhook_key_id, webhook_secret"
+)
 _SHARDS = "(id % $1) = ANY($2::int[])"
 
 
@@ -34,6 +37,11 @@ class BotRow:
     change_seq: int
     #: from getMe at registration: lets an actor start without a getMe of its own
     username: str = ""
+    #: "polling" or "webhook" (migration 0006)
+    mode: str = "polling"
+    #: the webhook secret_token, sealed (supervisor/registry/tokenbox.py: seal_secret)
+    secret_key_id: str | None = None
+    secret_blob: bytes | None = None
 
     @property
     def settings(self) -> Mapping[str, Any]:
@@ -62,6 +70,9 @@ def _row(r: asyncpg.Record) -> BotRow:
         r["revision"],
         r["change_seq"],
         r["username"] or "",
+        r["mode"],
+        r["webhook_key_id"],
+        r["webhook_secret"],
     )
 
 

@@ -115,6 +115,27 @@ class TokenBox:
             f"{key_id or ', '.join(ring.ids)}; check security.encryption_key"
         )
 
+    def seal_secret(self, bot_id: int, secret: str) -> tuple[str, bytes]:
+        """A bot's webhook secret_token, sealed like its token (own AAD: a token blob
+        never opens as a secret, nor the reverse)."""
+        self.refresh()
+        ring = self._ring
+        nonce = os.urandom(_NONCE)
+        aad = b"webhook:%d" % bot_id
+        return ring.current, nonce + ring.by_id[ring.current].encrypt(nonce, secret.encode(), aad)
+
+    def open_secret(self, bot_id: int, blob: bytes, key_id: str) -> str:
+        """The webhook secret `seal_secret` sealed. Raises TokenDecryptError."""
+        if key_id not in self._ring.by_id:
+            self.refresh()
+        aead = self._ring.by_id.get(key_id)
+        if aead is None:
+            raise TokenDecryptError(f"bot {bot_id}: webhook secret is under unknown key {key_id}")
+        try:
+            return aead.decrypt(blob[:_NONCE], blob[_NONCE:], b"webhook:%d" % bot_id).decode()
+        except (InvalidTag, ValueError):
+            raise TokenDecryptError(f"bot {bot_id}: webhook secret does not decrypt") from None
+
     def refresh(self) -> bool:
         """Re-read the keyring file if it changed since we read it. True if it did."""
         if self._file is None:

@@ -28,6 +28,7 @@ from bots.actor.actor import (
 from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
+from bots.actor.webhook_mode import WebhookSetup
 from bots.handlers.base import HandlerDeps, UnknownHandler
 from bots.handlers.metering import MeteredHandler
 from bots.handlers.plugins import preload, use_paths
@@ -82,12 +83,15 @@ class Fleet:
         handler_deps: HandlerDeps | None = None,
         inbox: InboxSink | None = None,
         chats: ChatSink | None = None,
+        webhook: WebhookSetup | None = None,
     ) -> None:
         self.settings = settings
         #: the worker's chat recorder, handed to every actor
         self.chats = chats
-        #: the durable inbox, when `bots.inbox` was on at the worker's start
+        #: the durable inbox for polled updates, when `bots.inbox` was on at the worker's start
         self.inbox = inbox
+        #: webhook mode's settings and inbox, when `webhook.public_url` was set at the start
+        self.webhook = webhook
         self.session = session
         #: pools by way out (set by the worker); a bot with its own proxy uses its pool
         self.sessions: SessionPool | None = None
@@ -155,6 +159,17 @@ class Fleet:
         known = await self.progress.load_many([s.bot_id for s in starting]) if starting else {}
         await asyncio.gather(*(self._start(spec, known.get(spec.bot_id)) for spec in starting))
 
+    async def wait_progress_saved(self, within_s: float) -> bool:
+        """Runs in the worker's loop. True once every progress mark made so far is in the
+        store, retrying failed flushes; False if not within `within_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while (left := deadline - loop.time()) > 0:
+            if await self.progress.flush(min(left, 5.0)):
+                return True
+            await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0)))  # a failed write
+        return False
+
     async def stop_all(self) -> None:
         await asyncio.gather(*(self._stop(bot_id) for bot_id in list(self.handles)))
 
@@ -205,7 +220,17 @@ class Fleet:
             save_timeout_s=min(1.0, self.settings.redis.timeout_s),
         )
         handle = BotHandle(
-            BotActor(spec, api, handler, poll, self.progress, progress, self.inbox, self.chats)
+            BotActor(
+                spec,
+                api,
+                handler,
+                poll,
+                self.progress,
+                progress,
+                self.inbox,
+                self.chats,
+                self.webhook,
+            )
         )
         self.handles[spec.bot_id] = handle
         backoff = BackoffConfig(self.settings.bots.backoff_min_s, self.settings.bots.backoff_max_s)

@@ -103,7 +103,10 @@ class InboxReader:
         for handle in self._handles.values():
             actor = handle.actor
             dispatcher = actor.dispatcher
-            if dispatcher is not None and actor.started_at + idle <= started:
+            # webhook mode: Telegram retries a chat's update while later ones of other
+            # chats arrive, so an older id can always come: its answered ids stay kept
+            webhook = actor.spec.mode == "webhook"
+            if dispatcher is not None and not webhook and actor.started_at + idle <= started:
                 dispatcher.lift_floor()
 
     def _deliver(self, entries: list[Entry]) -> None:

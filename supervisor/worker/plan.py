@@ -21,7 +21,8 @@ class Plan:
 
 
 def plan_changes(desired: Mapping[int, BotSpec], running: Mapping[int, BotSpec]) -> Plan:
-    """Pure: no I/O. A token, handler or `telegram` settings change restarts; any other
+    """Pure: no I/O. A token, handler, mode or `telegram` settings change restarts (a mode
+    switch is a stop of one update source, then the start of the other); any other
     settings-only change retunes."""
     plan = Plan()
     for bot_id, spec in desired.items():
@@ -32,6 +33,8 @@ def plan_changes(desired: Mapping[int, BotSpec], running: Mapping[int, BotSpec])
             if (
                 current.token == spec.token
                 and current.handler == spec.handler
+                and current.mode == spec.mode
+                and current.webhook_secret == spec.webhook_secret
                 # where the bot reaches Telegram (api_base, proxy) is fixed per connection
                 and current.settings.get("telegram") == spec.settings.get("telegram")
             ):

@@ -28,6 +28,7 @@ import structlog
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from bots.actor.webhook_mode import WebhookSetup
 from bots.handlers.base import HandlerDeps
 from bots.llm.service import open_llm
 from bots.telegram.sessions import open_session_pool
@@ -113,8 +114,11 @@ class Worker:
         shards: list[int],
         epoch: int,
         heartbeat_fd: int | None = None,
+        warm: list[int] | None = None,
     ) -> None:
         self.settings = settings
+        #: shards whose handlers to import at boot (a rolling upgrade's replacement)
+        self.warm = warm or []
         self._heartbeat_fd = heartbeat_fd
         self._beats: HeartbeatSender | None = None
         self._redis_beat_failures = 0
@@ -127,6 +131,7 @@ class Worker:
         self._assigned_epoch = epoch
         self.host = socket.gethostname()
         self.state = "booting"
+        self.exit_status: int = ExitCode.OK
         self.desired = 0
         self.loop_lag = 0.0
         self._drain = asyncio.Event()
@@ -168,7 +173,9 @@ class Worker:
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
                 self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
                 feed = ChangeFeed(pool, s.database.timeout_s)
-                self.reconciler = Reconciler(self, feed, self.registry.decrypt)
+                self.reconciler = Reconciler(
+                    self, feed, self.registry.decrypt, self.registry.open_secret
+                )
                 session = sessions.default
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
                 self._context_metrics = ContextMetrics(s.metrics.per_bot_labels)
@@ -179,7 +186,14 @@ class Worker:
                 self.inbox = self._open_inbox(redis)
                 self.chats = ChatRecorder(pool, lambda: self.settings)
                 self.fleet = Fleet(
-                    s, session, self._on_disabled, self.progress, deps, self.inbox, self.chats
+                    s,
+                    session,
+                    self._on_disabled,
+                    self.progress,
+                    deps,
+                    self.inbox if s.bots.inbox else None,
+                    self.chats,
+                    self._webhook_setup(),
                 )
                 store = BroadcastStore(pool, s.database.timeout_s)
                 self.broadcaster = Broadcaster(store, self.fleet.handles, lambda: self.settings)
@@ -189,9 +203,18 @@ class Worker:
         finally:
             await _close_pools(pool, redis)
 
+    def _webhook_setup(self) -> WebhookSetup | None:
+        w = self.settings.webhook
+        if w.public_url is None or self.inbox is None:
+            return None
+        return WebhookSetup(
+            w.public_url, self.inbox, tuple(w.allowed_updates), w.max_connections, w.certificate
+        )
+
     def _open_inbox(self, redis: aioredis.Redis) -> Inbox | None:
+        """The shard streams: polled updates (`bots.inbox`) and webhook ones go there."""
         b = self.settings.bots
-        if not b.inbox:
+        if not b.inbox and not self.settings.webhook.enabled:
             return None
         return Inbox(
             redis,
@@ -515,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(first, pipe.Configure) or first.shards is None or first.epoch is None:
             raise BadMessage("the first pipe message must carry settings, shards and epoch")
         settings = Settings.model_validate(first.settings)
-        shards, epoch = list(first.shards), first.epoch
+        shards, epoch, warm = list(first.shards), first.epoch, list(first.warm)
     except (BadMessage, ValidationError) as exc:
         print(f"worker: bad settings from master: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
@@ -528,10 +551,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
 
-        uvloop.run(Worker(settings, args.index, shards, epoch, args.heartbeat_fd).run())
+        worker = Worker(settings, args.index, shards, epoch, args.heartbeat_fd, warm)
+        uvloop.run(worker.run())
     except ConfigError as exc:
         log.error("worker.config_error", error=str(exc))
         raise SystemExit(ExitCode.CONFIG) from None
+    raise SystemExit(worker.exit_status)
 
 
 if __name__ == "__main__":

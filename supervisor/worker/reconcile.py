@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 
 from bots.actor.actor import BotSpec
+from bots.handlers.plugins import HandlerLoadError, is_reference, load, preload, registered_names
 from config.logthrottle import THROTTLE
+from supervisor.exitcodes import ExitCode
 from supervisor.failures import postgres_address
 from supervisor.registry.changes import BotRow, ChangeFeed
 from supervisor.registry.tokenbox import TokenDecryptError
@@ -51,14 +53,22 @@ class Decrypt(Protocol):
     def __call__(self, bot_id: int, blob: bytes, key_id: str) -> BotToken: ...
 
 
+class OpenSecret(Protocol):
+    def __call__(self, bot_id: int, blob: bytes, key_id: str) -> str: ...
+
+
 class Host(Protocol):
     """What the reconciler reads and sets on its worker (supervisor/worker/process.py)."""
 
     settings: Settings
     shards: list[int]
+    #: shards to take over soon (rolling upgrade): their handlers are imported at boot
+    warm: list[int]
     epoch: int
     state: str
     desired: int
+    #: the process's exit status once it has drained
+    exit_status: int
     fleet: Fleet
     _assigned_epoch: int
     _drain: asyncio.Event
@@ -80,10 +90,13 @@ class ReconcileStats:
 
 
 class Reconciler:
-    def __init__(self, host: Host, feed: ChangeFeed, decrypt: Decrypt) -> None:
+    def __init__(
+        self, host: Host, feed: ChangeFeed, decrypt: Decrypt, open_secret: OpenSecret | None = None
+    ) -> None:
         self.host = host
         self.feed = feed
         self.decrypt = decrypt
+        self.open_secret = open_secret
         self.stats = ReconcileStats()
         self._shards: list[int] | None = None  # shards of the last full pass
         self._cursor = 0
@@ -112,6 +125,11 @@ class Reconciler:
     async def pass_once(self) -> None:
         """One pass of whichever kind is due; registry errors are logged, not raised."""
         host = self.host
+        if host.state == "booting" and host.warm:
+            await self._warm_up(host.warm)
+            host.warm = []
+            if host._drain.is_set():
+                return  # broken handler code: never report ready
         shards, epoch = list(host.shards), host._assigned_epoch
         hinted, self._hinted = self._hinted, set()
         try:
@@ -151,9 +169,40 @@ class Reconciler:
             gc.collect()
             gc.freeze()  # the fleet's long-lived objects leave the collector's scans
         if epoch != host.epoch:
-            # the master waits for this before giving moved shards to another worker
+            # the master waits for this before giving moved shards to another worker, whose
+            # bots start from the progress in Redis: what ours answered must be there first
+            # (a stop's own save gives up after 5 s; a loaded Redis may need longer)
+            stopped = len(plan.stop) if plan else 0
+            within = host.settings.shutdown.grace_s
+            if stopped and not await host.fleet.wait_progress_saved(within):
+                self._log.warning("reconcile.progress_not_saved", bots=stopped, waited_s=within)
             host.epoch = epoch
             await host._write_heartbeat()
+
+    async def _warm_up(self, shards: list[int]) -> None:
+        """A replacement in a rolling upgrade imports the handlers of the shards it will
+        take over before it reports ready: their bots then are not stopped while, say,
+        aiogram imports (seconds). Best effort: what fails here is imported at start."""
+        try:
+            rows = await self.feed.active(shards, self.host.settings.workers.shards)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            return
+        refs = {row.handler for row in rows}
+        await asyncio.gather(*(preload(ref) for ref in refs))
+        broken = {}
+        for ref in refs:
+            if is_reference(ref) or ref in registered_names():
+                try:
+                    load(ref)  # preloaded: no second import, a failure is cached
+                except HandlerLoadError as exc:
+                    broken[ref] = str(exc)
+        if broken:
+            # taking over would disable their bots: refuse, the old worker serves on
+            self._log.error("worker.handlers_broken", handlers=broken)
+            self.host.exit_status = ExitCode.HANDLERS_BROKEN
+            self.host._drain.set()
+            return
+        self._log.info("worker.warmed", handlers=len(refs), bots=len(rows))
 
     # -- the three passes -----------------------------------------------------------------
 
@@ -191,6 +240,14 @@ class Reconciler:
 
     # -- compare, decrypt what is needed, plan ----------------------------------------------
 
+    def _mode(self, row: BotRow) -> tuple[str, str]:
+        """(mode, webhook secret) of a row. Raises TokenDecryptError."""
+        if row.mode != "webhook":
+            return "polling", ""
+        if row.secret_blob is None or row.secret_key_id is None or self.open_secret is None:
+            raise TokenDecryptError(f"bot {row.id}: webhook mode without a stored secret")
+        return "webhook", self.open_secret(row.id, row.secret_blob, row.secret_key_id)
+
     async def _plan(
         self, rows: list[BotRow], running: Mapping[int, BotSpec], also: Iterable[int]
     ) -> Plan:
@@ -208,9 +265,19 @@ class Reconciler:
             if current is not None and current.revision == row.revision:
                 desired[row.id] = current
             elif current is not None and self._blobs.get(row.id) == row.blob:
-                desired[row.id] = BotSpec(
-                    row.id, current.token, row.handler, row.settings, row.revision, row.username
-                )
+                try:
+                    desired[row.id] = BotSpec(
+                        row.id,
+                        current.token,
+                        row.handler,
+                        row.settings,
+                        row.revision,
+                        row.username,
+                        *self._mode(row),
+                    )
+                except TokenDecryptError:
+                    self._log.error("reconcile.secret_undecryptable", bot_id=row.id)
+                    failed.add(row.id)
             else:
                 needed.append(row)
         for start in range(0, len(needed), DECRYPT_BATCH):
@@ -219,6 +286,7 @@ class Reconciler:
             for row in needed[start : start + DECRYPT_BATCH]:
                 try:
                     token = self.decrypt(row.id, row.blob, row.key_id)
+                    mode = self._mode(row)
                 except TokenDecryptError:
                     self._log.error("reconcile.token_undecryptable", bot_id=row.id)
                     self._undecryptable.add(row.id)
@@ -227,7 +295,7 @@ class Reconciler:
                 self.stats.decrypted += 1
                 self._blobs[row.id] = row.blob
                 desired[row.id] = BotSpec(
-                    row.id, token, row.handler, row.settings, row.revision, row.username
+                    row.id, token, row.handler, row.settings, row.revision, row.username, *mode
                 )
         scope = {r.id for r in rows}
         scope.update(also)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
 
 from config import Settings, load_settings
+from supervisor.exitcodes import ExitCode
 from supervisor.registry.tokenbox import TokenDecryptError
 from supervisor.worker.reconcile import DECRYPT_BATCH, Reconciler
 from tests.reconcile_helpers import CountingDecrypt, FakeFeed, FakeHost
@@ -196,3 +198,31 @@ async def test_an_undecryptable_token_is_retried_until_it_decrypts(settings: Set
     feed.calls.clear()
     await rec.pass_once()
     assert feed.calls == ["since"]
+
+
+async def test_a_rolling_upgrades_replacement_imports_its_future_handlers_before_ready(
+    settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "warm_plugin_x.py").write_text("def factory(deps):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    feed, host, _, rec = make(settings, bots=0, shards=[])
+    feed.put(4, handler="warm_plugin_x:factory")  # shard 0 of 4
+    host.warm = [0]
+    assert "warm_plugin_x" not in sys.modules
+    await rec.pass_once()
+    assert "warm_plugin_x" in sys.modules  # imported while it owns nothing yet
+    assert host.state == "ready" and host.fleet.specs == {} and host.warm == []
+
+
+async def test_a_replacement_whose_future_handlers_do_not_import_exits_before_ready(
+    settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "warm_plugin_broken.py").write_text("def factory(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    feed, host, _, rec = make(settings, bots=0, shards=[])
+    feed.put(4, handler="warm_plugin_broken:factory")
+    feed.put(8, handler="echo")
+    host.warm = [0]
+    await rec.pass_once()
+    assert host.exit_status == ExitCode.HANDLERS_BROKEN and host._drain.is_set()
+    assert host.state == "booting" and host.heartbeats == 0  # the master never sees it ready

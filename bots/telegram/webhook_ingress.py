@@ -1,0 +1,267 @@
+"""The webhook ingress: one per host (in the master), `POST /tg/{bot_id}` from Telegram.
+
+An update is answered 200 only once it is in the bot's shard stream (ipc/inbox.py, the
+same durable inbox polled updates go through), so Telegram keeps retrying anything we
+could not queue. A missing or wrong `X-Telegram-Bot-Api-Secret-Token` is a 401 (compared
+in constant time, counted, never logged with its value). Redis unavailable: 503; the
+shard's backlog over `webhook.backlog_max`: 429; both with Retry-After.
+
+Appends are batched: every request of one loop turn joins one pipelined XADD round trip
+(plus an XLEN per touched shard, which keeps the backlog figure fresh), and the body goes
+into the stream as received — no re-encoding of the update's JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from ipc import keys
+from ipc.inbox import REDIS_ERRORS
+
+log = structlog.get_logger(__name__)
+
+SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
+#: a bot's cached secret is looked up again after a mismatch at most this often (a mode
+#: switch brings a new secret; a stranger guessing must not cost a query per request)
+RELOOKUP_S: Final = 1.0
+#: a matching cached secret is trusted this long (a bot switched back to polling or
+#: removed stops being accepted within it)
+CACHE_S: Final = 60.0
+#: a full shard's backlog figure is read again (XLEN) at most this often
+BACKLOG_RECHECK_S: Final = 0.5
+#: appends per pipelined round trip at most
+BATCH_MAX: Final = 2000
+
+#: results counted per request (`on_result`)
+RESULTS: Final = ("accepted", "unauthorized", "bad_request", "backlog_full", "unavailable")
+
+
+class SecretSource(Protocol):
+    """The registry (supervisor/registry/bots.py: Registry.webhook_secrets)."""
+
+    async def webhook_secrets(self, bot_ids: Sequence[int]) -> dict[int, str]: ...
+
+
+class _Pending:
+    __slots__ = ("fields", "future", "shard")
+
+    def __init__(self, shard: int, fields: dict[str, bytes], future: asyncio.Future[None]) -> None:
+        self.shard = shard
+        self.fields = fields
+        self.future = future
+
+
+class WebhookIngress:
+    """Runs in the master's event loop."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        shards_total: int,
+        secrets: SecretSource,
+        *,
+        backlog_max: int,
+        retry_after_s: int,
+        timeout_s: float,
+        max_body: int = 1_048_576,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._shards_total = shards_total
+        self._secrets = secrets
+        self._backlog_max = backlog_max
+        self._retry_after = str(retry_after_s)
+        self._timeout_s = timeout_s
+        self._max_body = max_body
+        self._on_result = on_result
+        #: bot id -> (secret or None, when looked up)
+        self._cache: dict[int, tuple[str | None, float]] = {}
+        self._lookups: dict[int, asyncio.Future[str | None]] = {}
+        self._lookup_task: asyncio.Task[None] | None = None
+        #: per shard: unhandled entries at the last append (XLEN), and when read
+        self.backlog: dict[int, tuple[int, float]] = {}
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._keys = [keys.inbox_key(prefix, s) for s in range(shards_total)]
+        self.counts = dict.fromkeys(RESULTS, 0)
+        self.round_trips = 0
+        self._down_logged = False
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self._max_body)
+        app.router.add_post("/tg/{bot_id}", self.handle)
+        return app
+
+    def _count(self, result: str) -> None:
+        self.counts[result] += 1
+        if self._on_result is not None:
+            self._on_result(result)
+
+    def _refuse(self, status: int, result: str, message: str) -> web.Response:
+        self._count(result)
+        headers = {"Retry-After": self._retry_after} if status in (429, 503) else None
+        return web.json_response(
+            {"error": {"code": result, "message": message}}, status=status, headers=headers
+        )
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw_id = request.match_info["bot_id"]
+        if not raw_id.isdigit() or len(raw_id) > 20:
+            return self._refuse(404, "bad_request", "no such webhook")
+        bot_id = int(raw_id)
+        given = request.headers.get(SECRET_HEADER)
+        if given is None or not await self._authentic(bot_id, given):
+            # the value given is never logged: it may be a near miss of the real one
+            log.debug("webhook.unauthorized", bot_id=bot_id, header=given is not None)
+            return self._refuse(401, "unauthorized", f"missing or wrong {SECRET_HEADER}")
+        body = await request.read()
+        try:
+            update = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self._refuse(400, "bad_request", "body: not JSON")
+        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            return self._refuse(400, "bad_request", "body: an Update object with an update_id")
+        shard = bot_id % self._shards_total
+        if await self._full(shard):
+            return self._refuse(429, "backlog_full", "this bot's shard is busy; retry later")
+        try:
+            await self._append(shard, bot_id, body)
+        except Exception:  # noqa: BLE001 - not queued: 503, Telegram retries it
+            return self._refuse(503, "unavailable", "queue unavailable; retry later")
+        self._count("accepted")
+        return web.Response(status=200)
+
+    async def _full(self, shard: int) -> bool:
+        length, at = self.backlog.get(shard, (0, 0.0))
+        if length < self._backlog_max:
+            return False
+        now = time.monotonic()
+        if now - at >= BACKLOG_RECHECK_S:
+            # no append reads it while the shard is full: read it here, once per interval
+            self.backlog[shard] = (length, now)
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    length = int(await self._redis.xlen(self._keys[shard]))
+            except REDIS_ERRORS:
+                return True
+            self.backlog[shard] = (length, time.monotonic())
+        return length >= self._backlog_max
+
+    # -- secrets --------------------------------------------------------------------------
+
+    async def _authentic(self, bot_id: int, given: str) -> bool:
+        now = time.monotonic()
+        cached = self._cache.get(bot_id)
+        if cached is not None:
+            secret, at = cached
+            fresh = now - at < CACHE_S
+            if (
+                fresh
+                and secret is not None
+                and hmac.compare_digest(given.encode(), secret.encode())
+            ):
+                return True
+            if now - at < RELOOKUP_S:
+                return False
+        try:
+            secret = await self._lookup(bot_id)
+        except (OSError, TimeoutError) as exc:
+            log.warning("webhook.secret_lookup_failed", error=type(exc).__name__)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a database error answers 401: Telegram retries
+            log.warning("webhook.secret_lookup_failed", error=type(exc).__name__)
+            return False
+        self._cache[bot_id] = (secret, time.monotonic())
+        return secret is not None and hmac.compare_digest(given.encode(), secret.encode())
+
+    def _lookup(self, bot_id: int) -> asyncio.Future[str | None]:
+        """Coalesced: every bot looked up in one loop turn shares one query."""
+        fut = self._lookups.get(bot_id)
+        if fut is None:
+            fut = self._lookups[bot_id] = asyncio.get_running_loop().create_future()
+            if self._lookup_task is None or self._lookup_task.done():
+                self._lookup_task = asyncio.create_task(self._look_up_all(), name="webhook:lookup")
+        return fut
+
+    async def _look_up_all(self) -> None:
+        await asyncio.sleep(0)
+        while self._lookups:  # those asked while a query ran go in the next one
+            asked, self._lookups = self._lookups, {}
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    found = await self._secrets.webhook_secrets(list(asked))
+            except Exception as exc:  # noqa: BLE001 - handed to every waiter
+                for fut in asked.values():
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for bot_id, fut in asked.items():
+                if not fut.done():
+                    fut.set_result(found.get(bot_id))
+
+    def forget(self, bot_id: int) -> None:
+        """Drop a cached secret (tests; a mode change seen by the master)."""
+        self._cache.pop(bot_id, None)
+
+    # -- appends --------------------------------------------------------------------------
+
+    def _append(self, shard: int, bot_id: int, body: bytes) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fields = {"b": b"%d" % bot_id, "t": b"%.6f" % time.time(), "u": body}
+        self._pending.append(_Pending(shard, fields, fut))
+        self._wake.set()
+        return fut
+
+    async def run(self) -> None:
+        """The appender: everything queued meanwhile goes in one pipelined round trip."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
+                await self._write(batch)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        shards = sorted({p.shard for p in batch})
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for p in batch:
+                        pipe.xadd(self._keys[p.shard], p.fields)  # type: ignore[arg-type]
+                    for shard in shards:
+                        pipe.xlen(self._keys[shard])
+                    replies: list[Any] = await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - any failure answers 503: Telegram retries
+            self.round_trips += 1
+            if not isinstance(exc, REDIS_ERRORS):
+                log.error("webhook.append_error", error=type(exc).__name__, detail=str(exc)[:200])
+            if not self._down_logged:
+                log.warning("webhook.queue_unavailable", error=type(exc).__name__)
+                self._down_logged = True
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        self.round_trips += 1
+        if self._down_logged:
+            log.info("webhook.queue_available")
+            self._down_logged = False
+        now = time.monotonic()
+        for shard, length in zip(shards, replies[len(batch) :], strict=True):
+            self.backlog[shard] = (int(length), now)
+        for p in batch:
+            if not p.future.done():
+                p.future.set_result(None)

@@ -1,0 +1,96 @@
+"""The webhook ingress against real Redis: secret checks (401s counted, no secret in the
+logs), updates in the shard stream as received, 429 past the backlog cap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from bots.telegram.webhook_ingress import SECRET_HEADER, WebhookIngress
+from ipc import keys
+from ipc.redis_client import redis_client
+
+SHARDS = 4
+SECRET = "A" * 20 + "very-secret-token_42"
+
+
+class Secrets:
+    """The registry's lookup, as a plain table (the registry itself has its own tests)."""
+
+    def __init__(self, table: dict[int, str]) -> None:
+        self.table = table
+        self.queries = 0
+
+    async def webhook_secrets(self, bot_ids: Sequence[int]) -> dict[int, str]:
+        self.queries += 1
+        return {b: self.table[b] for b in bot_ids if b in self.table}
+
+
+@contextlib.asynccontextmanager
+async def serving(ingress: WebhookIngress) -> AsyncIterator[str]:
+    runner = web.AppRunner(ingress.app(), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    task = asyncio.create_task(ingress.run())
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()  # requests in flight finish first, with the appender
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_secret_checked_counted_and_never_logged(redis_url: str, key_prefix: str) -> None:
+    client = redis_client(redis_url, 2.0)
+    seen: list[str] = []
+    secrets = Secrets({7001: SECRET})
+    ingress = WebhookIngress(
+        client,
+        key_prefix,
+        SHARDS,
+        secrets,
+        backlog_max=3,
+        retry_after_s=7,
+        timeout_s=2.0,
+        on_result=seen.append,
+    )
+    body = (
+        b'{"update_id":5,"message":{"message_id":1,"chat":{"id":9,"type":"private"},"text":"hi"}}'
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with serving(ingress) as base, aiohttp.ClientSession() as http:
+            url = f"{base}/tg/7001"
+            async with http.post(url, data=body) as r:
+                assert r.status == 401
+            wrong = SECRET[:-1] + "x"  # a near miss
+            async with http.post(url, data=body, headers={SECRET_HEADER: wrong}) as r:
+                assert r.status == 401
+                assert (await r.json())["error"]["code"] == "unauthorized"
+            async with http.post(
+                f"{base}/tg/7002", data=body, headers={SECRET_HEADER: SECRET}
+            ) as r:
+                assert r.status == 401  # another bot's secret
+            async with http.post(url, data=b"not json", headers={SECRET_HEADER: SECRET}) as r:
+                assert r.status == 400
+            for _ in range(3):
+                async with http.post(url, data=body, headers={SECRET_HEADER: SECRET}) as r:
+                    assert r.status == 200
+            async with http.post(url, data=body, headers={SECRET_HEADER: SECRET}) as r:
+                assert r.status == 429  # the shard holds 3 unhandled: the cap
+                assert r.headers["Retry-After"] == "7"
+    assert Counter(seen) == {"unauthorized": 3, "bad_request": 1, "accepted": 3, "backlog_full": 1}
+    assert ingress.counts["unauthorized"] == 3
+    entries = await client.xrange(keys.inbox_key(key_prefix, 7001 % SHARDS))
+    assert [e[1][b"u"] for e in entries] == [body] * 3  # stored as received
+    assert entries[0][1][b"b"] == b"7001"
+    assert not any(SECRET in repr(line) or wrong in repr(line) for line in logs)
+    await client.delete(keys.inbox_key(key_prefix, 7001 % SHARDS))
+    await client.aclose()
