@@ -102,8 +102,9 @@ async def test_the_broadcast_form_validates_next_to_the_field_dry_runs_starts_an
         3,
         True,
     )
-    status, page, _ = await alice.request("GET", base)
-    assert f'href="{where}"' in page
+    for listing in (base, f"/ui/bots/{bot_id}"):  # its page, and the bot's own page
+        status, page, _ = await alice.request("GET", listing)
+        assert f'href="{where}"' in page, listing
 
     status, _, resp = await alice.request("POST", where + "/cancel", {})
     assert status == 403

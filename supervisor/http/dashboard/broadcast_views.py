@@ -29,6 +29,8 @@ from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
 from supervisor.registry.broadcasts import ACTIVE, BroadcastRecord
 
 _RECENT: Final = 20
+#: broadcasts listed on the bot's own page
+_ON_BOT_PAGE: Final = 5
 _PARSE_MODES: Final = ("", "HTML", "MarkdownV2", "Markdown")
 _FIELDS: Final = ("text", "parse_mode", "buttons")
 _BUTTON_LINES_MAX: Final = 10
@@ -108,6 +110,12 @@ def message_of(form: dict[str, str]) -> NewBroadcast:
         where = f" (line {int(loc[1]) + 1})" if field == "buttons" and len(loc) > 1 else ""
         name = field.replace("_", " ") or "message"
         raise FormError(field, f"{name}{where}: {first['msg']}") from None
+
+
+async def newest(request: web.Request, session: Session, bot_id: int) -> list[dict[str, Any]]:
+    """The bot page's few newest broadcasts (the bot is checked there already)."""
+    records = await _service(request).recent(session.caller, bot_id, _ON_BOT_PAGE)
+    return [figures(r) for r in records]
 
 
 async def broadcasts_page(

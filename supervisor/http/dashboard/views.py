@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bots.handlers.registry import HANDLERS
 from context import release_chat
-from supervisor.http.dashboard import forms
+from supervisor.http.dashboard import broadcast_views, forms
 from supervisor.http.dashboard.live import LiveFigures
 from supervisor.http.dashboard.pages import PAGES_KEY, PREFIX, Pages, path_int, read_form
 from supervisor.http.dashboard.quota_usage import quota_usage
@@ -131,6 +131,7 @@ async def bot_page(request: web.Request, session: Session, **extra: Any) -> web.
         values=values,
         handoffs=handoffs,
         handoff_error=handoff_error,
+        broadcasts=await broadcast_views.newest(request, session, bot_id),
         errors=extra.pop("errors", {}),
         status=extra.pop("status", 200),
         notice=request.query.get("done"),
