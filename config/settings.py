@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -625,6 +627,61 @@ class HandlersSection(_Section):
         return value
 
 
+#: a host id: letters, digits, dot, dash, underscore (a Kubernetes pod name fits)
+HOST_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class HostSection(_Section):
+    id: str = Field(
+        default_factory=socket.gethostname,
+        description="This host's id in the cluster (default: the hostname). Hosts sharing "
+        "one PostgreSQL and Redis must have different ids; one master runs per id. "
+        "1-63 of letters, digits, '.', '-', '_' (a Kubernetes pod name fits).",
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not HOST_ID_RE.match(value):
+            raise ValueError(
+                "must be 1-63 letters, digits, '.', '-' or '_', starting with a letter or digit"
+            )
+        return value
+
+
+class LeasesSection(_Section):
+    ttl_s: float = Field(
+        10.0,
+        ge=1,
+        le=600,
+        description="Shard lease lifetime in PostgreSQL: a dead host's shards move to the "
+        "others this long after its last renewal.",
+    )
+    renew_s: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="How often a host renews its leases (and rebalances). Must be below "
+        "ttl_s - margin_s, so several renewals can fail before the host fences itself.",
+    )
+    margin_s: float = Field(
+        3.0,
+        gt=0,
+        le=300,
+        description="Safety margin: a host stops a shard's bots this long before the "
+        "lease could expire by its own clock (covers clock rate drift and slow stops).",
+    )
+
+    @model_validator(mode="after")
+    def _renew_before_fence(self) -> LeasesSection:
+        if self.renew_s >= self.ttl_s - self.margin_s:
+            raise ValueError(
+                f"leases.renew_s ({self.renew_s:g}) must be below leases.ttl_s - "
+                f"leases.margin_s ({self.ttl_s:g} - {self.margin_s:g})"
+            )
+        return self
+
+
 class DashboardSection(_Section):
     enabled: bool = Field(
         True,
@@ -692,6 +749,8 @@ class Settings(_Section):
     handlers: HandlersSection = HandlersSection()
     dashboard: DashboardSection = DashboardSection()
     state: StateSection = StateSection()
+    host: HostSection = HostSection()
+    leases: LeasesSection = LeasesSection()
     quotas: QuotasSection = QuotasSection()
     audit: AuditSection = AuditSection()
 

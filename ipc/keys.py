@@ -46,6 +46,11 @@ def status_reply_key(prefix: str, request_id: str) -> str:
     return f"{prefix}status:{request_id}"
 
 
+def fence_key(prefix: str, shard: int) -> str:
+    """A shard's fencing token: the epoch of its current lease (ipc/fencing.py)."""
+    return f"{prefix}fence:{shard}"
+
+
 def usage_key(prefix: str, owner_id: int, day: str) -> str:
     """Hash of one owner's usage on one UTC day (`day` as YYYYMMDD): messages, llm_tokens."""
     return f"{prefix}usage:{owner_id}:{day}"

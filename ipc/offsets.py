@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from ipc import keys
+from ipc.fencing import FENCED_SET, Fencing
 
 log = structlog.get_logger(__name__)
 
@@ -63,8 +64,17 @@ Snapshot = Callable[[], BotProgress | None]
 class RedisProgress:
     """Runs in the worker's loop; `run()` is the flusher (one of the worker's services)."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        timeout_s: float,
+        fencing: Fencing | None = None,
+    ) -> None:
         self._redis = redis
+        #: with leases (several hosts), every write carries its shard's epoch
+        self.fencing = fencing
+        self._fenced_set = redis.register_script(FENCED_SET)
         self._prefix = prefix
         self._timeout_s = timeout_s
         self._dirty: dict[int, Snapshot] = {}
@@ -96,6 +106,19 @@ class RedisProgress:
                 if progress is not None:
                     out[bot_id] = progress
         return out
+
+    def lease_of(self, bot_id: int) -> int | None:
+        """The epoch this host holds the bot's shard under (None: no leases)."""
+        return self.fencing.epoch_of(bot_id) if self.fencing is not None else None
+
+    def fenced(self, bot_id: int, lease: int | None = None) -> bool:
+        """The bot's shard lease may have lapsed by this host's clock, or is held under
+        another epoch than `lease`: act on nothing."""
+        return self.fencing is not None and self.fencing.fenced(bot_id, lease)
+
+    async def wait_renewal(self) -> None:
+        if self.fencing is not None:
+            await self.fencing.wait_renewal()
 
     def mark(self, bot_id: int, snapshot: Snapshot) -> None:
         """The bot's progress changed; `snapshot` is read at flush time. Never blocks."""
@@ -149,15 +172,15 @@ class RedisProgress:
 
     async def _write(self, batch: dict[int, Snapshot]) -> bool:
         items = [(b, p) for b, snap in batch.items() if (p := snap()) is not None]
+        refused = 0
         try:
             for start in range(0, len(items), CHUNK):
                 async with asyncio.timeout(self._timeout_s):
                     async with self._redis.pipeline(transaction=False) as pipe:
                         for bot_id, progress in items[start : start + CHUNK]:
-                            pipe.set(
-                                keys.offset_key(self._prefix, bot_id), progress.encode(), ex=TTL_S
-                            )
-                        await pipe.execute()
+                            await self._queue_write(pipe, bot_id, progress)
+                        results = await pipe.execute()
+                refused += sum(1 for r in results if r == 0)
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             if self._failing == 0:
                 log.warning("progress.save_failed", bots=len(items), error=type(exc).__name__)
@@ -166,6 +189,24 @@ class RedisProgress:
         if self._failing:
             log.info("progress.saved_again", failed_flushes=self._failing)
             self._failing = 0
+        if refused and self.fencing is not None:
+            # a lease lost while we paused: the new holder's record stands
+            self.fencing.refused += refused
+            log.info("progress.fenced", refused=refused)
         self.flushes += 1
-        self.keys_written += len(items)
+        self.keys_written += len(items) - refused
         return True
+
+    async def _queue_write(
+        self, pipe: aioredis.client.Pipeline, bot_id: int, progress: BotProgress
+    ) -> None:
+        key = keys.offset_key(self._prefix, bot_id)
+        fencing = self.fencing
+        epoch = fencing.epoch_of(bot_id) if fencing is not None else None
+        if fencing is None or epoch is None:
+            pipe.set(key, progress.encode(), ex=TTL_S)
+            return
+        fence = keys.fence_key(self._prefix, bot_id % fencing.shards)
+        await self._fenced_set(
+            keys=[key, fence], args=[progress.encode(), TTL_S, epoch], client=pipe
+        )

@@ -19,6 +19,16 @@ class _PipeMessage(BaseModel):
     v: int = VERSION
 
 
+class Leases(_PipeMessage):
+    """This host's shard leases (every renewal): the fencing epoch of each shard it holds
+    and the lease-clock time (ipc/fencing.py: lease_clock) until which they are surely
+    valid (None: no deadline, the host is alone); past it the worker's bots act on nothing."""
+
+    type: Literal["leases"] = "leases"
+    epochs: dict[int, int]
+    valid_until: float | None = None
+
+
 class Configure(_PipeMessage):
     """Settings: the first line a worker reads (with its first shards) and every reload
     (without: the assignment is unchanged)."""
@@ -27,6 +37,9 @@ class Configure(_PipeMessage):
     settings: dict[str, Any]
     shards: tuple[int, ...] | None = None
     epoch: int | None = None
+    #: with the first shards: their leases (a second line could be lost to the worker's
+    #: buffered read of the first)
+    leases: Leases | None = None
     #: shards the worker will be assigned soon (a rolling upgrade's replacement): it
     #: imports their handlers before it reports ready
     warm: tuple[int, ...] = ()
@@ -40,7 +53,7 @@ class Assign(_PipeMessage):
     epoch: int
 
 
-PipeMessage = Configure | Assign
+PipeMessage = Configure | Assign | Leases
 _ADAPTER: TypeAdapter[PipeMessage] = TypeAdapter(
     Annotated[PipeMessage, Field(discriminator="type")]
 )

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -171,14 +173,30 @@ def metrics() -> SimpleNamespace:
     )
 
 
-def render() -> bytes:
-    """Runs in the master: the merged text exposition of every process."""
+def render(host: str | None = None) -> bytes:
+    """Runs in the master: the merged text exposition of every process, every sample
+    labelled with this host's id (hosts of a cluster scrape alike)."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    collector = MultiProcessCollector(None)
+    registry.register(collector if host is None else _HostLabel(collector, host))
     return generate_latest(registry)
+
+
+class _HostLabel:
+    """A collector adding `host="<id>"` to every sample of another."""
+
+    def __init__(self, inner: Any, host: str) -> None:
+        self._inner, self._host = inner, host
+
+    def collect(self) -> Iterator[Any]:
+        for family in self._inner.collect():
+            family.samples = [
+                s._replace(labels={"host": self._host, **s.labels}) for s in family.samples
+            ]
+            yield family
 
 
 def mark_dead(pid: int) -> None:

@@ -47,6 +47,7 @@ from bots.telegram.api import (
 from bots.telegram.token import BotToken
 from bots.telegram.update import Incoming
 from config.logthrottle import THROTTLE
+from ipc.fencing import LeaseChanged
 from ipc.offsets import BotProgress, Snapshot
 
 log = structlog.get_logger(__name__)
@@ -105,6 +106,16 @@ class ProgressStore(Protocol):
 
     async def flush(self, timeout: float) -> bool: ...
 
+    def lease_of(self, bot_id: int) -> int | None:
+        """The epoch of this host's lease on the bot's shard (ipc/fencing.py); None: none."""
+        ...
+
+    def fenced(self, bot_id: int, lease: int | None = None) -> bool:
+        """True while this host may no longer hold the bot's shard under `lease`."""
+        ...
+
+    async def wait_renewal(self) -> None: ...
+
 
 class ChatSink(Protocol):
     """Where the chats a bot hears from are noted (the worker's chat recorder)."""
@@ -123,6 +134,15 @@ class MemoryProgress:
 
     async def load_many(self, bot_ids: list[int]) -> dict[int, BotProgress]:
         return {b: self.saved[b] for b in bot_ids if b in self.saved}
+
+    def lease_of(self, bot_id: int) -> int | None:
+        return None
+
+    def fenced(self, bot_id: int, lease: int | None = None) -> bool:
+        return False
+
+    async def wait_renewal(self) -> None:
+        return None
 
     def mark(self, bot_id: int, snapshot: Snapshot) -> None:
         progress = snapshot()
@@ -182,6 +202,9 @@ class BotActor:
         #: read in bulk by the fleet for the first run; later runs read their own
         self._initial = initial
         self.api = api
+        api.fence = self._fence
+        #: the lease epoch of the bot's shard this run started under (fencing token)
+        self._lease: int | None = None
         self.handler = handler
         self.poll = poll
         self.state = ActorState.STARTING
@@ -271,6 +294,7 @@ class BotActor:
         the real check — a dead token answers 401 there as it would to getMe, and a bot
         with pending updates gets them at once. 5,000 requests fewer than a getMe or a
         zero-wait first poll per bot, none through the shared pool."""
+        self._lease = self.progress.lease_of(self.spec.bot_id)
         initial, self._initial = self._initial, UNKNOWN
         if initial is UNKNOWN:
             initial = await self.progress.load(self.spec.bot_id)
@@ -298,6 +322,8 @@ class BotActor:
     async def poll_once(self, params: dict[str, Any]) -> list[Any] | object | None:
         """One getUpdates: its updates, `STOPPED` on a requested stop, None after a
         failure it has waited out (Telegram's trouble: no restart, no getMe)."""
+        if not await self._wait_unfenced():
+            return STOPPED
         try:
             updates = await self._interruptibly(
                 self.api.poll(params, timeout=self.poll.poll_timeout_s + 10)
@@ -311,6 +337,9 @@ class BotActor:
             return None
         if updates is STOPPED:
             return STOPPED
+        if self.progress.fenced(self.spec.bot_id, self._lease):
+            # the lease lapsed while we waited: leave the batch to the shard's new holder
+            return STOPPED if not await self._wait_unfenced() else None
         if self.trouble:
             self._log.debug("poll.recovered", after=self.trouble)
             self.trouble, self._poll_backoff = "", None
@@ -320,6 +349,19 @@ class BotActor:
 
     async def interruptibly(self, aw: Awaitable[Any]) -> Any:
         return await self._interruptibly(aw)
+
+    async def _wait_unfenced(self) -> bool:
+        """Runs in the actor's task: no poll while this host may have lost the bot's shard
+        (a second poller would meet 409s). False when a stop came meanwhile."""
+        bot_id, progress = self.spec.bot_id, self.progress
+        while progress.fenced(bot_id, self._lease):
+            held = progress.lease_of(bot_id)
+            if held is not None and held >= 0 and held != self._lease:
+                raise LeaseChanged(f"bot {bot_id}: lease {self._lease} -> {held}")
+            self._log.debug("actor.fenced")
+            if await self._interruptibly(progress.wait_renewal()) is _STOPPED:
+                return False
+        return True
 
     async def _running(self) -> None:
         dispatcher = self._dispatcher
@@ -355,6 +397,8 @@ class BotActor:
             offset = dispatcher.watermark()
             if offset is not None:
                 params["offset"] = offset
+            if not await self._wait_unfenced():
+                break
             try:
                 updates = await self._interruptibly(self.api.poll(params, timeout=poll_timeout))
             except Conflict as exc:
@@ -372,6 +416,8 @@ class BotActor:
                 continue
             if updates is _STOPPED:
                 break  # the cancelled poll confirmed nothing
+            if self.progress.fenced(self.spec.bot_id, self._lease):
+                continue  # lapsed while polling: handle nothing, the new holder will
             if self.trouble:
                 self._log.debug("poll.recovered", after=self.trouble)
                 self.trouble, self._poll_backoff = "", None
@@ -451,10 +497,13 @@ class BotActor:
         dispatcher = self._dispatcher
         if dispatcher is None:
             return
-        finished = await dispatcher.drain(self.poll.grace_s)
-        if not finished:
+        # handlers held by the fence would only wait out the grace: their updates stay
+        # unconfirmed for the shard's holder
+        fenced = self.progress.fenced(self.spec.bot_id, self._lease)
+        finished = await dispatcher.drain(0.0 if fenced else self.poll.grace_s)
+        if not finished and not fenced:
             THROTTLE.warning(self._log, "actor.drain_timeout", grace_s=self.poll.grace_s)
-        if self.state is not ActorState.DISABLED:
+        if self.state is not ActorState.DISABLED and self._lease_current():
             self.progress.mark(self.spec.bot_id, dispatcher.record)
             if not await self.progress.flush(self.poll.save_timeout_s):
                 THROTTLE.warning(self._log, "actor.progress_not_saved")
@@ -463,8 +512,19 @@ class BotActor:
 
     def _progressed(self) -> None:
         """An update finished: its id joins the record the next flush writes."""
-        if self._dispatcher is not None:
+        if self._dispatcher is not None and self._lease_current():
             self.progress.mark(self.spec.bot_id, self._dispatcher.record)
+
+    def _lease_current(self) -> bool:
+        """This run's record may be written: its shard is still held under its lease (a
+        stale run's record would overwrite the newer holder's, under the new epoch)."""
+        return self.progress.lease_of(self.spec.bot_id) == self._lease
+
+    async def _fence(self) -> None:
+        """Runs in a chat's task: returns at once while this host surely holds the bot's
+        shard, else waits for a renewal (or the cancel of a stop)."""
+        while self.progress.fenced(self.spec.bot_id, self._lease):
+            await self.progress.wait_renewal()  # a stale lease never comes back: cancelled
 
     async def _handle(self, update: Incoming) -> None:
         """Runs in the chat's task. Never raises.
@@ -473,6 +533,9 @@ class BotActor:
         handler as a whole is run again only while it has sent nothing, so a transient
         failure after a reply never answers the update twice.
         """
+        # queued before a pause that outlived the lease: answered by the new holder unless
+        # the lease is renewed (a cancel at stop leaves it unconfirmed)
+        await self._fence()
         if self.chats is not None:
             self.chats.observe(self.spec.bot_id, update.raw)
         ctx = BotContext(self.spec.bot_id, self.username, self.api, self.spec.settings)

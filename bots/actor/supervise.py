@@ -17,6 +17,7 @@ from bots.actor.actor import ActorState, BotActor
 from bots.actor.policy import Backoff, BackoffConfig
 from bots.telegram.api import Conflict, TokenRejected
 from config.logthrottle import THROTTLE
+from ipc.fencing import LeaseChanged
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +72,15 @@ async def supervise(handle: BotHandle, backoff: BackoffConfig, on_disabled: OnDi
             except Exception:  # noqa: BLE001 - recording is best effort; the actor stays disabled
                 blog.exception("actor.disable_record_failed")
             return  # stays DISABLED: a revoked token never comes back
+        except LeaseChanged as exc:
+            # the shard changed hands while this run waited: a new run, from the stored
+            # record, under the new lease (not a failure: no backoff, no warning)
+            blog.debug("actor.lease_changed", reason=str(exc))
+            if actor.stop_requested:
+                break
+            actor.set_state(ActorState.BACKOFF, "lease changed")
+            actor.set_state(ActorState.STARTING, "restart")
+            continue
         except Exception as exc:  # noqa: BLE001 - the supervision boundary: no actor failure escapes
             if time.monotonic() - started > STABLE_AFTER_S:
                 policy.reset()

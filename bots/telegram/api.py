@@ -11,7 +11,7 @@ import asyncio
 import functools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Final
@@ -141,6 +141,7 @@ class BotApi:
         "_timeout",
         "_url",
         "bot_id",
+        "fence",
         "stats",
     )
 
@@ -171,6 +172,9 @@ class BotApi:
         self._send_deadline_s = send_deadline_s
         self.bot_id = token.bot_id
         self.stats = ApiStats()
+        #: set by the actor: returns at once unless this host may have lost the bot's
+        #: shard (ipc/fencing.py), then waits for a renewal; a stop cancels the wait
+        self.fence: Callable[[], Awaitable[None]] | None = None
 
     @property
     def limiter(self) -> BotLimiter:
@@ -257,6 +261,8 @@ class BotApi:
         while True:
             granted = await self._limiter.acquire(chat_id, hold=True)
             try:
+                if self.fence is not None:
+                    await self.fence()  # a handler begun before a long pause sends nothing
                 result = await self.call(method, params)
             except RetryAfter as exc:
                 self.stats.telegram_429 += 1

@@ -62,29 +62,43 @@ async def status(settings: Settings, as_json: bool) -> int:
         except (aioredis.RedisError, OSError) as exc:
             err(f"cannot reach Redis at the configured redis.url ({type(exc).__name__})")
             return ExitCode.FAILURE
-    master = next((a for a in answers if a.get("role") == "master"), None)
-    workers = sorted((a for a in answers if a.get("role") == "worker"), key=lambda a: a["index"])
+    masters = sorted(
+        (a for a in answers if a.get("role") == "master"), key=lambda a: str(a.get("host"))
+    )
+    workers = sorted(
+        (a for a in answers if a.get("role") == "worker"),
+        key=lambda a: (str(a.get("host")), a["index"]),
+    )
+    # several hosts answer on a shared Redis: this host's master first
+    master = next((m for m in masters if m.get("host") == live.host.id), None) or next(
+        iter(masters), None
+    )
     if master is None:
         err("no daemon answered (is `botvisor run` running with this configuration?)")
         return ExitCode.FAILURE
     if as_json:
-        print(orjson.dumps({"master": master, "workers": workers}).decode())
+        print(orjson.dumps({"master": master, "masters": masters, "workers": workers}).decode())
         return 0
-    print(
-        f"ready: {master['ready']} ({master['reason']}); workers {len(workers)}/"
-        f"{master['workers']} answered; worker restarts {master['worker_restarts']}"
-    )
+    for m in masters:
+        mine = [w for w in workers if w.get("host", m.get("host")) == m.get("host")]
+        shards = m.get("shards")
+        print(
+            f"host {m.get('host', '?')}: ready: {m['ready']} ({m['reason']}); "
+            f"shards {len(shards) if shards is not None else 'all'}; workers {len(mine)}/"
+            f"{m['workers']} answered; worker restarts {m['worker_restarts']}"
+        )
     upgrade = master.get("upgrade") or {}
     if upgrade.get("id"):  # the running or last rolling upgrade (absent from older masters)
         print(f"upgrade {upgrade['id']}: {upgrade['summary']}")
     print(
-        f"{'WORKER':>6} {'PID':>8} {'STATE':<9} {'RUNNING':>9} {'BACKOFF':>7} {'DISABLED':>8} "
+        f"{'HOST':<16} {'WORKER':>6} {'PID':>8} {'STATE':<9} {'RUNNING':>9} {'BACKOFF':>7} "
+        f"{'DISABLED':>8} "
         f"{'LAG ms':>7} {'UPD/s':>7} {'REPL/s':>7} {'WAITS/s':>7} {'429/s':>6} {'P99 ms':>7}"
     )
     for w in workers:
         bots, rates = w.get("bots", {}), w.get("rates", {})
         print(
-            f"{w['index']:>6} {w['pid']:>8} {w['state']:<9} "
+            f"{str(w.get('host', '')):<16} {w['index']:>6} {w['pid']:>8} {w['state']:<9} "
             f"{bots.get('running', 0):>4}/{w.get('desired', 0):<4} {bots.get('backoff', 0):>7} "
             f"{bots.get('disabled', 0):>8} {w.get('loop_lag_s', 0) * 1000:>7.1f} "
             f"{rates.get('received_per_s', 0):>7} {rates.get('sent_per_s', 0):>7} "

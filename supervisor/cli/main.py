@@ -280,6 +280,22 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     rot.add_argument("--batch", type=int, default=500, help="rows per UPDATE (default 500)")
 
+    shards = sub.add_parser(
+        "shards",
+        help="the cluster's shards: which host holds which (leases)",
+        description="Shards are held by leases in PostgreSQL, about 1/N of them per host.",
+    )
+    ssub = shards.add_subparsers(dest="shards_command", required=True, metavar="ACTION")
+    show = ssub.add_parser("show", help="every host and the shards it holds")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    mig = ssub.add_parser(
+        "migrate",
+        help="change the cluster's shard count (every host stopped)",
+        description="The shard count is fixed per cluster; this changes the stored count. "
+        "Refused while any host holds a lease or renews its presence.",
+    )
+    mig.add_argument("--to", type=int, required=True, metavar="N", help="new shard count")
+
     chats = sub.add_parser("chats", help="conversations of openai bots")
     csub = chats.add_subparsers(dest="chats_command", required=True, metavar="ACTION")
     rel = csub.add_parser(
@@ -408,6 +424,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             command = owners_command if args.command == "owners" else keys_command
             return _run(command, settings, args)
+        case "shards":
+            from supervisor.cli.shards import shards_command
+
+            return _run(shards_command, settings, args)
         case "chats":
             from supervisor.cli.chats import chats_command
 

@@ -15,6 +15,7 @@ from supervisor.http.broadcasts_api import BROADCAST_OPERATIONS
 from supervisor.http.common import AdminContext, json_errors
 from supervisor.http.upgrade_api import UPGRADE_KEY, UPGRADE_OPERATIONS
 from supervisor.master.arbiter import Master
+from supervisor.registry import leases
 from supervisor.registry.bots import Registry
 
 MASTER_KEY: web.AppKey[Master] = web.AppKey("master", Master)
@@ -44,7 +45,8 @@ async def metrics_view(request: web.Request) -> web.Response:
 
     from supervisor.metrics import render
 
-    body = await asyncio.to_thread(render)  # reads every worker's mmap files
+    # reads every worker's mmap files
+    body = await asyncio.to_thread(render, request.app[MASTER_KEY].host)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -53,9 +55,13 @@ async def status(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY_KEY]
     counts: dict[str, int] | None = None
     registry_error = None
+    hosts: list[dict[str, Any]] | None = None
     if registry is not None:
         try:
             counts = await registry.counts_by_state()
+            s = master.settings
+            cluster = await leases.hosts(registry.pool, s.leases.ttl_s, s.database.timeout_s)
+            hosts = [leases.as_dict(h) for h in cluster]
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             registry_error = type(exc).__name__
     now = time.monotonic()
@@ -82,12 +88,15 @@ async def status(request: web.Request) -> web.Response:
     ready, reason = master.readiness()
     return _json(
         {
+            "host": master.host,
+            "shards": sorted(master.owned) if master.owned is not None else None,
             "ready": ready,
             "reason": reason,
             "uptime_s": round(now - master.started, 1),
             "worker_restarts": master.worker_restarts,
             "workers": workers,
             "bots_by_state": counts,
+            "hosts": hosts,
             "registry_error": registry_error,
         }
     )

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -106,13 +106,19 @@ def _spare_slot(index: int, epoch: int, warm: list[int]) -> WorkerSlot:
 
 class Master:
     def __init__(
-        self, settings: Settings, reload_settings: Callable[[], Settings] | None = None
+        self,
+        settings: Settings,
+        reload_settings: Callable[[], Settings] | None = None,
+        owned: frozenset[int] | None = None,
     ) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
         self.events: asyncio.Queue[Event] = asyncio.Queue()
-        count, total = settings.workers.count, settings.workers.shards
-        self.slots = [WorkerSlot(i, shards=shards_of_worker(i, count, total)) for i in range(count)]
+        #: the shards this host holds leases on (supervisor/master/leases.py); None: all
+        self.owned = owned
+        self._leases: pipe.Leases | None = None
+        count = settings.workers.count
+        self.slots = [WorkerSlot(i, shards=self._shards_for(i, count)) for i in range(count)]
         #: TTIN/TTOU style: reload changes this only; manage_workers converges to it
         self.desired_workers = count
         self.rebalance: Rebalance | None = None
@@ -122,7 +128,7 @@ class Master:
             settings.workers.restart_max, settings.workers.restart_within_s
         )
         self.notifier = Notifier()
-        self.host = socket.gethostname()
+        self.host = settings.host.id
         self.draining = False
         self.ready_notified = False
         self.worker_restarts = 0
@@ -190,6 +196,8 @@ class Master:
                     reply_to,
                     {
                         "role": "master",
+                        "host": self.host,
+                        "shards": sorted(self.owned) if self.owned is not None else None,
                         "pid": os.getpid(),
                         "workers": len(self.slots),
                         "worker_restarts": self.worker_restarts,
@@ -254,6 +262,7 @@ class Master:
                 settings=self.settings.to_json_dict(),
                 shards=tuple(slot.shards),
                 epoch=slot.epoch,
+                leases=self._leases,
                 warm=tuple(slot.warm),
             ),
         )
@@ -357,7 +366,6 @@ class Master:
             return
         if rb.phase == "shrink":
             self._epoch += 1
-            total = self.settings.workers.shards
             for slot in self.slots[rb.target :]:
                 self.retiring.append(slot)
                 if slot.pid is not None:
@@ -365,7 +373,7 @@ class Master:
             self.slots = self.slots[: rb.target]
             for i in range(rb.target):
                 slot = self.slots[i]
-                slot.shards, slot.epoch = shards_of_worker(i, rb.target, total), self._epoch
+                slot.shards, slot.epoch = self._shards_for(i, rb.target), self._epoch
                 self._send(slot, pipe.Assign(shards=tuple(slot.shards), epoch=self._epoch))
             self.rebalance = Rebalance(rb.target, self._epoch, "grow", rb.started)
             return
@@ -375,13 +383,10 @@ class Master:
         self.rebalance = None
 
     def _start_rebalance(self, target: int) -> None:
-        total = self.settings.workers.shards
         self._epoch += 1
         self._log.info("master.rebalancing", workers_from=len(self.slots), workers_to=target)
         for slot in self.slots:
-            keep = (
-                set(shards_of_worker(slot.index, target, total)) if slot.index < target else set()
-            )
+            keep = set(self._shards_for(slot.index, target)) if slot.index < target else set()
             slot.shards = [s for s in slot.shards if s in keep]
             slot.epoch = self._epoch
             self._send(slot, pipe.Assign(shards=tuple(slot.shards), epoch=self._epoch))
@@ -389,6 +394,56 @@ class Master:
         for i in range(len(self.slots), target):
             self.slots.append(WorkerSlot(i, shards=[], epoch=self._epoch))
         self.rebalance = Rebalance(target, self._epoch, "shrink", time.monotonic())
+
+    # -- shard leases (supervisor/master/leases.py drives these) ---------------------------------
+
+    def _shards_for(self, index: int, workers: int) -> list[int]:
+        """Worker `index`'s shards: its part of the map, only those this host holds."""
+        mine = shards_of_worker(index, workers, self.settings.workers.shards)
+        return mine if self.owned is None else [s for s in mine if s in self.owned]
+
+    def set_owned(self, shards: frozenset[int]) -> int:
+        """This host now holds `shards`: each worker gets its part (stopping the bots of
+        shards it loses, saving their watermarks). Returns the assignment epoch the
+        heartbeats report once applied. Runs in the master; never blocks."""
+        self.owned = shards
+        self._epoch += 1
+        for slot in self.slots:
+            new = self._shards_for(slot.index, len(self.slots))
+            if self.rebalance is not None:
+                new = [s for s in slot.shards if s in shards]  # the grow phase adds the rest
+            slot.shards, slot.epoch = new, self._epoch
+            self._send(slot, pipe.Assign(shards=tuple(new), epoch=self._epoch))
+        if self.rebalance is not None:
+            self.rebalance = Rebalance(
+                self.rebalance.target, self._epoch, self.rebalance.phase, self.rebalance.started
+            )
+        return self._epoch
+
+    def applied(self, epoch: int) -> bool:
+        """Every live worker runs assignment `epoch` (or later): stopped bots saved."""
+        return all(
+            s.proc is None or (s.heartbeat is not None and s.heartbeat.epoch >= epoch)
+            for s in [*self.slots, *self.retiring]
+        )
+
+    def send_leases(self, epochs: Mapping[int, int], valid_until: float) -> None:
+        """Every worker learns the fencing epochs and until when it may act."""
+        deadline = None if math.isinf(valid_until) else valid_until
+        self._leases = pipe.Leases(epochs=dict(epochs), valid_until=deadline)
+        for slot in self.slots:
+            self._send(slot, self._leases)
+
+    def lease_health(self) -> dict[str, object]:
+        """What this host tells the cluster with each renewal (`botvisor status`)."""
+        ready, reason = self.readiness()
+        beats = [s.heartbeat for s in self.slots if s.heartbeat is not None]
+        bots = {
+            "running": sum(hb.running for hb in beats),
+            "desired": sum(hb.desired for hb in beats),
+            "workers": len(self.slots),
+        }
+        return {"ready": ready, "reason": reason, "bots": bots}
 
     def assign_nowait(self, slot: WorkerSlot, shards: list[int]) -> None:
         """Give `slot` a new shard set under a new epoch (rolling upgrade). Runs in the
@@ -497,6 +552,15 @@ class Master:
             )
             workers = new.workers.model_copy(update={"shards": self.settings.workers.shards})
             new = new.model_copy(update={"workers": workers})
+        if new.host.id != self.settings.host.id:
+            # the leases, the master lock and the heartbeats are held under the old id
+            self._log.error(
+                "master.reload_host_id_ignored",
+                running=self.settings.host.id,
+                requested=new.host.id,
+                reason="host.id applies at start",
+            )
+            new = new.model_copy(update={"host": self.settings.host})
         self.desired_workers = new.workers.count
         self.settings = new
         for slot in [*self.slots, *self.upgrade.spares()]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +20,16 @@ from bots.telegram.sessions import open_bot_api_session
 from bots.telegram.webhook_ingress import RESULTS, WebhookIngress
 from config import Settings, load_settings
 from context import open_context_store
+from ipc.messages import Drain
 from ipc.redis_client import redis_client
 from supervisor.embedded.base import state_dir_mode
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import OperatorError
 from supervisor.master.arbiter import HaltMaster, Master
 from supervisor.master.housekeeping import open_housekeeping
+from supervisor.master.leases import LeaseKeeper
 from supervisor.registry.bots import Registry
+from supervisor.registry.leases import ShardCountMismatch
 from supervisor.registry.master_lock import AlreadyRunning, hold_master_lock
 from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import open_registry, open_services
@@ -46,11 +49,38 @@ def already_running(exc: AlreadyRunning) -> OperatorError:
         else f"host {exc.host}, starting"
     )
     return OperatorError(
-        f"another botvisor master already runs on this registry: {who}",
-        "stop it first (`systemctl stop botvisor` or kill that pid); "
-        "one master per host and database",
+        f"another botvisor master already runs with host.id {exc.host!r}: {who}",
+        "stop it first (`systemctl stop botvisor` or kill that pid); one master per host "
+        "id and database (other machines need host ids of their own)",
         ExitCode.ALREADY_RUNNING,
+        "host.id",
     )
+
+
+def shard_count_mismatch(exc: ShardCountMismatch) -> OperatorError:
+    return OperatorError(
+        f"workers.shards is {exc.configured} but this cluster was created with {exc.stored} shards",
+        f"set workers.shards = {exc.stored} (every host of a cluster uses the same count), "
+        f"or stop every host and run `botvisor shards migrate --to {exc.configured}`",
+        ExitCode.CONFIG,
+        "workers.shards",
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_leases(live: Settings, redis: Any) -> AsyncIterator[LeaseKeeper]:
+    """This host's lease keeper, its first round done (a lone host holds every shard);
+    releases every lease at exit, after the workers stopped."""
+    keeper = LeaseKeeper(live, redis, f"{live.http.host}:{live.http.port}")
+    try:
+        await keeper.open()
+    except ShardCountMismatch as exc:
+        raise shard_count_mismatch(exc) from None
+    try:
+        await keeper.start()
+        yield keeper
+    finally:
+        await keeper.close()
 
 
 @contextlib.asynccontextmanager
@@ -60,7 +90,7 @@ async def master_lock(live: Settings) -> AsyncIterator[None]:
     try:
         async with hold_master_lock(
             live.database.url.get_secret_value(),
-            socket.gethostname(),
+            live.host.id,
             http,
             live.database.timeout_s,
         ):
@@ -172,6 +202,7 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
         ) as redis,
         open_context_store(live, redis=redis) as context,  # the admin API's handoff release
         open_housekeeping(live, registry, redis) as chores,  # audit writer, usage sync, pruning
+        open_leases(live, redis) as keeper,
     ):
         from supervisor.http.common import AdminContext
 
@@ -191,7 +222,8 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
             admin.settings = chores.settings = new
             return new
 
-        master = Master(live, reload_settings)
+        master = Master(live, reload_settings, owned=keeper.owned)
+        keeper.attach(master)
         from supervisor.http.app import make_app
         from supervisor.http.server import make_runner
 
@@ -211,6 +243,9 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
             raise
         pidfile(live).write_text(f"{os.getpid()}\n")
         log.info("master.http", host=live.http.host, port=port, workers=live.workers.count)
+        # renewals go on through the drain: the shards stay ours until the bots stopped
+        renewing = asyncio.create_task(keeper.run(), name="master:leases")
+        renewing.add_done_callback(functools.partial(_leases_ended, master))
         try:
             return await master.run()
         except HaltMaster as halt:
@@ -218,10 +253,20 @@ async def _serve(settings: Settings, config_path: Path | None) -> int:
             await master.drain()
             return halt.exit_status
         finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
             if ingress is not None:
                 await ingress.close()
             await runner.cleanup()
             remove_own_pidfile(live)
+
+
+def _leases_ended(master: Master, task: asyncio.Task[None]) -> None:
+    """The lease keeper never ends on its own: if it died, drain (its shards will lapse)."""
+    if task.cancelled():
+        return
+    log.error("leases.keeper_died", error=repr(task.exception()))
+    master.events.put_nowait(Drain())
 
 
 def remove_own_pidfile(settings: Settings) -> None:

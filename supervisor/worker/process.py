@@ -13,10 +13,10 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import resource
 import signal
-import socket
 import sys
 import time
 from dataclasses import replace
@@ -36,6 +36,7 @@ from config import ConfigError, Settings
 from context import ContextStore, open_context_store
 from ipc import keys, pipe
 from ipc.control import listen
+from ipc.fencing import Fencing
 from ipc.heartbeat import PER_BOT_MAX, Heartbeat, HeartbeatSender, reply_status
 from ipc.inbox import Inbox
 from ipc.messages import BadMessage, Message, Reconcile, StatusRequest
@@ -129,7 +130,9 @@ class Worker:
         #: the shard assignment (from the master) this worker's bots now match
         self.epoch = -1
         self._assigned_epoch = epoch
-        self.host = socket.gethostname()
+        self.host = settings.host.id
+        #: this host's shard leases, from the master (pipe `Leases`)
+        self.fencing = Fencing(settings.workers.shards)
         self.state = "booting"
         self.exit_status: int = ExitCode.OK
         self.desired = 0
@@ -171,7 +174,9 @@ class Worker:
                 open_usage_meter(redis, pool, lambda: self.settings) as usage,  # quotas
             ):
                 self.registry = Registry(pool, open_tokenbox(s), s.database.timeout_s)
-                self.progress = RedisProgress(redis, s.redis.prefix, s.redis.timeout_s)
+                self.progress = RedisProgress(
+                    redis, s.redis.prefix, s.redis.timeout_s, self.fencing
+                )
                 feed = ChangeFeed(pool, s.database.timeout_s)
                 self.reconciler = Reconciler(
                     self, feed, self.registry.decrypt, self.registry.open_secret
@@ -457,7 +462,9 @@ class Worker:
             case Reconcile(bots=bots):
                 self.reconciler.hint(bots)
             case StatusRequest(reply_to=reply_to):
-                await reply_status(self.redis, reply_to, {"role": "worker", **self._status()})
+                await reply_status(
+                    self.redis, reply_to, {"role": "worker", "host": self.host, **self._status()}
+                )
 
     def _status(self) -> dict[str, Any]:
         hb = self._last_heartbeat
@@ -480,8 +487,15 @@ class Worker:
                         self._reload(Settings.model_validate(settings))
                     case pipe.Assign(shards=shards, epoch=epoch):
                         self._assign(list(shards), epoch)
+                    case pipe.Leases() as leases:
+                        self.use_leases(leases)
             except (BadMessage, ValidationError) as exc:
                 self._log.warning("worker.bad_master_message", error=type(exc).__name__)
+
+    def use_leases(self, leases: pipe.Leases) -> None:
+        """This host's renewed leases: fencing epochs and until when the bots may act."""
+        deadline = math.inf if leases.valid_until is None else leases.valid_until
+        self.fencing.update(leases.epochs, deadline)
 
     def _assign(self, shards: list[int], epoch: int) -> None:
         """New shards from the master (rebalance): reconcile to them at once."""
@@ -523,6 +537,19 @@ async def _close_pools(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
             await redis.aclose()
 
 
+def read_first_line(fd: int) -> bytes:
+    """The master's first pipe line, read without a buffer: the master may already have
+    written the next (a lease renewal, a new assignment), and a buffered read would take
+    part of it away from the loop's reader."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        line += chunk
+    return bytes(line)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="botvisor-worker", description=__doc__)
     parser.add_argument("--index", type=int, required=True)
@@ -532,13 +559,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from config.logging import configure_logging
 
-    line = sys.stdin.buffer.readline()
+    line = read_first_line(sys.stdin.fileno())
     try:
         first = pipe.decode(line)
         if not isinstance(first, pipe.Configure) or first.shards is None or first.epoch is None:
             raise BadMessage("the first pipe message must carry settings, shards and epoch")
         settings = Settings.model_validate(first.settings)
-        shards, epoch, warm = list(first.shards), first.epoch, list(first.warm)
+        shards, epoch, leases = list(first.shards), first.epoch, first.leases
+        warm = list(first.warm)
     except (BadMessage, ValidationError) as exc:
         print(f"worker: bad settings from master: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
@@ -552,6 +580,8 @@ def main(argv: list[str] | None = None) -> None:
         import uvloop
 
         worker = Worker(settings, args.index, shards, epoch, args.heartbeat_fd, warm)
+        if leases is not None:
+            worker.use_leases(leases)
         uvloop.run(worker.run())
     except ConfigError as exc:
         log.error("worker.config_error", error=str(exc))

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 DECRYPT_BATCH = 64
 #: rows compared between two yields to the event loop
 YIELD_EVERY = 1000
+#: a reassignment waits this long at most for the stopped bots' records to reach Redis
 
 
 class Decrypt(Protocol):
