@@ -1,7 +1,8 @@
 """`botvisor broadcast BOT --text … [--follow]` and `botvisor broadcast BOT --cancel ID`.
 
 Runs in a CLI process against the registry (the admin's view), through the same
-BroadcastService as the HTTP API; the daemon's worker that runs the bot sends it.
+BroadcastService as the HTTP API; the daemon's worker that runs the bot sends it. Starts
+and cancels are recorded in the audit log (source `cli`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from config import Settings
 from supervisor.exitcodes import ExitCode
+from supervisor.registry.audit import open_audit
 from supervisor.registry.bot_service import BotServiceError
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
 from supervisor.registry.broadcasts import BroadcastRecord, BroadcastState
@@ -122,8 +124,12 @@ async def broadcast_command(settings: Settings, args: argparse.Namespace) -> int
     if isinstance(message, str):
         _err(message)
         return ExitCode.FAILURE
-    async with open_services(settings, redis=False) as live, open_registry(live) as registry:
-        svc = BroadcastService(registry, live)
+    async with (
+        open_services(settings, redis=False) as live,
+        open_registry(live) as registry,
+        open_audit(registry.pool, live.database.timeout_s) as audit,  # rows written by exit
+    ):
+        svc = BroadcastService(registry, live, audit=audit, source="cli")
         try:
             return await _run(svc, args, message)
         except BotServiceError as exc:

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from supervisor.http.admin_api import _body, _bot_id, _endpoint, _int64, _model
-from supervisor.http.common import ADMIN_KEY
+from supervisor.http.common import ADMIN_KEY, source_of
 from supervisor.http.openapi import Operation, Reply
 from supervisor.registry.bot_service import BotService
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
@@ -79,7 +79,7 @@ class DryRun(_Model):
 
 def _service(request: web.Request) -> BroadcastService:
     ctx = request.app[ADMIN_KEY]
-    return BroadcastService(ctx.registry, ctx.settings)
+    return BroadcastService(ctx.registry, ctx.settings, audit=ctx.audit, source=source_of(request))
 
 
 def _broadcast_id(request: web.Request) -> int:

@@ -1,4 +1,4 @@
-"""Broadcasts as the admin API, `botvisor broadcast` and (later) the dashboard start,
+"""Broadcasts as the admin API, `botvisor broadcast` and the dashboard start,
 follow and cancel them: one path, one owner check.
 
 Runs in the master (API handlers) or a CLI process. Starting one only writes a row:
@@ -6,21 +6,28 @@ the worker that runs the bot picks it up within `broadcasts.scan_interval_s` and
 it (supervisor/worker/broadcaster.py). Another owner's bot, or a broadcast of another
 bot, is a 404 exactly like one that does not exist.
 
-For the dashboard: `BroadcastService(registry, settings).start(caller, bot_id, message)`,
-`.progress(caller, bot_id, broadcast_id)`, `.cancel(caller, bot_id, broadcast_id)`,
-`.recent(caller, bot_id)`; each returns a `BroadcastRecord` (`.remaining`, `.eta_s`).
+For the dashboard: `BroadcastService(registry, settings, audit=, source=)`
+`.start(caller, bot_id, message)`, `.progress(caller, bot_id, broadcast_id)`,
+`.cancel(caller, bot_id, broadcast_id)`, `.recent(caller, bot_id)`; each returns a
+`BroadcastRecord` (`.remaining`, `.eta_s`). Starts and cancels (and their refusals) are
+recorded in the audit log here, once for every surface: `broadcast.start` and
+`broadcast.cancel`, target `bot:<id>/broadcast:<id>`, owner = the bot's owner; the row
+holds counts and the parse mode, never the text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import structlog
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from config import Settings
+from supervisor.registry.audit import AuditLog
 from supervisor.registry.bot_service import BotServiceError, ErrorKind
-from supervisor.registry.bots import Registry
+from supervisor.registry.bots import BotRecord, Registry
 from supervisor.registry.broadcasts import BroadcastRecord, BroadcastStore
 from supervisor.registry.chats import audience
 from supervisor.registry.owners import Caller
@@ -97,17 +104,30 @@ def _not_found(what: str) -> BotServiceError:
 class BroadcastService:
     """One caller's broadcasts. Cheap: build one per request."""
 
-    def __init__(self, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        *,
+        audit: AuditLog | None = None,
+        source: str = "unknown",
+    ) -> None:
+        """`audit`: where starts and cancels are recorded (None: not recorded); `source`:
+        where the calls come from ("http:<ip>", "dashboard:<ip>", "cli")."""
         self._registry = registry
         self._timeout = settings.database.timeout_s
         self._store = BroadcastStore(registry.pool, self._timeout)
+        self._audit = audit
+        self._source = source
 
-    async def _check_bot(self, caller: Caller, bot_id: int) -> None:
-        if await self._registry.get(bot_id, owner_id=caller.scope) is None:
+    async def _check_bot(self, caller: Caller, bot_id: int) -> BotRecord:
+        record = await self._registry.get(bot_id, owner_id=caller.scope)
+        if record is None:
             # the same words as for any unknown bot: another owner's bot ids don't leak
             raise BotServiceError(
                 ErrorKind.NOT_FOUND, "not_found", f"bot {bot_id} is not registered"
             )
+        return record
 
     async def audience(self, caller: Caller, bot_id: int) -> int:
         """How many chats a broadcast would go to now (a dry run)."""
@@ -115,11 +135,18 @@ class BroadcastService:
         return await audience(self._registry.pool, bot_id, self._timeout)
 
     async def start(self, caller: Caller, bot_id: int, message: NewBroadcast) -> BroadcastRecord:
-        await self._check_bot(caller, bot_id)
-        record = await self._store.create(
-            bot_id, message.text, message.parse_mode, message.reply_markup()
-        )
+        with self._refusals(caller, "broadcast.start", f"bot:{bot_id}"):
+            bot = await self._check_bot(caller, bot_id)
+            record = await self._store.create(
+                bot_id, message.text, message.parse_mode, message.reply_markup()
+            )
         log.info("broadcast.created", bot_id=bot_id, broadcast_id=record.id, total=record.total)
+        detail = {
+            "total": record.total,
+            "parse_mode": message.parse_mode,
+            "buttons": sum(len(row) for row in message.buttons),
+        }
+        self._record(caller, "broadcast.start", record, bot.owner_id, detail)
         return record
 
     async def progress(self, caller: Caller, bot_id: int, broadcast_id: int) -> BroadcastRecord:
@@ -135,9 +162,44 @@ class BroadcastService:
 
     async def cancel(self, caller: Caller, bot_id: int, broadcast_id: int) -> BroadcastRecord:
         """Stop it (its sender stops within about a second); a finished one stays as it is."""
-        await self._check_bot(caller, bot_id)
-        record = await self._store.cancel(bot_id, broadcast_id)
-        if record is None:
-            raise _not_found(f"broadcast {broadcast_id} of bot {bot_id}")
+        with self._refusals(caller, "broadcast.cancel", f"bot:{bot_id}/broadcast:{broadcast_id}"):
+            bot = await self._check_bot(caller, bot_id)
+            record = await self._store.cancel(bot_id, broadcast_id)
+            if record is None:
+                raise _not_found(f"broadcast {broadcast_id} of bot {bot_id}")
         log.info("broadcast.cancel", bot_id=bot_id, broadcast_id=broadcast_id, state=record.state)
+        detail = {"state": str(record.state), "sent": record.sent, "remaining": record.remaining}
+        self._record(caller, "broadcast.cancel", record, bot.owner_id, detail)
         return record
+
+    # -- the audit log ----------------------------------------------------------------------
+
+    def _record(
+        self,
+        caller: Caller,
+        action: str,
+        record: BroadcastRecord,
+        owner_id: int | None,
+        detail: dict[str, Any],
+    ) -> None:
+        if self._audit is None:
+            return
+        self._audit.record(
+            caller,
+            action,
+            f"bot:{record.bot_id}/broadcast:{record.id}",
+            source=self._source,
+            detail={k: v for k, v in detail.items() if v is not None},
+            # the bot's owner, so an owner sees the admin's broadcasts of its bots too
+            owner_id=owner_id if owner_id is not None else caller.owner_id,
+        )
+
+    @contextmanager
+    def _refusals(self, caller: Caller, action: str, target: str) -> Iterator[None]:
+        """A refused start or cancel is recorded too (best effort, as BotService does)."""
+        try:
+            yield
+        except BotServiceError as exc:
+            if self._audit is not None:
+                self._audit.record(caller, action, target, source=self._source, outcome=exc.code)
+            raise

@@ -24,6 +24,7 @@ from ipc.redis_client import redis_client
 from supervisor.http.app import make_app
 from supervisor.http.common import AdminContext
 from supervisor.master.arbiter import Master
+from supervisor.registry.audit import AuditLog, open_audit
 from supervisor.registry.bots import Registry
 from supervisor.registry.owners import create_owner
 from supervisor.services import open_registry
@@ -93,6 +94,7 @@ class Rig:
     alice: str
     bob: str
     alice_id: int
+    audit: AuditLog
 
     def browser(self) -> Browser:
         return Browser(self.client)
@@ -134,9 +136,12 @@ async def rig_factory(
             store = await stack.enter_async_context(open_context_store(settings, redis=redis))
             alice_owner, alice = await create_owner(registry, "alice")
             _, bob = await create_owner(registry, "bob")
-            admin = AdminContext(registry, settings, session, store, redis)
+            audit = await stack.enter_async_context(open_audit(registry.pool))
+            admin = AdminContext(registry, settings, session, store, redis, audit=audit)
             app = make_app(Master(settings), registry, admin)
             client = await stack.enter_async_context(TestClient(TestServer(app)))
-            return Rig(client, settings, emulator, registry, store, alice, bob, alice_owner.id)
+            return Rig(
+                client, settings, emulator, registry, store, alice, bob, alice_owner.id, audit
+            )
 
         yield make

@@ -251,3 +251,39 @@ async def test_an_audit_write_fault_delays_rows_but_never_fails_the_action(rig: 
     assert broken.pending == 1
     assert not await broken.flush(1.0)
     assert broken.pending == 1  # kept for the next try
+
+
+async def test_broadcast_starts_and_cancels_are_audited_from_the_api_and_the_cli(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supervisor.cli.broadcast import broadcast_command
+    from supervisor.cli.main import _parser
+
+    alice, bob = rig.keys["alice"], rig.keys["bob"]
+    status, bot = await rig.call("POST", "/v1/bots", alice, {"token": _token(rig)})
+    assert status == 201
+    path = f"/v1/bots/{bot['id']}/broadcasts"
+    status, started = await rig.call("POST", path, ADMIN_KEY, {"text": "secret sale"})
+    assert status == 201
+    one = f"bot:{bot['id']}/broadcast:{started['id']}"
+    assert (await rig.call("DELETE", f"{path}/{started['id']}", bob))[0] == 404
+    assert (await rig.call("DELETE", f"{path}/{started['id']}", alice))[0] == 200
+    args = _parser([]).parse_args(["broadcast", str(bot["id"]), "--text", "secret", "--json"])
+    assert await broadcast_command(rig.settings, args) == 0
+    cli_id = orjson.loads(capsys.readouterr().out)["id"]
+    args = _parser([]).parse_args(["broadcast", str(bot["id"]), "--cancel", str(cli_id)])
+    assert await broadcast_command(rig.settings, args) == 0
+
+    rows = await rig.rows(alice, "&action=broadcast.")  # the admin's on alice's bot too
+    two = f"bot:{bot['id']}/broadcast:{cli_id}"
+    assert [(r["actor"], r["action"], r["target"], r["source"]) for r in reversed(rows)] == [
+        ("admin", "broadcast.start", one, "http:127.0.0.1"),
+        (f"owner:{rig.ids['alice']}", "broadcast.cancel", one, "http:127.0.0.1"),
+        ("admin", "broadcast.start", two, "cli"),
+        ("admin", "broadcast.cancel", two, "cli"),
+    ]
+    assert rows[-1]["detail"] == {"total": 0, "buttons": 0}
+    assert "secret" not in str(rows)
+    (refused,) = await rig.rows(bob, "&action=broadcast.")
+    assert (refused["outcome"], refused["target"]) == ("not_found", one)
+    await rig.registry.remove(bot["id"])

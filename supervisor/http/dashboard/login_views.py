@@ -2,7 +2,9 @@
 
 Runs in the master's event loop. A login trades a key for a session (sessions.py); the
 login form has no session yet, so its CSRF token is a double-submit cookie (csrf.py).
-Failed logins count in the admin API's per-address lockout.
+Failed logins count in the admin API's per-address lockout. Logins (wrong keys too) and
+logouts are recorded in the audit log (`dashboard.login`, `dashboard.logout`, source
+`dashboard:<ip>`); a wrong key's actor is `unknown`, never what was typed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from aiohttp import web
 from supervisor.http.dashboard import csrf
 from supervisor.http.dashboard.pages import PAGES_KEY, PREFIX, Pages, read_form
 from supervisor.http.dashboard.sessions import COOKIE, LOGIN_COOKIE, Session
-from supervisor.registry.owners import authenticate
+from supervisor.registry.owners import Caller, authenticate
 
 log = structlog.get_logger(__name__)
 
@@ -83,11 +85,14 @@ async def login(request: web.Request) -> web.StreamResponse:
             f"Too many failed logins from this address; try again in {math.ceil(wait)} s.",
         )
         response.headers["Retry-After"] = str(math.ceil(wait))
+        # not an audit row: refused before any key is checked, and a row per request
+        # would let whoever hammers a locked address fill the table
         return response
     caller = await authenticate(ctx.registry, ctx.settings, form.get("key", "").strip())
     if caller is None:
         failures, locked_s = ctx.lockout.failed(source)
         log.warning("dashboard.login_failed", source=source, failures=failures, locked_s=locked_s)
+        pages.record(request, "unknown", "dashboard.login", outcome="bad_key")
         return _login_page(request, pages, 401, "That is not an owner's API key nor the admin key.")
     label = "admin"
     if caller.owner_id is not None:
@@ -95,6 +100,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     pages.sessions.sweep()
     session_id, _ = pages.sessions.create(caller, label)
     log.info("dashboard.login", owner_id=caller.owner_id, admin=caller.admin, source=source)
+    pages.record(request, caller, "dashboard.login", _actor_target(caller))
     response = web.HTTPSeeOther(_next(request))
     response.set_cookie(
         COOKIE,
@@ -112,9 +118,14 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request, session: Session) -> web.StreamResponse:
     pages = _pages(request)
     pages.sessions.end(request.cookies.get(COOKIE))
+    pages.record(request, session.caller, "dashboard.logout", _actor_target(session.caller))
     response = web.HTTPSeeOther(PREFIX + "/login")
     response.del_cookie(COOKIE, path=PREFIX)
     raise response
+
+
+def _actor_target(caller: Caller) -> str:
+    return "admin" if caller.admin else f"owner:{caller.owner_id}"
 
 
 async def home(request: web.Request) -> web.StreamResponse:

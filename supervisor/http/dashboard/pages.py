@@ -24,7 +24,8 @@ from aiohttp import web
 from supervisor.http.common import AdminContext
 from supervisor.http.dashboard import csrf
 from supervisor.http.dashboard.sessions import COOKIE, Session, SessionStore
-from supervisor.registry.bot_service import BotServiceError, ErrorKind
+from supervisor.registry.audit import Caller
+from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,7 @@ _STATUS: Final = {
     ErrorKind.INVALID: 422,
     ErrorKind.FORBIDDEN: 403,
     ErrorKind.UPSTREAM: 502,
+    ErrorKind.QUOTA: 403,
 }
 
 View = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
@@ -108,6 +110,34 @@ class Pages:
         self, request: web.Request, status: int, message: str, session: Session | None = None
     ) -> web.Response:
         return self.render(request, "error.html", session, status, code=status, message=message)
+
+    # -- the audit log ------------------------------------------------------------------
+
+    def service(self, request: web.Request) -> BotService:
+        """The bot service for one request: its changes are audited as from the dashboard."""
+        return self.ctx.service(source_of(request))
+
+    def record(
+        self,
+        request: web.Request,
+        caller: Caller | str,
+        action: str,
+        target: str = "",
+        *,
+        outcome: str = "ok",
+        owner_id: int | None = None,
+    ) -> None:
+        """One audit row for an action the dashboard does itself (login, logout, release);
+        never blocks (supervisor/registry/audit.py)."""
+        if self.ctx.audit is not None:
+            self.ctx.audit.record(
+                caller,
+                action,
+                target,
+                source=source_of(request),
+                outcome=outcome,
+                owner_id=owner_id,
+            )
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -188,6 +218,12 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     static = request.path.startswith(PREFIX + "/static/") and response.status == 200
     response.headers["Cache-Control"] = "public, max-age=300" if static else "no-store"
     return response
+
+
+def source_of(request: web.Request) -> str:
+    """Where a dashboard request comes from, as audit rows name it: `dashboard:<ip>`, so
+    a row tells a click in the dashboard from a call to the API (`http:<ip>`)."""
+    return f"dashboard:{request.remote or 'unknown'}"
 
 
 PAGES_KEY: Final = web.AppKey("dashboard_pages", Pages)

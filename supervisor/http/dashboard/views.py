@@ -15,9 +15,10 @@ from aiohttp import web
 
 from bots.handlers.registry import HANDLERS
 from context import release_chat
-from supervisor.http.dashboard import forms
+from supervisor.http.dashboard import broadcast_views, forms
 from supervisor.http.dashboard.live import LiveFigures
 from supervisor.http.dashboard.pages import PAGES_KEY, PREFIX, Pages, path_int, read_form
+from supervisor.http.dashboard.quota_usage import quota_usage
 from supervisor.http.dashboard.sessions import Session
 from supervisor.registry.bot_service import BotService, BotServiceError
 from supervisor.registry.bots import BotRecord, BotState
@@ -32,7 +33,7 @@ def _pages(request: web.Request) -> Pages:
 
 
 def _service(request: web.Request) -> BotService:
-    return _pages(request).ctx.service()
+    return _pages(request).service(request)
 
 
 def _see(path: str) -> web.HTTPSeeOther:
@@ -91,6 +92,7 @@ async def bots_page(request: web.Request, session: Session) -> web.StreamRespons
         pages_total=pages_total,
         prev_link=link(page - 1) if page > 1 else None,
         next_link=link(page + 1) if page < pages_total else None,
+        usage=await quota_usage(pages.ctx, session.caller),
     )
 
 
@@ -129,6 +131,7 @@ async def bot_page(request: web.Request, session: Session, **extra: Any) -> web.
         values=values,
         handoffs=handoffs,
         handoff_error=handoff_error,
+        broadcasts=await broadcast_views.newest(request, session, bot_id),
         errors=extra.pop("errors", {}),
         status=extra.pop("status", 200),
         notice=request.query.get("done"),
@@ -221,6 +224,13 @@ async def chat_release(request: web.Request, session: Session) -> web.StreamResp
             request, 503, "Conversation contexts are not available here.", session
         )
     released = await release_chat(store, bot_id, chat_id)
+    _pages(request).record(
+        request,
+        session.caller,
+        "chat.release",
+        f"bot:{bot_id}/chat:{chat_id}",
+        outcome="ok" if released else "not_handed_off",
+    )
     raise _see(f"{PREFIX}/bots/{bot_id}?done={'released' if released else 'not-handed-off'}")
 
 

@@ -124,6 +124,32 @@
     });
   }
 
+  // a broadcast's progress: polled until it is done or cancelled, then the cancel form goes
+  function liveBroadcast(section) {
+    var url = section.getAttribute("data-live-broadcast"), timer = null;
+    var bar = section.querySelector("progress[data-progress]");
+    var cancel = section.querySelector("form[data-while-active]");
+    function tick() {
+      if (document.hidden) return;
+      getJSON(url, function (b) {
+        setFields(section, b);
+        var state = section.querySelector("[data-field=state]");
+        if (state) state.className = "state state-" + b.state;
+        if (bar) {
+          bar.max = b.total || 1;
+          bar.value = b.total ? b.total - b.remaining : 1;
+        }
+        if (!b.active) {
+          if (cancel) cancel.hidden = true;
+          if (timer !== null) clearInterval(timer);
+          timer = null;
+        }
+      });
+    }
+    tick();
+    timer = setInterval(tick, PERIOD_MS);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var poll = parseInt(document.body.getAttribute("data-poll-ms"), 10);
     if (poll >= 200) PERIOD_MS = poll;
@@ -133,5 +159,7 @@
     if (bot) liveBot(bot);
     var fleet = document.querySelector("[data-live-fleet]");
     if (fleet) liveFleet(fleet);
+    var broadcast = document.querySelector("[data-live-broadcast]");
+    if (broadcast) liveBroadcast(broadcast);
   });
 })();
