@@ -21,6 +21,15 @@ import redis.exceptions
 from config import ENV_PREFIX, Settings
 from supervisor.exitcodes import ExitCode
 
+#: what a background chore meets when PostgreSQL or Redis is away: logged and retried
+STORE_FAULTS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    redis.exceptions.RedisError,
+    OSError,
+    TimeoutError,
+)
+
 
 class OperatorError(Exception):
     """Something the operator can fix; `key` is the setting involved, if any."""

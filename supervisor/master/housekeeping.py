@@ -15,12 +15,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
-import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
 from config import Settings
 from ipc.usage import UsageCounters, utc_day
+from supervisor.failures import STORE_FAULTS
 from supervisor.registry.audit import AuditLog, open_audit
 from supervisor.registry.bots import Registry
 from supervisor.registry.quotas import QuotaStore, sync_usage
@@ -29,13 +29,7 @@ from supervisor.worker.ticker import ticker
 log = structlog.get_logger(__name__)
 
 PRUNE_EVERY_S: Final = 3600.0
-_FAULTS: Final = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    aioredis.RedisError,
-    OSError,
-    TimeoutError,
-)
+_FAULTS: Final = STORE_FAULTS
 
 
 class Housekeeping:

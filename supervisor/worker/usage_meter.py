@@ -29,6 +29,7 @@ import structlog
 
 from config import Settings
 from ipc.usage import Usage, UsageCounters, UsageKind, utc_day
+from supervisor.failures import STORE_FAULTS
 from supervisor.registry.quotas import Quota, QuotaStore, defaults, quota_name
 from supervisor.worker.ticker import ticker
 
@@ -41,13 +42,7 @@ FLUSH_S: Final = 1.0
 #: bot or owner is not looked up again for RETRY_S: an outage delays an update once, briefly
 LOOKUP_S: Final = 1.0
 RETRY_S: Final = 10.0
-_FAULTS: Final = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    aioredis.RedisError,
-    OSError,
-    TimeoutError,
-)
+_FAULTS: Final = STORE_FAULTS
 
 Key = tuple[int, str]  # (owner id, UTC day)
 
