@@ -97,24 +97,28 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
         open_audit(registry.pool, live.database.timeout_s) as audit,
     ):
         report = await registry.rotate_keys(args.batch)
+        incomplete = bool(report.changed or report.undecryptable or report.secrets_undecryptable)
         audit.record(
             ADMIN,
             "keys.rotate",
             f"key:{report.key_id}",
             source="cli",
-            outcome="ok" if not (report.changed or report.undecryptable) else "incomplete",
+            outcome="incomplete" if incomplete else "ok",
             detail={
                 "generated": bool(args.generate),
                 "reencrypted": report.reencrypted,
                 "already_current": report.already_current,
                 "changed": report.changed,
                 "undecryptable": len(report.undecryptable),
+                "secrets_reencrypted": report.secrets_reencrypted,
+                "secrets_undecryptable": len(report.secrets_undecryptable),
             },
         )
     _out(
         f"key {report.key_id}: re-encrypted {report.reencrypted} bot token(s), "
         f"{report.already_current} already under it, {report.changed} changed meanwhile, "
-        f"{len(report.undecryptable)} undecryptable"
+        f"{len(report.undecryptable)} undecryptable; "
+        f"{report.secrets_reencrypted} webhook secret(s) re-encrypted"
     )
     if report.changed:
         _err("some rows changed during the rotation: run `botvisor keys rotate` again")
@@ -125,4 +129,11 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
             f"{' …' if len(report.undecryptable) > 20 else ''}; "
             "add their key to security.previous_keys, or re-register them"
         )
-    return ExitCode.FAILURE if report.changed or report.undecryptable else 0
+    if report.secrets_undecryptable:
+        shown = ", ".join(str(i) for i in report.secrets_undecryptable[:20])
+        _err(
+            f"bots whose webhook secret no key of the keyring decrypts: {shown}"
+            f"{' …' if len(report.secrets_undecryptable) > 20 else ''}; "
+            "set their mode to webhook again (`botvisor bots update ID --mode webhook`) for a new one"
+        )
+    return ExitCode.FAILURE if incomplete else 0

@@ -19,7 +19,7 @@ import pytest
 from bots.telegram.token import BotToken
 from config import Settings, load_settings
 from emulators.telegram.server import RunningEmulator, open_emulator
-from supervisor.registry.bots import Registry
+from supervisor.registry.bots import BotMode, Registry
 from supervisor.registry.keyrotation import KeyRotation, _reencrypt
 from supervisor.registry.owners import authenticate
 from supervisor.registry.tokenbox import TokenBox, TokenDecryptError, key_id_of, open_tokenbox
@@ -66,7 +66,9 @@ async def _rows(settings: Settings) -> list[asyncpg.Record]:
     assert settings.database.url is not None
     conn = await asyncpg.connect(settings.database.url.get_secret_value(), timeout=10)
     try:
-        return await conn.fetch("SELECT id, key_id FROM bots ORDER BY id", timeout=10)
+        return await conn.fetch(
+            "SELECT id, key_id, webhook_key_id FROM bots ORDER BY id", timeout=10
+        )
     finally:
         await conn.close(timeout=10)
 
@@ -114,6 +116,10 @@ async def test_keys_rotate_generate_moves_every_row_and_an_open_registry_still_d
     async with open_registry(settings) as worker_view:  # opened before the rotation
         old_id = worker_view._box.key_id
         assert await worker_view.add_many([(t, "") for t in tokens]) == 23
+        hooked = [t.bot_id for t in tokens[3:5]]
+        for bot_id in hooked:
+            await worker_view.update(bot_id, mode=BotMode.WEBHOOK)
+        secrets = await worker_view.webhook_secrets(hooked)
         env = daemon_env(settings, "http://127.0.0.1:9", free_port())
 
         code, out, err = await cli(env, "keys", "rotate", "--generate", "--batch", "5")
@@ -122,7 +128,12 @@ async def test_keys_rotate_generate_moves_every_row_and_an_open_registry_still_d
         new_id = key_id_of(_raw(keyring[0]))
         assert len(keyring) == 2 and key_id_of(_raw(keyring[1])) == old_id
         assert f"key {new_id}: re-encrypted 23 bot token(s), 0 already under it" in out
-        assert {r["key_id"] for r in await _rows(settings)} == {new_id}
+        assert "2 webhook secret(s) re-encrypted" in out
+        rows = await _rows(settings)
+        assert {r["key_id"] for r in rows} == {new_id}
+        assert {r["webhook_key_id"] for r in rows if r["id"] in hooked} == {new_id}
+        # the ingress's lookup still opens them, to the same values
+        assert await worker_view.webhook_secrets(hooked) == secrets and len(secrets) == 2
 
         desired = await worker_view.desired(range(64), 64)
         assert worker_view.undecryptable == []
@@ -143,22 +154,35 @@ async def test_configured_keys_rotate_and_both_keyrings_read_the_rows_meanwhile(
     during = fresh_settings(security={"encryption_key": new, "previous_keys": [old]})
     only_new = fresh_settings(security={"encryption_key": new})
     tokens = _tokens(10)
+    ids = [t.bot_id for t in tokens]
     async with open_registry(before) as registry:
         await registry.add_many([(t, "") for t in tokens[:6]])
+        for i in (0, 1):  # token and secret under the old key
+            await registry.update(ids[i], mode=BotMode.WEBHOOK)
         registry.use_tokenbox(open_tokenbox(during))  # what a reload does
         await registry.add_many([(t, "") for t in tokens[6:]])  # under the new key
+        await registry.update(ids[7], mode=BotMode.WEBHOOK)  # both under the new key
+        registry.use_tokenbox(open_tokenbox(before))
+        await registry.update(ids[6], mode=BotMode.WEBHOOK)  # new-key token, old-key secret
+        registry.use_tokenbox(open_tokenbox(during))
         assert len(await registry.desired(range(64), 64)) == 10
+        secrets = await registry.webhook_secrets(ids)
+        assert sorted(secrets) == [ids[0], ids[1], ids[6], ids[7]]
 
         env = daemon_env(during, "http://127.0.0.1:9", free_port())
         env["BOTVISOR_SECURITY__PREVIOUS_KEYS"] = old  # comma-separated form
         code, out, err = await cli(env, "keys", "rotate", "--batch", "4")
         assert code == 0, err
         assert f"key {key_id_of(_raw(new))}: re-encrypted 6 bot token(s), 4 already" in out
+        assert "3 webhook secret(s) re-encrypted" in out  # 0, 1 and 6
         registry.use_tokenbox(open_tokenbox(only_new))
         assert len(await registry.desired(range(64), 64)) == 10
+        # with the old key gone, every webhook bot's secret still verifies, unchanged
+        assert await registry.webhook_secrets(ids) == secrets
         registry.use_tokenbox(open_tokenbox(before))
         assert await registry.desired(range(64), 64) == {}
         assert sorted(registry.undecryptable) == [t.bot_id for t in tokens]
+        assert await registry.webhook_secrets(ids) == {}
 
     code, _, err = await cli(env, "keys", "rotate", "--generate")
     assert code != 0 and "security.encryption_key is set" in err
@@ -172,16 +196,24 @@ async def test_a_row_changed_between_read_and_write_is_left_alone(
     tokens = _tokens(3)
     async with open_registry(settings) as registry:
         await registry.add_many([(t, "") for t in tokens])
+        await registry.update(tokens[2].bot_id, mode=BotMode.WEBHOOK)
         pool = registry._pool
-        rows = await pool.fetch("SELECT id, key_id, token_encrypted FROM bots ORDER BY id")
+        rows = await pool.fetch(
+            "SELECT id, key_id, token_encrypted, webhook_key_id, webhook_secret FROM bots"
+            " ORDER BY id"
+        )
         await registry.remove(tokens[1].bot_id)  # someone re-registers it meanwhile
         await registry.add(tokens[1])
+        await registry.update(tokens[2].bot_id, mode=BotMode.WEBHOOK)  # a new secret meanwhile
+        fresh = await registry.webhook_secrets([tokens[2].bot_id])
         box = TokenBox(_raw(new), [_raw(old)])
         report = KeyRotation(box.key_id)
         await _reencrypt(pool, box, 10.0, rows, report)
-    assert (report.reencrypted, report.changed) == (2, 1)
+        assert await registry.webhook_secrets([tokens[2].bot_id]) == fresh  # not overwritten
+    assert (report.reencrypted, report.secrets_reencrypted, report.changed) == (1, 0, 2)
     ids = {r["id"]: r["key_id"] for r in await _rows(settings)}
-    assert ids[tokens[1].bot_id] == key_id_of(_raw(old))
+    assert ids[tokens[1].bot_id] == ids[tokens[2].bot_id] == key_id_of(_raw(old))
+    assert ids[tokens[0].bot_id] == key_id_of(_raw(new))
 
 
 def test_a_token_under_a_key_not_in_the_keyring_says_which_key_to_add() -> None:
