@@ -183,6 +183,47 @@ class Inbox:
             out.extend(self._decoded(shard, entries))
         return out
 
+    async def read_own_pending(self, shards: list[int]) -> list[Entry]:
+        """Every entry of `shards` delivered to this consumer and not acknowledged, oldest
+        first (XREADGROUP from id 0). After a failed read or claim: Redis may have handed
+        us entries whose reply never arrived (a cut connection, a client-side timeout);
+        they would otherwise wait `claim_idle_s` and then be answered after newer updates
+        of their chat. What we already hold comes back too: the dispatcher dedupes it."""
+        await self._ensure_groups(shards)
+        by_key = {keys.inbox_key(self._prefix, s): s for s in shards}
+        after: dict[Any, Any] = dict.fromkeys(by_key, "0")
+        out: list[Entry] = []
+        regrouped = False
+        while after:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    reply = await self._redis.xreadgroup(
+                        self._group, self.consumer, after, count=READ_COUNT
+                    )
+            except aioredis.ResponseError as exc:
+                self.round_trips += 1
+                if "NOGROUP" not in str(exc) or regrouped:
+                    raise
+                # a stream was lost (FLUSHALL, a restart without persistence): nothing of
+                # it is pending; the others still may be, so create it again and go on
+                regrouped = True
+                self._groups.clear()
+                await self._ensure_groups(shards)
+                continue
+            self.round_trips += 1
+            more: dict[Any, Any] = {}
+            for key, entries in _streams(reply):
+                name = key.decode() if isinstance(key, bytes) else key
+                shard = by_key[name]
+                for entry_id, fields in entries:
+                    if fields is None:  # deleted, never acknowledged: only the ack is left
+                        self.ack(shard, entry_id)
+                out.extend(self._decoded(shard, entries))
+                if len(entries) >= READ_COUNT:
+                    more[name] = entries[-1][0]
+            after = more
+        return out
+
     async def claim(self, shards: list[int]) -> list[Entry]:
         """Every entry of `shards` pending longer than `claim_idle_s` (XAUTOCLAIM), now
         this consumer's: a dead reader's, or one whose bot was not running here."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -139,6 +139,21 @@ def via_proxy(database_url: str, port: int) -> str:
     return url._replace(netloc=f"{url.username}@127.0.0.1:{port}", query=query).geturl()
 
 
+def redis_address(redis_url: str) -> tuple[str, int] | str:
+    """Where a Redis URL connects: (host, port), or the Unix socket's path."""
+    url = urlsplit(redis_url)
+    if url.scheme == "unix":
+        return unquote(url.path)
+    return (url.hostname or "127.0.0.1", url.port or 6379)
+
+
+def redis_via_proxy(redis_url: str, port: int) -> str:
+    """The same Redis database through 127.0.0.1:port."""
+    url = urlsplit(redis_url)
+    db = dict(parse_qsl(url.query)).get("db") if url.scheme == "unix" else url.path.strip("/")
+    return f"redis://127.0.0.1:{port}/{db or 0}"
+
+
 class TcpProxy:
     """Forwards 127.0.0.1:port to a target, (host, port) or a Unix socket path; `stop()`
     cuts every connection, `start()` on the same port lets new ones through again."""
@@ -149,6 +164,10 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(

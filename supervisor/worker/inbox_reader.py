@@ -1,6 +1,7 @@
 """The worker's inbox reader: one task over the streams of every shard it owns.
 
-Reads new entries (XREADGROUP) and, every half `bots.inbox_claim_idle_s`, takes over
+Reads new entries (XREADGROUP; after a failed read, first this consumer's own pending
+entries, whose reply may have been lost) and, every half `bots.inbox_claim_idle_s`, takes over
 entries pending that long (XAUTOCLAIM: a SIGKILLed predecessor's, or ones whose bot was
 not running here yet). Each entry goes to its bot's dispatcher (`ChatDispatcher.offer`):
 per-chat order is kept, the progress record skips what was answered already, and the
@@ -55,6 +56,8 @@ class InboxReader:
         self._next_claim = 0.0
         self._next_cleanup = 0.0
         self._parked: list[Entry] = []  # read while their bot was starting here
+        #: a read or claim failed: entries Redis handed us may never have arrived
+        self._reread_own = False
         self.failing = 0
         self.offered = self.skipped = self.absent = 0
 
@@ -66,6 +69,12 @@ class InboxReader:
                     await self._claim_pass(shards)
                 if self._budget is not None and self._budget.full():
                     await self._budget.wait_room()
+                if self._reread_own and shards:
+                    # our whole pending list, in stream order, before anything newer: it
+                    # holds the parked entries too, so they are not offered twice
+                    self._parked = []
+                    self._deliver(await self.inbox.read_own_pending(shards))
+                    self._reread_own = False
                 if self._parked:
                     parked, self._parked = self._parked, []
                     self._deliver(parked)
@@ -82,6 +91,7 @@ class InboxReader:
                 if self.failing == 0:
                     log.warning("inbox.read_failed", error=type(exc).__name__)
                 self.failing += 1
+                self._reread_own = True
                 self.inbox.reading = False
                 await asyncio.sleep(min(0.25 * 2 ** min(self.failing, 4), 2.0))
                 continue

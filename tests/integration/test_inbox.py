@@ -230,6 +230,48 @@ async def test_a_dead_readers_entries_are_handled_by_its_successor_once(
         await second.stop()
 
 
+async def test_entries_of_a_read_whose_reply_was_lost_come_first_and_once(
+    emu: RunningEmulator, session: aiohttp.ClientSession, client: aioredis.Redis, key_prefix: str
+) -> None:
+    """A connection cut while XREADGROUP's reply is on its way: Redis counts the entries
+    as delivered (pending for this consumer), the reader never saw them. It reads its own
+    pending list before anything newer, so they are answered now (not after a 30 s claim),
+    before the chat's later updates, once."""
+    (bot,) = emu.state.create_bots(1)
+    worker = Worker(client, key_prefix, "w1", 30.0)
+    real_read = worker.inbox.read
+    lost: list[int] = []
+    cut = asyncio.Event()
+
+    async def read_losing_one_reply(shards: list[int], block_ms: int) -> list[Any]:
+        entries = await real_read(shards, block_ms)
+        if entries and not lost:
+            lost.extend(e.update["update_id"] for e in entries)
+            cut.set()
+            raise ConnectionError("connection reset while reading the reply")
+        return entries
+
+    worker.inbox.read = read_losing_one_reply  # type: ignore[method-assign]
+    worker.start()
+    gate = Gate()
+    await worker.add(emu, session, bot.token, gate, MemoryProgress())
+    try:
+        first = emu.state.inject([{"bot_id": bot.id, "chat_id": 1, "text": "m0"}])
+        async with asyncio.timeout(5):
+            await cut.wait()
+        later = emu.state.inject(
+            [{"bot_id": bot.id, "chat_id": 1, "text": f"m{i}"} for i in range(1, 4)]
+        )
+        async with asyncio.timeout(10):
+            await emu.state.wait_until(lambda: emu.state.replied == 4)
+            await _wait_empty(client, key_prefix, bot.id, worker)
+        assert lost == first
+        assert [u for _, u in gate.calls] == first + later
+        assert emu.state.out_of_order == 0 and emu.state.duplicates == 0
+    finally:
+        await worker.stop()
+
+
 @pytest.fixture
 async def redis_proc() -> AsyncIterator[RedisProcess]:
     with tempfile.TemporaryDirectory(prefix="bv-inbox-") as tmp:
