@@ -324,11 +324,15 @@ class Sut:
         return [p.pid for p in self.procs]
 
     def cpu_seconds(self) -> float:
-        total = 0.0
+        return sum(self.cpu_by_process())
+
+    def cpu_by_process(self) -> list[float]:
+        """CPU seconds (user + system) of each process, in `pids` order."""
+        out = []
         for p in self.procs:
             t = p.cpu_times()
-            total += t.user + t.system
-        return total
+            out.append(t.user + t.system)
+        return out
 
     def memory(self) -> tuple[int, int | None]:
         """(RSS, USS) summed over the processes, bytes; USS None where not readable."""
@@ -381,10 +385,17 @@ async def idle_memory(sut: Sut, settle_s: float, samples: int = 3) -> dict[str, 
     }
 
 
-async def profile_pids(children: Children, pids: list[int], out: Path, seconds: float) -> None:
+async def profile_pids(
+    children: Children,
+    pids: list[int],
+    out: Path,
+    seconds: float,
+    names: Sequence[str] | None = None,
+) -> None:
     """py-spy record (non-blocking sampling, raw collapsed stacks) + one dump per pid.
 
-    Output: DIR/worker<i>.collapsed.txt (see bench/pyspy_top.py) and worker<i>.dump.txt.
+    Output: DIR/<name>.collapsed.txt (see bench/pyspy_top.py) and <name>.dump.txt; the
+    names default to worker<i>.
     """
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
@@ -392,13 +403,14 @@ async def profile_pids(children: Children, pids: list[int], out: Path, seconds: 
         return
     os.makedirs(out, exist_ok=True)
     procs = []
-    for i, pid in enumerate(pids):
-        with open_log(out / f"worker{i}.dump.txt") as fh:
+    labels = list(names) if names is not None else [f"worker{i}" for i in range(len(pids))]
+    for name, pid in zip(labels, pids, strict=True):
+        with open_log(out / f"{name}.dump.txt") as fh:
             dump = await children.start(
                 py_spy, "dump", "--nonblocking", "-p", str(pid), stdout=fh, stderr=fh
             )
         await children.stop(dump, grace_s=30)
-        with open_log(out / f"worker{i}.record.log") as fh:
+        with open_log(out / f"{name}.record.log") as fh:
             procs.append(
                 await children.start(
                     py_spy,
@@ -411,7 +423,7 @@ async def profile_pids(children: Children, pids: list[int], out: Path, seconds: 
                     "-f",
                     "raw",
                     "-o",
-                    str(out / f"worker{i}.collapsed.txt"),
+                    str(out / f"{name}.collapsed.txt"),
                     "-p",
                     str(pid),
                     stdout=fh,
@@ -474,6 +486,29 @@ async def wait_all_polling(
     return time.perf_counter() - start
 
 
+async def wait_all_webhooks(
+    ctl: EmulatorControl, n: int, within_s: float, interval: float = 0.05
+) -> float:
+    """Seconds until `n` bots have a webhook set at the emulator (webhook mode's "polling")."""
+    start = time.perf_counter()
+    async with asyncio.timeout(within_s):
+        while (await ctl.totals())["webhooks_set"] < n:  # noqa: ASYNC110 - another process
+            await asyncio.sleep(interval)
+    return time.perf_counter() - start
+
+
+async def redis_cpu_seconds(url: str) -> float:
+    """CPU seconds (user + sys) the Redis server has used since it started (INFO cpu)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        info = await client.info("cpu")
+    finally:
+        await client.aclose()
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 async def settle(ctl: EmulatorControl, within_s: float = 30.0) -> dict[str, Any]:
     """Wait (bounded) until every injected message has its reply; the final totals."""
     deadline = time.monotonic() + within_s
@@ -495,8 +530,10 @@ async def closed_loop(
     seconds: float,
     tick_s: float = 0.02,
     during: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    extra_cpu: Callable[[], Awaitable[float]] | None = None,
 ) -> dict[str, Any]:
-    """Keep `inflight` messages outstanding; measure replies/s and CPU over `seconds`."""
+    """Keep `inflight` messages outstanding; measure replies/s and CPU over `seconds`
+    (`extra_cpu`: another process's CPU seconds so far, e.g. Redis's, charged separately)."""
     await ctl.reset_stats()
     stop = asyncio.Event()
     injected_by_us = 0
@@ -516,18 +553,22 @@ async def closed_loop(
     try:
         await asyncio.sleep(warmup_s)
         s0 = await ctl.stats(per_bot=False)
+        p0 = sut.cpu_by_process()
         c0, e0, d0, w0 = (
-            sut.cpu_seconds(),
+            sum(p0),
             cpu_of(emu_pid),
             cpu_of(os.getpid()),
             time.perf_counter(),
         )
         m0 = machine_busy()
+        x0 = await extra_cpu() if extra_cpu is not None else 0.0
         side = asyncio.create_task(during()) if during is not None else None
         await asyncio.sleep(seconds)
+        x1 = await extra_cpu() if extra_cpu is not None else 0.0
         s1 = await ctl.stats(per_bot=False)
+        p1 = sut.cpu_by_process()
         c1, e1, d1, w1 = (
-            sut.cpu_seconds(),
+            sum(p1),
             cpu_of(emu_pid),
             cpu_of(os.getpid()),
             time.perf_counter(),
@@ -553,10 +594,17 @@ async def closed_loop(
         "replies_per_s": round(rate, 1),
         "cpu_s": round(cpu, 2),
         "cpu_s_per_1k": round(1000 * cpu / replied, 3) if replied else None,
+        "extra_cpu_s_per_1k": (
+            round(1000 * (x1 - x0) / replied, 3) if replied and extra_cpu is not None else None
+        ),
         # getUpdates calls the emulator answered per reply sent (1 is the floor at
         # one update per poll; re-deliveries of unconfirmed updates push it up)
         "get_updates_per_reply": round(polls / replied, 2) if replied else None,
         "sut_cpu_pct": round(100 * cpu / (w1 - w0), 1),
+        # each process of the SUT (`Sut.pids` order: the daemon's master first)
+        "sut_cpu_pct_by_process": [
+            round(100 * (b - a) / (w1 - w0), 1) for a, b in zip(p0, p1, strict=True)
+        ],
         "emulator_cpu_pct": round(100 * (e1 - e0) / (w1 - w0), 1),
         "driver_cpu_pct": round(100 * (d1 - d0) / (w1 - w0), 1),
         # everything on the box (this is a shared machine): 100% = all cores busy
@@ -620,6 +668,8 @@ class Phases:
     seconds: float = 10.0
     latency_s: float = 10.0
     latency_fraction: float = 0.5
+    #: a fixed rate for the latency phase instead (msg/s)
+    latency_rate: float | None = None
     settle_s: float = 3.0
 
     def startup_timeout(self, n: int) -> float:
@@ -633,8 +683,10 @@ async def measure_traffic(
     emu_pid: int,
     ph: Phases,
     during: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    extra_cpu: Callable[[], Awaitable[float]] | None = None,
 ) -> dict[str, Any]:
-    """The throughput phase, then the latency phase at `latency_fraction` of its rate."""
+    """The throughput phase, then the latency phase at `latency_fraction` of its rate
+    (or at `ph.latency_rate`, when set: runs compared at one rate)."""
     traffic = Traffic(bot_ids, ph.pairs)
     say(
         f"  throughput: {ph.inflight} in flight, {ph.seconds:g} s "
@@ -649,6 +701,7 @@ async def measure_traffic(
         warmup_s=ph.warmup_s,
         seconds=ph.seconds,
         during=during,
+        extra_cpu=extra_cpu,
     )
     say(
         f"    {thr['replies_per_s']:.0f} replies/s, {thr['cpu_s_per_1k']} CPU s/1k, "
@@ -656,7 +709,7 @@ async def measure_traffic(
         f"SUT {thr['sut_cpu_pct']}% emulator {thr['emulator_cpu_pct']}% CPU, "
         f"lost {thr['lost']}, 429s {thr['telegram_429']}"
     )
-    rate = max(1.0, thr["replies_per_s"] * ph.latency_fraction)
+    rate = ph.latency_rate or max(1.0, thr["replies_per_s"] * ph.latency_fraction)
     say(f"  latency: {rate:.0f} msg/s for {ph.latency_s:g} s")
     lat = await open_loop(ctl, traffic, rate=rate, seconds=ph.latency_s)
     say(

@@ -66,17 +66,20 @@ from benchlib import (  # noqa: E402
     parse_sizes,
     profile_pids,
     read_gc_probe,
+    redis_cpu_seconds,
     run_main,
     say,
     scratch_database,
     start_emulator,
     stop_emulator,
     wait_all_polling,
+    wait_all_webhooks,
 )
 
 from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
 from emulators.telegram.control import EmulatorControl  # noqa: E402
+from supervisor.registry.bots import BotMode  # noqa: E402
 from supervisor.services import open_registry  # noqa: E402
 
 
@@ -96,6 +99,13 @@ class BotvisorOptions:
     handler: str = "echo"
     #: handlers.paths of the daemon
     handler_paths: tuple[str, ...] = ()
+    #: how the bots get updates: "polling", or "webhook" (the master's ingress, fed by the
+    #: emulator's webhook delivery; bench/webhook.py)
+    mode: str = "polling"
+    #: webhook.max_connections (per bot, as Telegram opens them)
+    webhook_max_connections: int = 40
+    #: a second figure charged to the run besides the SUT's CPU: Redis's (INFO cpu)
+    redis_cpu: bool = False
 
     def emulator_limits(self) -> EmulatorLimits:
         return EmulatorLimits(per_bot="30/1") if self.keep_bot_limit else EmulatorLimits()
@@ -151,7 +161,11 @@ async def run_botvisor(
                 await registry.add_many(
                     [(BotToken(b.token), b.username) for b in bots], handler=opts.handler
                 )
+                if opts.mode == "webhook":
+                    for b in bots:  # each gets its own sealed secret_token
+                        await registry.update(b.id, mode=BotMode.WEBHOOK)
             result["register_s"] = round(time.perf_counter() - t, 2)
+            result["mode"] = opts.mode
 
             http_port = free_port()
             notify = NotifySocket(state_dir / "notify.sock")
@@ -175,6 +189,11 @@ async def run_botvisor(
                 env["BOTVISOR_RATELIMIT__PER_BOT__LIMIT"] = "100000"
             if opts.handler_paths:
                 env["BOTVISOR_HANDLERS__PATHS"] = os.pathsep.join(opts.handler_paths)
+            if opts.mode == "webhook":
+                hook_port = free_port()
+                env["BOTVISOR_WEBHOOK__PUBLIC_URL"] = f"http://127.0.0.1:{hook_port}"
+                env["BOTVISOR_WEBHOOK__PORT"] = str(hook_port)
+                env["BOTVISOR_WEBHOOK__MAX_CONNECTIONS"] = str(opts.webhook_max_connections)
             status_url = f"http://127.0.0.1:{http_port}"
             t0_emu = await ctl.now()
             with open_log(log_dir / "daemon.log") as log_file:
@@ -196,7 +215,10 @@ async def run_botvisor(
                     return time.perf_counter() - start
 
                 async def polling() -> float:
-                    await wait_all_polling(ctl, t0_emu, n, timeout)
+                    if opts.mode == "webhook":  # every bot's webhook set instead
+                        await wait_all_webhooks(ctl, n, timeout)
+                    else:
+                        await wait_all_polling(ctl, t0_emu, n, timeout)
                     return time.perf_counter() - start
 
                 died = asyncio.create_task(daemon.wait())
@@ -230,16 +252,23 @@ async def run_botvisor(
                 if ph.traffic:
                     during: Callable[[], Coroutine[Any, Any, None]] | None = None
                     if opts.py_spy is not None:
+                        # the master too in webhook mode: it runs the ingress
+                        hooked = opts.mode == "webhook"
                         during = functools.partial(
                             profile_pids,
                             children,
-                            worker_pids,
+                            [*worker_pids, daemon.pid] if hooked else worker_pids,
                             opts.py_spy / tag,
                             min(opts.py_spy_seconds, ph.seconds),
+                            [f"worker{i}" for i in range(len(worker_pids))]
+                            + (["master"] if hooked else []),
                         )
+                    extra = None
+                    if opts.redis_cpu:
+                        extra = functools.partial(redis_cpu_seconds, opts.redis_url)
                     result.update(
                         await measure_traffic(
-                            ctl, [b.id for b in bots], sut, emu.proc.pid, ph, during
+                            ctl, [b.id for b in bots], sut, emu.proc.pid, ph, during, extra
                         )
                     )
                     status = await _status(http, status_url)

@@ -16,11 +16,11 @@ bot's progress record (ipc/offsets.py) says which of them were answered already.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+import orjson
 import redis.asyncio as aioredis
 import structlog
 
@@ -48,13 +48,15 @@ def encode(bot_id: int, update: dict[str, Any], now: float) -> dict[str, bytes]:
     return {
         "b": b"%d" % bot_id,
         "t": b"%.6f" % now,
-        "u": json.dumps(update, separators=(",", ":")).encode(),
+        # orjson both ways: polled updates were parsed by orjson (bots/telegram/api.py) and
+        # webhook bodies checked by it (the ingress), so what decodes here is what came
+        "u": orjson.dumps(update),
     }
 
 
 def decode(shard: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry | None:
     try:
-        update = json.loads(fields[b"u"])
+        update = orjson.loads(fields[b"u"])
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
             return None
         return Entry(shard, entry_id, int(fields[b"b"]), float(fields[b"t"]), update)
@@ -322,17 +324,28 @@ class Inbox:
                 failing = 0
 
     async def _write_acks(self, batch: dict[int, list[bytes]]) -> None:
-        for shard, ids in batch.items():
-            key = keys.inbox_key(self._prefix, shard)
-            for start in range(0, len(ids), ACK_CHUNK):
-                chunk = ids[start : start + ACK_CHUNK]
-                async with asyncio.timeout(self.timeout_s):
-                    async with self._redis.pipeline(transaction=False) as pipe:
+        # every shard's XACK + XDEL in one pipeline, up to ACK_CHUNK ids a round trip: a
+        # worker owns dozens of shards, and a round trip per shard cost more than its ids
+        parts = [
+            (shard, ids[start : start + ACK_CHUNK])
+            for shard, ids in batch.items()
+            for start in range(0, len(ids), ACK_CHUNK)
+        ]
+        while parts:
+            size, take = 0, 0
+            while take < len(parts) and (take == 0 or size + len(parts[take][1]) <= ACK_CHUNK):
+                size += len(parts[take][1])
+                take += 1
+            group, parts = parts[:take], parts[take:]
+            async with asyncio.timeout(self.timeout_s):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for shard, chunk in group:
+                        key = keys.inbox_key(self._prefix, shard)
                         pipe.xack(key, self._group, *chunk)
                         pipe.xdel(key, *chunk)
-                        await pipe.execute()
-                self.round_trips += 1
-                self.acked += len(chunk)
+                    await pipe.execute()
+            self.round_trips += 1
+            self.acked += size
         if self._flushed is not None:
             self._flushed.set()
             self._flushed = None

@@ -7,8 +7,9 @@ in constant time, counted, never logged with its value). Redis unavailable: 503;
 shard's backlog over `webhook.backlog_max`: 429; both with Retry-After.
 
 Appends are batched: every request of one loop turn joins one pipelined XADD round trip
-(plus an XLEN per touched shard, which keeps the backlog figure fresh), and the body goes
-into the stream as received — no re-encoding of the update's JSON.
+(plus an XLEN per touched shard not read for BACKLOG_RECHECK_S, which keeps the backlog
+figure fresh), and the body goes into the stream as received — no re-encoding of the
+update's JSON.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ class WebhookIngress:
         self._cache: dict[int, tuple[str | None, float]] = {}
         self._lookups: dict[int, asyncio.Future[str | None]] = {}
         self._lookup_task: asyncio.Task[None] | None = None
-        #: per shard: unhandled entries at the last append (XLEN), and when read
+        #: per shard: unhandled entries (the last XLEN plus what we appended since), and
+        #: when XLEN was read
         self.backlog: dict[int, tuple[int, float]] = {}
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
@@ -100,10 +102,26 @@ class WebhookIngress:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self._max_body)
-        app.router.add_post("/tg/{bot_id}", self.handle)
-        return app
+    def server(self) -> web.Server:
+        """aiohttp's low-level server with `handle` as its only handler: an Application's
+        router and middleware chain cost ~17% of the master's CPU per update (py-spy,
+        bench/webhook.py) for a single path checked here in two string operations."""
+        max_body = self._max_body
+
+        def request(
+            message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+        ) -> web.BaseRequest:
+            return web.BaseRequest(
+                message,
+                payload,
+                protocol,
+                writer,
+                task,
+                asyncio.get_running_loop(),
+                client_max_size=max_body,
+            )
+
+        return web.Server(self.handle, request_factory=request)
 
     def _count(self, result: str) -> None:
         self.counts[result] += 1
@@ -117,10 +135,18 @@ class WebhookIngress:
             {"error": {"code": result, "message": message}}, status=status, headers=headers
         )
 
-    async def handle(self, request: web.Request) -> web.Response:
-        raw_id = request.match_info["bot_id"]
-        if not raw_id.isdigit() or len(raw_id) > 20:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        raw_id = path[4:] if path.startswith("/tg/") else ""
+        if not raw_id.isdigit() or len(raw_id) > 20 or not raw_id.isascii():
             return self._refuse(404, "bad_request", "no such webhook")
+        if request.method != "POST":
+            self._count("bad_request")
+            return web.json_response(
+                {"error": {"code": "bad_request", "message": "use POST"}},
+                status=405,
+                headers={"Allow": "POST"},
+            )
         bot_id = int(raw_id)
         given = request.headers.get(SECRET_HEADER)
         if given is None or not await self._authentic(bot_id, given):
@@ -235,7 +261,17 @@ class WebhookIngress:
                 await self._write(batch)
 
     async def _write(self, batch: list[_Pending]) -> None:
-        shards = sorted({p.shard for p in batch})
+        # a shard's length is read (XLEN) at most every BACKLOG_RECHECK_S; in between its
+        # figure grows by what we append (an upper bound: the workers' acks lower it)
+        started = time.monotonic()
+        appended: dict[int, int] = {}
+        for p in batch:
+            appended[p.shard] = appended.get(p.shard, 0) + 1
+        shards = [
+            s
+            for s in sorted(appended)
+            if started - self.backlog.get(s, (0, 0.0))[1] >= BACKLOG_RECHECK_S
+        ]
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -260,6 +296,9 @@ class WebhookIngress:
             log.info("webhook.queue_available")
             self._down_logged = False
         now = time.monotonic()
+        for shard, n in appended.items():
+            length, at = self.backlog.get(shard, (0, 0.0))
+            self.backlog[shard] = (length + n, at)
         for shard, length in zip(shards, replies[len(batch) :], strict=True):
             self.backlog[shard] = (int(length), now)
         for p in batch:

@@ -826,6 +826,7 @@ class EmulatorState:
             "conflicts": self.conflicts,
             "get_updates": self.get_updates_total,
             "polling_now": sum(1 for bot in self.bots.values() if bot.polling_now),
+            "webhooks_set": sum(1 for bot in self.bots.values() if bot.webhook_url),
             "p50_ms": _percentile(ordered, 0.50),
             "p99_ms": _percentile(ordered, 0.99),
         }

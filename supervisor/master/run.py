@@ -142,7 +142,9 @@ async def open_ingress(
         max_body=w.max_body,
         on_result=lambda result: counters[result].inc(),
     )
-    runner = web.AppRunner(ingress.app(), access_log=None, handle_signals=False)
+    runner: web.BaseRunner = web.ServerRunner(
+        ingress.server(), access_log=None, handle_signals=False
+    )
     await runner.setup()
     site = web.TCPSite(runner, w.host, w.port)
     try:
@@ -166,7 +168,7 @@ async def open_ingress(
 @dataclass(slots=True)
 class RunningIngress:
     ingress: WebhookIngress
-    runner: web.AppRunner
+    runner: web.BaseRunner
     task: asyncio.Task[None]
     port: int
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import aiohttp
 import structlog
@@ -34,7 +35,7 @@ class Secrets:
 
 @contextlib.asynccontextmanager
 async def serving(ingress: WebhookIngress) -> AsyncIterator[str]:
-    runner = web.AppRunner(ingress.app(), access_log=None, shutdown_timeout=2.0)
+    runner = web.ServerRunner(ingress.server(), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -88,9 +89,45 @@ async def test_secret_checked_counted_and_never_logged(redis_url: str, key_prefi
                 assert r.headers["Retry-After"] == "7"
     assert Counter(seen) == {"unauthorized": 3, "bad_request": 1, "accepted": 3, "backlog_full": 1}
     assert ingress.counts["unauthorized"] == 3
-    entries = await client.xrange(keys.inbox_key(key_prefix, 7001 % SHARDS))
+    entries: Any = await client.xrange(keys.inbox_key(key_prefix, 7001 % SHARDS))
     assert [e[1][b"u"] for e in entries] == [body] * 3  # stored as received
     assert entries[0][1][b"b"] == b"7001"
     assert not any(SECRET in repr(line) or wrong in repr(line) for line in logs)
     await client.delete(keys.inbox_key(key_prefix, 7001 % SHARDS))
     await client.aclose()
+
+
+async def test_only_post_to_a_bot_path_reaches_the_ingress(redis_url: str, key_prefix: str) -> None:
+    """The ingress runs on aiohttp's low-level server (no router): it checks the path and
+    the method itself, and the body cap still holds."""
+    client = redis_client(redis_url, 2.0)
+    seen: list[str] = []
+    ingress = WebhookIngress(
+        client,
+        key_prefix,
+        SHARDS,
+        Secrets({7001: SECRET}),
+        backlog_max=100,
+        retry_after_s=7,
+        timeout_s=2.0,
+        max_body=1024,
+        on_result=seen.append,
+    )
+    ok = b'{"update_id":6,"message":{"message_id":1,"chat":{"id":9,"type":"private"}}}'
+    headers = {SECRET_HEADER: SECRET}
+    try:
+        async with serving(ingress) as base, aiohttp.ClientSession() as http:
+            for path in ("/", "/tg/", "/tg/7001/x", "/tg/-7001", "/tg/7x", "/tg/٧٠٠١", "/x/7001"):
+                async with http.post(base + path, data=ok, headers=headers) as r:
+                    assert r.status == 404, path
+            async with http.get(f"{base}/tg/7001", headers=headers) as r:
+                assert r.status == 405 and r.headers["Allow"] == "POST"
+            big = b'{"update_id":7,"pad":"' + b"x" * 2048 + b'"}'
+            async with http.post(f"{base}/tg/7001", data=big, headers=headers) as r:
+                assert r.status == 413
+            async with http.post(f"{base}/tg/7001", data=ok, headers=headers) as r:
+                assert r.status == 200
+        assert Counter(seen) == {"bad_request": 8, "accepted": 1}
+    finally:
+        await client.delete(keys.inbox_key(key_prefix, 7001 % SHARDS))
+        await client.aclose()
