@@ -142,9 +142,7 @@ async def open_ingress(
         max_body=w.max_body,
         on_result=lambda result: counters[result].inc(),
     )
-    runner: web.BaseRunner = web.ServerRunner(
-        ingress.server(), access_log=None, handle_signals=False
-    )
+    runner: web.BaseRunner = web.ServerRunner(ingress.server(), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, w.host, w.port)
     try:

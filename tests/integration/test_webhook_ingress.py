@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -35,7 +36,7 @@ class Secrets:
 
 @contextlib.asynccontextmanager
 async def serving(ingress: WebhookIngress) -> AsyncIterator[str]:
-    runner = web.ServerRunner(ingress.server(), access_log=None, shutdown_timeout=2.0)
+    runner = web.ServerRunner(ingress.server(), shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -97,9 +98,22 @@ async def test_secret_checked_counted_and_never_logged(redis_url: str, key_prefi
     await client.aclose()
 
 
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 async def test_only_post_to_a_bot_path_reaches_the_ingress(redis_url: str, key_prefix: str) -> None:
     """The ingress runs on aiohttp's low-level server (no router): it checks the path and
-    the method itself, and the body cap still holds."""
+    the method itself, the body cap still holds, and no access line is logged per update."""
+    access = logging.getLogger("aiohttp.access")
+    lines, level = Lines(), access.level
+    access.addHandler(lines)
+    access.setLevel(logging.DEBUG)
     client = redis_client(redis_url, 2.0)
     seen: list[str] = []
     ingress = WebhookIngress(
@@ -128,6 +142,9 @@ async def test_only_post_to_a_bot_path_reaches_the_ingress(redis_url: str, key_p
             async with http.post(f"{base}/tg/7001", data=ok, headers=headers) as r:
                 assert r.status == 200
         assert Counter(seen) == {"bad_request": 8, "accepted": 1}
+        assert lines.records == []
     finally:
+        access.removeHandler(lines)
+        access.setLevel(level)
         await client.delete(keys.inbox_key(key_prefix, 7001 % SHARDS))
         await client.aclose()
