@@ -79,7 +79,12 @@ class InboxReader:
                     parked, self._parked = self._parked, []
                     self._deliver(parked)
                 if shards:
-                    self._deliver(await self.inbox.read(shards, BLOCK_MS))
+                    entries = await self.inbox.read(shards, BLOCK_MS)
+                    # parked entries are older than anything just read: a bot that began to
+                    # run during the read must get them first, or a chat's newer update
+                    # overtakes its parked one (a webhook -> polling restart did that)
+                    parked, self._parked = self._parked, []
+                    self._deliver(parked + entries if parked else entries)
                 else:
                     await asyncio.sleep(BLOCK_MS / 1000)
             except REDIS_ERRORS as exc:
