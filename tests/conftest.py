@@ -261,6 +261,7 @@ UNDER_LOAD = frozenset(
         "test_upgrade.py",
         "test_broadcasts_daemon.py",
         "test_webhook_daemon.py",
+        "test_webhook_faults.py",
     }
 )
 
