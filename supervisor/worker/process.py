@@ -116,8 +116,11 @@ class Worker:
         epoch: int,
         heartbeat_fd: int | None = None,
         warm: list[int] | None = None,
+        sparse_figures: bool = False,
     ) -> None:
         self.settings = settings
+        #: the master keeps per-bot figures between beats (pipe `Configure.sparse_figures`)
+        self._sparse_figures = sparse_figures
         #: shards whose handlers to import at boot (a rolling upgrade's replacement)
         self.warm = warm or []
         self._heartbeat_fd = heartbeat_fd
@@ -361,15 +364,27 @@ class Worker:
             p99_ms=round(_percentile(window, 0.99) * 1000, 2),
             health=self._health(),
         )
-        if self.settings.dashboard.enabled:
+        if self._figures_due():
             busy, idle, omitted = self.fleet.figures.snapshot(self.fleet.handles, PER_BOT_MAX)
             hb = replace(hb, per_bot=busy, per_bot_idle=idle, per_bot_omitted=omitted)
+        else:
+            hb = replace(hb, per_bot_included=False)
         hb.rates.update(self._rates(hb.totals))
         self._last_heartbeat = hb
         if self._beats is not None:
             self._beats.send(hb)  # liveness: the pipe first, whatever Redis does
         self._export(hb)
         await self._store_heartbeat(hb, redis_timeout or self.settings.redis.timeout_s)
+
+    def _figures_due(self) -> bool:
+        """Per-bot figures in this beat? Every `dashboard.poll_interval_s` (what open pages
+        ask for) to a master that keeps them between beats; in every beat to an older one."""
+        if not self.settings.dashboard.enabled:
+            return False
+        if not self._sparse_figures:
+            return True
+        every = self.settings.dashboard.poll_interval_s
+        return self.fleet.figures.due(every, self.settings.workers.heartbeat_interval_s / 2)
 
     async def _store_heartbeat(self, hb: Heartbeat, timeout: float) -> None:
         """The copy in Redis serves `botvisor status`; its failures are logged when they
@@ -579,7 +594,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
 
-        worker = Worker(settings, args.index, shards, epoch, args.heartbeat_fd, warm)
+        worker = Worker(
+            settings, args.index, shards, epoch, args.heartbeat_fd, warm, first.sparse_figures
+        )
         if leases is not None:
             worker.use_leases(leases)
         uvloop.run(worker.run())
