@@ -182,7 +182,7 @@ class Worker:
                 )
                 feed = ChangeFeed(pool, s.database.timeout_s)
                 self.reconciler = Reconciler(
-                    self, feed, self.registry.decrypt, self.registry.open_secret
+                    self, feed, self.registry.decrypt, self.registry.open_secret, usage.know_owner
                 )
                 session = sessions.default
                 self.context, self.llm = context, llm  # heartbeats read their health and stats

@@ -4,9 +4,10 @@ counted in Redis in batches.
 Runs in a worker's event loop. Per update: one dict lookup for the bot's owner, one for
 the owner's limits, one sum; no PostgreSQL query and no Redis round trip. What it reads:
 
-* a bot's owner: from `bots`, once per bot per `OWNER_TTL_S` (a bot keeps its owner), the
-  misses of `OWNER_BATCH_S` in one query: a burst to 5,000 bots not heard from yet made
-  5,000 queries through the worker's few PostgreSQL connections, and replies waited;
+* a bot's owner: told by the reconciler from the rows it reads anyway (`know_owner`), else
+  from `bots`, once per bot per `OWNER_TTL_S` (a bot keeps its owner), the misses of
+  `OWNER_BATCH_S` in one query: a burst to 5,000 bots not heard from yet made 5,000
+  queries through the worker's few PostgreSQL connections, and replies waited;
 * an owner's limits: `[quotas]` and `owner_quotas`, once per owner per `LIMITS_TTL_S`, so
   a new quota applies within that time (one query however many of its bots ask at once);
 * today's totals (every worker's): returned by the flush that adds this worker's counts,
@@ -92,6 +93,11 @@ class UsageMeter:
         if number != self._day[0]:
             self._day = (number, utc_day())
         return self._day[1]
+
+    def know_owner(self, bot_id: int, owner_id: int | None) -> None:
+        """The reconciler read the bot's row: its owner needs no query (a bot's first
+        update after a start otherwise waited for one)."""
+        self._owners[bot_id] = (owner_id, time.monotonic())
 
     # -- UsageGate -----------------------------------------------------------------------
 
