@@ -107,7 +107,9 @@ class Fencing:
         held = self.epochs.get(bot_id % self.shards)
         if held is None or (epoch is not None and held != epoch):
             return True
-        return lease_clock() >= self.valid_until
+        # a lone host's leases never lapse: no clock read (this runs several times an update)
+        until = self.valid_until
+        return until != math.inf and lease_clock() >= until
 
     async def wait_renewal(self) -> None:
         """Until the next renewal from the master."""
