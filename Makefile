@@ -2,7 +2,7 @@
 # `make demo` or `make test`; the venv and tools/ are built on first use.
 #
 #   make demo DEMO_ARGS="--bots 50 --duration 10"
-#   make test TEST_ARGS="-x tests/unit/test_logging.py"
+#   make test TEST_ARGS="-x tests/unit/test_logging.py"   (TEST_JOBS= runs in one process)
 #   make venv PYTHON=/usr/bin/python3.11
 
 SHELL := /bin/bash
@@ -14,6 +14,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp
 DEMO_ARGS ?=
 TEST_ARGS ?=
+# two pytest-xdist workers; the fleet-under-load tests keep to one of them (tests/conftest.py)
+TEST_JOBS ?= -n 2 --dist loadgroup
 BINDIR ?= $(HOME)/.local/bin
 PIP_COMPILE = $(BIN)/uv pip compile pyproject.toml --no-header --python-version 3.11 --no-annotate
 
@@ -54,7 +56,7 @@ demo: $(STAMP)
 
 # tools/ first on PATH: tests run `promtool` by name.
 test: $(STAMP) promtool
-	$(RAISE_NOFILE); PATH="$(CURDIR)/tools:$$PATH" $(BIN)/pytest $(TEST_ARGS)
+	$(RAISE_NOFILE); PATH="$(CURDIR)/tools:$$PATH" $(BIN)/pytest $(TEST_JOBS) $(TEST_ARGS)
 
 promtool:
 	@scripts/promtool.sh

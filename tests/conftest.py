@@ -246,12 +246,33 @@ async def fresh_settings(
 KINDS = ("unit", "integration", "e2e")
 
 
+#: Daemon tests that run a fleet under load and time its recovery. `make test` runs the
+#: suite on two pytest-xdist workers (`--dist loadgroup`); these all go to one of them,
+#: one at a time, so two fleets under load never share the machine's cores while the
+#: other worker runs everything else.
+UNDER_LOAD = frozenset(
+    {
+        "test_faults.py",
+        "test_context_faults.py",
+        "test_daemon_e2e.py",
+        "test_supervision.py",
+        "test_inbox_daemon.py",
+        "test_multihost.py",
+        "test_upgrade.py",
+        "test_broadcasts_daemon.py",
+        "test_webhook_daemon.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        parts = Path(str(item.fspath)).parts
+        path = Path(str(item.fspath))
         for kind in KINDS:
-            if kind in parts:
+            if kind in path.parts:
                 item.add_marker(getattr(pytest.mark, kind))
+        if path.name in UNDER_LOAD:
+            item.add_marker(pytest.mark.xdist_group("under_load"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -36,5 +36,6 @@ def _check(ref: str) -> int:
         print(f"botvisor: {exc}", file=sys.stderr)
         return int(ExitCode.FAILURE)
     model = plugin.settings_model.__name__ if plugin.settings_model else "none (any JSON object)"
-    print(f"{ref}: aiogram {plugin.kind} ({plugin.origin}), settings model {model}")
+    kind = "a factory (deps) -> Handler" if plugin.kind == "factory" else f"aiogram {plugin.kind}"
+    print(f"{ref}: {kind} ({plugin.origin}), settings model {model}")
     return 0

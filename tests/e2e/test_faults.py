@@ -325,5 +325,11 @@ async def test_postgres_away_under_load_loses_nothing_and_kills_no_worker(
             status = await daemon.status()
     finally:
         await proxy.stop()
-    assert totals["lost"] == 0 and totals["duplicates"] == 0
+    restarts = sum(w["totals"].get("restarts", 0) for w in status["workers"])
+    noted = daemon.unexpected_warnings(())  # the expected ones too: they tell the story
+    why = (
+        f"{totals}; worker restarts {status['worker_restarts']}, actor restarts {restarts}; "
+        f"log above info: {noted[:15]}"
+    )
+    assert totals["lost"] == 0 and totals["duplicates"] == 0, why
     assert status["worker_restarts"] == 0

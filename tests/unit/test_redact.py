@@ -39,6 +39,10 @@ def out() -> Iterator[io.StringIO]:
 @pytest.mark.parametrize(
     "secret",
     [ADMIN, ENC, OWNER_KEY, TOKEN, OPENAI, "opaque-openai-credential-77", "pg-pass-0123"],
+    # fixed ids: the secrets are random, and test ids must be the same in every process
+    # (pytest-xdist compares its workers' collections); a secret in a test id would also
+    # show in reports
+    ids=["admin", "encryption", "owner", "token", "openai", "openai-opaque", "pg-password"],
 )
 @pytest.mark.parametrize(
     "logger", ["botvisor", "aiohttp.server", "aiohttp.access", "asyncpg", "redis", "openai"]
