@@ -687,7 +687,7 @@ class DashboardSection(_Section):
         True,
         description="Serve the owners' dashboard under /ui on the HTTP port (login with an "
         "owner's API key or security.admin_key); read at start. Workers then also send "
-        "per-bot figures (at most 10,000 bots each) in their heartbeats.",
+        "per-bot figures (at most 10,000 bots each) in a heartbeat every poll_interval_s.",
     )
     session_ttl_s: float = Field(
         8 * 3600.0,
@@ -713,7 +713,8 @@ class DashboardSection(_Section):
         5.0,
         ge=0.2,
         le=60,
-        description="How often open pages fetch live figures (while the tab is visible).",
+        description="How often open pages fetch live figures (while the tab is visible), "
+        "and how often workers send their per-bot figures to the master.",
     )
 
 

@@ -2,9 +2,10 @@
 
 The master that takes a shard's lease raises `{prefix}fence:{shard}` to the new epoch
 (never lowers it: a stale master cannot undo it) before its workers start the bots.
-A worker writes a bot's watermark and answered ids through `FENCED_SET`, which refuses
-the write unless the fence still holds the worker's epoch — so a host that wakes from a
-long pause cannot move a watermark or record an answer for a shard it no longer holds.
+A worker writes its bots' watermarks and answered ids through `FENCED_MSET`, one call
+per shard, which refuses the writes unless the fence still holds the worker's epoch — so
+a host that wakes from a long pause cannot move a watermark or record an answer for a
+shard it no longer holds.
 
 Locally, a worker also knows until when (by this machine's clock, minus a margin) its
 master's leases are surely valid: past it, actors handle nothing and poll nothing.
@@ -21,13 +22,17 @@ import redis.asyncio as aioredis
 
 from ipc import keys
 
-#: KEYS[1] the bot's progress key, KEYS[2] its shard's fence; ARGV value, ttl, epoch.
-#: An absent fence (Redis lost its data) lets the write through: the next renewal puts it back.
-FENCED_SET = """
-local fence = redis.call('GET', KEYS[2])
-if fence and fence ~= ARGV[3] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
+#: KEYS[1] a shard's fence, KEYS[2..] progress keys of its bots; ARGV[1] the epoch,
+#: ARGV[2] the TTL, ARGV[3..] the values. All written (their count returned) or none (0).
+#: One call per shard, not per bot: a flush of 5,000 bots is a few dozen script calls.
+#: An absent fence (Redis lost its data) lets the writes through: the next renewal puts it back.
+FENCED_MSET = """
+local fence = redis.call('GET', KEYS[1])
+if fence and fence ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[2])
+end
+return #KEYS - 1
 """
 
 #: KEYS fence keys, ARGV their epochs: each raised to its epoch, never lowered.
@@ -102,7 +107,9 @@ class Fencing:
         held = self.epochs.get(bot_id % self.shards)
         if held is None or (epoch is not None and held != epoch):
             return True
-        return lease_clock() >= self.valid_until
+        # a lone host's leases never lapse: no clock read (this runs several times an update)
+        until = self.valid_until
+        return until != math.inf and lease_clock() >= until
 
     async def wait_renewal(self) -> None:
         """Until the next renewal from the master."""

@@ -47,6 +47,11 @@ class Heartbeat:
     #: bots left out by the cap (PER_BOT_MAX in `per_bot` and `per_bot_idle` together,
     #: those with news first)
     per_bot_omitted: int = 0
+    #: False: this beat carries no per-bot figures and the previous ones stand. A worker
+    #: sends them only every `dashboard.poll_interval_s` to a master that reads such beats
+    #: (pipe `Configure.sparse_figures`); a beat without the field (an older worker)
+    #: carries them.
+    per_bot_included: bool = True
 
     def dumps(self) -> bytes:
         # orjson encodes the dataclass itself: asdict() would deep-copy 10,000 per-bot lists
@@ -75,7 +80,7 @@ _FIELDS = frozenset(f.name for f in fields(Heartbeat))
 _SUMMARY_FIELDS = tuple(
     f.name
     for f in fields(Heartbeat)
-    if f.name not in ("per_bot", "per_bot_idle", "per_bot_omitted")
+    if f.name not in ("per_bot", "per_bot_idle", "per_bot_omitted", "per_bot_included")
 )
 #: per-bot figures in one heartbeat at most (~40 bytes each on the pipe)
 PER_BOT_MAX: Final = 10_000

@@ -7,8 +7,8 @@ after a stop, a shard move, a restart or a SIGKILL — starts at W and skips tho
 an update Telegram hands out again is not answered twice.
 
 Writes are coalesced per worker (group commit): an actor only marks itself dirty; one
-flusher task writes every dirty bot in pipelined SETs of at most `CHUNK` keys, and
-while a flush runs the next batch gathers. A Redis fault keeps the marks for the next
+flusher task writes every dirty bot in pipelines of at most `CHUNK` keys (with leases,
+one fenced script call per shard), and while a flush runs the next batch gathers. A Redis fault keeps the marks for the next
 flush: it costs duplicates after a crash, never a crash.
 """
 
@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import redis.asyncio as aioredis
 import structlog
 
 from ipc import keys
-from ipc.fencing import FENCED_SET, Fencing
+from ipc.fencing import FENCED_MSET, Fencing
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +74,7 @@ class RedisProgress:
         self._redis = redis
         #: with leases (several hosts), every write carries its shard's epoch
         self.fencing = fencing
-        self._fenced_set = redis.register_script(FENCED_SET)
+        self._fenced_mset = redis.register_script(FENCED_MSET)
         self._prefix = prefix
         self._timeout_s = timeout_s
         self._dirty: dict[int, Snapshot] = {}
@@ -174,13 +174,14 @@ class RedisProgress:
         items = [(b, p) for b, snap in batch.items() if (p := snap()) is not None]
         refused = 0
         try:
-            for start in range(0, len(items), CHUNK):
+            for chunk in _pipelines(self._groups(items)):
                 async with asyncio.timeout(self._timeout_s):
                     async with self._redis.pipeline(transaction=False) as pipe:
-                        for bot_id, progress in items[start : start + CHUNK]:
-                            await self._queue_write(pipe, bot_id, progress)
+                        for group in chunk:
+                            await self._queue_write(pipe, group)
                         results = await pipe.execute()
-                refused += sum(1 for r in results if r == 0)
+                # a fenced group answers 0 when its shard's fence refused all of it
+                refused += sum(len(g.items) for g, r in zip(chunk, results, strict=True) if r == 0)
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             if self._failing == 0:
                 log.warning("progress.save_failed", bots=len(items), error=type(exc).__name__)
@@ -197,16 +198,57 @@ class RedisProgress:
         self.keys_written += len(items) - refused
         return True
 
-    async def _queue_write(
-        self, pipe: aioredis.client.Pipeline, bot_id: int, progress: BotProgress
-    ) -> None:
-        key = keys.offset_key(self._prefix, bot_id)
+    def _groups(self, items: list[tuple[int, BotProgress]]) -> list[_Group]:
+        """One group per fenced shard (split at CHUNK); unfenced bots one SET each."""
         fencing = self.fencing
-        epoch = fencing.epoch_of(bot_id) if fencing is not None else None
-        if fencing is None or epoch is None:
-            pipe.set(key, progress.encode(), ex=TTL_S)
+        plain: list[_Group] = []
+        fenced: dict[tuple[int, int], list[tuple[int, BotProgress]]] = {}
+        for bot_id, progress in items:
+            epoch = fencing.epoch_of(bot_id) if fencing is not None else None
+            if fencing is None or epoch is None:
+                plain.append(_Group(None, 0, [(bot_id, progress)]))
+            else:
+                fenced.setdefault((bot_id % fencing.shards, epoch), []).append((bot_id, progress))
+        for (shard, epoch), group in fenced.items():
+            for start in range(0, len(group), CHUNK):
+                plain.append(_Group(shard, epoch, group[start : start + CHUNK]))
+        return plain
+
+    async def _queue_write(self, pipe: aioredis.client.Pipeline, group: _Group) -> None:
+        prefix = self._prefix
+        if group.shard is None:
+            ((bot_id, progress),) = group.items
+            pipe.set(keys.offset_key(prefix, bot_id), progress.encode(), ex=TTL_S)
             return
-        fence = keys.fence_key(self._prefix, bot_id % fencing.shards)
-        await self._fenced_set(
-            keys=[key, fence], args=[progress.encode(), TTL_S, epoch], client=pipe
+        await self._fenced_mset(
+            keys=[
+                keys.fence_key(prefix, group.shard),
+                *(keys.offset_key(prefix, b) for b, _ in group.items),
+            ],
+            args=[group.epoch, TTL_S, *(p.encode() for _, p in group.items)],
+            client=pipe,
         )
+
+
+class _Group(NamedTuple):
+    """Progress records written by one command: a fenced shard's (`shard` set), or one
+    bot's plain SET (no leases)."""
+
+    shard: int | None
+    epoch: int
+    items: list[tuple[int, BotProgress]]
+
+
+def _pipelines(groups: list[_Group]) -> Iterator[list[_Group]]:
+    """Groups packed into pipelines of at most CHUNK keys (one flush never monopolises
+    Redis)."""
+    chunk: list[_Group] = []
+    size = 0
+    for group in groups:
+        if chunk and size + len(group.items) > CHUNK:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(group)
+        size += len(group.items)
+    if chunk:
+        yield chunk

@@ -43,6 +43,11 @@ class Configure(_PipeMessage):
     #: shards the worker will be assigned soon (a rolling upgrade's replacement): it
     #: imports their handlers before it reports ready
     warm: tuple[int, ...] = ()
+    #: this master folds heartbeats without per-bot figures (`Heartbeat.per_bot_included`
+    #: False): the worker then sends them every `dashboard.poll_interval_s`, not every
+    #: beat. An older master forgets the bots a beat leaves out, so its workers send them
+    #: every beat. Read from the first line only (a worker lives under one master).
+    sparse_figures: bool = False
 
 
 class Assign(_PipeMessage):

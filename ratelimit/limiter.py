@@ -347,6 +347,17 @@ class BotLimiter:
             rate = limits.rate_for(chat_id)
             key.window.retune(rate.limit, rate.period_s + limits.margin_s)
 
+    @property
+    def waits(self) -> int:
+        """`statistics().waits` without building the record: the worker reads it for
+        every bot every heartbeat (5,000 frozen dataclasses a second per worker)."""
+        return self._waits
+
+    @property
+    def chat_keys(self) -> int:
+        """`statistics().chat_keys`, cheaply (see `waits`)."""
+        return len(self._keys)
+
     def statistics(self) -> LimiterStats:
         return LimiterStats(
             acquires=self._acquires,

@@ -264,6 +264,7 @@ class Master:
                 epoch=slot.epoch,
                 leases=self._leases,
                 warm=tuple(slot.warm),
+                sparse_figures=True,  # LiveFigures.on_beat keeps figures between beats
             ),
         )
         slot.watcher = asyncio.create_task(

@@ -16,7 +16,7 @@ import asyncpg
 
 _ROW = (
     "id, state, key_id, token_encrypted, handler, settings, revision, change_seq, username,"
-    " mode, webhook_key_id, webhook_secret"
+    " mode, webhook_key_id, webhook_secret, owner_id"
 )
 _SHARDS = "(id % $1) = ANY($2::int[])"
 
@@ -42,6 +42,8 @@ class BotRow:
     #: the webhook secret_token, sealed (supervisor/registry/tokenbox.py: seal_secret)
     secret_key_id: str | None = None
     secret_blob: bytes | None = None
+    #: the usage meter's answer to "whose quota?", known without a query of its own
+    owner_id: int | None = None
 
     @property
     def settings(self) -> Mapping[str, Any]:
@@ -73,6 +75,7 @@ def _row(r: asyncpg.Record) -> BotRow:
         r["mode"],
         r["webhook_key_id"],
         r["webhook_secret"],
+        r["owner_id"],
     )
 
 

@@ -2,11 +2,14 @@
 
 Runs in the worker's event loop. `Fleet._fold` already takes and zeroes every actor's
 counters once per heartbeat; it hands the non-zero ones here, so the hot path pays
-nothing more. `snapshot()` builds the heartbeat's `per_bot` field, bounded.
+nothing more. `snapshot()` builds the heartbeat's `per_bot` field, bounded; `due()`
+says when: every `dashboard.poll_interval_s`, not every beat, since a 5,000-bot snapshot
+costs the master a decode and a fold of 5,000 entries (deltas add up meanwhile).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -23,6 +26,17 @@ class BotFigures:
         self._deltas: dict[int, list[int]] = {}
         #: bot id -> wall time of the heartbeat that first saw its newest update
         self._last_update: dict[int, float] = {}
+        self._snapshot_at = -math.inf  # monotonic time of the last `due()` that said yes
+
+    def due(self, every_s: float, slack_s: float, now: float | None = None) -> bool:
+        """True (and the clock restarts) once `every_s` passed since the last True, less
+        `slack_s`: heartbeats tick with jitter, and a beat a hair early must not push the
+        figures a whole beat later."""
+        now = time.monotonic() if now is None else now
+        if now - self._snapshot_at < every_s - slack_s:
+            return False
+        self._snapshot_at = now
+        return True
 
     def record(self, bot_id: int, received: int, sent: int, r429: int, errors: int) -> None:
         """Called by the fold with one bot's counters (only when one of them is non-zero)."""

@@ -62,7 +62,7 @@ class WorkerBounds:
     def enforce(self, limiters: Iterable[BotLimiter]) -> None:
         """Count every bot's chat keys; past the cap, evict the idle ones everywhere."""
         limiters = list(limiters)
-        total = sum(lim.statistics().chat_keys for lim in limiters)
+        total = sum(lim.chat_keys for lim in limiters)
         if total > self.chat_keys_max:
             evicted = sum(lim.evict_idle() for lim in limiters)
             self.chat_keys_evicted += evicted

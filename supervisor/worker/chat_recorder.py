@@ -74,6 +74,8 @@ class ChatRecorder:
         self._pool = pool
         self._settings = settings
         self._pending: dict[tuple[int, int], SeenChat] = {}
+        #: `chats.pending_max`, read by each flush of waiting chats rather than per update
+        self._pending_max = settings().chats.pending_max
         #: chats not taken because `pending_max` were already waiting (seen again later)
         self.skipped = 0
         #: chats written so far, and flushes PostgreSQL refused in a row (kept and retried)
@@ -90,7 +92,7 @@ class ChatRecorder:
             return
         chat_id, kind, title, blocked = found
         key = (bot_id, chat_id)
-        if key not in self._pending and len(self._pending) >= self._settings().chats.pending_max:
+        if key not in self._pending and len(self._pending) >= self._pending_max:
             self.skipped += 1
             return
         self._pending[key] = SeenChat(bot_id, chat_id, kind, title, time.time(), blocked)
@@ -111,6 +113,7 @@ class ChatRecorder:
             return True
         batch, self._pending = self._pending, {}
         s = self._settings()
+        self._pending_max = s.chats.pending_max
         try:
             await record_chats(self._pool, list(batch.values()), timeout or s.database.timeout_s)
         except _DB_ERRORS as exc:

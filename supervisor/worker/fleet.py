@@ -269,7 +269,7 @@ class Fleet:
         t.sent += api.sent
         t.telegram_429 += api.telegram_429
         api.sent = api.telegram_429 = 0
-        waits = handle.actor.api.limiter.statistics().waits
+        waits = handle.actor.api.limiter.waits
         t.limiter_waits += waits - handle.limiter_waits_seen
         handle.limiter_waits_seen = waits
         t.conflicts += handle.conflicts

@@ -72,6 +72,8 @@ FLEET_LOG_EVERY_S = 10.0
 #: While draining, a Redis call waits at most this long: a hung Redis must not hold up
 #: an exit (PostgreSQL, not Redis, keeps what matters; see context/service.py).
 SHUTDOWN_REDIS_S = 0.5
+#: how long a drained worker waits for the progress its actors marked to be written
+FINAL_SAVE_S = 2.0
 #: each pool's close at exit (part of config.settings.WORKER_TEARDOWN_S)
 POOL_CLOSE_S = 1.0
 #: how long a drained worker keeps cancelling services that do not stop
@@ -116,8 +118,11 @@ class Worker:
         epoch: int,
         heartbeat_fd: int | None = None,
         warm: list[int] | None = None,
+        sparse_figures: bool = False,
     ) -> None:
         self.settings = settings
+        #: the master keeps per-bot figures between beats (pipe `Configure.sparse_figures`)
+        self._sparse_figures = sparse_figures
         #: shards whose handlers to import at boot (a rolling upgrade's replacement)
         self.warm = warm or []
         self._heartbeat_fd = heartbeat_fd
@@ -179,7 +184,7 @@ class Worker:
                 )
                 feed = ChangeFeed(pool, s.database.timeout_s)
                 self.reconciler = Reconciler(
-                    self, feed, self.registry.decrypt, self.registry.open_secret
+                    self, feed, self.registry.decrypt, self.registry.open_secret, usage.know_owner
                 )
                 session = sessions.default
                 self.context, self.llm = context, llm  # heartbeats read their health and stats
@@ -257,10 +262,11 @@ class Worker:
             # bounded well below the master's kill-on-drain (shutdown.kill_after_s): a drain
             # that overruns says what it was waiting for instead of being SIGKILLed in silence
             cutoff = self.settings.shutdown.drain_cutoff_s
-            watchdog = asyncio.get_running_loop().call_later(cutoff - 1.0, self._report_stuck_drain)
+            loop = asyncio.get_running_loop()
+            watchdog = loop.call_later(cutoff - 1.0, self._report_stuck_drain)
             try:
                 async with asyncio.timeout(cutoff):
-                    await self._drain_fleet()
+                    await self._drain_fleet(save_by=loop.time() + cutoff - 1.5)
             except TimeoutError:
                 self._log.error(
                     "worker.drain_overrun",
@@ -295,9 +301,17 @@ class Worker:
         stuck = [f"{t.get_name()} @ {_innermost(t)}" for t in asyncio.all_tasks() if not t.done()]
         self._log.error("worker.drain_stuck", bots_left=len(self.fleet.handles), tasks=stuck[:40])
 
-    async def _drain_fleet(self) -> None:
+    async def _drain_fleet(self, save_by: float) -> None:
         await self.broadcaster.stop()  # gives each broadcast back for the next owner
         await self.fleet.stop_all()
+        # Each stopping actor waits at most a second for its own record, which thousands of
+        # teardowns at once can outlast (`actor.progress_not_saved`). What they marked is
+        # written before the flusher is cancelled, else a restart answers it again; not
+        # with Redis known down (SIGTERM must act at once: its outage was reported).
+        within = min(FINAL_SAVE_S, save_by - asyncio.get_running_loop().time())
+        redis_down = self.context is not None and self.context.health()["redis"] == "degraded"
+        if within > 0 and not redis_down and not await self.fleet.wait_progress_saved(within):
+            self._log.info("worker.progress_not_saved", within_s=round(within, 2))
         if self.inbox is not None and not await self.inbox.flush(self.settings.redis.timeout_s):
             self._log.info("inbox.acks_not_flushed", left=self.inbox.acks_queued - self.inbox.acked)
         self.fleet.harvest()
@@ -361,15 +375,27 @@ class Worker:
             p99_ms=round(_percentile(window, 0.99) * 1000, 2),
             health=self._health(),
         )
-        if self.settings.dashboard.enabled:
+        if self._figures_due():
             busy, idle, omitted = self.fleet.figures.snapshot(self.fleet.handles, PER_BOT_MAX)
             hb = replace(hb, per_bot=busy, per_bot_idle=idle, per_bot_omitted=omitted)
+        else:
+            hb = replace(hb, per_bot_included=False)
         hb.rates.update(self._rates(hb.totals))
         self._last_heartbeat = hb
         if self._beats is not None:
             self._beats.send(hb)  # liveness: the pipe first, whatever Redis does
         self._export(hb)
         await self._store_heartbeat(hb, redis_timeout or self.settings.redis.timeout_s)
+
+    def _figures_due(self) -> bool:
+        """Per-bot figures in this beat? Every `dashboard.poll_interval_s` (what open pages
+        ask for) to a master that keeps them between beats; in every beat to an older one."""
+        if not self.settings.dashboard.enabled:
+            return False
+        if not self._sparse_figures:
+            return True
+        every = self.settings.dashboard.poll_interval_s
+        return self.fleet.figures.due(every, self.settings.workers.heartbeat_interval_s / 2)
 
     async def _store_heartbeat(self, hb: Heartbeat, timeout: float) -> None:
         """The copy in Redis serves `botvisor status`; its failures are logged when they
@@ -579,7 +605,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
 
-        worker = Worker(settings, args.index, shards, epoch, args.heartbeat_fd, warm)
+        worker = Worker(
+            settings, args.index, shards, epoch, args.heartbeat_fd, warm, first.sparse_figures
+        )
         if leases is not None:
             worker.use_leases(leases)
         uvloop.run(worker.run())

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -92,9 +92,17 @@ class ReconcileStats:
 
 class Reconciler:
     def __init__(
-        self, host: Host, feed: ChangeFeed, decrypt: Decrypt, open_secret: OpenSecret | None = None
+        self,
+        host: Host,
+        feed: ChangeFeed,
+        decrypt: Decrypt,
+        open_secret: OpenSecret | None = None,
+        know_owner: Callable[[int, int | None], None] | None = None,
     ) -> None:
         self.host = host
+        #: told every row's owner (the usage meter: no owner query when a bot's first
+        #: update comes; rows are re-read on every change and by the safety full pass)
+        self.know_owner = know_owner
         self.feed = feed
         self.decrypt = decrypt
         self.open_secret = open_secret
@@ -263,6 +271,8 @@ class Reconciler:
             current = running.get(row.id)
             if not row.active:
                 continue
+            if self.know_owner is not None:
+                self.know_owner(row.id, row.owner_id)
             if current is not None and current.revision == row.revision:
                 desired[row.id] = current
             elif current is not None and self._blobs.get(row.id) == row.blob:

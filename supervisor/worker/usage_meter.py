@@ -4,9 +4,12 @@ counted in Redis in batches.
 Runs in a worker's event loop. Per update: one dict lookup for the bot's owner, one for
 the owner's limits, one sum; no PostgreSQL query and no Redis round trip. What it reads:
 
-* a bot's owner: from `bots`, once per bot per `OWNER_TTL_S` (a bot keeps its owner);
+* a bot's owner: told by the reconciler from the rows it reads anyway (`know_owner`), else
+  from `bots`, once per bot per `OWNER_TTL_S` (a bot keeps its owner), the misses of
+  `OWNER_BATCH_S` in one query: a burst to 5,000 bots not heard from yet made 5,000
+  queries through the worker's few PostgreSQL connections, and replies waited;
 * an owner's limits: `[quotas]` and `owner_quotas`, once per owner per `LIMITS_TTL_S`, so
-  a new quota applies within that time;
+  a new quota applies within that time (one query however many of its bots ask at once);
 * today's totals (every worker's): returned by the flush that adds this worker's counts,
   every `FLUSH_S` (one pipelined round trip, ipc/usage.py).
 
@@ -42,6 +45,8 @@ FLUSH_S: Final = 1.0
 #: bot or owner is not looked up again for RETRY_S: an outage delays an update once, briefly
 LOOKUP_S: Final = 1.0
 RETRY_S: Final = 10.0
+#: owner lookups missed within this window share one query
+OWNER_BATCH_S: Final = 0.005
 _FAULTS: Final = STORE_FAULTS
 
 Key = tuple[int, str]  # (owner id, UTC day)
@@ -62,7 +67,14 @@ class UsageMeter:
         self._counters = UsageCounters(redis, s.redis.prefix, s.redis.timeout_s)
         self._pool = pool
         self._owners: dict[int, tuple[int | None, float]] = {}
+        #: owner lookups waiting or in flight, the bots of the next batch, running batches
+        self._owner_loads: dict[int, asyncio.Future[int | None]] = {}
+        self._owner_batch: list[int] = []
+        self._batches: set[asyncio.Task[None]] = set()
         self._limits: dict[int, tuple[Quota, float]] = {}
+        self._quota_loads: dict[int, asyncio.Task[Quota]] = {}
+        #: queries made for owners and for limits (tests, benches)
+        self.owner_queries = self.quota_queries = 0
         #: every worker's counts as of the last flush; ours since: [messages, llm tokens]
         self._totals: dict[Key, tuple[int, int]] = {}
         self._pending: dict[Key, list[int]] = {}
@@ -81,6 +93,11 @@ class UsageMeter:
         if number != self._day[0]:
             self._day = (number, utc_day())
         return self._day[1]
+
+    def know_owner(self, bot_id: int, owner_id: int | None) -> None:
+        """The reconciler read the bot's row: its owner needs no query (a bot's first
+        update after a start otherwise waited for one)."""
+        self._owners[bot_id] = (owner_id, time.monotonic())
 
     # -- UsageGate -----------------------------------------------------------------------
 
@@ -153,18 +170,49 @@ class UsageMeter:
         return await self._load_owner(bot_id)
 
     async def _load_owner(self, bot_id: int) -> int | None:
-        known = self._owners.get(bot_id)
+        """Joins the next batch (or the one in flight for this bot); fails open."""
+        waiting = self._owner_loads.get(bot_id)
+        if waiting is None:
+            waiting = self._owner_loads[bot_id] = asyncio.get_running_loop().create_future()
+            if not self._owner_batch:
+                task = asyncio.create_task(self._load_owners(), name="usage:owners")
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+            self._owner_batch.append(bot_id)
+        # shielded: one waiter's cancel must not fail the others of its batch
+        return await asyncio.shield(waiting)
+
+    async def _load_owners(self) -> None:
+        """One query for the owners missed within OWNER_BATCH_S."""
+        ids: list[int] = []
+        owners = self._owners
         try:
+            await asyncio.sleep(OWNER_BATCH_S)
+            ids, self._owner_batch = self._owner_batch, []
+            self.owner_queries += 1
             async with asyncio.timeout(LOOKUP_S):  # the pool's acquire included
-                value = await self._pool.fetchval("SELECT owner_id FROM bots WHERE id = $1", bot_id)
+                rows = await self._pool.fetch(
+                    "SELECT id, owner_id FROM bots WHERE id = ANY($1::bigint[])", ids
+                )
+            found = {r["id"]: r["owner_id"] for r in rows}
+            now = time.monotonic()
+            for bot_id in ids:
+                value = found.get(bot_id)
+                owners[bot_id] = (None if value is None else int(value), now)
         except _FAULTS as exc:
             self._fault("owner", exc)
-            owner_id = None if known is None else known[0]
-            self._owners[bot_id] = (owner_id, time.monotonic() - OWNER_TTL_S + RETRY_S)
-            return owner_id
-        owner_id = None if value is None else int(value)
-        self._owners[bot_id] = (owner_id, time.monotonic())
-        return owner_id
+            retry_at = time.monotonic() - OWNER_TTL_S + RETRY_S
+            for bot_id in ids:
+                known = owners.get(bot_id)
+                owners[bot_id] = (None if known is None else known[0], retry_at)
+        finally:  # cancelled too: every waiter gets an answer (what is known, else none)
+            if not ids:  # cancelled while gathering
+                ids, self._owner_batch = self._owner_batch, []
+            for bot_id in ids:
+                waiting = self._owner_loads.pop(bot_id, None)
+                if waiting is not None and not waiting.done():
+                    known = owners.get(bot_id)
+                    waiting.set_result(None if known is None else known[0])
 
     async def _quota(self, owner_id: int) -> Quota:
         known = self._limits.get(owner_id)
@@ -173,6 +221,17 @@ class UsageMeter:
         return await self._load_quota(owner_id)
 
     async def _load_quota(self, owner_id: int) -> Quota:
+        """One query per owner however many of its bots miss at once."""
+        task = self._quota_loads.get(owner_id)
+        if task is None:
+            task = self._quota_loads[owner_id] = asyncio.create_task(
+                self._fetch_quota(owner_id), name="usage:quota"
+            )
+            task.add_done_callback(lambda _: self._quota_loads.pop(owner_id, None))
+        return await asyncio.shield(task)
+
+    async def _fetch_quota(self, owner_id: int) -> Quota:
+        self.quota_queries += 1
         known = self._limits.get(owner_id)
         s = self._settings()
         try:
@@ -225,6 +284,13 @@ class UsageMeter:
             log.info("usage.unavailable", op=op, error=type(exc).__name__)
         self._failing = True
 
+    async def aclose(self) -> None:
+        """Cancel the lookups in flight (their waiters get what is known)."""
+        tasks = [*self._batches, *self._quota_loads.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def run(self) -> None:
         """Runs as a task until cancelled; the last counts get one more flush (bounded)."""
         try:
@@ -248,3 +314,4 @@ async def open_usage_meter(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await meter.aclose()

@@ -188,6 +188,33 @@ async def test_fencing_refuses_progress_writes_of_a_stale_epoch(
             await flusher
 
 
+async def test_a_flush_writes_each_shards_bots_in_one_fenced_call_and_refuses_a_stale_shard(
+    client: aioredis.Redis, key_prefix: str
+) -> None:
+    fencing = Fencing(SHARDS)
+    fencing.update({s: 1 for s in range(SHARDS)}, math.inf)
+    progress = RedisProgress(client, key_prefix, 5.0, fencing)
+    flusher = asyncio.create_task(progress.run())
+    try:
+        await raise_fences(client, key_prefix, {s: 1 for s in range(SHARDS)}, 5.0)
+        await raise_fences(client, key_prefix, {5: 2}, 5.0)  # shard 5 moved on
+        bots = list(range(1, 2501))
+        for bot_id in bots:
+            progress.mark(bot_id, lambda b=bot_id: BotProgress(b * 10))  # type: ignore[misc]
+        records = [(b, BotProgress(b * 10)) for b in bots]
+        assert len(progress._groups(records)) == SHARDS  # one script call per shard
+        assert await progress.flush(5)
+        stored = await progress.load_many(bots)
+        stale = [b for b in bots if b % SHARDS == 5]
+        assert fencing.refused == len(stale) and progress.keys_written == len(bots) - len(stale)
+        assert not set(stale) & set(stored)
+        assert stored == {b: BotProgress(b * 10) for b in bots if b % SHARDS != 5}
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+
+
 async def test_a_lapsed_deadline_fences_the_bots_until_a_renewal() -> None:
     fencing = Fencing(SHARDS)
     assert not fencing.fenced(3)  # no leases at all: a worker on its own

@@ -171,3 +171,28 @@ async def test_usage_counts_survive_redis_losing_them(rig: Rig) -> None:
     assert (await sync_usage(store, counters, day))[rig.owner_id] == Usage(8, 300)
     assert (await sync_usage(store, counters, day))[rig.owner_id] == Usage(8, 300)
     assert (await usage_of(store, None, [rig.owner_id], day))[rig.owner_id] == Usage(8, 300)
+
+
+async def test_a_burst_to_bots_not_seen_yet_looks_their_owners_up_in_one_query(rig: Rig) -> None:
+    """5,000 bots' first messages used to make 5,000 owner queries through a pool of 4."""
+    await rig.store().set_override(rig.owner_id, QuotaOverride(messages_per_day=150))
+    bots = rig.emu.state.create_bots(200)
+    for bot in bots:
+        await rig.registry.add(BotToken(bot.token), owner_id=rig.owner_id)
+    meter = UsageMeter(rig.redis, rig.registry.pool, lambda: rig.settings)
+    try:
+        ids = [b.id for b in bots]
+        cancelled = asyncio.create_task(meter.admit_message(ids[0]))
+        burst = asyncio.gather(*(meter.admit_message(b) for b in ids))
+        await asyncio.sleep(0)  # the first lookup is queued: its waiter goes away
+        cancelled.cancel()
+        admitted = await burst
+        # the owner is known for every bot: exactly the quota is admitted, in one query each
+        assert admitted.count(True) == 150 and admitted[:150] == [True] * 150
+        assert (meter.owner_queries, meter.quota_queries) == (1, 1)
+        assert await meter.admit_message(7_777_777_777)  # no such bot: no owner, no quota
+        assert meter.owner_queries == 2
+    finally:
+        await meter.aclose()
+        for bot in bots:
+            await rig.registry.remove(bot.id)

@@ -14,6 +14,7 @@ from config import Settings
 from supervisor.registry.bots import BotState, Registry
 from supervisor.registry.changes import ChangeFeed
 from supervisor.registry.migrate import migrate
+from supervisor.registry.owners import create_owner
 from supervisor.registry.tokenbox import open_tokenbox
 from supervisor.services import create_pool
 from supervisor.worker.reconcile import Reconciler
@@ -86,6 +87,24 @@ async def test_changes_come_by_cursor_and_deletes_by_tombstone(
     assert sorted(s.bot_id for s in host.fleet.plans[-1].start) == [3, 4]
     assert sorted(decrypted) == [3, 4]
     assert sorted(host.fleet.specs) == list(range(1, 9))
+
+
+async def test_the_usage_meter_learns_each_bots_owner_from_the_rows_read(
+    world: tuple[Settings, asyncpg.Pool, Registry],
+) -> None:
+    settings, pool, registry = world
+    alice, _ = await create_owner(registry, "alice")
+    await registry.add(token(1), owner_id=alice.id)
+    await registry.add(token(2))  # the admin's: no owner
+    host, feed, _, _ = reconciler(settings, pool, registry)
+    told: dict[int, int | None] = {}
+    rec = Reconciler(host, feed, registry.decrypt, know_owner=told.__setitem__)
+    await rec.pass_once()
+    assert told == {1: alice.id, 2: None}
+    bob, _ = await create_owner(registry, "bob")
+    await pool.execute("UPDATE bots SET owner_id = $1 WHERE id = 2", bob.id)
+    await rec.pass_once()  # by change: the moved bot's new owner
+    assert told == {1: alice.id, 2: bob.id}
 
 
 async def test_cursor_advances_on_every_write_and_filters_shards(

@@ -122,6 +122,49 @@ def test_a_bot_moving_to_another_worker_is_not_forgotten_by_the_first() -> None:
     assert live.bot(7)["live_state"] is None
 
 
+def test_beats_without_figures_keep_the_last_ones_and_the_bots_fresh() -> None:
+    wall, mono = Clock(600_000.0), Clock()
+    live = LiveFigures(stale_after_s=10, wall=wall, clock=mono)
+    live.on_beat(0, _beat({"5": ["running", 3, 2, 0, 0, wall.now]}, omitted=4))
+    for _ in range(15):  # 15 s of beats without figures: nothing forgotten, nothing stale
+        mono.now += 1
+        live.on_beat(0, Heartbeat(index=0, per_bot_included=False))
+    five = live.bot(5, series=True)
+    assert five["live_state"] == "running" and sum(five["in_series"]) == 3
+    assert live.fleet()["bots_omitted"] == 4 and len(live) == 1
+    mono.now += 11  # the worker stopped beating
+    assert live.bot(5)["live_state"] == "no heartbeat"
+    live.on_beat(0, _beat({}))  # figures again: 5 is gone from this worker
+    assert live.bot(5)["live_state"] == "stopped"
+
+
+def test_figures_are_due_every_poll_interval_with_half_a_beat_of_slack() -> None:
+    figures = BotFigures()
+    beats = [0.0, 1.0, 2.0, 3.0, 4.0, 4.6, 5.6, 6.6, 7.6, 8.6, 9.7, 10.6]
+    assert [t for t in beats if figures.due(5.0, 0.5, now=t)] == [0.0, 4.6, 9.7]
+    figures.record(5, 1, 1, 0, 0)  # deltas add up between snapshots
+    figures.record(5, 2, 0, 0, 0)
+    busy, _, _ = figures.snapshot({5: _Handle()}, limit=10)  # type: ignore[dict-item]
+    assert busy["5"][1:3] == [3, 1]
+
+
+def test_a_worker_sends_figures_sparsely_only_to_a_master_that_keeps_them() -> None:
+    from types import SimpleNamespace
+
+    from config import Settings
+    from supervisor.worker.process import Worker
+
+    def worker(sparse: bool, **dashboard: Any) -> Worker:
+        w = Worker(Settings(dashboard=dashboard), 0, [], 0, sparse_figures=sparse)
+        w.fleet = SimpleNamespace(figures=BotFigures())  # type: ignore[assignment]
+        return w
+
+    sparse, every_beat, off = worker(True), worker(False), worker(False, enabled=False)
+    assert [sparse._figures_due() for _ in range(3)] == [True, False, False]
+    assert [every_beat._figures_due() for _ in range(3)] == [True, True, True]
+    assert not off._figures_due()
+
+
 class _Handle:
     def __init__(self, state: ActorState = ActorState.RUNNING) -> None:
         self.state = state
@@ -158,8 +201,11 @@ def test_heartbeats_with_and_without_per_bot_figures_read_both_ways() -> None:
     back = Heartbeat.loads(new.dumps())
     assert back == new
     summary = new.summary()
-    assert not {"per_bot", "per_bot_idle", "per_bot_omitted"} & set(summary)
+    assert not {"per_bot", "per_bot_idle", "per_bot_omitted", "per_bot_included"} & set(summary)
     assert summary["index"] == 1
+    assert hb.per_bot_included  # an older worker's beat: figures included
+    bare = Heartbeat.loads(Heartbeat(index=1, per_bot_included=False).dumps())
+    assert bare is not None and not bare.per_bot_included
 
 
 @pytest.mark.parametrize(

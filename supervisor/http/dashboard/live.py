@@ -1,7 +1,9 @@
 """Live figures per bot, folded from the workers' heartbeats: state, rates, the last hour.
 
 Runs in the master's event loop: `on_beat` is a `Master.beat_listeners` entry, called
-with every heartbeat a worker sends on its pipe (its `per_bot` field). Memory is bounded
+with every heartbeat a worker sends on its pipe (its `per_bot` field). Workers put the
+figures in a beat only every `dashboard.poll_interval_s`; a beat without them
+(`per_bot_included` False) only says the worker is alive, so its bots stay fresh. Memory is bounded
 by the fleet: a small record per bot, and two rings of 60 per-minute counts only for
 bots that ever received or sent something. A bot a worker no longer reports is
 kept as "stopped" while its last hour still has traffic to chart, then forgotten (a bot
@@ -85,6 +87,8 @@ class LiveFigures:
         # keyed by the heartbeat's str ids: folding then converts nothing
         self._bots: dict[str, BotLive] = {}
         self._by_worker: dict[int, set[str]] = {}
+        #: monotonic time of each worker's newest beat, with figures or without
+        self._beat_seen: dict[int, float] = {}
         self.fleet_received = _Ring.empty(0)
         self.fleet_sent = _Ring.empty(0)
         #: bots the workers' caps left out of their last heartbeats
@@ -98,8 +102,13 @@ class LiveFigures:
 
     def on_beat(self, worker: int, hb: Heartbeat) -> None:
         """Fold one heartbeat in. Never blocks; O(bots in the beat), a few µs each (it
-        runs in the master's loop once a second per worker: bench/dashboard.py times it)."""
-        now, minute = self._clock(), int(self._wall() // 60)
+        runs in the master's loop once per `dashboard.poll_interval_s` per worker:
+        bench/dashboard.py times it). A beat without figures costs one dict write."""
+        now = self._clock()
+        self._beat_seen[worker] = now
+        if not hb.per_bot_included:
+            return
+        minute = int(self._wall() // 60)
         slot = minute % MINUTES
         bots = self._bots
         fleet_in = fleet_out = 0
@@ -175,7 +184,8 @@ class LiveFigures:
         if live is None:
             return {"id": bot_id, "live_state": None}
         now, wall = self._clock(), self._wall()
-        stale = live.state != STOPPED and now - live.seen > self.stale_after_s
+        seen = max(live.seen, self._beat_seen.get(live.worker, live.seen))
+        stale = live.state != STOPPED and now - seen > self.stale_after_s
         out: dict[str, Any] = {
             "id": bot_id,
             "live_state": "no heartbeat" if stale else live.state,
