@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""The aiogram bridge's own CPU per update, in one process, without I/O.
+
+Feeds echo updates (the emulator's shape) through `AiogramHandler.handle` with the
+Router of bench/bridge_echo.py, the FSM storage on a context store that holds nothing
+(what a chat without FSM state costs), and an API that serialises the request and parses
+the emulator's answer like `BotApi.call` does, but sends nothing. The native `echo`
+handler runs on the same fake API for comparison.
+
+    .venv/bin/python bench/bridge_micro.py                  # µs per update, median of rounds
+    .venv/bin/python bench/bridge_micro.py --ab             # and without the fast paths
+    .venv/bin/python bench/bridge_micro.py --profile 20000  # cProfile of the bridge, top 40
+
+On a shared machine compare only figures of one invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import bots.bridge.session as session_mod  # noqa: E402
+from bots.bridge import fastpath  # noqa: E402
+from bots.bridge.handler import AiogramHandler, dispatcher_for, warm_up  # noqa: E402
+from bots.bridge.params import NotPlain, request_params  # noqa: E402
+from bots.handlers.base import BotContext, HandlerDeps  # noqa: E402
+from bots.handlers.echo import EchoHandler  # noqa: E402
+from bots.telegram.update import Incoming  # noqa: E402
+
+BOT_ID = 123456
+BOT_USER = {"id": BOT_ID, "is_bot": True, "first_name": "Bench", "username": "bench_bot"}
+
+
+class _EmptyContexts:
+    """A context store whose every chat is empty and cached (no Redis, no PostgreSQL)."""
+
+    _empty = SimpleNamespace(messages=())
+
+    async def load(self, bot_id: int, chat_id: int) -> Any:
+        return self._empty
+
+
+class _FakeApi:
+    """`LimitedApi`'s surface: serialises like `BotApi.call`, answers like the emulator."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def same(self, other: Any) -> bool:
+        return other is self
+
+    async def send(self, method: str, params: dict[str, Any], chat_id: int | None) -> Any:
+        orjson.dumps(params)
+        self.sent += 1
+        body = orjson.dumps(
+            {
+                "ok": True,
+                "result": {
+                    "message_id": 1000 + self.sent,
+                    "from": BOT_USER,
+                    "chat": {"id": params["chat_id"], "type": "private", "first_name": "User"},
+                    "date": 1_700_000_000,
+                    "text": params["text"],
+                },
+            }
+        )
+        return orjson.loads(body)["result"]
+
+    async def send_message(
+        self, chat_id: int, text: str, *, reply_to: int | None = None, **extra: Any
+    ) -> Any:
+        params: dict[str, Any] = {"chat_id": chat_id, "text": text, **extra}
+        if reply_to is not None:
+            params["reply_parameters"] = {
+                "message_id": reply_to,
+                "allow_sending_without_reply": True,
+            }
+        return await self.send("sendMessage", params, chat_id)
+
+
+def _updates(n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        chat = 10_000 + i % 400
+        out.append(
+            orjson.dumps(
+                {
+                    "update_id": i + 1,
+                    "message": {
+                        "message_id": i + 1,
+                        "from": {"id": chat, "is_bot": False, "first_name": "User"},
+                        "chat": {"id": chat, "type": "private", "first_name": "User"},
+                        "date": 1_700_000_000,
+                        "text": f"hello {i}",
+                    },
+                }
+            )
+        )
+    return out
+
+
+async def _run(handler: Any, ctx: BotContext, bodies: list[bytes]) -> float:
+    """Seconds of CPU for handling `bodies` (parsing each like the poll does)."""
+    t0 = time.process_time()
+    for body in bodies:
+        await handler.handle(Incoming(orjson.loads(body)), ctx)
+    return time.process_time() - t0
+
+
+@contextmanager
+def _stock_aiogram() -> Iterator[None]:
+    """The bridge without its fast paths (bots/bridge/fastpath.py, params.py)."""
+
+    def generic(method: Any, prepare: Any) -> dict[str, Any]:
+        raise NotPlain("A/B")
+
+    fastpath.uninstall()
+    session_mod.request_params = generic  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        session_mod.request_params = request_params
+        fastpath.install()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    warm_up()
+    from bridge_echo import router
+
+    dp = dispatcher_for("bridge_echo:router", router, HandlerDeps(context=_EmptyContexts()))  # type: ignore[arg-type]
+    api = _FakeApi()
+    ctx = BotContext(BOT_ID, "bench_bot", api, {})  # type: ignore[arg-type]
+    ctx.api = api  # type: ignore[assignment]
+    bridge = AiogramHandler(dp)
+    native = EchoHandler()
+    bodies = _updates(args.updates)
+    await _run(bridge, ctx, bodies[:200])  # first-update work (Bot, schemas) out of the figure
+    gc.set_threshold(50_000, 20, 100)  # the worker's (supervisor/worker/process.py)
+    gc.collect()
+    gc.freeze()
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        await _run(bridge, ctx, _updates(args.profile))
+        prof.disable()
+        pstats.Stats(prof).sort_stats(args.sort).print_stats(40)
+        return
+    figures: dict[str, list[float]] = {"native": [], "bridge": []}
+    if args.ab:
+        figures["stock"] = []
+    for _ in range(args.rounds):
+        for name, h in (("native", native), ("bridge", bridge)):
+            figures[name].append(await _run(h, ctx, bodies) / len(bodies) * 1e6)
+        if args.ab:
+            with _stock_aiogram():
+                figures["stock"].append(await _run(bridge, ctx, bodies) / len(bodies) * 1e6)
+    for name, xs in figures.items():
+        print(
+            f"{name:<7} µs/update median {statistics.median(xs):8.1f}  min {min(xs):8.1f}"
+            f"  ({args.rounds} rounds of {len(bodies)})"
+        )
+    assert api.sent == (args.rounds * len(figures) * len(bodies) + 200), api.sent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--updates", type=int, default=3000)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument(
+        "--ab", action="store_true", help="also the bridge without its fast paths, interleaved"
+    )
+    p.add_argument("--profile", type=int, default=0, help="cProfile this many updates")
+    p.add_argument("--sort", default="tottime")
+    args = p.parse_args()
+    asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()
