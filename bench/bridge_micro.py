@@ -9,6 +9,7 @@ handler runs on the same fake API for comparison.
 
     .venv/bin/python bench/bridge_micro.py                  # µs per update, median of rounds
     .venv/bin/python bench/bridge_micro.py --ab             # and without the fast paths
+    .venv/bin/python bench/bridge_micro.py --instructions --updates 300  # callgrind counts
     .venv/bin/python bench/bridge_micro.py --profile 20000  # cProfile of the bridge, top 40
 
 On a shared machine compare only figures of one invocation.
@@ -20,9 +21,13 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import os
 import pstats
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -151,7 +156,10 @@ async def _main(args: argparse.Namespace) -> None:
     bridge = AiogramHandler(dp)
     native = EchoHandler()
     bodies = _updates(args.updates)
-    await _run(bridge, ctx, bodies[:200])  # first-update work (Bot, schemas) out of the figure
+    # first-update work (Bot, schemas, plans) out of the figures
+    await _run(bridge, ctx, bodies[:200])
+    with _stock_aiogram():
+        await _run(bridge, ctx, bodies[:200])
     gc.set_threshold(50_000, 20, 100)  # the worker's (supervisor/worker/process.py)
     gc.collect()
     gc.freeze()
@@ -162,21 +170,60 @@ async def _main(args: argparse.Namespace) -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats(args.sort).print_stats(40)
         return
-    figures: dict[str, list[float]] = {"native": [], "bridge": []}
-    if args.ab:
-        figures["stock"] = []
-    for _ in range(args.rounds):
-        for name, h in (("native", native), ("bridge", bridge)):
-            figures[name].append(await _run(h, ctx, bodies) / len(bodies) * 1e6)
-        if args.ab:
+
+    async def variant(name: str) -> float:
+        if name == "stock":
             with _stock_aiogram():
-                figures["stock"].append(await _run(bridge, ctx, bodies) / len(bodies) * 1e6)
+                return await _run(bridge, ctx, bodies)
+        return await _run(native if name == "native" else bridge, ctx, bodies)
+
+    names = ["native", "bridge", *(["stock"] if args.ab or args.callgrind_child else [])]
+    if args.callgrind_child:
+        # under valgrind (see _instructions): count each variant's instructions alone
+        for name in names:
+            _callgrind("-i", "on")
+            await variant(name)
+            _callgrind("-i", "off")
+            _callgrind("-d", name)
+        return
+    figures: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            figures[name].append(await variant(name) / len(bodies) * 1e6)
     for name, xs in figures.items():
         print(
             f"{name:<7} µs/update median {statistics.median(xs):8.1f}  min {min(xs):8.1f}"
             f"  ({args.rounds} rounds of {len(bodies)})"
         )
-    assert api.sent == (args.rounds * len(figures) * len(bodies) + 200), api.sent
+
+
+def _callgrind(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+
+def _instructions(updates: int) -> None:
+    """Instructions per update of each variant, counted by callgrind (deterministic where
+    timings on a shared machine are not). Takes about a minute for 300 updates."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={tmp}/cg.out",
+            sys.executable,
+            __file__,
+            "--callgrind-child",
+            "--updates",
+            str(updates),
+        ]
+        subprocess.run(cmd, check=True, capture_output=True)
+        for dump in sorted(Path(tmp).glob("cg.out.*")):
+            text = dump.read_text()
+            name = re.search(r"^desc: Trigger: dump (\S+)", text, re.M)
+            total = re.search(r"^totals: (\d+)", text, re.M)
+            if name and total:
+                per = int(total.group(1)) / updates
+                print(f"{name.group(1):<7} instructions/update {per:12,.0f}")
 
 
 def main() -> None:
@@ -186,9 +233,18 @@ def main() -> None:
     p.add_argument(
         "--ab", action="store_true", help="also the bridge without its fast paths, interleaved"
     )
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per update under valgrind's callgrind instead of timing",
+    )
+    p.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--profile", type=int, default=0, help="cProfile this many updates")
     p.add_argument("--sort", default="tottime")
     args = p.parse_args()
+    if args.instructions:
+        _instructions(args.updates)
+        return
     asyncio.run(_main(args))
 
 
