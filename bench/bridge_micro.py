@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The aiogram bridge's own CPU per update, in one process, without I/O.
 
-Feeds echo updates (the emulator's shape) through `AiogramHandler.handle` with the
-Router of bench/bridge_echo.py, the FSM storage on a context store that holds nothing
+Feeds echo updates (the emulator's shape, to --bots bots whose update ids count from 1
+each) through `AiogramHandler.handle` with the Router of bench/bridge_echo.py, the FSM storage on a context store that holds nothing
 (what a chat without FSM state costs), and an API that serialises the request and parses
 the emulator's answer like `BotApi.call` does, but sends nothing. The native `echo`
 handler runs on the same fake API for comparison.
@@ -23,6 +23,7 @@ import cProfile
 import gc
 import os
 import pstats
+import random
 import re
 import statistics
 import subprocess
@@ -100,32 +101,45 @@ class _FakeApi:
         return await self.send("sendMessage", params, chat_id)
 
 
-def _updates(n: int) -> list[bytes]:
-    out = []
-    for i in range(n):
-        chat = 10_000 + i % 400
-        out.append(
-            orjson.dumps(
-                {
-                    "update_id": i + 1,
-                    "message": {
-                        "message_id": i + 1,
-                        "from": {"id": chat, "is_bot": False, "first_name": "User"},
-                        "chat": {"id": chat, "type": "private", "first_name": "User"},
-                        "date": 1_700_000_000,
-                        "text": f"hello {i}",
-                    },
-                }
-            )
-        )
-    return out
+class _Fleet:
+    """`bots` bots of the bridged Router (their own `Bot` each, one Dispatcher) on one
+    fake API; update ids count from 1 per bot, as the emulator's (and Telegram's, from
+    some offset) do, so equal ids of different bots meet in one process."""
+
+    def __init__(self, dp: Any, api: _FakeApi, bots: int) -> None:
+        self.ctxs = []
+        for i in range(bots):
+            ctx = BotContext(BOT_ID + i, f"bench_{i}_bot", api, {})  # type: ignore[arg-type]
+            ctx.api = api  # type: ignore[assignment]
+            self.ctxs.append(ctx)
+        self.bridges = [AiogramHandler(dp) for _ in range(bots)]
+        self._next_id = [1] * bots
+        self._rng = random.Random(12)
+
+    def updates(self, n: int, *, each_once: bool = False) -> list[tuple[int, bytes]]:
+        out = []
+        for i in range(n):
+            bot = i if each_once else self._rng.randrange(len(self.ctxs))
+            update_id = self._next_id[bot]
+            self._next_id[bot] += 1
+            chat = 10_000 + self._rng.randrange(40)
+            message = {
+                "message_id": update_id,
+                "from": {"id": chat, "is_bot": False, "first_name": "User"},
+                "chat": {"id": chat, "type": "private", "first_name": "User"},
+                "date": 1_700_000_000,
+                "text": f"hello {i}",
+            }
+            out.append((bot, orjson.dumps({"update_id": update_id, "message": message})))
+        return out
 
 
-async def _run(handler: Any, ctx: BotContext, bodies: list[bytes]) -> float:
+async def _run(fleet: _Fleet, bodies: list[tuple[int, bytes]], native: Any = None) -> float:
     """Seconds of CPU for handling `bodies` (parsing each like the poll does)."""
     t0 = time.process_time()
-    for body in bodies:
-        await handler.handle(Incoming(orjson.loads(body)), ctx)
+    for bot, body in bodies:
+        handler = native or fleet.bridges[bot]
+        await handler.handle(Incoming(orjson.loads(body)), fleet.ctxs[bot])
     return time.process_time() - t0
 
 
@@ -150,23 +164,20 @@ async def _main(args: argparse.Namespace) -> None:
     from bridge_echo import router
 
     dp = dispatcher_for("bridge_echo:router", router, HandlerDeps(context=_EmptyContexts()))  # type: ignore[arg-type]
-    api = _FakeApi()
-    ctx = BotContext(BOT_ID, "bench_bot", api, {})  # type: ignore[arg-type]
-    ctx.api = api  # type: ignore[assignment]
-    bridge = AiogramHandler(dp)
+    fleet = _Fleet(dp, _FakeApi(), args.bots)
     native = EchoHandler()
-    bodies = _updates(args.updates)
-    # first-update work (Bot, schemas, plans) out of the figures
-    await _run(bridge, ctx, bodies[:200])
+    # first-update work (each bot's Bot, schemas, plans) out of the figures
+    await _run(fleet, fleet.updates(args.bots, each_once=True))
     with _stock_aiogram():
-        await _run(bridge, ctx, bodies[:200])
+        await _run(fleet, fleet.updates(200))
+    bodies = fleet.updates(args.updates)
     gc.set_threshold(50_000, 20, 100)  # the worker's (supervisor/worker/process.py)
     gc.collect()
     gc.freeze()
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        await _run(bridge, ctx, _updates(args.profile))
+        await _run(fleet, fleet.updates(args.profile))
         prof.disable()
         pstats.Stats(prof).sort_stats(args.sort).print_stats(40)
         return
@@ -174,8 +185,8 @@ async def _main(args: argparse.Namespace) -> None:
     async def variant(name: str) -> float:
         if name == "stock":
             with _stock_aiogram():
-                return await _run(bridge, ctx, bodies)
-        return await _run(native if name == "native" else bridge, ctx, bodies)
+                return await _run(fleet, bodies)
+        return await _run(fleet, bodies, native if name == "native" else None)
 
     names = ["native", "bridge", *(["stock"] if args.ab or args.callgrind_child else [])]
     if args.callgrind_child:
@@ -201,7 +212,7 @@ def _callgrind(*args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
 
 
-def _instructions(updates: int) -> None:
+def _instructions(updates: int, bots: int) -> None:
     """Instructions per update of each variant, counted by callgrind (deterministic where
     timings on a shared machine are not). Takes about a minute for 300 updates."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,6 +226,8 @@ def _instructions(updates: int) -> None:
             "--callgrind-child",
             "--updates",
             str(updates),
+            "--bots",
+            str(bots),
         ]
         subprocess.run(cmd, check=True, capture_output=True)
         for dump in sorted(Path(tmp).glob("cg.out.*")):
@@ -229,6 +242,9 @@ def _instructions(updates: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--updates", type=int, default=3000)
+    p.add_argument(
+        "--bots", type=int, default=1000, help="bots the updates go to (default 1000, as the bench)"
+    )
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument(
         "--ab", action="store_true", help="also the bridge without its fast paths, interleaved"
@@ -243,7 +259,7 @@ def main() -> None:
     p.add_argument("--sort", default="tottime")
     args = p.parse_args()
     if args.instructions:
-        _instructions(args.updates)
+        _instructions(args.updates, args.bots)
         return
     asyncio.run(_main(args))
 

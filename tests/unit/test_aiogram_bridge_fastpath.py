@@ -370,3 +370,21 @@ def test_request_params_are_aiogram_s(method: TelegramMethod[Any]) -> None:
 def test_request_params_leave_files_and_dates_to_aiogram(method: TelegramMethod[Any]) -> None:
     with pytest.raises(NotPlain):
         _both(method)
+
+
+def test_event_type_is_computed_per_update_without_aiogram_s_process_wide_cache() -> None:
+    fastpath.install()
+    a, b = Bot("42:a"), Bot("43:b")
+    # the same update id at two bots, as every bot's ids count on their own
+    first = Update.model_validate(UPDATES[0] | {"update_id": 1}, context={"bot": a})
+    other = Update.model_validate(UPDATES[5] | {"update_id": 1}, context={"bot": b})
+    assert hash(first) == hash(other) and first != other
+    assert (first.event_type, other.event_type) == ("message", "callback_query")
+    assert isinstance(other.event, CallbackQuery) and other.event.bot is b
+    assert not hasattr(type(first).__dict__["event_type"].fget, "cache_info")
+    fastpath.uninstall()
+    try:
+        assert hasattr(type(first).__dict__["event_type"].fget, "cache_info")  # aiogram's
+        assert (first.event_type, other.event_type) == ("message", "callback_query")
+    finally:
+        fastpath.install()
