@@ -14,9 +14,9 @@ import os
 import stat
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -66,6 +66,7 @@ class Sender:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(THREADS)
+        self.pending: deque[Future[None]] = deque()
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -91,8 +92,16 @@ class Sender:
                 self.failures.append(failure)
 
     def send_all(self, items: list[tuple[Case, str]]) -> None:
-        for future in [self.pool.submit(self.send, case, key) for case, key in items]:
-            future.result(timeout=120)
+        """Queue a batch and return: Hypothesis draws the next batch while this one is
+        sent (drawing costs about as much as the daemon's answer). At most a few batches
+        wait, so a failure still shows up close to the request that caused it."""
+        self.pending.extend(self.pool.submit(self.send, case, key) for case, key in items)
+        while len(self.pending) > 4 * BATCH:
+            self.pending.popleft().result(timeout=120)
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result(timeout=120)
 
 
 def fuzz(doc_url: str, keys: list[str], bot_ids: list[int], sender: Sender) -> None:
@@ -126,6 +135,7 @@ def fuzz(doc_url: str, keys: list[str], bot_ids: list[int], sender: Sender) -> N
         sender.send_all(items)
 
     run()
+    sender.drain()
 
 
 async def test_every_operation_fuzzed_under_both_keys_gives_no_5xx_and_conforms(
