@@ -6,6 +6,7 @@ inclusive time, and the top project frames (supervisor, bots, ratelimit, config,
 ipc) by inclusive time, plus a coarse breakdown by package (the innermost frame).
 
     .venv/bin/python bench/pyspy_top.py bench/out/prof/botvisor-1000-*/worker0.collapsed.txt
+    .venv/bin/python bench/pyspy_top.py --within AiogramHandler.handle prof.txt
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _package(frame: str) -> str:
     return inner.split(".", 1)[0] or "?"
 
 
-def summarise(path: Path, top: int) -> str:
+def summarise(path: Path, top: int, within: str = "") -> str:
     self_t: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     pkg: Counter[str] = Counter()
@@ -57,6 +58,12 @@ def summarise(path: Path, top: int) -> str:
         frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
         if not frames:
             continue
+        if within:
+            # keep the samples under the first frame naming `within`, from that frame in
+            at = next((i for i, f in enumerate(frames) if within in f), None)
+            if at is None:
+                continue
+            frames = frames[at:]
         total += n
         leaf = frames[-1]
         self_t[_short(leaf)] += n
@@ -90,9 +97,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", type=Path, nargs="+", help="py-spy raw (collapsed) outputs")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument(
+        "--within",
+        default="",
+        help="only samples under a frame containing this text, e.g. 'AiogramHandler.handle'",
+    )
     args = p.parse_args()
     for f in args.files:
-        print(summarise(f, args.top))
+        print(summarise(f, args.top, args.within))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.methods import SendMessage
 from aiogram.types import Update
 
+from bots.bridge import fastpath
 from bots.bridge.session import BridgeSession
 from bots.bridge.storage import ContextStorage
 from bots.handlers.base import BotContext, Handler, HandlerDeps
@@ -38,6 +39,7 @@ def dispatcher_for(ref: str, target: Router, deps: HandlerDeps) -> Dispatcher:
     dp = _dispatchers.get(ref)
     if dp is not None:
         return dp
+    fastpath.install()  # after the Router's module is imported: its own models too
     storage: BaseStorage | None = ContextStorage(deps.context) if deps.context else None
     if isinstance(target, Dispatcher):
         dp = target

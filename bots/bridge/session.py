@@ -30,6 +30,7 @@ from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
 from pydantic import TypeAdapter
 
+from bots.bridge.params import NotPlain, request_params
 from bots.telegram.api import BotNetworkError, RetryAfter, TelegramError
 from bots.telegram.limited import LimitedApi
 
@@ -76,11 +77,13 @@ class BridgeSession(BaseSession):
     ) -> TelegramType:
         name = method.__api_method__
         files: dict[str, Any] = {}
-        params: dict[str, Any] = {}
-        for key, value in method.model_dump(warnings=False).items():
-            prepared = self.prepare_value(value, bot=bot, files=files, _dumps_json=False)
-            if prepared is not None:
-                params[key] = prepared
+        try:
+            params = request_params(
+                method, lambda v: self.prepare_value(v, bot=bot, files=files, _dumps_json=False)
+            )
+        except NotPlain:
+            files.clear()
+            params = self._generic_params(bot, method, files)
         if files:
             raise UploadNotSupported(
                 method, "file uploads are not supported by botvisor's bridge; send a file_id or URL"
@@ -98,6 +101,17 @@ class BridgeSession(BaseSession):
         except BotNetworkError as exc:
             raise TelegramNetworkError(method, exc.cause) from exc
         return _adapter(method.__returning__).validate_python(result, context={"bot": bot})  # type: ignore[no-any-return]
+
+    def _generic_params(
+        self, bot: Bot, method: TelegramMethod[TelegramType], files: dict[str, Any]
+    ) -> dict[str, Any]:
+        """aiogram's own way (its AiohttpSession's), for what `request_params` leaves."""
+        params: dict[str, Any] = {}
+        for key, value in method.model_dump(warnings=False).items():
+            prepared = self.prepare_value(value, bot=bot, files=files, _dumps_json=False)
+            if prepared is not None:
+                params[key] = prepared
+        return params
 
     async def close(self) -> None:
         """The HTTP pool is the worker's; nothing of ours to close."""
