@@ -719,8 +719,6 @@ class EmulatorState:
             burst = chat.burst = Burst()
         burst.add(now)
         bot.sent_log.append((chat_id, text, reply_to, now))
-        if self._watchers:
-            self._notify()  # tests wait for sends too (wait_until)
 
         # Reply accounting. `out_of_order` looks at first replies only (a reply to a message
         # older than one already answered in this chat); repeats count as `duplicates`.
@@ -737,6 +735,10 @@ class EmulatorState:
                         chat.max_ref = reply_to
                 else:
                     self.duplicates += 1
+        if self._watchers:
+            # tests wait for sends too (wait_until), so only once the reply is counted: a
+            # check before it would miss the last one and wait for some later long poll
+            self._notify()
 
         message_id = chat.next_message_id
         chat.next_message_id = message_id + 1
