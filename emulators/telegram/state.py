@@ -736,8 +736,8 @@ class EmulatorState:
                 else:
                     self.duplicates += 1
         if self._watchers:
-            # tests wait for sends too (wait_until), so only once the reply is counted: a
-            # check before it would miss the last one and wait for some later long poll
+            # tests wait for sends too (wait_until), and for the books they change: after
+            # them, or the last reply of a fleet that never long-polls is never seen
             self._notify()
 
         message_id = chat.next_message_id
