@@ -11,6 +11,13 @@ coalesced and pipelined by `run()`), so a stream holds only unhandled updates.
 Entries pending longer than `claim_idle_s` — their reader died (SIGKILL), restarted or
 lost the shard — are taken over with XAUTOCLAIM by whoever reads the shard now; the
 bot's progress record (ipc/offsets.py) says which of them were answered already.
+
+An append that times out has its batch handled directly (see bots/actor/inbox_poll.py),
+but a hung Redis still holds the request and runs it once it wakes: that entry would
+bring back an update already answered (a worker that exited meanwhile could not save
+its progress record either). So a batch is appended by a script that refuses it once the
+server's clock has passed the poller's deadline (`APPEND`): an append lands in time or
+never.
 """
 
 from __future__ import annotations
@@ -30,6 +37,22 @@ log = structlog.get_logger(__name__)
 
 #: Entries per XREADGROUP / XAUTOCLAIM call.
 READ_COUNT = 500
+#: An append is refused by the server this long before its caller gives up, so one the
+#: caller gave up on never lands (it covers the hosts' clock skew, NTP-synced: ms).
+APPEND_MARGIN_S = 0.5
+
+#: KEYS[1] the shard's stream; ARGV: deadline (server wall clock, µs), bot id, polled at,
+#: then one update JSON each. Returns 1 (appended) or 0 (past the deadline: nothing).
+APPEND = """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[1]) then
+    return 0
+end
+for i = 4, #ARGV do
+    redis.call('XADD', KEYS[1], '*', 'b', ARGV[2], 't', ARGV[3], 'u', ARGV[i])
+end
+return 1
+"""
 #: Acknowledgements per pipelined write.
 ACK_CHUNK = 1000
 
@@ -44,14 +67,8 @@ class Entry(NamedTuple):
     update: dict[str, Any]
 
 
-def encode(bot_id: int, update: dict[str, Any], now: float) -> dict[str, bytes]:
-    return {
-        "b": b"%d" % bot_id,
-        "t": b"%.6f" % now,
-        # orjson both ways: polled updates were parsed by orjson (bots/telegram/api.py) and
-        # webhook bodies checked by it (the ingress), so what decodes here is what came
-        "u": orjson.dumps(update),
-    }
+class AppendTooLate(TimeoutError):
+    """The server ran an append past its deadline and refused it: nothing was appended."""
 
 
 def decode(shard: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry | None:
@@ -78,6 +95,7 @@ class Inbox:
         claim_idle_s: float,
     ) -> None:
         self._redis = redis
+        self._append = redis.register_script(APPEND)
         self._prefix = prefix
         self._group = keys.inbox_group(prefix)
         self.shards_total = shards_total
@@ -107,17 +125,20 @@ class Inbox:
     # -- pollers ----------------------------------------------------------------------------
 
     async def append(self, bot_id: int, updates: list[dict[str, Any]]) -> bool:
-        """One pipelined XADD per batch. False (nothing may count as appended) on any
-        Redis fault: the caller then handles the batch the old way."""
+        """One script call per batch (`APPEND`). False on any Redis fault: the caller
+        then handles the batch the old way. A request the server runs only after our
+        deadline appends nothing, so a batch given up on never comes back later."""
         shard = self.shard_of(bot_id)
         key = keys.inbox_key(self._prefix, shard)
         now = time.time()
+        deadline_us = int((now + self.timeout_s - self._margin_s()) * 1_000_000)
+        args: list[Any] = [deadline_us, bot_id, f"{now:.6f}"]
+        args += [orjson.dumps(u) for u in updates]  # orjson both ways (decode below)
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for update in updates:
-                        pipe.xadd(key, encode(bot_id, update, now))  # type: ignore[arg-type]
-                    await pipe.execute()
+                appended = await self._append(keys=[key], args=args)
+            if not appended:
+                raise AppendTooLate(f"shard {shard}: refused past the deadline")
         except REDIS_ERRORS as exc:
             if not self.degraded:
                 log.warning("inbox.append_failed", error=type(exc).__name__, fallback="direct")
@@ -132,6 +153,10 @@ class Inbox:
         self.appended += len(updates)
         self._backlog[shard] = self._backlog.get(shard, 0) + len(updates)
         return True
+
+    def _margin_s(self) -> float:
+        # a short Redis timeout keeps most of itself for the append
+        return min(APPEND_MARGIN_S, self.timeout_s / 4)
 
     def full(self, bot_id: int) -> bool:
         return self._backlog.get(self.shard_of(bot_id), 0) >= self.backlog_max

@@ -125,9 +125,11 @@ class RedisProgress:
         self._dirty[bot_id] = snapshot
         self._wake.set()
 
-    async def flush(self, timeout: float) -> bool:
+    async def flush(self, timeout: float, stall_s: float | None = None) -> bool:
         """Wait until every mark made so far is written; False if that flush failed or
-        did not finish within `timeout`."""
+        did not finish within `timeout` — or, given `stall_s`, once no write at all has
+        landed for that long: a hung Redis gives up early, while a busy loop whose writes
+        still land (a whole fleet stopping at once) is waited for."""
         if self._dirty:
             target = self._started + 1  # the next batch taken includes our marks
         elif self._started > self._finished:
@@ -137,13 +139,21 @@ class RedisProgress:
         self._wake.set()
         self._urgent.set()
         waiter = self._waiters.get(target)
+        loop = asyncio.get_running_loop()
         if waiter is None:
-            waiter = self._waiters[target] = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(waiter)
-        except TimeoutError:
-            return False
+            waiter = self._waiters[target] = loop.create_future()
+        deadline = loop.time() + timeout
+        step = timeout if stall_s is None else min(stall_s, timeout)
+        landed = self.flushes
+        while (left := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(min(step, left)):
+                    return await asyncio.shield(waiter)
+            except TimeoutError:
+                if self.flushes == landed:
+                    return False  # nothing written meanwhile: Redis is not answering
+                landed = self.flushes
+        return False
 
     async def run(self) -> None:
         """The flusher: forever, one pipelined write per batch of dirty bots."""

@@ -156,10 +156,13 @@ def redis_via_proxy(redis_url: str, port: int) -> str:
 
 class TcpProxy:
     """Forwards 127.0.0.1:port to a target, (host, port) or a Unix socket path; `stop()`
-    cuts every connection, `start()` on the same port lets new ones through again."""
+    cuts every connection, `start()` on the same port lets new ones through again.
+    `reply_delay_s` holds every chunk of the target's answers that long (a slow link, or
+    with a large value a server that stopped answering); it may be changed at any time."""
 
     def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target
+        self.reply_delay_s = 0.0
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
@@ -201,14 +204,18 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst), name="test:proxy-pipe")
+        for src, dst, answers in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pipe(src, dst, answers), name="test:proxy-pipe")
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, answers: bool = False
+    ) -> None:
         try:
             while data := await src.read(65536):
+                if answers and self.reply_delay_s > 0:
+                    await asyncio.sleep(self.reply_delay_s)  # the simulated link's latency
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):

@@ -104,7 +104,10 @@ class ProgressStore(Protocol):
 
     def mark(self, bot_id: int, snapshot: Snapshot) -> None: ...
 
-    async def flush(self, timeout: float) -> bool: ...
+    async def flush(self, timeout: float, stall_s: float | None = None) -> bool:
+        """True once every mark so far is stored; gives up after `timeout`, or after
+        `stall_s` without any write landing."""
+        ...
 
     def lease_of(self, bot_id: int) -> int | None:
         """The epoch of this host's lease on the bot's shard (ipc/fencing.py); None: none."""
@@ -149,7 +152,7 @@ class MemoryProgress:
         if progress is not None:
             self.saved[bot_id] = progress
 
-    async def flush(self, timeout: float) -> bool:
+    async def flush(self, timeout: float, stall_s: float | None = None) -> bool:
         return True
 
 
@@ -163,8 +166,10 @@ class PollConfig:
     inflight_max: int
     grace_s: float
     handler_retries: int = 3
-    #: how long a stopping actor waits for its progress to reach Redis
+    #: how long a stopping actor waits for its progress to reach Redis while writes land
     save_timeout_s: float = 5.0
+    #: ... and how long without any write landing (a hung Redis) before it gives up
+    save_stall_s: float = 1.0
     #: getUpdates failures (5xx, network) back off inside the poll loop up to this
     poll_backoff_max_s: float = 2.0
 
@@ -505,7 +510,8 @@ class BotActor:
             THROTTLE.warning(self._log, "actor.drain_timeout", grace_s=self.poll.grace_s)
         if self.state is not ActorState.DISABLED and self._lease_current():
             self.progress.mark(self.spec.bot_id, dispatcher.record)
-            if not await self.progress.flush(self.poll.save_timeout_s):
+            saved = await self.progress.flush(self.poll.save_timeout_s, self.poll.save_stall_s)
+            if not saved:
                 THROTTLE.warning(self._log, "actor.progress_not_saved")
 
     # -- handling ---------------------------------------------------------------------------

@@ -216,8 +216,12 @@ class Fleet:
             poll_timeout_s=tg.poll_timeout_s,
             inflight_max=self.settings.bots.inflight_max,
             grace_s=self.settings.shutdown.grace_s,
-            # a hung Redis must not hold a stopping worker: SIGTERM acts within a second
-            save_timeout_s=min(1.0, self.settings.redis.timeout_s),
+            # a hung Redis must not hold a stopping worker (SIGTERM acts within a second),
+            # but a busy one whose writes still land is waited for: a whole fleet stopping
+            # at once on a loaded machine has outlasted a second (actor.progress_not_saved
+            # in bench/RESULTS.md at 10,000 bots, and after a master SIGKILL with the inbox)
+            save_timeout_s=self.settings.redis.timeout_s,
+            save_stall_s=min(1.0, self.settings.redis.timeout_s),
         )
         handle = BotHandle(
             BotActor(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -312,6 +314,38 @@ async def test_with_redis_down_updates_are_handled_the_old_way_and_none_is_lost(
         assert emu.state.duplicates == 0
     finally:
         await worker.stop()
+        await client.aclose()
+
+
+async def test_an_append_a_frozen_redis_runs_after_the_caller_gave_up_adds_nothing(
+    redis_proc: RedisProcess,
+) -> None:
+    """A hung Redis keeps the request and runs it when it wakes. The poller handled that
+    batch itself meanwhile, so a late entry would be answered again by a later reader
+    (issue 9's freeze -> SIGTERM -> thaw -> restart answered a message twice)."""
+    prefix = f"t{secrets.token_hex(4)}:"
+    client = redis_client(redis_proc.url, 0.5)
+    inbox = Inbox(client, prefix, SHARDS, "w1", 0.5, 1000, 30.0)
+    update = {"update_id": 3, "message": {"chat": {"id": 1}, "text": "three"}}
+    try:
+        assert await inbox.append(7, [{**update, "update_id": 2}])  # the connection is up
+        assert redis_proc.proc is not None
+        redis_proc.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert not await inbox.append(7, [update])  # timed out: handled directly
+            assert inbox.health() == "degraded"
+        finally:
+            redis_proc.proc.send_signal(signal.SIGCONT)
+        fresh = redis_client(redis_proc.url, 5.0)
+        try:
+            await fresh.ping()  # served after whatever the frozen server had queued
+            entries = await fresh.xrange(keys.inbox_key(prefix, 7 % SHARDS))
+        finally:
+            await fresh.aclose()
+        assert [json.loads(fields[b"u"])["update_id"] for _, fields in entries] == [2]
+        assert await inbox.append(7, [{**update, "update_id": 4}])
+        assert inbox.health() == "ok"
+    finally:
         await client.aclose()
 
 

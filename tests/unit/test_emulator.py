@@ -495,6 +495,20 @@ async def test_stats_lost_replied_duplicates_out_of_order(
     assert emu.state.bots[bot.id].queue  # the queue survives a stats reset
 
 
+async def test_wait_until_sees_the_reply_it_was_woken_by(
+    emu: RunningEmulator, ctl: EmulatorControl, http: aiohttp.ClientSession
+) -> None:
+    """A watcher on the reply count is woken by the reply itself, counted: no later
+    long poll has to come along (with the inbox on, every bot is parked by then)."""
+    bot = await one_bot(ctl)
+    await ctl.inject([{"bot_id": bot.id, "chat_id": 1, "text": "hi"}])
+    params = {"chat_id": 1, "text": "r", "reply_parameters": {"message_id": 1}}
+    # the send starts only once this task waits, i.e. once the watcher is registered
+    send = asyncio.create_task(call(http, emu, bot.token, "sendMessage", **params))
+    await asyncio.wait_for(emu.state.wait_until(lambda: emu.state.replied >= 1), WAIT)
+    assert (await send)[0] == 200
+
+
 async def test_polling_since(
     emu: RunningEmulator, ctl: EmulatorControl, http: aiohttp.ClientSession
 ) -> None:
