@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 import orjson
 
@@ -123,17 +124,20 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     if report.changed:
         _err("some rows changed during the rotation: run `botvisor keys rotate` again")
     if report.undecryptable:
-        shown = ", ".join(str(i) for i in report.undecryptable[:20])
         _err(
-            f"bots whose token no key of the keyring decrypts: {shown}"
-            f"{' …' if len(report.undecryptable) > 20 else ''}; "
+            f"bots whose token no key of the keyring decrypts: {_ids(report.undecryptable)}; "
             "add their key to security.previous_keys, or re-register them"
         )
     if report.secrets_undecryptable:
-        shown = ", ".join(str(i) for i in report.secrets_undecryptable[:20])
         _err(
-            f"bots whose webhook secret no key of the keyring decrypts: {shown}"
-            f"{' …' if len(report.secrets_undecryptable) > 20 else ''}; "
-            "set their mode to webhook again (`botvisor bots update ID --mode webhook`) for a new one"
+            "bots whose webhook secret no key of the keyring decrypts: "
+            f"{_ids(report.secrets_undecryptable)}; set their mode to webhook again "
+            "(`botvisor bots update ID --mode webhook`) for a new one"
         )
     return ExitCode.FAILURE if incomplete else 0
+
+
+def _ids(bot_ids: Sequence[int], limit: int = 20) -> str:
+    """The first `limit` ids, and an ellipsis when there are more."""
+    shown = ", ".join(str(i) for i in bot_ids[:limit])
+    return shown + (" …" if len(bot_ids) > limit else "")
