@@ -456,7 +456,7 @@ class BotsSection(_Section):
     backoff_min_s: float = Field(0.5, gt=0, le=3600, description="First actor restart delay.")
     backoff_max_s: float = Field(30.0, gt=0, le=86_400, description="Longest restart delay.")
     inbox: bool = Field(
-        False,
+        True,
         description="Durable inbox: polled updates go to a per-shard Redis Stream and are "
         "confirmed to Telegram at once, handled from the stream (no head-of-line blocking "
         "behind a slow chat). Off: updates are confirmed only once handled.",

@@ -13,6 +13,7 @@ worker's loop.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -112,6 +113,12 @@ class LLMClient:
             context_window_tokens=section.context_window_tokens,
             **kwargs,
         )
+
+    async def warm(self) -> None:
+        """Import openai in a thread: the import takes most of a second, which on the
+        event loop at the first completion stalls every bot of the worker (and their
+        Redis reads time out)."""
+        await asyncio.to_thread(importlib.import_module, "openai")
 
     async def complete(
         self,

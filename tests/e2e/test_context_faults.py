@@ -34,6 +34,9 @@ REDIS_FROZEN = (
     "control.redis_unavailable",
     "context.redis_degraded",
     "actor.progress_not_saved",  # the watermark save at stop (ipc/offsets.py)
+    "inbox.read_failed",  # the durable inbox (ipc/inbox.py) reads, appends and acks
+    "inbox.append_failed",
+    "inbox.ack_failed",
 )
 
 
