@@ -11,8 +11,8 @@ import sys
 
 import orjson
 
+from emulators.telegram.limits import Limit
 from emulators.telegram.server import run_emulator
-from emulators.telegram.state import Limit
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,16 +15,9 @@ from typing import Any
 
 import orjson
 
-from emulators.telegram.state import (
-    _WAKE,
-    OK_TRUE,
-    BotState,
-    EmulatorState,
-    InjectError,
-    Result,
-    error,
-    ok,
-)
+from emulators.telegram.bots import WAKE, BotState
+from emulators.telegram.results import OK_TRUE, InjectError, Result, error, ok
+from emulators.telegram.state import EmulatorState
 
 QUERY_INVALID = error(
     400, "Bad Request: query is too old and response timeout expired or query ID is invalid"
@@ -100,7 +93,7 @@ class Interactions:
         }
         bot.queue.append((update_id, orjson.dumps(update)))
         if bot.waiter is not None:
-            bot.resolve_waiter(_WAKE)
+            bot.resolve_waiter(WAKE)
         return {"update_id": update_id, "callback_query_id": query_id}
 
     # -- Bot API methods ----------------------------------------------------------------

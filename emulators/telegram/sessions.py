@@ -18,14 +18,9 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from emulators.telegram.state import (
-    OK_TRUE,
-    UNAUTHORIZED,
-    BotState,
-    EmulatorState,
-    Result,
-    error,
-)
+from emulators.telegram.bots import BotState
+from emulators.telegram.results import OK_TRUE, UNAUTHORIZED, Result, error
+from emulators.telegram.state import EmulatorState
 
 #: Telegram's figures for both windows
 TEN_MINUTES_S: Final = 600.0

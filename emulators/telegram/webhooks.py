@@ -24,7 +24,7 @@ import orjson
 import structlog
 
 if TYPE_CHECKING:
-    from emulators.telegram.state import BotState
+    from emulators.telegram.bots import BotState
 
 log = structlog.get_logger(__name__)
 

@@ -37,8 +37,8 @@ async def test_the_control_api_is_served_as_openapi_covering_every_endpoint() ->
         assert documented == {(op.method, op.path) for op in CONTROL}
         # every fixed-name endpoint the server routes is documented, and nothing else
         server = EmulatorServer(emu.state)
-        routed = {("GET", f"/control/{name}") for name in server._control_get}
-        routed |= {("POST", f"/control/{name}") for name in server._control_post}
+        routed = {("GET", f"/control/{name}") for name in server.control_routes.get_routes}
+        routed |= {("POST", f"/control/{name}") for name in server.control_routes.post_routes}
         assert routed == {(m, p) for m, p in documented if "{" not in p}
         # the documented examples work as written
         for op in CONTROL:

@@ -13,8 +13,8 @@ import pytest
 
 from bots.telegram.token import BotToken
 from config import Settings
+from emulators.telegram.bots import BotState
 from emulators.telegram.server import RunningEmulator, open_emulator
-from emulators.telegram.state import BotState
 from emulators.telegram.webhooks import WebhookPolicy
 from supervisor.registry.bots import BotMode
 from supervisor.services import open_registry, publish_hint

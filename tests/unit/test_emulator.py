@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from emulators.telegram import EmulatorBot, EmulatorControl, RunningEmulator, open_emulator
-from emulators.telegram.server import _int
-from emulators.telegram.state import Burst, Limit, Window
+from emulators.telegram.http_io import int_param
+from emulators.telegram.limits import Burst, Limit, Window
 
 CONFLICT_POLL = {
     "ok": False,
@@ -575,4 +575,4 @@ def test_window_and_burst() -> None:
     assert Limit.parse("20/60") == Limit(20, 60.0)
     with pytest.raises(ValueError):
         Limit.parse("x")
-    assert _int("12", "x") == 12 and _int(None, "x", 5) == 5
+    assert int_param("12", "x") == 12 and int_param(None, "x", 5) == 5
