@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -117,8 +118,9 @@ class LLMClient:
     async def warm(self) -> None:
         """Import openai in a thread: the import takes most of a second, which on the
         event loop at the first completion stalls every bot of the worker (and their
-        Redis reads time out)."""
-        await asyncio.to_thread(importlib.import_module, "openai")
+        Redis reads time out). The worker calls it before it starts an LLM bot."""
+        if "openai" not in sys.modules:
+            await asyncio.to_thread(importlib.import_module, "openai")
 
     async def complete(
         self,

@@ -27,7 +27,6 @@ async def open_llm(section: OpenAISection) -> AsyncIterator[LLMClient | None]:
 
     client = LLMClient.from_settings(section)
     try:
-        await client.warm()
         yield client
     finally:
         await client.aclose()

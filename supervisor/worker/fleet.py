@@ -188,6 +188,9 @@ class Fleet:
             return
         if spec.handler not in HANDLERS:
             await preload(spec.handler)  # a plugin's first import runs off the loop
+        llm = self.handler_deps.llm
+        if spec.handler == "openai" and llm is not None:
+            await llm.warm()  # so does openai's, before the bot's first completion
         try:
             handler = make_handler(spec.handler, self.handler_deps)
             usage = self.handler_deps.usage
