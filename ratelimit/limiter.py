@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal, Self
 from ratelimit.window import Window
 
 if TYPE_CHECKING:
-    from config.settings import RateLimitSection
+    from config.sections.messaging import RateLimitSection
 
 ChatScope = Literal["private", "group"]
 
@@ -99,7 +99,7 @@ class Limits:
     @classmethod
     def telegram_defaults(cls) -> Self:
         """Telegram's documented limits (30/s per bot, 1/s per chat, 20/min per group), from config defaults."""
-        from config.settings import RateLimitSection
+        from config.sections.messaging import RateLimitSection
 
         return cls.from_settings(RateLimitSection.model_validate({}))
 
