@@ -530,7 +530,7 @@ class Worker:
         self._reconcile_now.set()
 
     def _reload(self, settings: Settings) -> None:
-        from config.logging import set_level
+        from config.log_levels import set_level
 
         self.settings = settings
         set_level(settings.log.level)
