@@ -4,7 +4,7 @@ Runs wherever a bot's settings are written or read: the admin API and the CLI ch
 before anything is stored (supervisor/registry/bot_service.py), the registry checks every
 row it reads, and workers build the bot's rate limits with `ratelimit_for`. One set of
 rules, so a value the API accepts is one the worker runs. Imports nothing of ours but
-config.settings.
+the settings models (config.settings, config.sections) and config.proxy.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import orjson
 from pydantic import ValidationError
 
 from config.proxy import ProxyUrl, parse_proxy
-from config.settings import RateLimitSection, Settings, TelegramSection
+from config.sections.messaging import RateLimitSection
+from config.sections.services import TelegramSection
+from config.settings import Settings
 
 #: Serialised size of one bot's settings.
 MAX_BYTES: Final = 65_536

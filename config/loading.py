@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from config.errors import ConfigError
-from config.settings import ENV_NOT_SETTINGS, ENV_PREFIX, Settings, default_state_dir
+from config.sections.runtime import default_state_dir
+from config.settings import ENV_NOT_SETTINGS, ENV_PREFIX, Settings
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ Runs in every process, from any thread. Two kinds of secret are masked:
   in its escaped spellings (JSON, `repr` of str and bytes), because a logged exception
   shows a raw request line as a bytes literal.
 
-config/logging.py applies `redact` to each finished line just before it is written, so
+config/log_output.py applies `redact` to each finished line just before it is written, so
 no logger (ours, aiohttp's, asyncpg's, redis', openai's) can bypass it. Imports nothing
 of ours.
 """

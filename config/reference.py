@@ -6,6 +6,7 @@ fails when the file and the models drift apart.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -40,7 +41,8 @@ def _type(field: FieldInfo) -> str:
         text = str(ann).replace("typing.", "").replace("pydantic.types.", "")
     text = text.replace("NoneType", "None").replace("pathlib.Path", "path")
     text = text.replace("SecretStr", "secret string").replace(" | ", " or ")
-    return text.replace("Literal[", "one of [").replace("config.settings.", "")
+    text = text.replace("Literal[", "one of [")
+    return re.sub(r"\bconfig\.(?:sections\.)?\w+\.", "", text)  # a model's module path
 
 
 def _default(field: FieldInfo) -> str:

@@ -4,7 +4,8 @@
 The numbers come from `config` (`ratelimit.*`); `Window` is the pure rule underneath.
 """
 
-from ratelimit.limiter import BotLimiter, ChatScope, LimiterStats, Limits, Rate, chat_scope
+from ratelimit.limiter import BotLimiter, LimiterStats
+from ratelimit.limits import ChatScope, Limits, Rate, chat_scope
 from ratelimit.window import Window
 
 __all__ = ["BotLimiter", "ChatScope", "LimiterStats", "Limits", "Rate", "Window", "chat_scope"]

@@ -17,6 +17,9 @@ for the bot, only while no ordinary caller (a reply) waits for it, and bulk gran
 spread evenly (one per `period / limit`) instead of bursting the window full. A reply
 arriving during a broadcast therefore takes the very next slot the window frees: it
 waits at most one slot behind broadcast traffic, never behind a queue of it.
+
+The numbers are `Limits` (limits.py); each chat's window and lock is a key
+(chat_keys.py); `Window` (window.py) is the rule of one scope.
 """
 
 from __future__ import annotations
@@ -28,83 +31,10 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Self
 
+from ratelimit.chat_keys import ChatKey, enter_key, evict_idle_keys, key_for, leave_key
+from ratelimit.limits import Limits
 from ratelimit.window import Window
-
-if TYPE_CHECKING:
-    from config.settings import RateLimitSection
-
-ChatScope = Literal["private", "group"]
-
-#: Non-idle keys moved out of the way per acquire once over idle_keys_max.
-_ROTATIONS_PER_SWEEP = 2
-
-
-def chat_scope(chat_id: int | None) -> ChatScope | None:
-    """Which per-chat limit applies: private chats are positive ids, groups and channels negative."""
-    if chat_id is None:
-        return None
-    if chat_id > 0:
-        return "private"
-    if chat_id < 0:
-        return "group"
-    raise ValueError("chat_id 0 is not a Telegram chat; pass None for a call without a chat")
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """At most `limit` messages in any window of `period_s` seconds."""
-
-    limit: int
-    period_s: float
-
-    def __post_init__(self) -> None:
-        if self.limit < 1:
-            raise ValueError(f"Rate.limit must be >= 1, got {self.limit}")
-        if not 0 < self.period_s < float("inf"):
-            raise ValueError(
-                f"Rate.period_s must be a positive number of seconds, got {self.period_s}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The limits of one bot. `margin_s` is added to every period to absorb network jitter."""
-
-    per_bot: Rate
-    per_chat: Rate
-    per_group: Rate
-    margin_s: float = 0.025
-    #: Past this many chat keys, busy keys at the front are rotated so idle ones get evicted.
-    idle_keys_max: int = 100_000
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.margin_s < float("inf"):
-            raise ValueError(f"Limits.margin_s must be >= 0 seconds, got {self.margin_s}")
-        if self.idle_keys_max < 0:
-            raise ValueError(f"Limits.idle_keys_max must be >= 0, got {self.idle_keys_max}")
-
-    @classmethod
-    def from_settings(cls, section: RateLimitSection) -> Self:
-        """Build from the `ratelimit` config section (the one home of the numbers)."""
-        return cls(
-            per_bot=Rate(section.per_bot.limit, section.per_bot.period_s),
-            per_chat=Rate(section.per_chat.limit, section.per_chat.period_s),
-            per_group=Rate(section.per_group.limit, section.per_group.period_s),
-            margin_s=section.margin_s,
-            idle_keys_max=section.idle_keys_max,
-        )
-
-    @classmethod
-    def telegram_defaults(cls) -> Self:
-        """Telegram's documented limits (30/s per bot, 1/s per chat, 20/min per group), from config defaults."""
-        from config.settings import RateLimitSection
-
-        return cls.from_settings(RateLimitSection.model_validate({}))
-
-    def rate_for(self, chat_id: int) -> Rate:
-        return self.per_chat if chat_scope(chat_id) == "private" else self.per_group
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,18 +55,6 @@ class LimiterStats:
     bulk_acquires: int = 0
 
 
-class _ChatKey:
-    """One chat's window, and its FIFO lock while anyone is using the key."""
-
-    __slots__ = ("lock", "users", "window")
-
-    def __init__(self, window: Window) -> None:
-        self.window = window
-        # Created by the first caller and dropped by the last, so idle keys stay small.
-        self.lock: asyncio.Lock | None = None
-        self.users = 0
-
-
 class BotLimiter:
     """Telegram's outgoing limits for one bot; one instance per bot actor."""
 
@@ -153,7 +71,7 @@ class BotLimiter:
         self._bot = Window(limits.per_bot.limit, limits.per_bot.period_s + limits.margin_s)
         self._bot_lock = asyncio.Lock()
         # Least recently used first, so idle keys collect at the front.
-        self._keys: OrderedDict[int, _ChatKey] = OrderedDict()
+        self._keys: OrderedDict[int, ChatKey] = OrderedDict()
         self._acquires = 0
         self._waits = 0
         self._wait_seconds_total = 0.0
@@ -189,7 +107,7 @@ class BotLimiter:
         """
         start = self._clock()
         self._waiting += 1
-        key = None if chat_id is None else self._enter(chat_id, start)
+        key = None if chat_id is None else enter_key(self._keys, chat_id, self._limits, start)
         try:
             if bulk:
                 grant = await self._acquire_bulk(key, hold)
@@ -202,7 +120,7 @@ class BotLimiter:
         finally:
             self._waiting -= 1
             if key is not None:
-                self._leave(key)
+                leave_key(key)
         if bulk:
             self._bulk_acquires += 1
             return grant
@@ -226,8 +144,8 @@ class BotLimiter:
             self._answered.set()
             self._answered = None
 
-    async def _acquire_chat(self, key: _ChatKey, hold: bool) -> tuple[float, bool]:
-        assert key.lock is not None  # set by _enter while users > 0
+    async def _acquire_chat(self, key: ChatKey, hold: bool) -> tuple[float, bool]:
+        assert key.lock is not None  # set by enter_key while users > 0
         slept = False
         async with key.lock:
             while True:
@@ -256,7 +174,7 @@ class BotLimiter:
                 self._calm.set()
                 self._calm = None
 
-    async def _acquire_bulk(self, key: _ChatKey | None, hold: bool) -> float:
+    async def _acquire_bulk(self, key: ChatKey | None, hold: bool) -> float:
         """The bulk lane: one bulk caller at a time, paced evenly, after every reply."""
         async with self._bulk_lock:
             chat_lock = key.lock if key is not None else None
@@ -334,7 +252,7 @@ class BotLimiter:
         self._penalties += 1
         self._bot.block_until(until)
         if chat_id is not None:
-            self._key(chat_id).window.block_until(until)
+            key_for(self._keys, chat_id, self._limits).window.block_until(until)
 
     def retune(self, limits: Limits) -> None:
         """Apply new limits in place, keeping what was already sent (a bot's settings changed).
@@ -373,52 +291,4 @@ class BotLimiter:
         """Drop every chat key nobody uses whose window no longer constrains a send
         (the worker calls it when its chat keys pass `ratelimit.chat_keys_worker_max`).
         Keys still limiting a send are kept: dropping them could earn a 429."""
-        now = self._clock()
-        idle = [c for c, k in self._keys.items() if k.users == 0 and k.window.idle(now)]
-        for chat_id in idle:
-            del self._keys[chat_id]
-        return len(idle)
-
-    def _key(self, chat_id: int) -> _ChatKey:
-        key = self._keys.get(chat_id)
-        if key is None:
-            rate = self._limits.rate_for(chat_id)
-            key = _ChatKey(Window(rate.limit, rate.period_s + self._limits.margin_s))
-            self._keys[chat_id] = key
-        else:
-            self._keys.move_to_end(chat_id)
-        return key
-
-    def _enter(self, chat_id: int, now: float) -> _ChatKey:
-        key = self._key(chat_id)
-        key.users += 1
-        if key.lock is None:
-            key.lock = asyncio.Lock()
-        # After marking the key used, so the sweep can never drop it under us.
-        self._sweep(now)
-        return key
-
-    def _leave(self, key: _ChatKey) -> None:
-        key.users -= 1
-        if key.users == 0:
-            key.lock = None  # nobody holds or waits on it
-
-    def _sweep(self, now: float) -> None:
-        """Evict idle keys from the LRU front; amortised O(1) per acquire.
-
-        A key that is busy (callers inside acquire) or still constrains sends
-        stops the sweep. Past idle_keys_max such keys are rotated to the back, a
-        few per call, so idle keys queued behind them are still reached.
-        """
-        keys = self._keys
-        rotations = _ROTATIONS_PER_SWEEP
-        while keys:
-            chat_id = next(iter(keys))
-            key = keys[chat_id]
-            if key.users == 0 and key.window.idle(now):
-                del keys[chat_id]
-            elif rotations and len(keys) > self._limits.idle_keys_max:
-                keys.move_to_end(chat_id)
-                rotations -= 1
-            else:
-                return
+        return evict_idle_keys(self._keys, self._clock())

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Rewrite docs/CONFIGURATION.md from config/settings.py (run with the project's venv:
+"""Rewrite docs/CONFIGURATION.md from the settings models (config/settings.py and
+config/sections/; run with the project's venv:
 `.venv/bin/python scripts/config_reference.py`). `--check` only compares (exit 1 if stale)."""
 
 from __future__ import annotations

@@ -279,7 +279,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _secret_grep_tap() -> Iterator[None]:
     """Every finished log line of this process passes the leak check before it is written."""
-    from config import logging as ours
+    from config import log_output as ours
     from tests.leakcheck import LEAKS
 
     emit = ours._emit

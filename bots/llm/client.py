@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from bots.llm.breaker import BreakerConfig, BreakerState, CircuitBreaker
-from config.settings import OpenAISection
+from config.sections.services import OpenAISection
 
 if TYPE_CHECKING:
     import openai

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from config.settings import OpenAISection
+from config.sections.services import OpenAISection
 
 if TYPE_CHECKING:
     from bots.llm.client import LLMClient

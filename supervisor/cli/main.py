@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(ExitCode.FAILURE) from None
         print(f"botvisor: {exc}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
-    from config.logging import configure_logging, flush_logging
+    from config.log_output import flush_logging
+    from config.logging import configure_logging
     from supervisor.cli import preflight
 
     configure_logging(

@@ -25,7 +25,7 @@ from bots.telegram.api import BotApi, TelegramError
 from bots.telegram.net import NetOptions
 from config import Settings
 from config.bot_settings import telegram_for
-from config.settings import TelegramSection
+from config.sections.services import TelegramSection
 from ratelimit import BotLimiter, Limits
 from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind
 from supervisor.registry.bots import BotState, Registry

@@ -542,7 +542,7 @@ class Master:
             self._log.error("master.reload_rejected", error=str(exc), kept="running config")
             self.notifier.notify("READY=1")
             return
-        from config.logging import set_level
+        from config.log_levels import set_level
 
         if new.workers.shards != self.settings.workers.shards:
             self._log.error(

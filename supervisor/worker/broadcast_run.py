@@ -24,7 +24,7 @@ import structlog
 
 from bots.telegram.api import BotApi, BotNetworkError, Conflict, TelegramError, TokenRejected
 from config.logthrottle import THROTTLE
-from config.settings import BroadcastsSection
+from config.sections.messaging import BroadcastsSection
 from supervisor.registry.broadcasts import BroadcastStore, Outcome, Outcomes, Step
 
 log = structlog.get_logger(__name__)

@@ -74,7 +74,7 @@ FLEET_LOG_EVERY_S = 10.0
 SHUTDOWN_REDIS_S = 0.5
 #: how long a drained worker waits for the progress its actors marked to be written
 FINAL_SAVE_S = 2.0
-#: each pool's close at exit (part of config.settings.WORKER_TEARDOWN_S)
+#: each pool's close at exit (part of config.sections.runtime.WORKER_TEARDOWN_S)
 POOL_CLOSE_S = 1.0
 #: how long a drained worker keeps cancelling services that do not stop
 STOP_SERVICES_S = 3.0
@@ -530,7 +530,7 @@ class Worker:
         self._reconcile_now.set()
 
     def _reload(self, settings: Settings) -> None:
-        from config.logging import set_level
+        from config.log_levels import set_level
 
         self.settings = settings
         set_level(settings.log.level)

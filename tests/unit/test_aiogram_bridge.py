@@ -19,7 +19,7 @@ from bots.handlers.base import BotContext, HandlerDeps
 from bots.handlers.registry import make_handler
 from bots.telegram.api import BotApi
 from bots.telegram.token import BotToken
-from config.settings import RateLimitSection
+from config.sections.messaging import RateLimitSection
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ratelimit import BotLimiter, Limits
 

@@ -149,7 +149,7 @@ import asyncio, sys
 import supervisor.worker.process
 from bots.handlers.registry import make_handler
 from bots.llm.service import open_llm
-from config.settings import OpenAISection
+from config.sections.services import OpenAISection
 
 async def main():
     async with open_llm(OpenAISection(base_url="http://127.0.0.1:9/v1")) as llm:

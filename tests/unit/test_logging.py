@@ -11,7 +11,8 @@ from datetime import datetime
 import pytest
 import structlog
 
-from config.logging import configure_logging, reset_logging, set_level
+from config.log_levels import set_level
+from config.logging import configure_logging, reset_logging
 
 SECRET = "AAH1bC-dEfGhIjKlMnOpQrStUvWxYz_0123456"
 TOKEN = f"123456789:{SECRET}"

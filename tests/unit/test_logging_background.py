@@ -1,4 +1,4 @@
-"""config.logging's background writer: a daemon's loop never waits on a stalled log stream."""
+"""config.log_output's background writer: a daemon's loop never waits on a stalled log stream."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import structlog
 
-import config.logging as logging_module
-from config.logging import configure_logging, flush_logging, reset_logging
+import config.log_output as log_output
+from config.log_output import flush_logging
+from config.logging import configure_logging, reset_logging
 
 
 class StalledStream:
@@ -60,7 +61,7 @@ def test_logging_returns_while_the_stream_is_stalled_and_every_line_arrives_in_o
 def test_a_full_queue_drops_new_lines_and_says_how_many(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(logging_module, "QUEUE_MAX", 50)
+    monkeypatch.setattr(log_output, "QUEUE_MAX", 50)
     stream = StalledStream()
     configure_logging("INFO", "json", stream=stream, background=True)  # type: ignore[arg-type]
     try:

@@ -275,7 +275,7 @@ def test_chat_scope_by_sign() -> None:
 
 
 def test_limits_defaults_come_from_config() -> None:
-    from config.settings import RateLimitSection
+    from config.sections.messaging import RateLimitSection
 
     assert Limits.telegram_defaults() == Limits.from_settings(RateLimitSection.model_validate({}))
     assert Limits.telegram_defaults() == TELEGRAM
