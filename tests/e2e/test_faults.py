@@ -377,3 +377,82 @@ async def test_postgres_away_under_load_loses_nothing_and_kills_no_worker(
     )
     assert totals["lost"] == 0 and totals["duplicates"] == 0, why
     assert status["worker_restarts"] == 0
+
+
+#: What a frozen Redis makes the daemon say, each once per outage.
+REDIS_AWAY = (
+    "progress.save_failed",
+    "progress.load_failed",
+    "heartbeat.redis_unavailable",
+    "control.redis_unavailable",
+    "inbox.append_failed",
+    "inbox.read_failed",
+    "inbox.ack_failed",
+)
+
+
+async def test_redis_frozen_for_15s_under_load_kills_no_worker(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Issue 9, point 2: an outage of Redis longer than the heartbeat timeout (4 s here,
+    the issue saw kills from ~10 s) is not a hung worker, and nothing is lost meanwhile."""
+    redis = RedisProcess(tmp_path / "r.sock")
+    await redis.start()
+    assert redis.proc is not None
+    try:
+        settings, ids = await fleet(
+            fresh_settings, emulator, redis={"url": redis.url, "timeout_s": 1.0}
+        )
+        async with start_daemon(
+            settings, emulator.base_url, tmp_path, expect_warnings=REDIS_AWAY
+        ) as daemon:
+            with Load(emulator, ids) as load:
+                await load.until_injected(RATE)
+                os.kill(redis.proc.pid, signal.SIGSTOP)
+                try:
+                    await load.until_injected(load.injected + RATE * 15)
+                finally:
+                    os.kill(redis.proc.pid, signal.SIGCONT)
+                await load.until_injected(load.injected + RATE)
+                load.stop()
+            totals = await books(emulator, load)
+            status = await daemon.status()
+    finally:
+        await redis.kill()
+    assert totals["lost"] == 0 and totals["duplicates"] == 0, totals
+    assert status["worker_restarts"] == 0  # heartbeats travel the pipe, not Redis
+    assert totals["conflicts"] == 0
+
+
+async def test_a_stalled_master_gives_its_workers_a_fresh_grace(
+    fresh_settings: Callable[..., Settings], emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Issue 9, point 2: the master frozen for twice the heartbeat timeout read no
+    heartbeat meanwhile; once it runs again it says so and kills no worker for a silence
+    it caused. The bots answer throughout (the workers do not need the master). Two
+    things keep the workers alive here: the heartbeats that queued in the pipe meanwhile
+    are read at once, and the master's grace (`Arbiter.grant_grace`) covers the first
+    pass that may run before them."""
+    settings, ids = await fleet(fresh_settings, emulator)
+    timeout_s = settings.workers.heartbeat_timeout_s
+    async with start_daemon(
+        settings, emulator.base_url, tmp_path, expect_warnings=("master.stalled",)
+    ) as daemon:
+        master = daemon.proc.pid
+        with Load(emulator, ids) as load:
+            await load.until_injected(RATE)
+            os.kill(master, signal.SIGSTOP)
+            try:
+                await load.until_injected(load.injected + int(RATE * timeout_s * 2))
+                answered_while_stopped = emulator.state.replied
+            finally:
+                os.kill(master, signal.SIGCONT)
+            await load.until_injected(load.injected + RATE * 2)
+            load.stop()
+        totals = await books(emulator, load)
+        status = await daemon.status()
+    assert answered_while_stopped > RATE * timeout_s  # the fleet kept answering
+    assert totals["lost"] == 0 and totals["duplicates"] == 0, totals
+    assert status["worker_restarts"] == 0
+    stalled = [r for r in daemon.log_lines() if r.get("event") == "master.stalled"]
+    assert len(stalled) == 1 and stalled[0]["seconds"] >= timeout_s * 2 * 0.9, stalled
