@@ -27,14 +27,14 @@ from bots.telegram.token import BadToken, BotToken
 from config import Settings
 from config.bot_settings import BadBotSettings, check_for, keep_hidden, telegram_for
 from supervisor.registry.audit import AuditEntry, AuditLog, actor_of
-from supervisor.registry.bots import (
+from supervisor.registry.bot_records import (
     AlreadyRegistered,
     BotMode,
     BotRecord,
     BotState,
     OwnerBotsQuota,
-    Registry,
 )
+from supervisor.registry.bots import Registry
 from supervisor.registry.owners import Caller
 from supervisor.registry.quotas import BOTS, QuotaStore
 from supervisor.services import publish_hint
