@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from config import Settings
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.audit import open_audit
-from supervisor.registry.bot_service import BotServiceError
+from supervisor.registry.bot_service_errors import BotServiceError
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
 from supervisor.registry.broadcasts import BroadcastRecord, BroadcastState
 from supervisor.registry.owners import ADMIN

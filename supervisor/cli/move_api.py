@@ -28,7 +28,8 @@ from config.bot_settings import telegram_for
 from config.settings import TelegramSection
 from ratelimit import BotLimiter, Limits
 from supervisor.registry.bot_records import BotState
-from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind
+from supervisor.registry.bot_service import BotService
+from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind
 from supervisor.registry.bots import Registry
 from supervisor.registry.owners import ADMIN
 

@@ -34,7 +34,8 @@ from supervisor.http.common import (
 from supervisor.http.models import Bot, BotCreate, BotList, BotPatch, BotTokenReplace, ChatRelease
 from supervisor.http.openapi import HOST_OPERATIONS, Handler, Operation, Reply, build_document
 from supervisor.registry.bot_records import BotMode
-from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind, QuotaExceeded
+from supervisor.registry.bot_service import BotService
+from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind, QuotaExceeded
 from supervisor.registry.owners import Caller
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,7 @@ from supervisor.http.dashboard.pages import (
     source_of,
 )
 from supervisor.http.dashboard.sessions import Session
-from supervisor.registry.bot_service import BotServiceError, ErrorKind
+from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
 from supervisor.registry.broadcasts import ACTIVE, BroadcastRecord
 

@@ -21,7 +21,8 @@ from supervisor.http.dashboard.pages import PAGES_KEY, PREFIX, Pages, path_int, 
 from supervisor.http.dashboard.quota_usage import quota_usage
 from supervisor.http.dashboard.sessions import Session
 from supervisor.registry.bot_records import BotRecord, BotState
-from supervisor.registry.bot_service import BotService, BotServiceError
+from supervisor.registry.bot_service import BotService
+from supervisor.registry.bot_service_errors import BotServiceError
 
 LIVE_KEY: Final = web.AppKey("dashboard_live", LiveFigures)
 _LIVE_IDS_MAX: Final = 500
