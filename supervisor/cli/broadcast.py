@@ -19,8 +19,8 @@ from config import Settings
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.audit import open_audit
 from supervisor.registry.bot_service_errors import BotServiceError
+from supervisor.registry.broadcast_records import BroadcastRecord, BroadcastState
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
-from supervisor.registry.broadcasts import BroadcastRecord, BroadcastState
 from supervisor.registry.owners import ADMIN
 from supervisor.services import open_registry, open_services
 

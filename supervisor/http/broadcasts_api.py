@@ -17,8 +17,8 @@ from supervisor.http.admin_api import _body, _bot_id, _endpoint, _int64, _model
 from supervisor.http.common import ADMIN_KEY, source_of
 from supervisor.http.openapi import Operation, Reply
 from supervisor.registry.bot_service import BotService
+from supervisor.registry.broadcast_records import BroadcastRecord, BroadcastState
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
-from supervisor.registry.broadcasts import BroadcastRecord, BroadcastState
 from supervisor.registry.owners import Caller
 
 

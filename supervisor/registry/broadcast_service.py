@@ -29,7 +29,8 @@ from supervisor.registry.audit import AuditLog
 from supervisor.registry.bot_records import BotRecord
 from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind
 from supervisor.registry.bots import Registry
-from supervisor.registry.broadcasts import BroadcastRecord, BroadcastStore
+from supervisor.registry.broadcast_records import BroadcastRecord
+from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.registry.chats import audience
 from supervisor.registry.owners import Caller
 
