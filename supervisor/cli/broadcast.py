@@ -30,7 +30,7 @@ _BAR: Final = 30
 
 
 def add_parser(sub: Any) -> None:
-    """`broadcast` in the CLI's subcommands (supervisor/cli/main.py)."""
+    """`broadcast` in the CLI's subcommands (supervisor/cli/parser.py)."""
     p = sub.add_parser(
         "broadcast",
         help="send a message to every chat of a bot",
