@@ -79,7 +79,7 @@ from benchlib import (  # noqa: E402
 from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
 from emulators.telegram.control import EmulatorControl  # noqa: E402
-from supervisor.registry.bots import BotMode  # noqa: E402
+from supervisor.registry.bot_records import BotMode  # noqa: E402
 from supervisor.services import open_registry  # noqa: E402
 
 

@@ -47,7 +47,7 @@ RESULTS: Final = ("accepted", "unauthorized", "bad_request", "backlog_full", "un
 
 
 class SecretSource(Protocol):
-    """The registry (supervisor/registry/bots.py: Registry.webhook_secrets)."""
+    """The registry (supervisor/registry/bot_queries.py: Registry.webhook_secrets)."""
 
     async def webhook_secrets(self, bot_ids: Sequence[int]) -> dict[int, str]: ...
 

@@ -20,8 +20,10 @@ from config import Settings
 from supervisor.cli.move_api import move_api
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.audit import AuditLog, open_audit
-from supervisor.registry.bot_service import BotService, BotServiceError
-from supervisor.registry.bots import BotMode, BotRecord, Registry
+from supervisor.registry.bot_records import BotMode, BotRecord
+from supervisor.registry.bot_service import BotService
+from supervisor.registry.bot_service_errors import BotServiceError
+from supervisor.registry.bots import Registry
 from supervisor.registry.owners import ADMIN
 from supervisor.services import open_registry, open_services, publish_hint
 

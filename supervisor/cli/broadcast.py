@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from config import Settings
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.audit import open_audit
-from supervisor.registry.bot_service import BotServiceError
+from supervisor.registry.bot_service_errors import BotServiceError
+from supervisor.registry.broadcast_records import BroadcastRecord, BroadcastState
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
-from supervisor.registry.broadcasts import BroadcastRecord, BroadcastState
 from supervisor.registry.owners import ADMIN
 from supervisor.services import open_registry, open_services
 
@@ -30,7 +30,7 @@ _BAR: Final = 30
 
 
 def add_parser(sub: Any) -> None:
-    """`broadcast` in the CLI's subcommands (supervisor/cli/main.py)."""
+    """`broadcast` in the CLI's subcommands (supervisor/cli/parser.py)."""
     p = sub.add_parser(
         "broadcast",
         help="send a message to every chat of a bot",

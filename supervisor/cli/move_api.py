@@ -27,8 +27,10 @@ from config import Settings
 from config.bot_settings import telegram_for
 from config.sections.services import TelegramSection
 from ratelimit import BotLimiter, Limits
-from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind
-from supervisor.registry.bots import BotState, Registry
+from supervisor.registry.bot_records import BotState
+from supervisor.registry.bot_service import BotService
+from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind
+from supervisor.registry.bots import Registry
 from supervisor.registry.owners import ADMIN
 
 _API_BASE: Final = re.compile(TelegramSection.model_fields["api_base"].metadata[0].pattern)

@@ -15,7 +15,7 @@ import orjson
 from config import Settings
 from supervisor.exitcodes import ExitCode
 from supervisor.registry.audit import open_audit
-from supervisor.registry.bots import OwnerExists
+from supervisor.registry.owner_queries import OwnerExists
 from supervisor.registry.owners import ADMIN, BadOwnerName, create_owner
 from supervisor.registry.tokenbox import key_id_of, keyfile_of
 from supervisor.services import open_registry, open_services

@@ -116,8 +116,8 @@ def make_app(
         app[UPGRADE_KEY] = master.upgrade
         from supervisor.http.owner_api import OWNER_OPERATIONS
 
-        # /v1/bots…, /v1/openapi.json (supervisor/http/admin_api.py), broadcasts, owners, audit,
-        # /v1/upgrade (supervisor/http/upgrade_api.py)
+        # /v1/bots… (supervisor/http/bots_api.py, chats_api.py), /v1/openapi.json
+        # (supervisor/http/admin_api.py), broadcasts, owners, audit, /v1/upgrade (upgrade_api.py)
         add_admin_routes(app, admin, BROADCAST_OPERATIONS + OWNER_OPERATIONS + UPGRADE_OPERATIONS)
         if admin.settings.dashboard.enabled:
             from supervisor.http.dashboard import mount_dashboard

@@ -1,7 +1,7 @@
 """The admin API's broadcasts: /v1/bots/{id}/broadcasts…
 
 Runs in the master's event loop; authentication, error mapping and owner isolation as in
-supervisor/http/admin_api.py (another owner's bot is the same 404 as an unknown one).
+supervisor/http/endpoint.py (another owner's bot is the same 404 as an unknown one).
 Every operation goes through supervisor/registry/broadcast_service.py, the code
 `botvisor broadcast` runs.
 """
@@ -13,12 +13,12 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from supervisor.http.admin_api import _body, _bot_id, _endpoint, _int64, _model
 from supervisor.http.common import ADMIN_KEY, source_of
+from supervisor.http.endpoint import endpoint, model_response, path_bot_id, path_int64, read_body
 from supervisor.http.openapi import Operation, Reply
 from supervisor.registry.bot_service import BotService
+from supervisor.registry.broadcast_records import BroadcastRecord, BroadcastState
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
-from supervisor.registry.broadcasts import BroadcastRecord, BroadcastState
 from supervisor.registry.owners import Caller
 
 
@@ -83,35 +83,37 @@ def _service(request: web.Request) -> BroadcastService:
 
 
 def _broadcast_id(request: web.Request) -> int:
-    return _int64(request, "broadcast", "broadcast", 1)
+    return path_int64(request, "broadcast", "broadcast", 1)
 
 
 async def create_broadcast(request: web.Request, caller: Caller, _: BotService) -> web.Response:
-    bot_id = _bot_id(request)
-    body = await _body(request, NewBroadcast)
+    bot_id = path_bot_id(request)
+    body = await read_body(request, NewBroadcast)
     svc = _service(request)
     if body.dry_run:
-        return _model(DryRun(bot_id=bot_id, audience=await svc.audience(caller, bot_id)))
+        return model_response(DryRun(bot_id=bot_id, audience=await svc.audience(caller, bot_id)))
     record = await svc.start(caller, bot_id, body)
     location = f"/v1/bots/{bot_id}/broadcasts/{record.id}"
-    return _model(Broadcast.of(record), 201, Location=location)
+    return model_response(Broadcast.of(record), 201, Location=location)
 
 
 async def list_broadcasts(request: web.Request, caller: Caller, _: BotService) -> web.Response:
-    records = await _service(request).recent(caller, _bot_id(request))
-    return _model(BroadcastList(broadcasts=[Broadcast.of(r) for r in records]))
+    records = await _service(request).recent(caller, path_bot_id(request))
+    return model_response(BroadcastList(broadcasts=[Broadcast.of(r) for r in records]))
 
 
 async def get_broadcast(request: web.Request, caller: Caller, _: BotService) -> web.Response:
     svc = _service(request)
-    return _model(
-        Broadcast.of(await svc.progress(caller, _bot_id(request), _broadcast_id(request)))
+    return model_response(
+        Broadcast.of(await svc.progress(caller, path_bot_id(request), _broadcast_id(request)))
     )
 
 
 async def cancel_broadcast(request: web.Request, caller: Caller, _: BotService) -> web.Response:
     svc = _service(request)
-    return _model(Broadcast.of(await svc.cancel(caller, _bot_id(request), _broadcast_id(request))))
+    return model_response(
+        Broadcast.of(await svc.cancel(caller, path_bot_id(request), _broadcast_id(request)))
+    )
 
 
 _MANY = "/v1/bots/{id}/broadcasts"
@@ -132,7 +134,7 @@ BROADCAST_OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 401, 404, 408, 413, 422, 429, 503),
         body=NewBroadcast,
         auth=True,
-        handler=_endpoint(create_broadcast),
+        handler=endpoint(create_broadcast),
     ),
     Operation(
         method="GET",
@@ -142,7 +144,7 @@ BROADCAST_OPERATIONS: tuple[Operation, ...] = (
         replies=(Reply(200, "Broadcasts.", BroadcastList),),
         errors=_ERRORS,
         auth=True,
-        handler=_endpoint(list_broadcasts),
+        handler=endpoint(list_broadcasts),
     ),
     Operation(
         method="GET",
@@ -152,7 +154,7 @@ BROADCAST_OPERATIONS: tuple[Operation, ...] = (
         replies=_ONE_REPLY,
         errors=_ERRORS,
         auth=True,
-        handler=_endpoint(get_broadcast),
+        handler=endpoint(get_broadcast),
     ),
     Operation(
         method="DELETE",
@@ -162,7 +164,7 @@ BROADCAST_OPERATIONS: tuple[Operation, ...] = (
         replies=_ONE_REPLY,
         errors=_ERRORS,
         auth=True,
-        handler=_endpoint(cancel_broadcast),
+        handler=endpoint(cancel_broadcast),
     ),
     Operation(
         method="POST",
@@ -172,6 +174,6 @@ BROADCAST_OPERATIONS: tuple[Operation, ...] = (
         replies=_ONE_REPLY,
         errors=_ERRORS,
         auth=True,
-        handler=_endpoint(cancel_broadcast),
+        handler=endpoint(cancel_broadcast),
     ),
 )

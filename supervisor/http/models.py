@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from config.bot_settings import MAX_BYTES, MAX_DEPTH, MAX_NUMBER, check_bot_settings
-from supervisor.registry.bots import BotRecord, BotState
+from supervisor.registry.bot_records import BotRecord, BotState
 
 #: Telegram's tokens are `<id>:<35 chars>`; room to spare, never 9,000 characters.
 TOKEN_MAX_LEN: Final = 100

@@ -1,7 +1,7 @@
 """Owners, their quotas and the audit log on the admin API: /v1/owners/{owner}… and /v1/audit.
 
 Runs in the master's event loop, behind the same authentication and error mapping as
-/v1/bots (supervisor/http/admin_api.py: `_endpoint`). An owner's key sees its own owner
+/v1/bots (supervisor/http/endpoint.py: `endpoint`). An owner's key sees its own owner
 and its own audit rows (another owner is a 404, like another owner's bot); the admin key
 sees all and alone sets quotas.
 """
@@ -13,8 +13,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from ipc.usage import UsageCounters
-from supervisor.http.admin_api import _body, _endpoint, _int64, _model
 from supervisor.http.common import ADMIN_KEY, ApiError, source_of
+from supervisor.http.endpoint import endpoint, model_response, path_int64, read_body
 from supervisor.http.models import AuditPage, Owner, QuotaUpdate
 from supervisor.http.openapi import Operation, Reply
 from supervisor.registry.audit import parse_since
@@ -27,7 +27,7 @@ _TEXT_MAX: Final = 100
 
 
 def _owner_id(request: web.Request, caller: Caller) -> int:
-    owner_id = _int64(request, "owner", "owner", 1)
+    owner_id = path_int64(request, "owner", "owner", 1)
     if not caller.admin and caller.owner_id != owner_id:
         raise ApiError(404, "not_found", f"owner {owner_id} does not exist")
     return owner_id
@@ -45,7 +45,7 @@ async def _report(request: web.Request, owner_id: int) -> web.Response:
     report = await owner_report(ctx.registry, ctx.settings, _counters(request), owner_id)
     if report is None:
         raise ApiError(404, "not_found", f"owner {owner_id} does not exist")
-    return _model(Owner.model_validate(report.public()))
+    return model_response(Owner.model_validate(report.public()))
 
 
 async def get_owner(request: web.Request, caller: Caller, svc: BotService) -> web.Response:
@@ -63,7 +63,7 @@ async def set_quota(request: web.Request, caller: Caller, svc: BotService) -> we
                 caller, "owner.set_quota", target, source=source_of(request), outcome="forbidden"
             )
         raise ApiError(403, "forbidden", "only the admin key may set an owner's quota")
-    body = await _body(request, QuotaUpdate)
+    body = await read_body(request, QuotaUpdate)
     value = QuotaOverride(body.bots, body.messages_per_day, body.llm_tokens_per_day)
     store = QuotaStore(ctx.registry.pool, ctx.settings.database.timeout_s)
     if not await store.set_override(owner_id, value):
@@ -123,7 +123,7 @@ async def list_audit(request: web.Request, caller: Caller, svc: BotService) -> w
     page = AuditPage.model_validate(
         {"entries": [r.public() for r in rows], "next_before": next_before}
     )
-    return _model(page)
+    return model_response(page)
 
 
 _OWNER_REPLY = (Reply(200, "The owner, its quota and today's usage.", Owner),)
@@ -175,7 +175,7 @@ OWNER_OPERATIONS: tuple[Operation, ...] = (
         replies=_OWNER_REPLY,
         errors=(401, 404, 429, 503),
         auth=True,
-        handler=_endpoint(get_owner),
+        handler=endpoint(get_owner),
     ),
     Operation(
         method="PUT",
@@ -187,7 +187,7 @@ OWNER_OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 401, 403, 404, 408, 413, 422, 429, 503),
         body=QuotaUpdate,
         auth=True,
-        handler=_endpoint(set_quota),
+        handler=endpoint(set_quota),
     ),
     Operation(
         method="GET",
@@ -197,7 +197,7 @@ OWNER_OPERATIONS: tuple[Operation, ...] = (
         replies=(Reply(200, "A page of rows.", AuditPage),),
         errors=(400, 401, 422, 429, 503),  # 400: a query past aiohttp's 8 KiB request line
         auth=True,
-        handler=_endpoint(list_audit),
+        handler=endpoint(list_audit),
         query=_QUERY,
     ),
 )

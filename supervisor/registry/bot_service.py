@@ -3,8 +3,9 @@
 Runs in the master (admin API handlers) or in a CLI process. Every change is written
 to the registry first, then announced with a reconcile hint, so workers act on it
 within a round trip (a lost hint delays it by one reconcile interval, never loses it).
-Errors are `BotServiceError`s whose `kind` the API turns into a status and the CLI
-into an exit status; their messages never hold a token.
+Errors are `BotServiceError`s (supervisor/registry/bot_service_errors.py) whose `kind`
+the API turns into a status and the CLI into an exit status; their messages never hold a
+token. What is checked before anything is stored is in supervisor/registry/bot_checks.py.
 """
 
 from __future__ import annotations
@@ -12,72 +13,38 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from enum import StrEnum
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
 import structlog
 
-from bots.handlers.base import UnknownHandler
-from bots.handlers.plugins import is_reference, use_paths
-from bots.handlers.registry import HANDLERS, check_settings, resolve, unavailable
-from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
+from bots.handlers.plugins import use_paths
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
-from config.bot_settings import BadBotSettings, check_for, keep_hidden, telegram_for
+from config.bot_settings import keep_hidden
 from supervisor.registry.audit import AuditEntry, AuditLog, actor_of
-from supervisor.registry.bots import (
+from supervisor.registry.bot_checks import (
+    bots_quota,
+    check_handler,
+    checked_settings,
+    get_me,
+    owner_id_for,
+)
+from supervisor.registry.bot_records import (
     AlreadyRegistered,
     BotMode,
     BotRecord,
     BotState,
     OwnerBotsQuota,
-    Registry,
 )
+from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind, QuotaExceeded
+from supervisor.registry.bots import Registry
 from supervisor.registry.owners import Caller
-from supervisor.registry.quotas import BOTS, QuotaStore
+from supervisor.registry.quotas import BOTS
 from supervisor.services import publish_hint
 
 log = structlog.get_logger(__name__)
-
-
-class ErrorKind(StrEnum):
-    #: no such bot, or not the caller's
-    NOT_FOUND = "not_found"
-    #: the bot is registered already
-    CONFLICT = "conflict"
-    #: a value is wrong (bad token shape, unknown handler or owner, token rejected)
-    INVALID = "invalid"
-    #: the caller may not do this
-    FORBIDDEN = "forbidden"
-    #: Telegram did not answer getMe
-    UPSTREAM = "upstream"
-    #: the owner is at a quota (`QuotaExceeded` says which)
-    QUOTA = "quota"
-
-
-class BotServiceError(Exception):
-    def __init__(self, kind: ErrorKind, code: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.code = code
-        self.message = message
-
-
-class QuotaExceeded(BotServiceError):
-    """Refused: the owner is at `quota` (e.g. "bots"), whose limit is `limit`."""
-
-    def __init__(self, quota: str, limit: int, used: int) -> None:
-        super().__init__(
-            ErrorKind.QUOTA,
-            "quota_exceeded",
-            f"quota: the owner has {used} of its {limit} {quota}; remove one first, or ask "
-            "the admin to raise the quota (`botvisor owners set-quota`)",
-        )
-        self.quota = quota
-        self.limit = limit
-        self.used = used
 
 
 def _not_found(bot_id: int) -> BotServiceError:
@@ -129,15 +96,15 @@ class BotService:
         An owner at its bots quota is refused before getMe, and again under a lock at the
         insert (concurrent registrations cannot overshoot it)."""
         with self._refusals(caller, "bot.register", _target_of(token)):
-            settings = self._check_settings(settings or {})
-            self._check(handler, settings, new_handler=True, caller=caller)
+            settings = checked_settings(self._settings, settings or {})
+            check_handler(self._settings, handler, settings, new_handler=True, caller=caller)
             try:
                 parsed = BotToken(token)
             except BadToken as exc:
                 raise BotServiceError(ErrorKind.INVALID, "invalid_token", f"token: {exc}") from None
-            owner_id = await self._owner_id(caller, owner)
-            limit = await self._bots_quota(owner_id)
-            me = await self._get_me(parsed, settings)
+            owner_id = await owner_id_for(self._registry, caller, owner)
+            limit = await bots_quota(self._registry, self._settings, owner_id)
+            me = await get_me(self._session, self._settings, parsed, settings)
             username = str(me.get("username", ""))
             try:
                 record = await self._registry.add(
@@ -205,15 +172,15 @@ class BotService:
                 "mode: webhook mode needs webhook.public_url in the configuration "
                 "(the public https URL of this host's webhook ingress)",
             )
-        """Replace the handler and/or the settings object; bumps the revision. The result is
-        checked against the shared rules and the handler's settings model (another owner's
-        bot: 404 first). The audit row names the settings' keys, never their values."""
         with self._refusals(caller, "bot.update", f"bot:{bot_id}"):
             if handler is not None or settings is not None:
                 current = await self.get(caller, bot_id)
                 if settings is not None:
-                    settings = self._check_settings(keep_hidden(settings, current.settings))
-                self._check(
+                    settings = checked_settings(
+                        self._settings, keep_hidden(settings, current.settings)
+                    )
+                check_handler(
+                    self._settings,
                     handler or current.handler,
                     current.settings if settings is None else settings,
                     new_handler=handler is not None and handler != current.handler,
@@ -250,7 +217,7 @@ class BotService:
                     f"token: it belongs to bot {parsed.bot_id}, not bot {bot_id}; a bot keeps "
                     "its id when @BotFather issues a new token",
                 )
-            me = await self._get_me(parsed, current.settings)
+            me = await get_me(self._session, self._settings, parsed, current.settings)
             record = await self._registry.replace_token(
                 parsed,
                 str(me.get("username", "")),
@@ -308,20 +275,7 @@ class BotService:
         log.info(f"bot.{what}", bot_id=bot_id, revision=record.revision)
         return record
 
-    # -- quotas and the audit log ----------------------------------------------------------
-
-    async def _bots_quota(self, owner_id: int | None) -> int:
-        """The owner's bots quota (0: unlimited); refused here already when it is reached."""
-        if owner_id is None:
-            return 0  # the admin's own bots
-        store = QuotaStore(self._registry.pool, self._settings.database.timeout_s)
-        limit = (await store.quota(self._settings, owner_id)).bots
-        if limit > 0:
-            owner = await self._registry.owner(owner_id)
-            used = owner.bots if owner is not None else 0
-            if used >= limit:
-                raise QuotaExceeded(BOTS, limit, used)
-        return limit
+    # -- the audit log ---------------------------------------------------------------------
 
     def _entry(
         self,
@@ -350,85 +304,3 @@ class BotService:
             if self._audit is not None:
                 self._audit.record(caller, action, target, source=self._source, outcome=exc.code)
             raise
-
-    def _check_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        """The rules the workers apply (config/bot_settings.py), before anything is stored."""
-        try:
-            return check_for(self._settings, dict(settings))
-        except BadBotSettings as exc:
-            raise BotServiceError(ErrorKind.INVALID, "invalid_settings", str(exc)) from None
-
-    async def _owner_id(self, caller: Caller, owner: str | None) -> int | None:
-        if owner is None:
-            return caller.owner_id
-        if not caller.admin:
-            raise BotServiceError(
-                ErrorKind.FORBIDDEN,
-                "forbidden",
-                "owner: only the admin key may register a bot for an owner; "
-                "an owner's key registers bots for itself",
-            )
-        owner_id = await self._registry.owner_id_by_name(owner)
-        if owner_id is None:
-            raise BotServiceError(
-                ErrorKind.INVALID,
-                "unknown_owner",
-                f"owner: no owner named {owner!r}; create it with `botvisor owners add`",
-            )
-        return owner_id
-
-    async def _get_me(
-        self, token: BotToken, bot_settings: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """getMe at the bot's own Bot API server (its settings' telegram.api_base, e.g. a
-        local server it was moved to), through the deployment's proxy."""
-        tg = self._settings.telegram
-        base = telegram_for(self._settings, bot_settings or {}).api_base
-        try:
-            return await fetch_me(self._session, base, token, tg.request_timeout_s)
-        except TokenRejected as exc:
-            raise BotServiceError(
-                ErrorKind.INVALID,
-                "token_rejected",
-                f"token: Telegram rejected the token of bot {token.bot_id} "
-                f"({exc.code} {exc.description}); check it with @BotFather, "
-                "a revoked token never works again",
-            ) from None
-        except (TelegramError, BotNetworkError) as exc:
-            raise BotServiceError(
-                ErrorKind.UPSTREAM,
-                "telegram_unavailable",
-                f"could not check the token with getMe at {base}: {exc}; try again",
-            ) from None
-
-    def _check(
-        self, handler: str, settings: Mapping[str, Any], *, new_handler: bool, caller: Caller
-    ) -> None:
-        """A known handler this host can run (when new), settings its model accepts. An
-        import path makes workers import that module and call what it names, so only the
-        admin may set one; owners use built-ins and installed entry points."""
-        if new_handler and not caller.admin and handler not in HANDLERS and is_reference(handler):
-            raise BotServiceError(
-                ErrorKind.FORBIDDEN,
-                "forbidden",
-                f"handler: {handler!r} is an import path; only the admin key may set one "
-                "(owners use built-ins and the names in `botvisor handlers list`)",
-            )
-        try:
-            resolve(handler)
-        except UnknownHandler as exc:
-            raise BotServiceError(
-                ErrorKind.INVALID,
-                "unknown_handler",
-                f"handler: {exc}; built-in: {', '.join(sorted(HANDLERS))}",
-            ) from None
-        reason = unavailable(handler, self._settings) if new_handler else None
-        if reason is not None:
-            raise BotServiceError(ErrorKind.INVALID, "handler_unavailable", reason)
-        problems = check_settings(handler, settings)
-        if problems:
-            raise BotServiceError(
-                ErrorKind.INVALID,
-                "invalid_settings",
-                f"settings of a {handler} bot: " + "; ".join(problems),
-            )

@@ -26,9 +26,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from config import Settings
 from supervisor.registry.audit import AuditLog
-from supervisor.registry.bot_service import BotServiceError, ErrorKind
-from supervisor.registry.bots import BotRecord, Registry
-from supervisor.registry.broadcasts import BroadcastRecord, BroadcastStore
+from supervisor.registry.bot_records import BotRecord
+from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind
+from supervisor.registry.bots import Registry
+from supervisor.registry.broadcast_records import BroadcastRecord
+from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.registry.chats import audience
 from supervisor.registry.owners import Caller
 

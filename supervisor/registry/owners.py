@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from config import Settings
-from supervisor.registry.bots import OwnerRecord, Registry
+from supervisor.registry.bots import Registry
+from supervisor.registry.owner_queries import OwnerRecord
 
 KEY_PREFIX: Final = "bvo_"
 _KEY = re.compile(r"^bvo_(\d{1,18})_([A-Za-z0-9_-]{43})$")

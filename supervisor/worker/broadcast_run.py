@@ -25,7 +25,8 @@ import structlog
 from bots.telegram.api import BotApi, BotNetworkError, Conflict, TelegramError, TokenRejected
 from config.logthrottle import THROTTLE
 from config.sections.messaging import BroadcastsSection
-from supervisor.registry.broadcasts import BroadcastStore, Outcome, Outcomes, Step
+from supervisor.registry.broadcast_records import Outcome, Outcomes, Step
+from supervisor.registry.broadcasts import BroadcastStore
 
 log = structlog.get_logger(__name__)
 

@@ -23,8 +23,10 @@ from bots.handlers.fleet_admin import FleetAdminError, ManagedBot, Refusal
 from bots.telegram.token import BadToken, BotToken
 from config import Settings
 from supervisor.registry.audit import AuditLog
-from supervisor.registry.bot_service import BotService, BotServiceError
-from supervisor.registry.bots import BotRecord, Registry
+from supervisor.registry.bot_records import BotRecord
+from supervisor.registry.bot_service import BotService
+from supervisor.registry.bot_service_errors import BotServiceError
+from supervisor.registry.bots import Registry
 from supervisor.registry.lockout import Lockout
 from supervisor.registry.owner_links import OwnerLinks
 from supervisor.registry.owners import Caller, authenticate_owner

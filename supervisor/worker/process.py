@@ -45,7 +45,8 @@ from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import redis_address
 from supervisor.registry.audit import open_audit
-from supervisor.registry.bots import BotState, Registry
+from supervisor.registry.bot_records import BotState
+from supervisor.registry.bots import Registry
 from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.registry.changes import ChangeFeed
 from supervisor.registry.tokenbox import open_tokenbox

@@ -16,7 +16,7 @@ import pytest
 from bots.telegram.token import BotToken
 from config import Settings
 from emulators.telegram.server import RunningEmulator, open_emulator
-from supervisor.registry.bots import BotState
+from supervisor.registry.bot_records import BotState
 from supervisor.services import open_registry
 from tests.daemon import start_daemon
 

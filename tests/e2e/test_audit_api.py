@@ -257,7 +257,7 @@ async def test_broadcast_starts_and_cancels_are_audited_from_the_api_and_the_cli
     rig: Rig, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from supervisor.cli.broadcast import broadcast_command
-    from supervisor.cli.main import _parser
+    from supervisor.cli.parser import build_parser
 
     alice, bob = rig.keys["alice"], rig.keys["bob"]
     status, bot = await rig.call("POST", "/v1/bots", alice, {"token": _token(rig)})
@@ -268,10 +268,10 @@ async def test_broadcast_starts_and_cancels_are_audited_from_the_api_and_the_cli
     one = f"bot:{bot['id']}/broadcast:{started['id']}"
     assert (await rig.call("DELETE", f"{path}/{started['id']}", bob))[0] == 404
     assert (await rig.call("DELETE", f"{path}/{started['id']}", alice))[0] == 200
-    args = _parser([]).parse_args(["broadcast", str(bot["id"]), "--text", "secret", "--json"])
+    args = build_parser([]).parse_args(["broadcast", str(bot["id"]), "--text", "secret", "--json"])
     assert await broadcast_command(rig.settings, args) == 0
     cli_id = orjson.loads(capsys.readouterr().out)["id"]
-    args = _parser([]).parse_args(["broadcast", str(bot["id"]), "--cancel", str(cli_id)])
+    args = build_parser([]).parse_args(["broadcast", str(bot["id"]), "--cancel", str(cli_id)])
     assert await broadcast_command(rig.settings, args) == 0
 
     rows = await rig.rows(alice, "&action=broadcast.")  # the admin's on alice's bot too

@@ -13,7 +13,7 @@ import pytest
 
 from config import Settings
 from emulators.telegram.server import RunningEmulator, open_emulator
-from supervisor.registry.bots import BotState
+from supervisor.registry.bot_records import BotState
 from supervisor.services import open_registry
 from tests.daemon import daemon_env, free_port, start_daemon
 from tests.leakcheck import LEAKS

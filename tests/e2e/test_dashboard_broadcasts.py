@@ -18,7 +18,8 @@ from redis.backoff import NoBackoff
 from ipc.usage import Usage, utc_day
 from supervisor.http.common import AdminContext
 from supervisor.http.dashboard.quota_usage import quota_usage
-from supervisor.registry.broadcasts import BroadcastState, BroadcastStore
+from supervisor.registry.broadcast_records import BroadcastState
+from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.registry.owners import ADMIN, Caller
 from supervisor.registry.quotas import QuotaStore
 from tests.e2e.dashboard_rig import ADMIN_KEY, Rig, csrf_of, emulator, rig_factory

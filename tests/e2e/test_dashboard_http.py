@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from context import handoff_changes
-from supervisor.registry.bots import BotState
+from supervisor.registry.bot_records import BotState
 from tests.e2e.dashboard_rig import ADMIN_KEY, Rig, csrf_of, emulator, rig_factory
 
 __all__ = ["emulator", "rig_factory"]  # fixtures

@@ -19,7 +19,8 @@ import pytest
 from bots.telegram.token import BotToken
 from config import Settings, load_settings
 from emulators.telegram.server import RunningEmulator, open_emulator
-from supervisor.registry.bots import BotMode, Registry
+from supervisor.registry.bot_records import BotMode
+from supervisor.registry.bots import Registry
 from supervisor.registry.keyrotation import KeyRotation, _reencrypt
 from supervisor.registry.owners import authenticate
 from supervisor.registry.tokenbox import TokenBox, TokenDecryptError, key_id_of, open_tokenbox

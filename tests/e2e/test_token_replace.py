@@ -13,7 +13,7 @@ import pytest
 from bots.telegram.token import BotToken
 from config import Settings
 from emulators.telegram.server import RunningEmulator
-from supervisor.registry.bots import BotState
+from supervisor.registry.bot_records import BotState
 from supervisor.registry.owners import create_owner
 from supervisor.services import open_registry
 from tests.daemon import daemon_env, free_port

@@ -16,7 +16,7 @@ from config import Settings
 from emulators.telegram.bots import BotState
 from emulators.telegram.server import RunningEmulator, open_emulator
 from emulators.telegram.webhooks import WebhookPolicy
-from supervisor.registry.bots import BotMode
+from supervisor.registry.bot_records import BotMode
 from supervisor.services import open_registry, publish_hint
 from tests.daemon import free_port, start_daemon
 

@@ -21,7 +21,7 @@ from config import Settings
 from emulators.telegram.bots import BotState
 from emulators.telegram.server import RunningEmulator, open_emulator
 from emulators.telegram.webhooks import WebhookPolicy
-from supervisor.registry.bots import BotMode
+from supervisor.registry.bot_records import BotMode
 from supervisor.services import open_registry
 from tests.context_helpers import TcpProxy, redis_address, redis_via_proxy
 from tests.daemon import free_port, start_daemon

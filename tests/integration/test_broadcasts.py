@@ -16,12 +16,9 @@ from bots.telegram.token import BotToken
 from config import Settings
 from emulators.telegram.server import RunningEmulator, open_emulator
 from supervisor.registry.bots import Registry
+from supervisor.registry.broadcast_records import BroadcastRecord, BroadcastState
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
-from supervisor.registry.broadcasts import (
-    BroadcastRecord,
-    BroadcastState,
-    BroadcastStore,
-)
+from supervisor.registry.broadcasts import BroadcastStore
 from supervisor.registry.owners import ADMIN
 from supervisor.services import open_registry
 from supervisor.worker.broadcaster import Broadcaster

@@ -13,8 +13,9 @@ from config import Settings
 from config.bot_settings import telegram_for
 from emulators.telegram.server import open_emulator
 from supervisor.cli.move_api import move_api
-from supervisor.registry.bot_service import BotService, BotServiceError
-from supervisor.registry.bots import BotState
+from supervisor.registry.bot_records import BotState
+from supervisor.registry.bot_service import BotService
+from supervisor.registry.bot_service_errors import BotServiceError
 from supervisor.services import open_registry
 
 KEPT = {"ratelimit": {"per_bot": {"limit": 1000}}}

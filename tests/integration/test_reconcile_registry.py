@@ -11,7 +11,8 @@ import pytest
 
 from bots.telegram.token import BotToken
 from config import Settings
-from supervisor.registry.bots import BotState, Registry
+from supervisor.registry.bot_records import BotState
+from supervisor.registry.bots import Registry
 from supervisor.registry.changes import ChangeFeed
 from supervisor.registry.migrate import migrate
 from supervisor.registry.owners import create_owner

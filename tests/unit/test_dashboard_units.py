@@ -13,7 +13,7 @@ from ipc.heartbeat import Heartbeat
 from supervisor.http.dashboard import forms
 from supervisor.http.dashboard.live import LiveFigures
 from supervisor.http.dashboard.sessions import SessionStore
-from supervisor.registry.bot_service import BotServiceError, ErrorKind
+from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind
 from supervisor.registry.owners import ADMIN, Caller
 from supervisor.worker.bot_figures import BotFigures
 

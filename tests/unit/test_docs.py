@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from config.reference import markdown
-from supervisor.cli.main import _parser
+from supervisor.cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def test_configuration_md_is_generated_from_the_settings_models() -> None:
 
 
 def _commands() -> list[str]:
-    parser = _parser([])
+    parser = build_parser([])
     out = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -24,9 +24,9 @@ from supervisor.http.dashboard.pages import (
     source_of,
 )
 from supervisor.http.dashboard.sessions import Session
-from supervisor.registry.bot_service import BotServiceError, ErrorKind
+from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind
+from supervisor.registry.broadcast_records import ACTIVE, BroadcastRecord
 from supervisor.registry.broadcast_service import BroadcastService, NewBroadcast
-from supervisor.registry.broadcasts import ACTIVE, BroadcastRecord
 
 _RECENT: Final = 20
 #: broadcasts listed on the bot's own page

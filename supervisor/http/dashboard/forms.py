@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from supervisor.registry.bot_service import BotServiceError
+from supervisor.registry.bot_service_errors import BotServiceError
 
 #: which form field a BotService error code is about (others go above the form)
 _FIELD_OF_CODE: Final = {

@@ -25,7 +25,8 @@ from supervisor.http.common import AdminContext
 from supervisor.http.dashboard import csrf
 from supervisor.http.dashboard.sessions import COOKIE, Session, SessionStore
 from supervisor.registry.audit import Caller
-from supervisor.registry.bot_service import BotService, BotServiceError, ErrorKind
+from supervisor.registry.bot_service import BotService
+from supervisor.registry.bot_service_errors import BotServiceError, ErrorKind
 
 log = structlog.get_logger(__name__)
 

@@ -20,8 +20,9 @@ from supervisor.http.dashboard.live import LiveFigures
 from supervisor.http.dashboard.pages import PAGES_KEY, PREFIX, Pages, path_int, read_form
 from supervisor.http.dashboard.quota_usage import quota_usage
 from supervisor.http.dashboard.sessions import Session
-from supervisor.registry.bot_service import BotService, BotServiceError
-from supervisor.registry.bots import BotRecord, BotState
+from supervisor.registry.bot_records import BotRecord, BotState
+from supervisor.registry.bot_service import BotService
+from supervisor.registry.bot_service_errors import BotServiceError
 
 LIVE_KEY: Final = web.AppKey("dashboard_live", LiveFigures)
 _LIVE_IDS_MAX: Final = 500
