@@ -17,7 +17,8 @@ from supervisor.http.auth import caller_of
 from supervisor.http.common import ApiError, error_response, json_response
 from supervisor.http.models import ErrorDetail
 from supervisor.http.openapi import Operation, Reply
-from supervisor.master.upgrade import RollingUpgrade, UpgradePhase, UpgradeStatus
+from supervisor.master.upgrade import RollingUpgrade
+from supervisor.master.upgrade_status import UpgradePhase, UpgradeStatus
 
 UPGRADE_KEY: Final = web.AppKey("upgrade", RollingUpgrade)
 

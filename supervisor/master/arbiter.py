@@ -3,21 +3,18 @@ systemd. Shaped after gunicorn's Arbiter: one loop, one event queue.
 
 Signal handlers and child watchers only put events on the queue; `run()` drains
 events, dispatches them, then reaps, murders stale workers and manages the count.
+The worker processes themselves are handled in worker_processes.py, the moves of
+shards between them in shard_moves.py (both bases of `Master`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import math
 import os
 import signal
-import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable
 
 import structlog
 
@@ -25,86 +22,23 @@ from bots.actor.policy import RestartIntensity
 from config import ConfigError, Settings
 from ipc import pipe
 from ipc.control import listen
-from ipc.heartbeat import Heartbeat, read_heartbeats, reply_status
+from ipc.heartbeat import Heartbeat, reply_status
 from ipc.messages import Drain, Message, Reload, StatusRequest, Upgrade
 from ipc.redis_client import redis_client
 from supervisor.exitcodes import ExitCode
+from supervisor.master.events import Event, SignalReceived, WorkerExited
 from supervisor.master.sdnotify import Notifier
-from supervisor.master.shards import shards_of_worker
+from supervisor.master.shard_moves import ShardMoves
+from supervisor.master.slots import Rebalance, WorkerSlot, spare_slot
 from supervisor.master.upgrade import RollingUpgrade
 
 log = structlog.get_logger(__name__)
 
-#: Seconds between SIGTERM to a hung worker and SIGKILL.
-KILL_AFTER_S = 2.0
 #: SIGUSR2 asks for a rolling code upgrade (supervisor/master/upgrade.py)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 
 
-class HaltMaster(BaseException):
-    """Stop the master with `exit_status`; a BaseException so no `except Exception` eats it."""
-
-    def __init__(self, reason: str, exit_status: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.exit_status = exit_status
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerExited:
-    index: int
-    pid: int
-    returncode: int
-
-
-@dataclass(frozen=True, slots=True)
-class SignalReceived:
-    signum: int
-
-
-Event = WorkerExited | SignalReceived | Reload | Drain
-
-
-@dataclass(frozen=True, slots=True)
-class Rebalance:
-    target: int
-    epoch: int
-    phase: Literal["shrink", "grow"]
-    started: float
-
-
-@dataclass(slots=True)
-class WorkerSlot:
-    index: int
-    proc: asyncio.subprocess.Process | None = None
-    age: int = 0
-    spawned_at: float = 0.0
-    heartbeat: Heartbeat | None = None
-    heartbeat_seen: float = 0.0  # monotonic time the heartbeat last changed
-    aborted_at: float | None = None
-    respawn_at: float = 0.0
-    restarts_in_row: int = 0
-    #: restarts of this slot's worker since the master started
-    restarts: int = 0
-    #: the shards this worker owns, and the assignment epoch they belong to
-    shards: list[int] = field(default_factory=list)
-    epoch: int = 0
-    #: shards it will be given soon (rolling upgrade): its handlers are imported at boot
-    warm: list[int] = field(default_factory=list)
-    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
-    beats: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
-
-
-def _spare_slot(index: int, epoch: int, warm: list[int]) -> WorkerSlot:
-    """A rolling upgrade's replacement: owns nothing yet, imports the handlers of `warm`."""
-    return WorkerSlot(index, shards=[], epoch=epoch, warm=warm)
-
-
-class Master:
+class Master(ShardMoves):
     def __init__(
         self,
         settings: Settings,
@@ -144,7 +78,7 @@ class Master:
         )
         self._log = log.bind(role="master")
         #: rolling code upgrade: SIGUSR2, `botvisor upgrade`, POST /v1/upgrade
-        self.upgrade = RollingUpgrade(self, _spare_slot)
+        self.upgrade = RollingUpgrade(self, spare_slot)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -231,108 +165,6 @@ class Master:
                     self._force = True
                 self.draining = True
 
-    # -- workers ----------------------------------------------------------------------------
-
-    async def spawn_worker(self, slot: WorkerSlot) -> None:
-        """Runs in the master; a fresh interpreter per worker (no fork in a running loop)."""
-        self._age += 1
-        beat_r, beat_w = os.pipe()  # the worker's heartbeats: a pipe of its own
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "supervisor.worker.process",
-                "--index",
-                str(slot.index),
-                "--heartbeat-fd",
-                str(beat_w),
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=(beat_w,),
-            )
-        except BaseException:
-            os.close(beat_r)
-            raise
-        finally:
-            os.close(beat_w)
-        slot.proc, slot.age, slot.spawned_at = proc, self._age, time.monotonic()
-        slot.heartbeat, slot.aborted_at = None, None
-        self._send(
-            slot,
-            pipe.Configure(
-                settings=self.settings.to_json_dict(),
-                shards=tuple(slot.shards),
-                epoch=slot.epoch,
-                leases=self._leases,
-                warm=tuple(slot.warm),
-                sparse_figures=True,  # LiveFigures.on_beat keeps figures between beats
-            ),
-        )
-        slot.watcher = asyncio.create_task(
-            self._watch(slot.index, proc), name=f"watch:{slot.index}"
-        )
-        slot.beats = asyncio.create_task(
-            read_heartbeats(beat_r, functools.partial(self._on_heartbeat, slot, proc.pid)),
-            name=f"heartbeats:{slot.index}",
-        )
-        self._log.info("worker.spawned", worker=slot.index, pid=proc.pid, age=slot.age)
-        from supervisor.metrics import metrics
-
-        metrics().workers.inc()
-
-    def _on_heartbeat(self, slot: WorkerSlot, pid: int, hb: Heartbeat) -> None:
-        if slot.pid == pid:
-            slot.heartbeat, slot.heartbeat_seen = hb, time.monotonic()
-            for listener in self.beat_listeners:
-                listener(slot.index, hb)
-
-    def _send(self, slot: WorkerSlot, message: pipe.PipeMessage) -> None:
-        if slot.proc is not None and slot.proc.stdin is not None:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                slot.proc.stdin.write(pipe.encode(message))
-
-    async def _watch(self, index: int, proc: asyncio.subprocess.Process) -> None:
-        returncode = await proc.wait()
-        self.events.put_nowait(WorkerExited(index, proc.pid, returncode))
-
-    def reap_worker(self, event: WorkerExited) -> None:
-        from supervisor.metrics import mark_dead, metrics
-
-        mark_dead(event.pid)
-        metrics().workers.dec()
-        for retired in self.retiring:
-            if retired.proc is not None and retired.proc.pid == event.pid:
-                self.retiring.remove(retired)
-                self._log.info("worker.retired", worker=retired.index, pid=event.pid)
-                return
-        if self.upgrade.reap(event.pid, event.returncode):
-            return
-        slot = next((s for s in self.slots if s.proc and s.proc.pid == event.pid), None)
-        if slot is None or slot.proc is None:
-            return
-        slot.proc = None
-        if self.draining:
-            return
-        self._log.error(
-            "worker.died", worker=event.index, pid=event.pid, returncode=event.returncode
-        )
-        now = time.monotonic()
-        if not self.intensity.record(now):
-            raise HaltMaster(
-                f"workers restarted more than {self.intensity.max_restarts} times in "
-                f"{self.intensity.within_s:g} s; giving up so systemd can take over",
-                ExitCode.RESTART_INTENSITY,
-            )
-        # first restart at once (its bots must poll again within a second), then back off
-        if now - slot.spawned_at > self.intensity.within_s:
-            slot.restarts_in_row = 0
-        slot.respawn_at = now + (
-            0 if slot.restarts_in_row == 0 else min(0.5 * 2**slot.restarts_in_row, 10)
-        )
-        slot.restarts_in_row += 1
-        slot.restarts += 1
-        self.worker_restarts += 1
-        metrics().worker_restarts.inc()
-
     async def manage_workers(self) -> None:
         now = time.monotonic()
         self.manage_rebalance()
@@ -341,99 +173,7 @@ class Master:
             if slot.proc is None and now >= slot.respawn_at:
                 await self.spawn_worker(slot)
 
-    # -- changing the worker count -------------------------------------------------------------
-
-    def manage_rebalance(self) -> None:
-        """Move shards in two phases so no bot ever has two pollers (no 409s).
-
-        Shrink: every worker keeps only the shards it keeps under the new map, and
-        reports (heartbeat epoch) once the bots it gave up have stopped and confirmed.
-        Grow: then each worker, old or new, takes its full new set. Runs in the master;
-        never blocks: each call advances the state machine as far as heartbeats allow.
-        """
-        rb = self.rebalance
-        if rb is None:
-            if (
-                self.desired_workers != len(self.slots)
-                and not self.draining
-                and not self.upgrade.running  # it waits for the upgrade; the upgrade, for it
-            ):
-                self._start_rebalance(self.desired_workers)
-            return
-        if not all(
-            s.proc is None or (s.heartbeat and s.heartbeat.epoch >= rb.epoch)
-            for s in [*self.slots, *self.retiring]
-        ):
-            return
-        if rb.phase == "shrink":
-            self._epoch += 1
-            for slot in self.slots[rb.target :]:
-                self.retiring.append(slot)
-                if slot.pid is not None:
-                    os.kill(slot.pid, signal.SIGTERM)
-            self.slots = self.slots[: rb.target]
-            for i in range(rb.target):
-                slot = self.slots[i]
-                slot.shards, slot.epoch = self._shards_for(i, rb.target), self._epoch
-                self._send(slot, pipe.Assign(shards=tuple(slot.shards), epoch=self._epoch))
-            self.rebalance = Rebalance(rb.target, self._epoch, "grow", rb.started)
-            return
-        self._log.info(
-            "master.rebalanced", workers=rb.target, seconds=round(time.monotonic() - rb.started, 3)
-        )
-        self.rebalance = None
-
-    def _start_rebalance(self, target: int) -> None:
-        self._epoch += 1
-        self._log.info("master.rebalancing", workers_from=len(self.slots), workers_to=target)
-        for slot in self.slots:
-            keep = set(self._shards_for(slot.index, target)) if slot.index < target else set()
-            slot.shards = [s for s in slot.shards if s in keep]
-            slot.epoch = self._epoch
-            self._send(slot, pipe.Assign(shards=tuple(slot.shards), epoch=self._epoch))
-        # new workers boot now, owning nothing yet, so their start-up overlaps the shrink
-        for i in range(len(self.slots), target):
-            self.slots.append(WorkerSlot(i, shards=[], epoch=self._epoch))
-        self.rebalance = Rebalance(target, self._epoch, "shrink", time.monotonic())
-
-    # -- shard leases (supervisor/master/leases.py drives these) ---------------------------------
-
-    def _shards_for(self, index: int, workers: int) -> list[int]:
-        """Worker `index`'s shards: its part of the map, only those this host holds."""
-        mine = shards_of_worker(index, workers, self.settings.workers.shards)
-        return mine if self.owned is None else [s for s in mine if s in self.owned]
-
-    def set_owned(self, shards: frozenset[int]) -> int:
-        """This host now holds `shards`: each worker gets its part (stopping the bots of
-        shards it loses, saving their watermarks). Returns the assignment epoch the
-        heartbeats report once applied. Runs in the master; never blocks."""
-        self.owned = shards
-        self._epoch += 1
-        for slot in self.slots:
-            new = self._shards_for(slot.index, len(self.slots))
-            if self.rebalance is not None:
-                new = [s for s in slot.shards if s in shards]  # the grow phase adds the rest
-            slot.shards, slot.epoch = new, self._epoch
-            self._send(slot, pipe.Assign(shards=tuple(new), epoch=self._epoch))
-        if self.rebalance is not None:
-            self.rebalance = Rebalance(
-                self.rebalance.target, self._epoch, self.rebalance.phase, self.rebalance.started
-            )
-        return self._epoch
-
-    def applied(self, epoch: int) -> bool:
-        """Every live worker runs assignment `epoch` (or later): stopped bots saved."""
-        return all(
-            s.proc is None or (s.heartbeat is not None and s.heartbeat.epoch >= epoch)
-            for s in [*self.slots, *self.retiring]
-        )
-
-    def send_leases(self, epochs: Mapping[int, int], valid_until: float) -> None:
-        """Every worker learns the fencing epochs and until when it may act."""
-        deadline = None if math.isinf(valid_until) else valid_until
-        self._leases = pipe.Leases(epochs=dict(epochs), valid_until=deadline)
-        for slot in self.slots:
-            self._send(slot, self._leases)
+    # -- readiness: systemd, the cluster (lease health) ---------------------------------------
 
     def lease_health(self) -> dict[str, object]:
         """What this host tells the cluster with each renewal (`botvisor status`)."""
@@ -445,52 +185,6 @@ class Master:
             "workers": len(self.slots),
         }
         return {"ready": ready, "reason": reason, "bots": bots}
-
-    def assign_nowait(self, slot: WorkerSlot, shards: list[int]) -> None:
-        """Give `slot` a new shard set under a new epoch (rolling upgrade). Runs in the
-        master; its heartbeat echoes the epoch once its bots match the set."""
-        self._epoch += 1
-        slot.shards, slot.epoch = list(shards), self._epoch
-        self._send(slot, pipe.Assign(shards=tuple(slot.shards), epoch=self._epoch))
-
-    def murder_stale_workers(self) -> None:
-        """Two passes: SIGTERM a silent worker, SIGKILL it if still there KILL_AFTER_S later."""
-        now = time.monotonic()
-        w = self.settings.workers
-        for slot in self.slots:
-            pid = slot.pid
-            if pid is None:
-                continue
-            if slot.aborted_at is not None:
-                if now - slot.aborted_at > KILL_AFTER_S:
-                    self._log.error("worker.kill", worker=slot.index, pid=pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                continue
-            if slot.heartbeat is None:
-                stale = now - slot.spawned_at > w.boot_timeout_s
-            elif slot.heartbeat.state == "booting":
-                stale = (
-                    now - slot.spawned_at > w.boot_timeout_s
-                    and now - slot.heartbeat_seen > w.heartbeat_timeout_s
-                )
-            else:
-                stale = now - slot.heartbeat_seen > w.heartbeat_timeout_s
-            if stale:
-                self._log.error("worker.hung", worker=slot.index, pid=pid)
-                slot.aborted_at = now
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-
-    def grant_grace(self, now: float) -> None:
-        """The master itself was not looking (its loop stalled): a silence it caused is
-        not the workers' fault, so every worker gets a fresh heartbeat timeout."""
-        for slot in self.slots:
-            slot.heartbeat_seen = max(slot.heartbeat_seen, now)
-            if slot.heartbeat is None:
-                slot.spawned_at = max(slot.spawned_at, now)
-
-    # -- readiness, systemd ------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
         """Ready when every worker heartbeats, has booted, and runs every bot it should."""

@@ -25,7 +25,8 @@ from ipc.redis_client import redis_client
 from supervisor.embedded.base import state_dir_mode
 from supervisor.exitcodes import ExitCode
 from supervisor.failures import OperatorError
-from supervisor.master.arbiter import HaltMaster, Master
+from supervisor.master.arbiter import Master
+from supervisor.master.events import HaltMaster
 from supervisor.master.housekeeping import open_housekeeping
 from supervisor.master.leases import LeaseKeeper
 from supervisor.registry.bots import Registry

@@ -16,8 +16,10 @@ Per worker, oldest index first:
   shards; the old one is retired (SIGTERM, nothing left to drain). Once the new worker
   echoes the epoch and runs its bots, the next worker starts.
 
-This is the two-phase move of a worker-count change (arbiter.manage_rebalance),
-one worker at a time, so no bot ever has two pollers and nothing is lost.
+This is the two-phase move of a worker-count change (shard_moves.manage_rebalance),
+one worker at a time, so no bot ever has two pollers and nothing is lost. The phases
+and the status others read are in upgrade_status.py, what the upgrade needs of the master
+in upgrade_host.py.
 """
 
 from __future__ import annotations
@@ -25,169 +27,24 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
+from typing import Final, Generic
 
 import structlog
 
 from supervisor.exitcodes import ExitCode
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from config import Settings
-    from ipc.heartbeat import Heartbeat
+from supervisor.master.upgrade_host import S, SlotFactory, UpgradeHost
+from supervisor.master.upgrade_status import (
+    ALLOWED,
+    RUNNING,
+    IllegalTransition,
+    UpgradePhase,
+    UpgradeStatus,
+)
 
 log = structlog.get_logger(__name__)
 
-
-class UpgradePhase(StrEnum):
-    #: no upgrade since the master started
-    IDLE = "idle"
-    #: requested while the worker count changes; starts when that is done
-    WAITING = "waiting"
-    #: the replacement of `worker` boots, owning no shards
-    STARTING = "starting"
-    #: the old `worker` stops its bots and saves their progress
-    HANDING_OVER = "handing_over"
-    #: the replacement starts the bots of those shards
-    TAKING_OVER = "taking_over"
-    #: every worker was replaced
-    DONE = "done"
-    #: stopped with `error`; the workers not yet replaced run the old code
-    FAILED = "failed"
-
-
-_ALLOWED: Final[Mapping[UpgradePhase, frozenset[UpgradePhase]]] = {
-    UpgradePhase.IDLE: frozenset({UpgradePhase.WAITING}),
-    UpgradePhase.WAITING: frozenset({UpgradePhase.STARTING, UpgradePhase.FAILED}),
-    UpgradePhase.STARTING: frozenset({UpgradePhase.HANDING_OVER, UpgradePhase.FAILED}),
-    UpgradePhase.HANDING_OVER: frozenset({UpgradePhase.TAKING_OVER, UpgradePhase.FAILED}),
-    UpgradePhase.TAKING_OVER: frozenset(
-        {UpgradePhase.STARTING, UpgradePhase.DONE, UpgradePhase.FAILED}
-    ),
-    UpgradePhase.DONE: frozenset({UpgradePhase.WAITING}),
-    UpgradePhase.FAILED: frozenset({UpgradePhase.WAITING}),
-}
-RUNNING: Final = frozenset(
-    {
-        UpgradePhase.WAITING,
-        UpgradePhase.STARTING,
-        UpgradePhase.HANDING_OVER,
-        UpgradePhase.TAKING_OVER,
-    }
-)
-
-
 #: the phases in which the replacement exists but is not yet one of the master's slots
 _SPARE_PHASES: Final = frozenset({UpgradePhase.STARTING, UpgradePhase.HANDING_OVER})
-
-
-class IllegalTransition(RuntimeError):
-    """A bug: the upgrade tried a phase change its table does not allow."""
-
-
-def _iso(at: float | None) -> str | None:
-    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True, slots=True)
-class UpgradeStatus:
-    """What `GET /v1/upgrade`, `botvisor upgrade` and `/readyz` read."""
-
-    #: 1 for the first upgrade since the master started, then counting; 0: none yet
-    id: int
-    phase: UpgradePhase
-    #: the worker being replaced now (None when none is)
-    worker: int | None
-    workers_replaced: int
-    workers_total: int
-    started: float | None  # wall clock
-    finished: float | None
-    error: str | None
-    requested_by: str | None
-
-    @property
-    def running(self) -> bool:
-        return self.phase in RUNNING
-
-    def summary(self) -> str:
-        """One line for people: the CLI's last line and the readiness reason."""
-        match self.phase:
-            case UpgradePhase.IDLE:
-                return "no upgrade has run"
-            case UpgradePhase.WAITING:
-                return "upgrade waiting for the worker count change to finish"
-            case UpgradePhase.DONE:
-                took = (self.finished or 0) - (self.started or 0)
-                return f"upgraded {self.workers_replaced} worker(s) in {took:.1f} s"
-            case UpgradePhase.FAILED:
-                return (
-                    f"upgrade failed after {self.workers_replaced} of {self.workers_total} "
-                    f"worker(s): {self.error}"
-                )
-        return (
-            f"upgrading: worker {self.worker} {self.phase.replace('_', ' ')} "
-            f"({self.workers_replaced} of {self.workers_total} replaced)"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "phase": str(self.phase),
-            "worker": self.worker,
-            "workers_replaced": self.workers_replaced,
-            "workers_total": self.workers_total,
-            "started": _iso(self.started),
-            "finished": _iso(self.finished),
-            "error": self.error,
-            "requested_by": self.requested_by,
-            "summary": self.summary(),
-        }
-
-
-class Slot(Protocol):
-    """What the upgrade reads and sets on a worker slot (arbiter.WorkerSlot; not imported:
-    the arbiter imports this module)."""
-
-    index: int
-    proc: asyncio.subprocess.Process | None
-    shards: list[int]
-    epoch: int
-    heartbeat: Heartbeat | None
-
-    @property
-    def pid(self) -> int | None: ...
-
-
-S = TypeVar("S", bound=Slot)
-
-
-class UpgradeHost(Protocol[S]):
-    """What the upgrade needs of the master (supervisor/master/arbiter.py's Master)."""
-
-    slots: list[S]
-    retiring: list[S]
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def rebalance(self) -> object | None: ...
-
-    @property
-    def draining(self) -> bool: ...
-
-    async def spawn_worker(self, slot: S) -> None: ...
-
-    def assign_nowait(self, slot: S, shards: list[int]) -> None: ...
-
-
-#: a new slot for worker `index` at `epoch` owning nothing, to take over shards `warm`
-SlotFactory = Callable[[int, int, list[int]], S]
 
 
 class RollingUpgrade(Generic[S]):
@@ -416,7 +273,7 @@ class RollingUpgrade(Generic[S]):
         self, new: UpgradePhase, reason: str, now: float | None = None, *, loud: bool = False
     ) -> None:
         old = self._phase
-        if new not in _ALLOWED[old]:
+        if new not in ALLOWED[old]:
             raise IllegalTransition(f"upgrade phase {old} -> {new}")
         self._phase = new
         self._since = time.monotonic() if now is None else now

@@ -59,7 +59,7 @@ class OpenSecret(Protocol):
 
 
 class Host(Protocol):
-    """What the reconciler reads and sets on its worker (supervisor/worker/process.py)."""
+    """What the reconciler reads and sets on its worker (supervisor/worker/worker.py)."""
 
     settings: Settings
     shards: list[int]

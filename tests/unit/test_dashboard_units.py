@@ -152,7 +152,7 @@ def test_a_worker_sends_figures_sparsely_only_to_a_master_that_keeps_them() -> N
     from types import SimpleNamespace
 
     from config import Settings
-    from supervisor.worker.process import Worker
+    from supervisor.worker.worker import Worker
 
     def worker(sparse: bool, **dashboard: Any) -> Worker:
         w = Worker(Settings(dashboard=dashboard), 0, [], 0, sparse_figures=sparse)

@@ -13,9 +13,11 @@ import pytest
 from config import Settings
 from ipc.heartbeat import Heartbeat
 from supervisor.exitcodes import ExitCode
-from supervisor.master.arbiter import Master, Rebalance, WorkerSlot
+from supervisor.master.arbiter import Master
 from supervisor.master.shards import shards_of_worker
-from supervisor.master.upgrade import _ALLOWED, RollingUpgrade, UpgradePhase
+from supervisor.master.slots import Rebalance, WorkerSlot
+from supervisor.master.upgrade import RollingUpgrade
+from supervisor.master.upgrade_status import ALLOWED, UpgradePhase
 
 P = UpgradePhase
 
@@ -260,10 +262,10 @@ async def test_a_drain_aborts_quietly_and_refuses_new_upgrades(host: Host) -> No
 
 
 def test_every_phase_has_a_way_out_and_a_finished_upgrade_can_run_again() -> None:
-    assert set(_ALLOWED) == set(P)
+    assert set(ALLOWED) == set(P)
     for phase in (P.WAITING, P.STARTING, P.HANDING_OVER, P.TAKING_OVER):
-        assert P.FAILED in _ALLOWED[phase]
-    assert _ALLOWED[P.DONE] == _ALLOWED[P.FAILED] == frozenset({P.WAITING})
+        assert P.FAILED in ALLOWED[phase]
+    assert ALLOWED[P.DONE] == ALLOWED[P.FAILED] == frozenset({P.WAITING})
 
 
 async def test_readiness_stays_true_and_says_upgrading_while_a_worker_hands_over(
