@@ -34,10 +34,9 @@ from bots.actor.webhook_mode import (
     run_webhook,
 )
 from bots.handlers.base import BotContext, Handler
-from bots.telegram.api import (
-    SENT_IN_TASK,
+from bots.telegram.api import SENT_IN_TASK, BotApi
+from bots.telegram.errors import (
     TRANSIENT,
-    BotApi,
     BotNetworkError,
     Conflict,
     RetryAfter,

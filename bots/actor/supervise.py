@@ -15,7 +15,7 @@ import structlog
 
 from bots.actor.actor import ActorState, BotActor
 from bots.actor.policy import Backoff, BackoffConfig
-from bots.telegram.api import Conflict, TokenRejected
+from bots.telegram.errors import Conflict, TokenRejected
 from config.logthrottle import THROTTLE
 from ipc.fencing import LeaseChanged
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import structlog
 
 from bots.actor.inbox_poll import InboxSink
-from bots.telegram.api import BotApi, Conflict, RetryAfter, ServerError
+from bots.telegram.api import BotApi
+from bots.telegram.errors import Conflict, RetryAfter, ServerError
 
 if TYPE_CHECKING:
     from bots.actor.dispatch import ChatDispatcher

@@ -17,7 +17,8 @@ from bots.actor.stats import ActorStats
 from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext
 from bots.handlers.registry import make_handler
-from bots.telegram.api import BotApi, BotNetworkError
+from bots.telegram.api import BotApi
+from bots.telegram.errors import BotNetworkError
 from bots.telegram.token import BotToken
 from bots.telegram.update import Incoming
 from emulators.telegram.server import RunningEmulator, open_emulator

@@ -13,7 +13,8 @@ from bots.actor.actor import ActorState, BotActor, BotSpec, PollConfig
 from bots.actor.policy import BackoffConfig
 from bots.actor.supervise import BotHandle, SpawnRejected, spawn
 from bots.handlers.registry import make_handler
-from bots.telegram.api import BotApi, BotNetworkError, Conflict, RetryAfter, TokenRejected
+from bots.telegram.api import BotApi
+from bots.telegram.errors import BotNetworkError, Conflict, RetryAfter, TokenRejected
 from bots.telegram.token import BadToken, BotToken
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ratelimit import BotLimiter, Limits

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from bots.telegram.api import BotApi, BotNetworkError
+from bots.telegram.api import BotApi
+from bots.telegram.errors import BotNetworkError
 from bots.telegram.net import NetOptions
 from bots.telegram.sessions import SessionPool, open_session_pool
 from bots.telegram.token import BotToken
