@@ -26,7 +26,7 @@ import structlog
 from ipc.inbox import REDIS_ERRORS, Entry, Inbox
 
 if TYPE_CHECKING:
-    from bots.actor.dispatch import QueueBudget
+    from bots.actor.queue_budget import QueueBudget
     from bots.actor.supervise import BotHandle
 
 log = structlog.get_logger(__name__)

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import aiohttp
 
 from bots.actor.actor import BotSpec
-from bots.actor.dispatch import ChatDispatcher, QueueBudget
+from bots.actor.dispatch import ChatDispatcher
+from bots.actor.queue_budget import QueueBudget
 from bots.telegram.token import BotToken
 from config import Settings
 from emulators.telegram.server import open_emulator
