@@ -10,9 +10,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bots.actor.actor import ActorState, BotActor, BotSpec, MemoryProgress, PollConfig
+from bots.actor.actor import BotActor
 from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
+from bots.actor.progress_store import MemoryProgress
+from bots.actor.spec import BotSpec, PollConfig
+from bots.actor.state import ActorState
 from bots.actor.stats import ActorStats
 from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext

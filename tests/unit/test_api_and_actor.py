@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from bots.actor.actor import ActorState, BotActor, BotSpec, PollConfig
+from bots.actor.actor import BotActor
 from bots.actor.policy import BackoffConfig
+from bots.actor.spec import BotSpec, PollConfig
+from bots.actor.state import ActorState
 from bots.actor.supervise import BotHandle, SpawnRejected, spawn
 from bots.handlers.registry import make_handler
 from bots.telegram.api import BotApi
