@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ipc.inbox import REDIS_ERRORS, Entry, Inbox
+from ipc.inbox import REDIS_ERRORS, Inbox
+from ipc.inbox_reads import Entry
 
 if TYPE_CHECKING:
     from bots.actor.queue_budget import QueueBudget
