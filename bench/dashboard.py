@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp import web  # noqa: E402
 
-from bots.actor.actor import ActorState  # noqa: E402
+from bots.actor.state import ActorState  # noqa: E402
 from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
 from ipc.heartbeat import Heartbeat  # noqa: E402

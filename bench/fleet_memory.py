@@ -42,7 +42,7 @@ from benchlib import (  # noqa: E402
     stop_emulator,
 )
 
-from bots.actor.actor import BotSpec  # noqa: E402
+from bots.actor.spec import BotSpec  # noqa: E402
 from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
 from emulators.telegram.control import EmulatorBot, EmulatorControl  # noqa: E402

@@ -36,8 +36,9 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bots.actor.actor import BotActor, BotSpec, PollConfig  # noqa: E402
+from bots.actor.actor import BotActor  # noqa: E402
 from bots.actor.policy import BackoffConfig  # noqa: E402
+from bots.actor.spec import BotSpec, PollConfig  # noqa: E402
 from bots.actor.supervise import BotHandle, spawn  # noqa: E402
 from bots.handlers.base import BotContext  # noqa: E402
 from bots.telegram.api import BotApi  # noqa: E402

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from bots.actor.actor import BotSpec
+from bots.actor.spec import BotSpec
 from bots.telegram.token import BotToken
 from supervisor.registry.changes import BotRow, Changes
 from supervisor.worker.plan import Plan

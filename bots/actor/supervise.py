@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from bots.actor.actor import ActorState, BotActor
+from bots.actor.actor import BotActor
 from bots.actor.policy import Backoff, BackoffConfig
-from bots.telegram.api import Conflict, TokenRejected
+from bots.actor.state import ActorState
+from bots.telegram.errors import Conflict, TokenRejected
 from config.logthrottle import THROTTLE
 from ipc.fencing import LeaseChanged
 

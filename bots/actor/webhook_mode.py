@@ -9,7 +9,7 @@ update is lost between the two sources and none is answered twice (the dispatche
 answered-once record drops re-deliveries). It then waits for its stop; the webhook
 stays set across restarts (the ingress keeps queueing meanwhile). The switch back is the
 poller's: its first getUpdates answers 409 "webhook is active", it calls deleteWebhook
-and polls from its watermark (bots/actor/actor.py).
+and polls from its watermark (bots/actor/poll_loop.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import structlog
 
 from bots.actor.inbox_poll import InboxSink
-from bots.telegram.api import BotApi, Conflict, RetryAfter, ServerError
+from bots.telegram.api import BotApi
+from bots.telegram.errors import Conflict, RetryAfter, ServerError
 
 if TYPE_CHECKING:
     from bots.actor.dispatch import ChatDispatcher

@@ -23,7 +23,7 @@ from bots.bridge import fastpath
 from bots.bridge.session import BridgeSession
 from bots.bridge.storage import ContextStorage
 from bots.handlers.base import BotContext, Handler, HandlerDeps
-from bots.telegram.api import BotNetworkError, TelegramError
+from bots.telegram.errors import BotNetworkError, TelegramError
 from bots.telegram.update import Incoming
 
 # aiogram logs every update at INFO ("Update id=… is handled"); the actor counts them

@@ -31,7 +31,7 @@ from aiogram.methods.base import TelegramType
 from pydantic import TypeAdapter
 
 from bots.bridge.params import NotPlain, request_params
-from bots.telegram.api import BotNetworkError, RetryAfter, TelegramError
+from bots.telegram.errors import BotNetworkError, RetryAfter, TelegramError
 from bots.telegram.limited import LimitedApi
 
 if TYPE_CHECKING:

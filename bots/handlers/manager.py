@@ -26,7 +26,7 @@ import structlog
 from bots.handlers import manager_text as say
 from bots.handlers.base import BotContext
 from bots.handlers.fleet_admin import FleetAdmin, FleetAdminError, Refusal
-from bots.telegram.api import BotNetworkError, TelegramError
+from bots.telegram.errors import BotNetworkError, TelegramError
 from bots.telegram.token import BadToken, BotToken
 from bots.telegram.update import Incoming
 from config.redact import contains_secret

@@ -27,7 +27,7 @@ from bots.handlers.llm_settings import LLMBotSettings, parse_settings
 from bots.handlers.prompt import Prompt, fit_prompt, prompt_budget, speaker_turn
 from bots.handlers.textsplit import split_message
 from bots.llm.client import LLMClient, LLMUnavailable
-from bots.telegram.api import TRANSIENT, TelegramError
+from bots.telegram.errors import TRANSIENT, TelegramError
 from bots.telegram.update import Incoming
 from context import HANDOFF_KEY, Changes, Context, Message, handed_off, handoff_changes
 

@@ -1,8 +1,8 @@
 """The Bot API seam: every request of every bot goes through `BotApi.call`.
 
-Telegram errors are mapped once, here, into domain errors; network errors are
-re-raised without the URL (it holds the token) as `BotNetworkError`. Sending
-methods also pass the bot's limiter here, so nothing can bypass it.
+Telegram errors are mapped once, here, into domain errors (bots/telegram/errors.py);
+network errors are re-raised without the URL (it holds the token) as `BotNetworkError`.
+Sending methods also pass the bot's limiter here, so nothing can bypass it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,18 @@ from typing import Any, Final
 
 import aiohttp
 import orjson
-from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+from python_socks import ProxyError
 
+from bots.telegram.errors import (
+    NOT_SENT,
+    BotNetworkError,
+    RetryAfter,
+    ServerError,
+    network_cause,
+    telegram_error,
+)
 from bots.telegram.longpoll import DIRECT, LongPoll, PollProtocolError
-from bots.telegram.net import NetOptions, ProxyFailed
+from bots.telegram.net import NetOptions
 from bots.telegram.token import BotToken
 from ratelimit import BotLimiter
 
@@ -32,101 +40,14 @@ _JSON: Final = {"Content-Type": "application/json"}
 SENT_IN_TASK: Final[ContextVar[int]] = ContextVar("botvisor_sent_in_task", default=0)
 
 
-class TelegramError(Exception):
-    """Telegram answered ok=false. `description` is Telegram's text (it holds no token)."""
-
-    def __init__(self, bot_id: int, method: str, code: int, description: str) -> None:
-        super().__init__(f"bot {bot_id}: {method} failed: {code} {description}")
-        self.bot_id = bot_id
-        self.method = method
-        self.code = code
-        self.description = description
-
-
-class TokenRejected(TelegramError):
-    """401 (or 404 on a malformed token): the token is dead; do not retry it."""
-
-
-class Conflict(TelegramError):
-    """409: another getUpdates or a webhook holds this bot."""
-
-
-class RetryAfter(TelegramError):
-    """429: flood control; the request may be repeated after `retry_after` seconds."""
-
-    def __init__(self, bot_id: int, method: str, description: str, retry_after: float) -> None:
-        super().__init__(bot_id, method, 429, description)
-        self.retry_after = retry_after
-
-
-class ServerError(TelegramError):
-    """5xx from the Bot API: transient."""
-
-
-class BotNetworkError(Exception):
-    """The request did not get an answer. Carries no URL, so no token."""
-
-    def __init__(self, bot_id: int, method: str, cause: str) -> None:
-        super().__init__(f"bot {bot_id}: {method}: network error ({cause})")
-        self.bot_id = bot_id
-        self.method = method
-        self.cause = cause
-
-
 #: Longest wait between two tries of a send after a 5xx or a network error.
 SEND_BACKOFF_MAX_S: Final = 2.0
-
-#: Network failures that prove the request never reached Telegram (safe to send again).
-NOT_SENT: Final = frozenset({"ClientConnectorError", "ClientConnectorDNSError"})
-
-#: Errors worth retrying the same request for.
-TRANSIENT: Final = (BotNetworkError, ServerError, RetryAfter)
 
 
 @functools.lru_cache(maxsize=64)
 def _client_timeout(total: float) -> aiohttp.ClientTimeout:
     """One shared timeout object per value: the poll path asks for the same one each time."""
     return aiohttp.ClientTimeout(total=total)
-
-
-def _error(bot_id: int, method: str, status: int, payload: Any) -> TelegramError:
-    if not isinstance(payload, dict):
-        return ServerError(bot_id, method, status, f"unexpected answer (HTTP {status})")
-    code = payload.get("error_code", status)
-    code = code if isinstance(code, int) else status
-    description = str(payload.get("description", ""))[:500]
-    params = payload.get("parameters")
-    if code == 429:
-        retry = params.get("retry_after", 1) if isinstance(params, dict) else 1
-        try:
-            seconds = max(float(retry), 0.0)
-        except (TypeError, ValueError):
-            seconds = 1.0
-        return RetryAfter(bot_id, method, description, seconds)
-    if code == 401 or (code == 404 and method == "getMe"):
-        return TokenRejected(bot_id, method, code, description or "Unauthorized")
-    if code == 409:
-        return Conflict(bot_id, method, code, description)
-    if code >= 500:
-        return ServerError(bot_id, method, code, description)
-    return TelegramError(bot_id, method, code, description)
-
-
-_PROXY_ERRORS: Final = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
-
-
-def _cause(exc: BaseException, net: NetOptions) -> str:
-    """What went wrong, without a URL: the error's type, or for a proxy failure its reason
-    naming the proxy with its password masked."""
-    if isinstance(exc, ProxyFailed):
-        return str(exc)
-    if net.proxy is not None and isinstance(exc, (*_PROXY_ERRORS, EOFError)):
-        # from aiohttp-socks on the shared pool; python-socks' messages hold no credentials
-        reason = str(exc)[:200] if isinstance(exc, _PROXY_ERRORS) else ""
-        reason = reason or "Connection closed unexpectedly"
-        hint = " (check its user name and password)" if net.proxy.username else ""
-        return f"proxy {net.proxy.shown} refused: {reason}{hint if 'closed' in reason else ''}"
-    return type(exc).__name__
 
 
 class BotApi:
@@ -197,7 +118,7 @@ class BotApi:
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError, ProxyError, EOFError) as exc:
             # `from None`: aiohttp's exceptions print the URL, which holds the token.
-            raise BotNetworkError(self.bot_id, method, _cause(exc, self._poll.net)) from None
+            raise BotNetworkError(self.bot_id, method, network_cause(exc, self._poll.net)) from None
         return self._answer(method, status, body)
 
     async def call_form(
@@ -224,7 +145,9 @@ class BotApi:
         try:
             status, raw = await self._poll.post(orjson.dumps(params), timeout)
         except (OSError, TimeoutError, PollProtocolError) as exc:
-            raise BotNetworkError(self.bot_id, "getUpdates", _cause(exc, self._poll.net)) from None
+            raise BotNetworkError(
+                self.bot_id, "getUpdates", network_cause(exc, self._poll.net)
+            ) from None
         return self._answer("getUpdates", status, raw)
 
     async def open_poll(self, *, timeout: float) -> None:
@@ -232,7 +155,9 @@ class BotApi:
         try:
             await self._poll.connect(timeout)
         except (OSError, TimeoutError) as exc:
-            raise BotNetworkError(self.bot_id, "getUpdates", _cause(exc, self._poll.net)) from None
+            raise BotNetworkError(
+                self.bot_id, "getUpdates", network_cause(exc, self._poll.net)
+            ) from None
 
     def close_poll(self) -> None:
         """Drop the poll connection (the actor stopped); the next poll opens a new one."""
@@ -248,7 +173,7 @@ class BotApi:
             ) from None
         if status == 200 and isinstance(payload, dict) and payload.get("ok") is True:
             return payload.get("result")
-        raise _error(self.bot_id, method, status, payload)
+        raise telegram_error(self.bot_id, method, status, payload)
 
     async def send(self, method: str, params: dict[str, Any], chat_id: int | None) -> Any:
         """A message-sending call: passes the limiter, retries 429s and transient errors.

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bots.telegram.api import BotApi, RetryAfter
+from bots.telegram.api import BotApi
+from bots.telegram.errors import RetryAfter
 
 
 class LimitedApi:

@@ -13,7 +13,8 @@ import orjson
 from bots.handlers.base import UnknownHandler
 from bots.handlers.plugins import use_paths
 from bots.handlers.registry import resolve
-from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
+from bots.telegram.api import fetch_me
+from bots.telegram.errors import BotNetworkError, TelegramError, TokenRejected
 from bots.telegram.sessions import open_bot_api_session
 from bots.telegram.token import BadToken, BotToken
 from config import Settings

@@ -21,7 +21,8 @@ from typing import Any, Final
 
 import aiohttp
 
-from bots.telegram.api import BotApi, TelegramError
+from bots.telegram.api import BotApi
+from bots.telegram.errors import TelegramError
 from bots.telegram.net import NetOptions
 from config import Settings
 from config.bot_settings import telegram_for

@@ -16,7 +16,8 @@ import aiohttp
 from bots.handlers.base import UnknownHandler
 from bots.handlers.plugins import is_reference
 from bots.handlers.registry import HANDLERS, check_settings, resolve, unavailable
-from bots.telegram.api import BotNetworkError, TelegramError, TokenRejected, fetch_me
+from bots.telegram.api import fetch_me
+from bots.telegram.errors import BotNetworkError, TelegramError, TokenRejected
 from bots.telegram.token import BotToken
 from config import Settings
 from config.bot_settings import BadBotSettings, check_for, telegram_for

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from bots.actor.actor import BotSpec
+from bots.actor.spec import BotSpec
 from bots.telegram.token import BotToken
 from supervisor.registry.bot_records import COLUMNS, BotRecord, BotState, record_of
 from supervisor.registry.tokenbox import TokenBox, TokenDecryptError

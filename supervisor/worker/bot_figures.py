@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from bots.actor.actor import ActorState
+from bots.actor.state import ActorState
 from bots.actor.supervise import BotHandle
 
 

@@ -6,7 +6,7 @@
   bot's idle keys are evicted (keys still limiting a send stay: dropping one could earn
   a 429);
 * dispatcher queues: updates received and not yet handled across the worker
-  (`bots.queued_max_worker`, bots/actor/dispatch.py: QueueBudget); past it every
+  (`bots.queued_max_worker`, bots/actor/queue_budget.py: QueueBudget); past it every
   poll waits for room (`GatedBotApi`), so Telegram keeps the updates: none is dropped.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bots.actor.dispatch import QueueBudget
+from bots.actor.queue_budget import QueueBudget
 from bots.telegram.api import BotApi
 from config import Settings
 

@@ -22,7 +22,8 @@ from typing import Any, Final
 import asyncpg
 import structlog
 
-from bots.telegram.api import BotApi, BotNetworkError, Conflict, TelegramError, TokenRejected
+from bots.telegram.api import BotApi
+from bots.telegram.errors import BotNetworkError, Conflict, TelegramError, TokenRejected
 from config.logthrottle import THROTTLE
 from config.sections.messaging import BroadcastsSection
 from supervisor.registry.broadcast_records import Outcome, Outcomes, Step

@@ -23,7 +23,7 @@ from typing import Final
 import asyncpg
 import structlog
 
-from bots.actor.actor import ActorState
+from bots.actor.state import ActorState
 from bots.actor.supervise import BotHandle
 from bots.telegram.api import BotApi
 from config import Settings

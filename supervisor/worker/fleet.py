@@ -15,18 +15,14 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bots.actor.actor import (
-    ActorState,
-    BotActor,
-    BotSpec,
-    ChatSink,
-    InboxSink,
-    MemoryProgress,
-    PollConfig,
-    ProgressStore,
-)
+from bots.actor.actor import BotActor
 from bots.actor.dispatch import ChatDispatcher
+from bots.actor.handling import ChatSink
+from bots.actor.inbox_poll import InboxSink
 from bots.actor.policy import BackoffConfig
+from bots.actor.progress_store import MemoryProgress, ProgressStore
+from bots.actor.spec import BotSpec, PollConfig
+from bots.actor.state import ActorState
 from bots.actor.supervise import BotHandle, OnDisabled, SpawnRejected, spawn
 from bots.actor.webhook_mode import WebhookSetup
 from bots.handlers.base import HandlerDeps, UnknownHandler

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ipc.inbox import REDIS_ERRORS, Entry, Inbox
+from ipc.inbox import REDIS_ERRORS, Inbox
+from ipc.inbox_reads import Entry
 
 if TYPE_CHECKING:
-    from bots.actor.dispatch import QueueBudget
+    from bots.actor.queue_budget import QueueBudget
     from bots.actor.supervise import BotHandle
 
 log = structlog.get_logger(__name__)

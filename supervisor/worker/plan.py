@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bots.actor.actor import BotSpec
+from bots.actor.spec import BotSpec
 
 
 @dataclass(frozen=True, slots=True)

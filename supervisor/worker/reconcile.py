@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
-from bots.actor.actor import BotSpec
+from bots.actor.spec import BotSpec
 from bots.handlers.plugins import HandlerLoadError, is_reference, load, preload, registered_names
 from config.logthrottle import THROTTLE
 from supervisor.exitcodes import ExitCode

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 
-from bots.actor.actor import BotSpec
+from bots.actor.spec import BotSpec
 from bots.telegram.token import BotToken
 from config import Settings
 from emulators.telegram.server import RunningEmulator, open_emulator

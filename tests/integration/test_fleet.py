@@ -7,7 +7,8 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from bots.actor.actor import ActorState, BotSpec
+from bots.actor.spec import BotSpec
+from bots.actor.state import ActorState
 from bots.telegram.token import BotToken
 from config import Settings
 from emulators.telegram.server import open_emulator

@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 from bots.actor.dispatch import ChatDispatcher
 from bots.actor.stats import ActorStats
 from bots.telegram.update import Incoming
-from ipc.inbox import Entry, Inbox
+from ipc.inbox import Inbox
+from ipc.inbox_reads import Entry
 from ipc.redis_client import redis_client
 from supervisor.worker.inbox_reader import InboxReader
 

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bots.actor.actor import BotSpec
-from bots.actor.dispatch import ChatDispatcher, QueueBudget
+from bots.actor.dispatch import ChatDispatcher
+from bots.actor.queue_budget import QueueBudget
+from bots.actor.spec import BotSpec
 from bots.telegram.token import BotToken
 from config import Settings
 from emulators.telegram.server import open_emulator

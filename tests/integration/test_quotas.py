@@ -13,8 +13,10 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bots.actor.actor import BotActor, BotSpec, MemoryProgress, PollConfig
+from bots.actor.actor import BotActor
 from bots.actor.policy import BackoffConfig
+from bots.actor.progress_store import MemoryProgress
+from bots.actor.spec import BotSpec, PollConfig
 from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext, HandlerDeps
 from bots.handlers.metering import MeteredHandler

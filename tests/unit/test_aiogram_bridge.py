@@ -12,8 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bots.actor.actor import BotActor, BotSpec, MemoryProgress, PollConfig
+from bots.actor.actor import BotActor
 from bots.actor.policy import BackoffConfig
+from bots.actor.progress_store import MemoryProgress
+from bots.actor.spec import BotSpec, PollConfig
 from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext, HandlerDeps
 from bots.handlers.registry import make_handler

@@ -10,14 +10,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bots.actor.actor import ActorState, BotActor, BotSpec, MemoryProgress, PollConfig
+from bots.actor.actor import BotActor
 from bots.actor.dispatch import ChatDispatcher
 from bots.actor.policy import BackoffConfig
+from bots.actor.progress_store import MemoryProgress
+from bots.actor.spec import BotSpec, PollConfig
+from bots.actor.state import ActorState
 from bots.actor.stats import ActorStats
 from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext
 from bots.handlers.registry import make_handler
-from bots.telegram.api import BotApi, BotNetworkError
+from bots.telegram.api import BotApi
+from bots.telegram.errors import BotNetworkError
 from bots.telegram.token import BotToken
 from bots.telegram.update import Incoming
 from emulators.telegram.server import RunningEmulator, open_emulator

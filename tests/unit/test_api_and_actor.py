@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from bots.actor.actor import ActorState, BotActor, BotSpec, PollConfig
+from bots.actor.actor import BotActor
 from bots.actor.policy import BackoffConfig
+from bots.actor.spec import BotSpec, PollConfig
+from bots.actor.state import ActorState
 from bots.actor.supervise import BotHandle, SpawnRejected, spawn
 from bots.handlers.registry import make_handler
-from bots.telegram.api import BotApi, BotNetworkError, Conflict, RetryAfter, TokenRejected
+from bots.telegram.api import BotApi
+from bots.telegram.errors import BotNetworkError, Conflict, RetryAfter, TokenRejected
 from bots.telegram.token import BadToken, BotToken
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ratelimit import BotLimiter, Limits

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bots.actor.actor import ActorState
+from bots.actor.state import ActorState
 from ipc.heartbeat import Heartbeat
 from supervisor.http.dashboard import forms
 from supervisor.http.dashboard.live import LiveFigures

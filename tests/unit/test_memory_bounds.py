@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from bots.actor.dispatch import ChatDispatcher, QueueBudget
+from bots.actor.dispatch import ChatDispatcher
+from bots.actor.queue_budget import QueueBudget
 from bots.actor.stats import ActorStats
 from bots.telegram.api import BotApi
 from bots.telegram.token import BotToken

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bots.actor.actor import BotSpec
 from bots.actor.policy import Backoff, BackoffConfig, RestartIntensity
+from bots.actor.spec import BotSpec
 from bots.telegram.token import BotToken
 from supervisor.master.shards import shard_of, shards_of_worker
 from supervisor.worker.plan import plan_changes

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from bots.telegram.api import BotApi, BotNetworkError
+from bots.telegram.api import BotApi
+from bots.telegram.errors import BotNetworkError
 from bots.telegram.net import NetOptions
 from bots.telegram.sessions import SessionPool, open_session_pool
 from bots.telegram.token import BotToken
@@ -237,7 +238,7 @@ def test_a_bots_proxy_password_is_shown_masked_and_kept_on_write_back() -> None:
 
 
 def test_a_change_of_a_bots_proxy_or_api_base_restarts_it_other_settings_retune() -> None:
-    from bots.actor.actor import BotSpec
+    from bots.actor.spec import BotSpec
     from supervisor.worker.plan import plan_changes
 
     token = BotToken("7:" + "A" * 35)
