@@ -353,4 +353,4 @@ async def test_an_append_a_frozen_redis_runs_after_the_caller_gave_up_adds_nothi
 
 def test_stream_keys_are_per_shard(settings_factory: Callable[..., Any]) -> None:
     assert keys.inbox_key("bv:", 7) == "bv:inbox:7"
-    assert not settings_factory().bots.inbox  # off by default until it is the default
+    assert settings_factory().bots.inbox  # on by default
