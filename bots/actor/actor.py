@@ -46,6 +46,10 @@ UNKNOWN: Final = object()
 class BotActor(PollLoop, UpdateHandling):
     """Runs in the actor's own task (plus one task per busy chat)."""
 
+    #: set by a stop whose caller waits for the progress store itself (class default:
+    #: no per-bot attribute until then)
+    caller_saves: bool = False
+
     def __init__(
         self,
         spec: BotSpec,
@@ -171,5 +175,5 @@ class BotActor(PollLoop, UpdateHandling):
         if self.state is not ActorState.DISABLED and self._lease_current():
             self.progress.mark(self.spec.bot_id, dispatcher.record)
             saved = await self.progress.flush(self.poll.save_timeout_s, self.poll.save_stall_s)
-            if not saved:
+            if not saved and not self.caller_saves:
                 THROTTLE.warning(self._log, "actor.progress_not_saved")

@@ -48,8 +48,12 @@ class BotHandle:
     def state(self) -> ActorState:
         return self.actor.state
 
-    async def stop(self) -> None:
-        """Stop polling, let handlers finish (up to the grace), confirm, wait for the task."""
+    async def stop(self, caller_saves: bool = False) -> None:
+        """Stop polling, let handlers finish (up to the grace), confirm, wait for the task.
+        `caller_saves`: the caller waits for the progress store itself afterwards (the
+        worker's drain), so the actor's own bounded save need not warn when it runs out."""
+        if caller_saves:
+            self.actor.caller_saves = True
         self.actor.request_stop()
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)

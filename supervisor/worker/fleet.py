@@ -167,13 +167,17 @@ class Fleet:
         return False
 
     async def stop_all(self) -> None:
-        await asyncio.gather(*(self._stop(bot_id) for bot_id in list(self.handles)))
+        """The worker's drain: it waits for every record itself (`wait_progress_saved`),
+        where thousands of actors' own one-second saves at once can run out."""
+        await asyncio.gather(
+            *(self._stop(bot_id, caller_saves=True) for bot_id in list(self.handles))
+        )
 
-    async def _stop(self, bot_id: int) -> None:
+    async def _stop(self, bot_id: int, caller_saves: bool = False) -> None:
         handle = self.handles.get(bot_id)
         if handle is None:
             return
-        await handle.stop()
+        await handle.stop(caller_saves)
         self._fold(handle)
         self.handles.pop(bot_id, None)
         if self.handler_deps.context is not None:
