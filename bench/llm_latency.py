@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""The real daemon's added latency with the `openai` handler and a model answering in 1 s.
+
+Issue 9's figure, end to end: the Bot API emulator (Telegram's flood limits on) and the
+local OpenAI-compatible emulator (`latency_s` = `--model-s`, default 1 s) run in this
+process; the daemon (tests/daemon.py's harness: master + `--workers` workers, system
+PostgreSQL in a scratch database, system Redis under a fresh prefix) serves `--bots`
+bots registered with handler "openai". For each `bots.inbox` value in `--modes` the
+daemon is started afresh and runs, in order:
+
+  warm-up      one message to every bot at once (connections, the worker's first prompt)
+  uncontended  `--sequential` messages one at a time (the next 0.1 s after the last's reply)
+  loaded       `--rate` messages/s for `--seconds` s, round-robin over bots, then
+               `--chats` chats per bot (one chat's next message comes `bots x chats / rate`
+               s after its last: 2 s at the defaults, so per-chat order adds nothing)
+
+Added latency = the emulator's inject -> reply time minus the model's `--model-s`. Per
+phase: p50/p99/max added ms and its two legs (inject -> the model's request, "in"; the
+model's answer -> the reply, "out"), lost (unanswered `--settle` s after the last
+message), answered twice, 429s, completions the model served; in the loaded phase also
+the CPU % of the daemon (master + workers), of this process (both emulators) and of the
+machine. Each phase has chats of its own: their contexts start empty.
+
+    .venv/bin/python bench/llm_latency.py                # inbox on, then off
+    .venv/bin/python bench/llm_latency.py --modes true   # the default set-up only
+
+Targets (issue 9): loaded, inbox on (the default): p99 added <= 50 ms; uncontended p50
+added <= 10 ms. Writes bench/out/llm_latency-<time>.json; the last line of output is
+that JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (  # noqa: E402
+    ROOT,
+    drop_redis_prefix,
+    machine,
+    machine_busy,
+    raise_nofile,
+    run_main,
+    say,
+    scratch_database,
+    write_json,
+)
+
+sys.path.insert(0, str(ROOT))
+
+from bots.telegram.token import BotToken  # noqa: E402
+from config import Settings  # noqa: E402
+from emulators.openai import RunningLLMEmulator, open_llm_emulator  # noqa: E402
+from emulators.telegram.server import RunningEmulator, open_emulator  # noqa: E402
+from supervisor.services import open_registry  # noqa: E402
+from tests.daemon import Daemon, start_daemon  # noqa: E402
+
+TARGET_LOADED_P99_MS = 50.0
+TARGET_UNCONTENDED_P50_MS = 10.0
+#: chat ids: run r (0, 1, ...) and phase p get 1_000_000 * (r + 1) + 100_000 * p + k
+_PHASES = ("warmup", "uncontended", "loaded")
+
+
+def _chat(run: int, phase: str, k: int) -> int:
+    return 1_000_000 * (run + 1) + 100_000 * _PHASES.index(phase) + k
+
+
+def _pct(ordered: list[float], q: float) -> float | None:
+    return round(ordered[int(q * (len(ordered) - 1))], 1) if ordered else None
+
+
+class Books:
+    """Deltas of the emulators' counters over one phase, and where each message's time
+    went: inject -> the model's request ("in") and the model's answer -> the reply ("out")."""
+
+    def __init__(self, emu: RunningEmulator, llm: RunningLLMEmulator, model_s: float) -> None:
+        self.emu, self.llm, self.model_s = emu, llm, model_s
+        totals = emu.state.stats(False)["totals"]
+        self.before = dict(totals)
+        self.lat_from = len(emu.state.latencies_ms)
+        self.llm_started = llm.state.started
+        self.llm_from = len(llm.state.requests)
+        #: text -> injected at (the emulators' clock: time.monotonic); texts are unique
+        self.injected_at: dict[str, float] = {}
+
+    def inject(self, bot_id: int, chat_id: int, text: str) -> None:
+        self.injected_at[text] = self.emu.state.clock()
+        self.emu.state.inject([{"bot_id": bot_id, "chat_id": chat_id, "text": text}])
+
+    def legs(self) -> tuple[list[float], list[float]]:
+        """ms from inject to the model's request, and from its answer to our reply."""
+        asked: dict[str, float] = {}  # text -> the model answered at
+        for seen in self.llm.state.requests[self.llm_from :]:
+            users = [m for m in seen.messages if m.get("role") == "user"]
+            if seen.status == 200 and users:
+                asked[str(users[-1]["content"])] = seen.at
+        in_ms, out_ms = [], []
+        for bot in self.emu.state.bots.values():
+            for _chat_id, text, _reply_to, at in bot.sent_log:
+                said = text.removeprefix("you said ").split("; earlier", 1)[0]
+                if said in self.injected_at and said in asked:
+                    answered = asked[said]
+                    in_ms.append((answered - self.model_s - self.injected_at[said]) * 1000)
+                    out_ms.append((at - answered) * 1000)
+        return sorted(in_ms), sorted(out_ms)
+
+    def replied(self) -> int:
+        return int(self.emu.state.replied - self.before["replied"])
+
+    async def settle(self, injected: int, within_s: float) -> None:
+        state = self.emu.state
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                await state.wait_until(lambda: self.replied() >= injected)
+
+    def result(self, injected: int) -> dict[str, Any]:
+        after = self.emu.state.stats(False)["totals"]
+        model_ms = self.model_s * 1000
+        added = sorted(v - model_ms for v in self.emu.state.latencies_ms[self.lat_from :])
+        in_ms, out_ms = self.legs()
+        delta = {
+            k: after[k] - self.before[k] for k in ("duplicates", "telegram_429", "get_updates")
+        }
+        return {
+            "messages": injected,
+            "replied": self.replied(),
+            "lost": injected - self.replied(),
+            "duplicates": delta["duplicates"],
+            "telegram_429": delta["telegram_429"],
+            "completions": self.llm.state.started - self.llm_started,
+            # long polls answered per message (inbox on confirms each batch at once)
+            "get_updates_per_message": round(delta["get_updates"] / injected, 2)
+            if injected
+            else None,
+            "added_p50_ms": _pct(added, 0.50),
+            "added_p99_ms": _pct(added, 0.99),
+            "added_max_ms": round(added[-1], 1) if added else None,
+            "added_min_ms": round(added[0], 1) if added else None,
+            # the two legs of `added` (their sum, per message, is it)
+            "in_p50_ms": _pct(in_ms, 0.50),
+            "in_p99_ms": _pct(in_ms, 0.99),
+            "out_p50_ms": _pct(out_ms, 0.50),
+            "out_p99_ms": _pct(out_ms, 0.99),
+        }
+
+
+def _cpu_each(procs: list[psutil.Process]) -> list[float]:
+    out = []
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out.append(t.user + t.system)
+        except psutil.Error:
+            out.append(0.0)
+    return out
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    return sum(_cpu_each(procs))
+
+
+def _daemon_procs(daemon: Daemon) -> list[psutil.Process]:
+    master = psutil.Process(daemon.proc.pid)
+    return [master, *master.children(recursive=True)]
+
+
+@dataclass
+class Rig:
+    emu: RunningEmulator
+    llm: RunningLLMEmulator
+    bot_ids: list[int]
+    args: argparse.Namespace
+
+    def books(self) -> Books:
+        return Books(self.emu, self.llm, self.args.model_s)
+
+
+async def warmup(rig: Rig, run: int) -> None:
+    books, bot_ids = rig.books(), rig.bot_ids
+    for b in bot_ids:
+        books.inject(b, _chat(run, "warmup", 0), f"r{run} hi {b}")
+    await books.settle(len(bot_ids), 60)
+    if books.replied() < len(bot_ids):
+        raise RuntimeError(f"warm-up: {books.replied()} of {len(bot_ids)} answered in 60 s")
+
+
+async def uncontended(rig: Rig, daemon: Daemon, run: int) -> dict[str, Any]:
+    """One message at a time; the next is injected once the last is answered."""
+    bot_ids, args = rig.bot_ids, rig.args
+    books = rig.books()
+    procs = _daemon_procs(daemon)
+    cpu0, w0 = _cpu(procs), time.perf_counter()
+    for i in range(args.sequential):
+        bot = bot_ids[i % len(bot_ids)]
+        chat = _chat(run, "uncontended", (i // len(bot_ids)) % args.chats)
+        books.inject(bot, chat, f"r{run} one {i}")
+        await books.settle(i + 1, args.model_s + 30)
+        if books.replied() < i + 1:
+            break  # a lost message: counted, not waited for again
+        await asyncio.sleep(0.1)  # the answered message's context save, off the next one's way
+    cpu1, w1 = _cpu(procs), time.perf_counter()
+    # ~1 message/s: mostly what the daemon spends idle
+    return books.result(args.sequential) | {
+        "daemon_cpu_pct": round(100 * (cpu1 - cpu0) / (w1 - w0), 1)
+    }
+
+
+async def loaded(rig: Rig, daemon: Daemon, run: int) -> dict[str, Any]:
+    """`rate` msg/s, open loop, round-robin over bots, then chats."""
+    bot_ids, args = rig.bot_ids, rig.args
+    count = round(args.rate * args.seconds)
+    books = rig.books()
+    procs = _daemon_procs(daemon)
+    me = psutil.Process()
+    cpu0, own0, busy0, w0 = _cpu_each(procs), _cpu([me]), machine_busy(), time.perf_counter()
+    t0 = time.monotonic()
+    for i in range(count):
+        bot = bot_ids[i % len(bot_ids)]
+        chat = _chat(run, "loaded", (i // len(bot_ids)) % args.chats)
+        books.inject(bot, chat, f"r{run} msg {i}")
+        delay = t0 + (i + 1) / args.rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)  # the open loop's own pace
+    sent_s = time.monotonic() - t0
+    await books.settle(count, args.settle)
+    cpu1, own1, busy1, w1 = _cpu_each(procs), _cpu([me]), machine_busy(), time.perf_counter()
+    wall = w1 - w0
+    used = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
+    out = books.result(count)
+    out |= {
+        "rate": args.rate,
+        "sent_in_s": round(sent_s, 2),
+        "daemon_cpu_pct": round(100 * sum(used) / wall, 1),
+        # the master first, then its children (the workers)
+        "daemon_cpu_pct_by_process": [round(100 * u / wall, 1) for u in used],
+        "daemon_cpu_ms_per_message": round(1000 * sum(used) / count, 2),
+        "bench_cpu_pct": round(100 * (own1 - own0) / wall, 1),
+        "machine_busy_pct": round(100 * (busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1]), 1),
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    return out
+
+
+async def one_mode(
+    rig: Rig, inbox: bool, run: int, base: dict[str, Any], tmp: Path
+) -> dict[str, Any]:
+    emu, bot_ids, args = rig.emu, rig.bot_ids, rig.args
+    settings = Settings.model_validate(base | {"bots": {"inbox": inbox}})
+    say(f"== bots.inbox = {str(inbox).lower()}: starting the daemon")
+    t_emu = emu.state.clock()
+    async with start_daemon(
+        settings, emu.base_url, tmp, ready_timeout=120, expect_warnings=("*",)
+    ) as daemon:
+        async with asyncio.timeout(60):
+            while emu.state.polling_since(t_emu) < len(bot_ids):  # noqa: ASYNC110 - its books
+                await asyncio.sleep(0.05)
+        await warmup(rig, run)
+        say(f"  uncontended: {args.sequential} messages one at a time")
+        seq = await uncontended(rig, daemon, run)
+        say(f"    {seq}")
+        say(
+            f"  loaded: {args.rate:g} msg/s for {args.seconds:g} s over {len(bot_ids)} bots "
+            f"x {args.chats} chats"
+        )
+        load = await loaded(rig, daemon, run)
+        say(f"    {load}")
+        warnings = daemon.unexpected_warnings(())
+    return {
+        "inbox": inbox,
+        "uncontended": seq,
+        "loaded": load,
+        "daemon_warnings": len(warnings),
+        "daemon_warning_events": sorted({w.split()[1] for w in warnings}),
+    }
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    raise_nofile()
+    info = machine()
+    prefix = f"botvisor-bench-{secrets.token_hex(4)}:"
+    tmp = Path(tempfile.mkdtemp(prefix="bvllm-"))
+    modes = [m.strip().lower() in ("true", "on", "1") for m in args.modes.split(",") if m]
+    runs: list[dict[str, Any]] = []
+    started = time.time()
+    try:
+        async with (
+            scratch_database(args.pg_admin_dsn) as dsn,
+            open_emulator() as emu,
+            open_llm_emulator() as llm,
+        ):
+            llm.state.latency_s = args.model_s
+            base: dict[str, Any] = {
+                "database": {"url": dsn},
+                "redis": {"url": args.redis_url, "prefix": prefix},
+                "state": {"dir": str(tmp / "state")},
+                "workers": {"count": args.workers},
+                "openai": {"base_url": llm.base_url, "api_key": "sk-bench", "model": "emu-1"},
+            }
+            bots = emu.state.create_bots(args.bots)
+            async with open_registry(Settings.model_validate(base)) as registry:
+                await registry.add_many(
+                    [(BotToken(b.token), f"llm{b.id}") for b in bots], handler="openai"
+                )
+            rig = Rig(emu, llm, [b.id for b in bots], args)
+            for run, inbox in enumerate(modes):
+                runs.append(await one_mode(rig, inbox, run, base, tmp))
+    finally:
+        await drop_redis_prefix(args.redis_url, prefix)
+        shutil.rmtree(tmp, ignore_errors=True)
+    default = next((r for r in runs if r["inbox"]), None)
+    met = None
+    if default is not None:
+        p99 = default["loaded"]["added_p99_ms"]
+        p50 = default["uncontended"]["added_p50_ms"]
+        met = {
+            "loaded_p99_added_ms<=50": p99 is not None and p99 <= TARGET_LOADED_P99_MS,
+            "uncontended_p50_added_ms<=10": p50 is not None and p50 <= TARGET_UNCONTENDED_P50_MS,
+            "nothing_lost_or_twice": all(
+                r[ph]["lost"] == 0 and r[ph]["duplicates"] == 0
+                for r in runs
+                for ph in ("uncontended", "loaded")
+            ),
+        }
+    return {
+        "bench": "llm_latency",
+        "machine": info | {"loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
+        "bots": args.bots,
+        "chats_per_bot": args.chats,
+        "workers": args.workers,
+        "model_s": args.model_s,
+        "runs": runs,
+        "met": met,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    head = (
+        f"{'bots.inbox':>10}  {'phase':>11}  {'msgs':>5}  {'p50 added':>9}  {'p99 added':>9}  "
+        f"{'max':>7}  {'in p50':>6}  {'out p50':>7}  {'lost':>4}  {'twice':>5}  {'429':>4}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in result["runs"]:
+        for phase in ("uncontended", "loaded"):
+            p = r[phase]
+            lines.append(
+                f"{str(r['inbox']).lower():>10}  {phase:>11}  {p['messages']:>5}  "
+                f"{p['added_p50_ms']!s:>9}  {p['added_p99_ms']!s:>9}  {p['added_max_ms']!s:>7}  "
+                f"{p['in_p50_ms']!s:>6}  {p['out_p50_ms']!s:>7}  {p['lost']:>4}  {p['duplicates']:>5}  {p['telegram_429']:>4}"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--modes", default="true,false", help="bots.inbox values, in order")
+    p.add_argument("--bots", type=int, default=20)
+    p.add_argument("--chats", type=int, default=5, help="chats per bot")
+    p.add_argument("--rate", type=float, default=50.0, help="messages/s in the loaded phase")
+    p.add_argument("--seconds", type=float, default=30.0, help="loaded phase, seconds")
+    p.add_argument("--sequential", type=int, default=50, help="uncontended messages")
+    p.add_argument("--model-s", type=float, default=1.0, help="the model's time per answer")
+    p.add_argument("--settle", type=float, default=60.0, help="wait for late replies, s")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--pg-admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = p.parse_args()
+
+    async def go() -> int:
+        result = await measure(args)
+        path = write_json("llm_latency", result)
+        say(
+            f"\n{args.bots} bots x {args.chats} chats, model {args.model_s:g} s, "
+            f"{args.workers} workers; load {result['machine']['loadavg_start']} -> "
+            f"{result['machine']['loadavg_end']}"
+        )
+        say(table(result))
+        say(f"targets (inbox on): {result['met']}; {path}")
+        print(orjson.dumps(result).decode(), flush=True)
+        met = result["met"]
+        return 0 if met is not None and all(met.values()) else 1
+
+    return run_main(go)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
