@@ -2,7 +2,7 @@
 
 `{prefix}inbox:{shard}` (shard = bot_id % workers.shards) holds one entry per update,
 fields `b` (bot id), `t` (wall time polled) and `u` (the update's JSON). A poller appends
-a batch with one pipelined XADD round trip and only then confirms it to Telegram (its
+a batch (pipelined with the other pollers' batches of the moment) and only then confirms it to Telegram (its
 next getUpdates offset passes the batch). The worker that owns the shard reads the
 stream in its consumer group (`{prefix}inbox`, XREADGROUP), hands each entry to the
 bot's actor and, once the handler finished, acknowledges and deletes it (XACK + XDEL,
@@ -56,6 +56,8 @@ return 1
 """
 #: Acknowledgements per pipelined write.
 ACK_CHUNK = 1000
+#: Pollers' batches per pipelined append.
+APPEND_CHUNK = 500
 
 REDIS_ERRORS = (aioredis.RedisError, OSError, TimeoutError)
 
@@ -78,7 +80,9 @@ class Inbox(InboxReads):
         claim_idle_s: float,
     ) -> None:
         self._redis = redis
-        self._append = redis.register_script(APPEND)
+        #: pollers' batches waiting for `_send_appends`: (stream key, script args, answer)
+        self._appends: list[tuple[str, list[Any], asyncio.Future[Any]]] = []
+        self._appender: asyncio.Task[None] | None = None
         self._prefix = prefix
         self._group = keys.inbox_group(prefix)
         self.shards_total = shards_total
@@ -108,18 +112,24 @@ class Inbox(InboxReads):
     # -- pollers ----------------------------------------------------------------------------
 
     async def append(self, bot_id: int, updates: list[dict[str, Any]]) -> bool:
-        """One script call per batch (`APPEND`). False on any Redis fault: the caller
-        then handles the batch the old way. A request the server runs only after our
-        deadline appends nothing, so a batch given up on never comes back later."""
+        """One script call per batch (`APPEND`), pipelined with the other pollers' batches
+        of the moment (`_send_appends`). False on any Redis fault: the caller then handles
+        the batch the old way. A request the server runs only after our deadline appends
+        nothing, so a batch given up on never comes back later."""
         shard = self.shard_of(bot_id)
         key = keys.inbox_key(self._prefix, shard)
         now = time.time()
         deadline_us = int((now + self.timeout_s - self._margin_s()) * 1_000_000)
         args: list[Any] = [deadline_us, bot_id, f"{now:.6f}"]
         args += [orjson.dumps(u) for u in updates]  # orjson both ways (inbox_reads.decode)
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._appends.append((key, args, answer))
+        if self._appender is None or self._appender.done():
+            self._appender = asyncio.create_task(self._send_appends(), name="inbox:appends")
         try:
+            # a caller that gives up cancels `answer`: unsent, it is left out of the pipeline
             async with asyncio.timeout(self.timeout_s):
-                appended = await self._append(keys=[key], args=args)
+                appended = await answer
             if not appended:
                 raise AppendTooLate(f"shard {shard}: refused past the deadline")
         except REDIS_ERRORS as exc:
@@ -128,14 +138,44 @@ class Inbox(InboxReads):
             self.degraded = True
             self.fallbacks += 1
             return False
-        finally:
-            self.round_trips += 1
         if self.degraded:
             log.info("inbox.append_ok_again")
             self.degraded = False
         self.appended += len(updates)
         self._backlog[shard] = self._backlog.get(shard, 0) + len(updates)
         return True
+
+    async def _send_appends(self) -> None:
+        """Every batch queued meanwhile in one pipeline per round trip (up to
+        APPEND_CHUNK): thousands of bots whose polls return at once would otherwise each
+        wait for a pooled connection, past the timeout (a 10,000-bot burst did). Runs
+        while there is something to send, then ends."""
+        await asyncio.sleep(0)  # pollers woken in the same loop iteration join the batch
+        while self._appends:
+            batch = [a for a in self._appends[:APPEND_CHUNK] if not a[2].done()]
+            del self._appends[:APPEND_CHUNK]
+            if not batch:
+                continue
+            results: list[Any]
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for key, args, _ in batch:
+                            # EVAL, not EVALSHA: no NOSCRIPT after a Redis restart, and
+                            # hashing ~400 bytes is nothing next to the XADDs
+                            pipe.eval(APPEND, 1, key, *args)
+                        results = await pipe.execute(raise_on_error=False)
+            except REDIS_ERRORS as exc:
+                results = [exc] * len(batch)
+            finally:
+                self.round_trips += 1
+            for (_, _, answer), result in zip(batch, results, strict=False):
+                if answer.done():
+                    continue
+                if isinstance(result, BaseException):
+                    answer.set_exception(result)
+                else:
+                    answer.set_result(result)
 
     def _margin_s(self) -> float:
         # a short Redis timeout keeps most of itself for the append

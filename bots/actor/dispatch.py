@@ -32,6 +32,10 @@ class ChatDispatcher:
 
     #: the worker's budget (set by the worker's Fleet); every dispatcher counts against it
     budget: ClassVar[QueueBudget | None] = None
+    #: webhook mode's older generation of answered ids and when the current one began
+    #: (see `age_answered`); class defaults, so a dispatcher without them pays nothing
+    _answered_old: set[int] | None = None
+    _answered_since: float | None = None
 
     def __init__(
         self,
@@ -128,7 +132,13 @@ class ChatDispatcher:
         if trusted and update_id in trusted:
             trusted.discard(update_id)
             below = False
-        if below or update_id in self._answered or (self._skip and update_id in self._skip):
+        old = self._answered_old
+        if (
+            below
+            or update_id in self._answered
+            or (old is not None and update_id in old)
+            or (self._skip and update_id in self._skip)
+        ):
             self._stats.duplicates += 1
             return "done"
         arrival.insert(i, update_id)
@@ -148,6 +158,32 @@ class ChatDispatcher:
         if self._answered is not None:
             self._floor = None
             self._answered = set()
+            self._answered_old = None
+
+    def age_answered(self, now: float, window_s: float) -> None:
+        """Webhook mode, where the floor is never lifted (an older update can always
+        come: Telegram retries a chat's update while other chats' arrive): answered ids are
+        kept for `window_s` to `window_s * 1.5`, not forever, in two generations. First the
+        floor moves up over every id answered without a gap below it (all of those are
+        answered for good); ids above a gap that outlive the window are forgotten, so a
+        re-delivery of one that late is answered again rather than ever dropped."""
+        answered = self._answered
+        if answered is None or self._floor is None:
+            return
+        if self._answered_since is None:
+            self._answered_since = now
+            return
+        if now - self._answered_since < window_s / 2:
+            return
+        old = self._answered_old
+        both = answered | old if old else answered
+        floor = self._floor
+        while floor in both:
+            floor += 1
+        self._floor = floor
+        self._answered_old = {i for i in answered if i >= floor} or None
+        self._answered = set()
+        self._answered_since = now
 
     def floor(self) -> int | None:
         return self._floor
@@ -187,6 +223,8 @@ class ChatDispatcher:
         answered = frozenset(self._done or ()) | (self._skip or frozenset())
         if self._answered:
             answered |= self._answered
+        if self._answered_old:
+            answered |= self._answered_old
         return BotProgress(watermark, frozenset(i for i in answered if i >= watermark))
 
     def inflight(self) -> int:

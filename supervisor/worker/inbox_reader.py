@@ -40,6 +40,10 @@ PARKED_MAX = 10_000
 CLEANUP_EVERY_S = 300.0
 #: An entry whose bot has not run here for this long is dropped (Telegram's retention).
 STALE_S = 86_400.0
+#: Webhook mode: how long a bot's answered update ids are kept for dedupe. Telegram
+#: re-sends an update whose 200 it did not get within its backoff (doubling, capped at
+#: 60-120 s), so ten minutes covers several resends while memory stays bounded.
+WEBHOOK_ANSWERED_S = 600.0
 
 
 class InboxReader:
@@ -119,10 +123,13 @@ class InboxReader:
         for handle in self._handles.values():
             actor = handle.actor
             dispatcher = actor.dispatcher
-            # webhook mode: Telegram retries a chat's update while later ones of other
-            # chats arrive, so an older id can always come: its answered ids stay kept
-            webhook = actor.spec.mode == "webhook"
-            if dispatcher is not None and not webhook and actor.started_at + idle <= started:
+            if dispatcher is None:
+                continue
+            if actor.spec.mode == "webhook":
+                # Telegram retries a chat's update while later ones of other chats
+                # arrive, so an older id can always come: answered ids are kept a while
+                dispatcher.age_answered(started, WEBHOOK_ANSWERED_S)
+            elif actor.started_at + idle <= started:
                 dispatcher.lift_floor()
 
     def _deliver(self, entries: list[Entry]) -> None:

@@ -267,3 +267,39 @@ async def test_inbox_offers_in_any_order_are_handled_once_and_recorded_safely() 
     d.lift_floor()
     assert d.record() == BotProgress(14)
     assert d.offer(raw(12), lambda: None, 0.0) == "done"
+
+
+async def test_webhook_mode_keeps_answered_ids_for_a_window_not_forever() -> None:
+    """Webhook mode never lifts the floor: answered ids are aged instead. Ids answered
+    without a gap below move the floor up for good; ids above a gap that outlive the
+    window are forgotten (a re-delivery that late is answered again, never dropped)."""
+    handled: list[int] = []
+
+    async def handle(update: Incoming) -> None:
+        handled.append(update.update_id)
+
+    d = ChatDispatcher(1, handle, ActorStats())
+    d.start_at(100)
+
+    def raw(i: int) -> dict[str, Any]:
+        return {"update_id": i, "message": {"chat": {"id": i}, "text": "x"}}
+
+    for i in (100, 101, 102, 104, 105):  # 103 is still on its way (Telegram retries it)
+        assert d.offer(raw(i), lambda: None, 0.0) == "new"
+    assert await d.drain(5)
+    d.age_answered(0.0, 600)  # starts the clock
+    d.age_answered(299.0, 600)  # not half a window yet: nothing moves
+    assert d.floor() == 100
+    d.age_answered(300.0, 600)
+    assert d.floor() == 103  # 100-102 answered for good
+    assert d.offer(raw(101), lambda: None, 0.0) == "done"
+    assert d.offer(raw(104), lambda: None, 0.0) == "done"  # the older generation
+    record = d.record()
+    assert record is not None and record.watermark == 103 and {104, 105} <= record.done
+    d.age_answered(600.0, 600)  # 104 and 105 outlived the window above the gap
+    assert d.offer(raw(104), lambda: None, 0.0) == "new"
+    assert d.offer(raw(103), lambda: None, 0.0) == "new"  # the late one is not lost
+    assert await d.drain(5)
+    assert sorted(handled) == [100, 101, 102, 103, 104, 104, 105]
+    d.age_answered(900.0, 600)
+    assert d.floor() == 105  # the gap filled: 103 and 104 answered for good
