@@ -9,7 +9,9 @@ bots registered with handler "openai". For each `bots.inbox` value in `--modes` 
 daemon is started afresh and runs, in order:
 
   warm-up      one message to every bot at once (connections, the worker's first prompt)
-  uncontended  `--sequential` messages one at a time (the next 0.1 s after the last's reply)
+  uncontended  `--sequential` messages one at a time (the next 0.1 s after the last's reply),
+               each the first message of a new chat
+  ongoing      the same in the warm-up's chats (a conversation in progress: cached context)
   loaded       `--rate` messages/s for `--seconds` s, round-robin over bots, then
                `--chats` chats per bot (one chat's next message comes `bots x chats / rate`
                s after its last: 2 s at the defaults, so per-chat order adds nothing)
@@ -73,7 +75,7 @@ from tests.daemon import Daemon, start_daemon  # noqa: E402
 TARGET_LOADED_P99_MS = 50.0
 TARGET_UNCONTENDED_P50_MS = 10.0
 #: chat ids: run r (0, 1, ...) and phase p get 1_000_000 * (r + 1) + 100_000 * p + k
-_PHASES = ("warmup", "uncontended", "loaded")
+_PHASES = ("warmup", "uncontended", "loaded")  # "ongoing" reuses the warm-up's chats
 
 
 def _chat(run: int, phase: str, k: int) -> int:
@@ -199,16 +201,22 @@ async def warmup(rig: Rig, run: int) -> None:
         raise RuntimeError(f"warm-up: {books.replied()} of {len(bot_ids)} answered in 60 s")
 
 
-async def uncontended(rig: Rig, daemon: Daemon, run: int) -> dict[str, Any]:
-    """One message at a time; the next is injected once the last is answered."""
+async def uncontended(rig: Rig, daemon: Daemon, run: int, ongoing: bool = False) -> dict[str, Any]:
+    """One message at a time; the next is injected once the last is answered. Each
+    message opens a new chat (its context is looked up in Redis and PostgreSQL and found
+    empty), or with `ongoing` goes to the bot's warm-up chat (a conversation in
+    progress: its context is in the worker's cache)."""
     bot_ids, args = rig.bot_ids, rig.args
     books = rig.books()
     procs = _daemon_procs(daemon)
     cpu0, w0 = _cpu(procs), time.perf_counter()
     for i in range(args.sequential):
         bot = bot_ids[i % len(bot_ids)]
-        chat = _chat(run, "uncontended", (i // len(bot_ids)) % args.chats)
-        books.inject(bot, chat, f"r{run} one {i}")
+        if ongoing:
+            chat = _chat(run, "warmup", 0)
+        else:
+            chat = _chat(run, "uncontended", (i // len(bot_ids)) % args.chats)
+        books.inject(bot, chat, f"r{run} {'two' if ongoing else 'one'} {i}")  # unique texts
         await books.settle(i + 1, args.model_s + 30)
         if books.replied() < i + 1:
             break  # a lost message: counted, not waited for again
@@ -273,6 +281,9 @@ async def one_mode(
         say(f"  uncontended: {args.sequential} messages one at a time")
         seq = await uncontended(rig, daemon, run)
         say(f"    {seq}")
+        say(f"  ongoing: {args.sequential} messages one at a time, in chats with a history")
+        ongoing = await uncontended(rig, daemon, run, ongoing=True)
+        say(f"    {ongoing}")
         say(
             f"  loaded: {args.rate:g} msg/s for {args.seconds:g} s over {len(bot_ids)} bots "
             f"x {args.chats} chats"
@@ -283,6 +294,7 @@ async def one_mode(
     return {
         "inbox": inbox,
         "uncontended": seq,
+        "ongoing": ongoing,
         "loaded": load,
         "daemon_warnings": len(warnings),
         "daemon_warning_events": sorted({w.split()[1] for w in warnings}),
@@ -327,13 +339,15 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     if default is not None:
         p99 = default["loaded"]["added_p99_ms"]
         p50 = default["uncontended"]["added_p50_ms"]
+        p50_on = default["ongoing"]["added_p50_ms"]
         met = {
             "loaded_p99_added_ms<=50": p99 is not None and p99 <= TARGET_LOADED_P99_MS,
             "uncontended_p50_added_ms<=10": p50 is not None and p50 <= TARGET_UNCONTENDED_P50_MS,
+            "ongoing_p50_added_ms<=10": p50_on is not None and p50_on <= TARGET_UNCONTENDED_P50_MS,
             "nothing_lost_or_twice": all(
                 r[ph]["lost"] == 0 and r[ph]["duplicates"] == 0
                 for r in runs
-                for ph in ("uncontended", "loaded")
+                for ph in ("uncontended", "ongoing", "loaded")
             ),
         }
     return {
@@ -356,7 +370,7 @@ def table(result: dict[str, Any]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in result["runs"]:
-        for phase in ("uncontended", "loaded"):
+        for phase in ("uncontended", "ongoing", "loaded"):
             p = r[phase]
             lines.append(
                 f"{str(r['inbox']).lower():>10}  {phase:>11}  {p['messages']:>5}  "
