@@ -2,8 +2,8 @@
 
 `{prefix}inbox:{shard}` (shard = bot_id % workers.shards) holds one entry per update,
 fields `b` (bot id), `t` (wall time polled) and `u` (the update's JSON). A poller appends
-a batch (pipelined with the other pollers' batches of the moment) and only then confirms it to Telegram (its
-next getUpdates offset passes the batch). The worker that owns the shard reads the
+a batch (pipelined with the other pollers' batches of the moment) and only then confirms
+it to Telegram (its next getUpdates offset passes the batch). The worker that owns the shard reads the
 stream in its consumer group (`{prefix}inbox`, XREADGROUP), hands each entry to the
 bot's actor and, once the handler finished, acknowledges and deletes it (XACK + XDEL,
 coalesced and pipelined by `run()`), so a stream holds only unhandled updates.
@@ -165,7 +165,7 @@ class Inbox(InboxReads):
                             # hashing ~400 bytes is nothing next to the XADDs
                             pipe.eval(APPEND, 1, key, *args)
                         results = await pipe.execute(raise_on_error=False)
-            except REDIS_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001 - each caller gets it (Redis: falls back)
                 results = [exc] * len(batch)
             finally:
                 self.round_trips += 1
