@@ -48,6 +48,8 @@ class Configure(_PipeMessage):
     #: beat. An older master forgets the bots a beat leaves out, so its workers send them
     #: every beat. Read from the first line only (a worker lives under one master).
     sparse_figures: bool = False
+    #: the worker's index, for a standby started before it had one (`--standby`)
+    index: int | None = None
 
 
 class Assign(_PipeMessage):

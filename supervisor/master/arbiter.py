@@ -29,7 +29,7 @@ from supervisor.exitcodes import ExitCode
 from supervisor.master.events import Event, SignalReceived, WorkerExited
 from supervisor.master.sdnotify import Notifier
 from supervisor.master.shard_moves import ShardMoves
-from supervisor.master.slots import Rebalance, WorkerSlot, spare_slot
+from supervisor.master.slots import Rebalance, Standby, WorkerSlot, spare_slot
 from supervisor.master.upgrade import RollingUpgrade
 
 log = structlog.get_logger(__name__)
@@ -57,6 +57,7 @@ class Master(ShardMoves):
         self.desired_workers = count
         self.rebalance: Rebalance | None = None
         self.retiring: list[WorkerSlot] = []
+        self.standby: Standby | None = None
         self._epoch = 0
         self.intensity = RestartIntensity(
             settings.workers.restart_max, settings.workers.restart_within_s
@@ -171,7 +172,9 @@ class Master(ShardMoves):
         await self.upgrade.advance(now)  # before respawning: it may replace a dead worker
         for slot in self.slots:
             if slot.proc is None and now >= slot.respawn_at:
-                await self.spawn_worker(slot)
+                # a dead worker's replacement: the standby, imports done, if there is one
+                await self.spawn_worker(slot, use_standby=slot.restarts > 0)
+        await self.keep_standby()
 
     # -- readiness: systemd, the cluster (lease health) ---------------------------------------
 
@@ -269,6 +272,7 @@ class Master(ShardMoves):
         self.notifier.notify("STOPPING=1")
         self._log.info("master.draining")
         self.upgrade.abort("the master is draining")  # a booting spare joins the retiring
+        await self.drop_standby()
         procs = [
             s.proc
             for s in [*self.slots, *self.retiring]

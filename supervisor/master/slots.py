@@ -45,6 +45,15 @@ class WorkerSlot:
         return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
 
 
+@dataclass(slots=True)
+class Standby:
+    """A worker process started ahead of need (`workers.standby`): its imports done, it
+    waits for a first pipe line that names the slot it takes over."""
+
+    proc: asyncio.subprocess.Process
+    beat_r: int  # the read end of its heartbeat pipe, read once it is adopted
+
+
 def spare_slot(index: int, epoch: int, warm: list[int]) -> WorkerSlot:
     """A rolling upgrade's replacement: owns nothing yet, imports the handlers of `warm`."""
     return WorkerSlot(index, shards=[], epoch=epoch, warm=warm)

@@ -24,7 +24,7 @@ from ipc import pipe
 from ipc.heartbeat import Heartbeat, read_heartbeats
 from supervisor.exitcodes import ExitCode
 from supervisor.master.events import Event, HaltMaster, WorkerExited
-from supervisor.master.slots import WorkerSlot
+from supervisor.master.slots import Standby, WorkerSlot
 
 if TYPE_CHECKING:
     from supervisor.master.upgrade import RollingUpgrade
@@ -46,31 +46,20 @@ class WorkerProcesses:
     worker_restarts: int
     beat_listeners: list[Callable[[int, Heartbeat], None]]
     upgrade: RollingUpgrade[WorkerSlot]
+    standby: Standby | None
     _leases: pipe.Leases | None
     _age: int
     _log: Any
 
-    async def spawn_worker(self, slot: WorkerSlot) -> None:
-        """Runs in the master; a fresh interpreter per worker (no fork in a running loop)."""
+    async def spawn_worker(self, slot: WorkerSlot, use_standby: bool = False) -> None:
+        """Runs in the master; a fresh interpreter per worker (no fork in a running loop),
+        or with `use_standby` the one started ahead of need, if there is one."""
         self._age += 1
-        beat_r, beat_w = os.pipe()  # the worker's heartbeats: a pipe of its own
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "supervisor.worker.process",
-                "--index",
-                str(slot.index),
-                "--heartbeat-fd",
-                str(beat_w),
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=(beat_w,),
-            )
-        except BaseException:
-            os.close(beat_r)
-            raise
-        finally:
-            os.close(beat_w)
+        standby = self._take_standby() if use_standby else None
+        if standby is not None:
+            proc, beat_r = standby.proc, standby.beat_r
+        else:
+            proc, beat_r = await self._start_process("--index", str(slot.index))
         slot.proc, slot.age, slot.spawned_at = proc, self._age, time.monotonic()
         slot.heartbeat, slot.aborted_at = None, None
         self._send(
@@ -82,6 +71,7 @@ class WorkerProcesses:
                 leases=self._leases,
                 warm=tuple(slot.warm),
                 sparse_figures=True,  # LiveFigures.on_beat keeps figures between beats
+                index=slot.index,
             ),
         )
         slot.watcher = asyncio.create_task(
@@ -91,10 +81,74 @@ class WorkerProcesses:
             read_heartbeats(beat_r, functools.partial(self._on_heartbeat, slot, proc.pid)),
             name=f"heartbeats:{slot.index}",
         )
-        self._log.info("worker.spawned", worker=slot.index, pid=proc.pid, age=slot.age)
+        self._log.info(
+            "worker.spawned",
+            worker=slot.index,
+            pid=proc.pid,
+            age=slot.age,
+            standby=standby is not None,
+        )
         from supervisor.metrics import metrics
 
         metrics().workers.inc()
+
+    async def _start_process(self, *which: str) -> tuple[asyncio.subprocess.Process, int]:
+        beat_r, beat_w = os.pipe()  # the worker's heartbeats: a pipe of its own
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "supervisor.worker.process",
+                *which,
+                "--heartbeat-fd",
+                str(beat_w),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(beat_w,),
+            )
+        except BaseException:
+            os.close(beat_r)
+            raise
+        finally:
+            os.close(beat_w)
+        return proc, beat_r
+
+    # -- the standby: a worker process whose imports are done before it is needed ------------
+
+    async def keep_standby(self) -> None:
+        """One standby once every worker has booted (not before: it would compete with
+        their start), none while draining or upgrading (it would run the old code)."""
+        if self.draining or self.upgrade.running:
+            await self.drop_standby()
+            return
+        if not self.settings.workers.standby or self.standby is not None:
+            return
+        if not all(s.heartbeat is not None and s.heartbeat.state != "booting" for s in self.slots):
+            return
+        proc, beat_r = await self._start_process("--standby")
+        self.standby = Standby(proc, beat_r)
+        self._log.info("worker.standby_started", pid=proc.pid)
+
+    def _take_standby(self) -> Standby | None:
+        standby, self.standby = self.standby, None
+        if standby is not None and standby.proc.returncode is not None:
+            os.close(standby.beat_r)  # it died idle: start afresh
+            return None
+        return standby
+
+    async def drop_standby(self) -> None:
+        """Close its stdin: a standby that reads EOF exits quietly."""
+        standby, self.standby = self.standby, None
+        if standby is None:
+            return
+        os.close(standby.beat_r)
+        if standby.proc.stdin is not None:
+            standby.proc.stdin.close()
+        try:
+            async with asyncio.timeout(5):
+                await standby.proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                standby.proc.kill()
 
     def _on_heartbeat(self, slot: WorkerSlot, pid: int, hb: Heartbeat) -> None:
         if slot.pid == pid:

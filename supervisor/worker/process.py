@@ -40,7 +40,13 @@ def read_first_line(fd: int) -> bytes:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="botvisor-worker", description=__doc__)
-    parser.add_argument("--index", type=int, required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=int)
+    which.add_argument(
+        "--standby",
+        action="store_true",
+        help="imports done, wait for the first pipe line, which carries the index",
+    )
     parser.add_argument(
         "--heartbeat-fd", type=int, default=None, help="pipe to the master for heartbeats"
     )
@@ -48,10 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     from config.logging import configure_logging
 
     line = read_first_line(sys.stdin.fileno())
+    if not line and args.standby:
+        raise SystemExit(0)  # a standby whose master left (or drained) before needing it
     try:
         first = pipe.decode(line)
         if not isinstance(first, pipe.Configure) or first.shards is None or first.epoch is None:
             raise BadMessage("the first pipe message must carry settings, shards and epoch")
+        if args.standby:
+            if first.index is None:
+                raise BadMessage("a standby's first pipe message must carry its index")
+            args.index = first.index
         settings = Settings.model_validate(first.settings)
         shards, epoch, leases = list(first.shards), first.epoch, first.leases
         warm = list(first.warm)
