@@ -94,6 +94,7 @@ async def status(request: web.Request) -> web.Response:
             "reason": reason,
             "uptime_s": round(now - master.started, 1),
             "worker_restarts": master.worker_restarts,
+            "standby_pid": master.standby.proc.pid if master.standby is not None else None,
             "workers": workers,
             "bots_by_state": counts,
             "hosts": hosts,

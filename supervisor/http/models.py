@@ -176,6 +176,10 @@ class Status(_Model):
     reason: str
     uptime_s: float
     worker_restarts: int
+    standby_pid: int | None = Field(
+        None,
+        description="The standby worker process (`workers.standby`), null while there is none.",
+    )
     workers: list[WorkerStatus]
     bots_by_state: dict[str, int] | None
     registry_error: str | None

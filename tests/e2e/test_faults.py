@@ -175,6 +175,7 @@ async def test_sigkill_of_a_worker_under_load(
         settings, emulator.base_url, tmp_path, expect_warnings=("worker.died",)
     ) as daemon:
         victims = bots_of(await daemon.status(), 0, ids, settings.workers.shards)
+        standby = (await daemon.wait_status(lambda d: d["standby_pid"] is not None))["standby_pid"]
         with Load(emulator, ids) as load:
             await load.until_injected(RATE * 2)
             running = running_handlers(emulator, victims)
@@ -192,6 +193,9 @@ async def test_sigkill_of_a_worker_under_load(
     assert totals["telegram_429"] <= totals["duplicates"]
     assert status["worker_restarts"] == 1
     assert repoll_s < 10
+    # the standby (imports done) took the dead worker's place; a new one stands by
+    assert status["workers"][0]["pid"] == standby
+    assert status["standby_pid"] not in (None, standby)
 
 
 async def test_sigstop_of_a_worker_replaces_it_and_leaves_the_other_alone(
