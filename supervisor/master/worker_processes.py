@@ -136,13 +136,14 @@ class WorkerProcesses:
         return standby
 
     async def drop_standby(self) -> None:
-        """Close its stdin: a standby that reads EOF exits quietly."""
+        """SIGTERM: a standby has no handlers yet (still importing, or blocked on its first
+        line), so it ends at once, with nothing to save."""
         standby, self.standby = self.standby, None
         if standby is None:
             return
         os.close(standby.beat_r)
-        if standby.proc.stdin is not None:
-            standby.proc.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            standby.proc.terminate()
         try:
             async with asyncio.timeout(5):
                 await standby.proc.wait()
