@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 #: Seconds between SIGTERM to a hung worker and SIGKILL.
 KILL_AFTER_S = 2.0
+#: Seconds before a standby that died idle is replaced (a broken install would otherwise
+#: start one every loop turn).
+STANDBY_RETRY_S = 30.0
 
 
 class WorkerProcesses:
@@ -47,6 +50,8 @@ class WorkerProcesses:
     beat_listeners: list[Callable[[int, Heartbeat], None]]
     upgrade: RollingUpgrade[WorkerSlot]
     standby: Standby | None
+    #: no new standby before this (monotonic): the last one died idle
+    _standby_not_before: float = 0.0
     _leases: pipe.Leases | None
     _age: int
     _log: Any
@@ -117,10 +122,18 @@ class WorkerProcesses:
     async def keep_standby(self) -> None:
         """One standby once every worker has booted (not before: it would compete with
         their start), none while draining or upgrading (it would run the old code)."""
-        if self.draining or self.upgrade.running:
-            await self.drop_standby()
+        if self.draining or self.upgrade.running or not self.settings.workers.standby:
+            await self.drop_standby()  # also when a reload turned it off
             return
-        if not self.settings.workers.standby or self.standby is not None:
+        standby, now = self.standby, time.monotonic()
+        if standby is not None:
+            if standby.proc.returncode is None:
+                return
+            # it died idle (killed by hand, out of memory): another, but not in a loop
+            self._log.info("worker.standby_exited", returncode=standby.proc.returncode)
+            os.close(standby.beat_r)
+            self.standby, self._standby_not_before = None, now + STANDBY_RETRY_S
+        if now < self._standby_not_before:
             return
         if not all(s.heartbeat is not None and s.heartbeat.state != "booting" for s in self.slots):
             return
