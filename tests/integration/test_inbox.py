@@ -28,7 +28,7 @@ from bots.telegram.token import BotToken
 from bots.telegram.update import Incoming
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ipc import keys
-from ipc.inbox import Inbox
+from ipc.inbox import APPEND_CHUNK, Inbox
 from ipc.redis_client import redis_client
 from ratelimit import BotLimiter, Limits
 from supervisor.worker.inbox_reader import InboxReader
@@ -348,6 +348,32 @@ async def test_an_append_a_frozen_redis_runs_after_the_caller_gave_up_adds_nothi
         assert await inbox.append(7, [{**update, "update_id": 4}])
         assert inbox.health() == "ok"
     finally:
+        await client.aclose()
+
+
+async def test_appends_of_many_pollers_at_once_share_pipelines_on_a_small_pool(
+    redis_url: str,
+) -> None:
+    """5,000 bots' polls returning at once each appended on a pooled connection of its
+    own and waited past the timeout (a 10,000-bot burst). Appends queued in one loop turn
+    go in one pipeline per APPEND_CHUNK, so a pool of 2 serves 1,200 pollers."""
+    prefix = f"t{secrets.token_hex(4)}:"
+    client = redis_client(redis_url, 2.0, pool_max=2)
+    inbox = Inbox(client, prefix, SHARDS, "w1", 2.0, 10_000, 30.0)
+    pollers = 1_200
+    try:
+        done = await asyncio.gather(
+            *(
+                inbox.append(bot, [{"update_id": 1, "message": {"text": "x"}}])
+                for bot in range(pollers)
+            )
+        )
+        assert all(done) and inbox.fallbacks == 0
+        assert inbox.round_trips <= -(-pollers // APPEND_CHUNK)  # 3, not 1,200
+        lengths = [await client.xlen(keys.inbox_key(prefix, s)) for s in range(SHARDS)]
+        assert sum(lengths) == pollers
+    finally:
+        await client.delete(*(keys.inbox_key(prefix, s) for s in range(SHARDS)))
         await client.aclose()
 
 
