@@ -64,7 +64,8 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
     from python_socks import ProxyError
 
-    from bots.telegram.longpoll import LongPoll, PollProtocolError
+    from bots.telegram.http1 import HttpProtocolError
+    from bots.telegram.longpoll import LongPoll
     from bots.telegram.net import NetOptions
     from config.proxy import parse_proxy
 
@@ -110,7 +111,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
             while not stop.is_set():
                 try:
                     await client.post(body, POLL_TIMEOUT_S + 10)
-                except (OSError, PollProtocolError):  # TimeoutError and ProxyFailed too
+                except (OSError, HttpProtocolError):  # TimeoutError and ProxyFailed too
                     errors.append(1)
                     await asyncio.sleep(0.5)  # as an actor backs off, then polls again
 

@@ -28,8 +28,10 @@ from bots.telegram.errors import (
     network_cause,
     telegram_error,
 )
-from bots.telegram.longpoll import DIRECT, LongPoll, PollProtocolError
+from bots.telegram.http1 import HttpProtocolError
+from bots.telegram.longpoll import DIRECT, LongPoll
 from bots.telegram.net import NetOptions
+from bots.telegram.send_pool import SendPool
 from bots.telegram.token import BotToken
 from ratelimit import BotLimiter
 
@@ -57,7 +59,10 @@ class BotApi:
         "_limiter",
         "_max_retries",
         "_send_deadline_s",
+        "_head",
         "_poll",
+        "_request_timeout",
+        "_sender",
         "_session",
         "_timeout",
         "_url",
@@ -77,8 +82,13 @@ class BotApi:
         max_retries: int,
         send_deadline_s: float = 0.0,
         net: NetOptions = DIRECT,
+        sender: SendPool | None = None,
     ) -> None:
         self._session = session
+        #: every JSON call goes through the worker's lean pool when it has one; aiohttp
+        #: (`session`) serves multipart calls, and every call of one-off clients and tests
+        self._sender = sender
+        self._head = sender.head(token.reveal()) if sender is not None else b""
         self._url = f"{api_base.rstrip('/')}/bot{token.reveal()}/"
         self._poll = LongPoll(api_base, token.reveal(), net)
         # per socket operation, not in total: waiting for a free pooled connection during a
@@ -87,6 +97,7 @@ class BotApi:
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=request_timeout, sock_read=request_timeout
         )
+        self._request_timeout = request_timeout
         self._limiter = limiter
         self._max_retries = max_retries
         #: past max_retries, sends keep retrying until this long after their first try
@@ -105,8 +116,17 @@ class BotApi:
         self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
     ) -> Any:
         """One request, no limiter, no retry. Raises TelegramError or BotNetworkError."""
-        tmo = self._timeout if timeout is None else _client_timeout(timeout)
         body = orjson.dumps(params) if params else b"{}"
+        sender = self._sender
+        if sender is not None:
+            try:
+                status, body = await sender.post(
+                    self._head, method, body, self._request_timeout if timeout is None else timeout
+                )
+            except (OSError, TimeoutError, HttpProtocolError) as exc:
+                raise BotNetworkError(self.bot_id, method, network_cause(exc, sender.net)) from None
+            return self._answer(method, status, body)
+        tmo = self._timeout if timeout is None else _client_timeout(timeout)
         try:
             async with self._session.post(
                 self._url + method,
@@ -144,7 +164,7 @@ class BotApi:
         """getUpdates over the bot's own lean keep-alive connection (see bots.telegram.longpoll)."""
         try:
             status, raw = await self._poll.post(orjson.dumps(params), timeout)
-        except (OSError, TimeoutError, PollProtocolError) as exc:
+        except (OSError, TimeoutError, HttpProtocolError) as exc:
             raise BotNetworkError(
                 self.bot_id, "getUpdates", network_cause(exc, self._poll.net)
             ) from None

@@ -54,7 +54,9 @@ class BotNetworkError(Exception):
 
 
 #: Network failures that prove the request never reached Telegram (safe to send again).
-NOT_SENT: Final = frozenset({"ClientConnectorError", "ClientConnectorDNSError"})
+NOT_SENT: Final = frozenset(
+    {"ClientConnectorError", "ClientConnectorDNSError", "ConnectFailed"}  # aiohttp's, the pool's
+)
 
 #: Errors worth retrying the same request for.
 TRANSIENT: Final = (BotNetworkError, ServerError, RetryAfter)

@@ -1,8 +1,11 @@
-"""The worker's shared aiohttp pools for every Bot API call but the long poll.
+"""The worker's shared pools for every Bot API call but the long poll.
 
-One pool per distinct way out (direct, or one proxy), created on first use and shared by
-every bot that goes that way: a per-bot proxy override costs a pool per proxy, not per
-bot. Runs in the worker's loop (and the master's and the CLI's, with one pool each).
+Two kinds, one per distinct way out (direct, or one proxy), created on first use and
+shared by every bot that goes that way: a per-bot proxy override costs a pool per proxy,
+not per bot. `sender()`: the lean send pools (bots/telegram/send_pool.py) the worker's
+bots make every JSON call through; one per Bot API server too (a bot may point at a local
+one). aiohttp sessions: multipart calls, and one-off clients (the CLI, the master).
+Runs in the worker's loop (and the master's and the CLI's, with one pool each).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import structlog
 from aiohttp_socks import ProxyConnector, ProxyType
 
 from bots.telegram.net import NetOptions
+from bots.telegram.send_pool import SendPool
 from config import Settings
 from config.bot_settings import telegram_for
 
@@ -61,6 +65,7 @@ class SessionPool:
         self._keepalive_s = max(30.0, tg.poll_timeout_s + 5.0)
         self.default_net = NetOptions.from_settings(settings, telegram_for(settings, {}).proxy)
         self._sessions: dict[NetOptions, aiohttp.ClientSession] = {}
+        self._senders: dict[tuple[str, NetOptions], SendPool] = {}
         self.default = self.for_net(self.default_net)
 
     def for_net(self, net: NetOptions) -> aiohttp.ClientSession:
@@ -74,7 +79,19 @@ class SessionPool:
                 log.info("telegram.proxy", proxy=net.proxy.shown)
         return session
 
+    def sender(self, api_base: str, net: NetOptions) -> SendPool:
+        """The send pool to `api_base` going out the way `net` says (created on first use)."""
+        key = (api_base.rstrip("/"), net)
+        pool = self._senders.get(key)
+        if pool is None:
+            pool = SendPool(api_base, net, self._limit, self._keepalive_s)
+            self._senders[key] = pool
+        return pool
+
     async def close(self) -> None:
+        senders, self._senders = list(self._senders.values()), {}
+        for sender in senders:
+            sender.close()
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()

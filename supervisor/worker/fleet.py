@@ -214,6 +214,7 @@ class Fleet:
             send_deadline_s=tg.send_deadline_s,
             gate=self.bounds.queue,
             net=net,
+            sender=None if self.sessions is None else self.sessions.sender(way.api_base, net),
         )
         poll = PollConfig(
             poll_timeout_s=tg.poll_timeout_s,

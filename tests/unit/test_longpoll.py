@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from bots.telegram.longpoll import LongPoll, PollProtocolError
+from bots.telegram.http1 import HttpProtocolError
+from bots.telegram.longpoll import LongPoll
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], "asyncio.Future[None] | None"]
 
@@ -97,7 +98,7 @@ async def test_a_keepalive_closed_by_the_server_while_idle_is_retried_once(
 async def test_a_connection_that_breaks_mid_answer_is_an_error(server: RawServer) -> None:
     poll = LongPoll(f"http://127.0.0.1:{server.port}", "1:S")
     server.answers = [b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial<close>']
-    with pytest.raises(PollProtocolError):
+    with pytest.raises(HttpProtocolError):
         await poll.post(b"{}", 5)
 
 
@@ -116,7 +117,7 @@ async def test_a_hanging_server_times_out_and_the_connection_is_dropped(
 async def test_garbage_is_a_protocol_error_not_a_hang(server: RawServer) -> None:
     poll = LongPoll(f"http://127.0.0.1:{server.port}", "1:S")
     server.answers = [b"SSH-2.0-OpenSSH\r\n\r\n"]
-    with pytest.raises(PollProtocolError, match="status line"):
+    with pytest.raises(HttpProtocolError, match="status line"):
         await poll.post(b"{}", 5)
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bots.telegram.longpoll import LongPoll, PollProtocolError
+from bots.telegram.http1 import HttpProtocolError
+from bots.telegram.longpoll import LongPoll
 from bots.telegram.net import DNS, NetOptions, happy_connect
 from tests.tlscerts import CertAuthority, make_ca
 
@@ -255,7 +256,7 @@ async def test_a_half_close_in_the_middle_of_the_head_is_a_protocol_error() -> N
     srv, port = await start(cut)
     async with srv:
         poll = LongPoll(f"http://127.0.0.1:{port}", "1:S")
-        with pytest.raises(PollProtocolError):
+        with pytest.raises(HttpProtocolError):
             await poll.post(b"{}", 5)
 
 

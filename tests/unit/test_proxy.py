@@ -1,5 +1,6 @@
 """telegram.proxy end to end against a real proxy server (pproxy) and the Bot API emulator:
-long polls (our client) and sends (the shared aiohttp pool) through SOCKS5 and HTTP
+long polls (our client) and sends (the worker's send pool, and aiohttp's for one-off
+clients) through SOCKS5 and HTTP
 CONNECT with user:password, wrong credentials, per-bot overrides, and the rules for the
 proxy URL in the config and in a bot's settings."""
 
@@ -47,7 +48,10 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
         yield emu
 
 
-def bot_api(pool: SessionPool, net: NetOptions, base: str, token: str) -> BotApi:
+def bot_api(
+    pool: SessionPool, net: NetOptions, base: str, token: str, *, lean: bool = True
+) -> BotApi:
+    """`lean`: JSON calls through the send pool, as a worker's bots make them."""
     return BotApi(
         pool.for_net(net),
         base,
@@ -56,12 +60,14 @@ def bot_api(pool: SessionPool, net: NetOptions, base: str, token: str) -> BotApi
         request_timeout=5,
         max_retries=0,
         net=net,
+        sender=pool.sender(base, net) if lean else None,
     )
 
 
+@pytest.mark.parametrize("lean", [True, False], ids=["send-pool", "aiohttp"])
 @pytest.mark.parametrize("scheme", ["socks5", "http"])
 async def test_polls_and_sends_reach_the_emulator_through_the_proxy(
-    scheme: str, emulator: RunningEmulator, make_settings: Callable[..., Settings]
+    scheme: str, lean: bool, emulator: RunningEmulator, make_settings: Callable[..., Settings]
 ) -> None:
     bot = emulator.state.create_bots(1)[0]
     emulator.state.inject([{"bot_id": bot.id, "chat_id": 42, "text": "hi"}])
@@ -69,7 +75,7 @@ async def test_polls_and_sends_reach_the_emulator_through_the_proxy(
         settings = make_settings(api_base=emulator.base_url, proxy=proxy.url())
         async with open_session_pool(settings) as pool:
             assert pool.default_net.proxy is not None
-            api = bot_api(pool, pool.default_net, emulator.base_url, bot.token)
+            api = bot_api(pool, pool.default_net, emulator.base_url, bot.token, lean=lean)
             updates = await api.poll({"timeout": 0}, timeout=5)
             assert [u["message"]["text"] for u in updates] == ["hi"]
             sent = await api.send_message(42, "hello through the proxy")
@@ -134,12 +140,15 @@ async def test_tls_to_the_bot_api_inside_a_socks5_tunnel_is_verified(
         async with open_session_pool(_plain_settings()) as pool:
             api = bot_api(pool, net, f"https://localhost:{port}", "1:" + "A" * 35)
             assert await api.poll({}, timeout=5) == []
+            assert await api.call("getMe") == []  # a send's own tunnel, verified too
             api.close_poll()
             untrusted = bot_api(
                 pool, NetOptions(net.proxy), f"https://localhost:{port}", "1:" + "A" * 35
             )
             with pytest.raises(BotNetworkError):
                 await untrusted.poll({}, timeout=5)
+            with pytest.raises(BotNetworkError):
+                await untrusted.call("getMe")
 
 
 def _plain_settings() -> Settings:
@@ -224,6 +233,10 @@ async def test_bots_sharing_a_proxy_share_one_pool(make_settings: Callable[..., 
         b = fleet._net_for(telegram_for(settings, {"telegram": {"proxy": "socks5://h:1"}}))
         assert direct[1] is pool.default
         assert a[0] is b[0] and a[1] is b[1] and a[1] is not pool.default
+        base = settings.telegram.api_base
+        assert pool.sender(base, a[0]) is pool.sender(base + "/", b[0])
+        assert pool.sender(base, a[0]) is not pool.sender(base, direct[0])
+        assert pool.sender("http://127.0.0.1:8081", a[0]) is not pool.sender(base, a[0])
 
 
 def test_a_bots_proxy_password_is_shown_masked_and_kept_on_write_back() -> None:
