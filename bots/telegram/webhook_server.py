@@ -29,17 +29,16 @@ class IngressServer:
         self.empty.set()
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
-
-    @property
-    def port(self) -> int:
-        assert isinstance(self._server, asyncio.Server)
-        return int(self._server.sockets[0].getsockname()[1])
+        self.port = 0  # the one listened on, once started
 
     async def start(self, host: str, port: int) -> None:
         """Raises OSError when it cannot listen (the caller explains)."""
         self._server = await self.loop.create_server(
             lambda: Connection(self), host, port, reuse_address=True, backlog=1024
         )
+        # uvloop's server is no asyncio.Server, but has its sockets too
+        sockets = getattr(self._server, "sockets", None) or ()
+        self.port = int(sockets[0].getsockname()[1]) if sockets else port
         self._sweeper = asyncio.create_task(self._sweep(), name="webhook:http-sweep")
 
     def joined(self, conn: Connection) -> None:
