@@ -89,6 +89,17 @@ async def _client(port: int, queue: asyncio.Queue[int], done: list[int]) -> None
             done[0] += 1
 
 
+async def _redis_cpu(url: str) -> float:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        info = await client.info("cpu")
+    finally:
+        await client.aclose()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def _run_one(tree: str, args: argparse.Namespace) -> dict[str, float]:
     prefix = f"bench-ingress-{uuid.uuid4().hex[:8]}:"
     env = dict(os.environ, PYTHONPATH=tree)
@@ -133,9 +144,11 @@ async def _run_one(tree: str, args: argparse.Namespace) -> dict[str, float]:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        redis0 = await _redis_cpu(args.redis_url)
         cpu0, done0, t0 = proc.cpu_times(), done[0], time.monotonic()
         await feed(args.seconds)
         cpu1, done1, t1 = proc.cpu_times(), done[0], time.monotonic()
+        redis1 = await _redis_cpu(args.redis_url)
         backlog = queue.qsize()
         if spy is not None:
             async with asyncio.timeout(30):
@@ -154,6 +167,8 @@ async def _run_one(tree: str, args: argparse.Namespace) -> dict[str, float]:
         "updates_per_s": round(accepted / (t1 - t0), 1),
         "cpu_pct": round(100 * cpu / (t1 - t0), 1),
         "cpu_ms_per_update": round(1000 * cpu / max(1, accepted), 4),
+        # the server's whole CPU: others' use of a shared Redis counts too
+        "redis_cpu_ms_per_update": round(1000 * (redis1 - redis0) / max(1, accepted), 4),
         "unsent": backlog,
     }
 

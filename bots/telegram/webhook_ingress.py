@@ -6,10 +6,10 @@ could not queue. A missing or wrong `X-Telegram-Bot-Api-Secret-Token` is a 401 (
 in constant time, counted, never logged with its value). Redis unavailable: 503; the
 shard's backlog over `webhook.backlog_max`: 429; both with Retry-After.
 
-Appends are batched: every request of one loop turn joins one pipelined XADD round trip
-(plus an XLEN per touched shard not read for BACKLOG_RECHECK_S, which keeps the backlog
-figure fresh), and the body goes into the stream as received — no re-encoding of the
-update's JSON.
+Appends are batched: every request of one loop turn joins one script call (`APPEND`:
+the XADDs, then the length of each stream touched, which keeps the backlog figure
+fresh), and the body goes into the stream as received — no re-encoding of the update's
+JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 import hmac
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -39,8 +39,22 @@ RELOOKUP_S: Final = 1.0
 CACHE_S: Final = 60.0
 #: a full shard's backlog figure is read again (XLEN) at most this often
 BACKLOG_RECHECK_S: Final = 0.5
-#: appends per pipelined round trip at most
+#: appends per script call at most
 BATCH_MAX: Final = 2000
+#: KEYS: the shards' streams of a batch; ARGV[1]: the wall time received, then per update
+#: its stream (an index into KEYS), bot id and body (as received). Returns the length of
+#: each stream after the appends (the backlog figure). Fields as ipc/inbox.py's.
+APPEND: Final = """
+local t = ARGV[1]
+for i = 2, #ARGV, 3 do
+    redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 'b', ARGV[i + 1], 't', t, 'u', ARGV[i + 2])
+end
+local lengths = {}
+for i = 1, #KEYS do
+    lengths[i] = redis.call('XLEN', KEYS[i])
+end
+return lengths
+"""
 
 #: results counted per request (`on_result`)
 RESULTS: Final = ("accepted", "unauthorized", "bad_request", "backlog_full", "unavailable")
@@ -55,13 +69,11 @@ class SecretSource(Protocol):
     async def webhook_secrets(self, bot_ids: Sequence[int]) -> dict[int, str]: ...
 
 
-class _Pending:
-    __slots__ = ("fields", "future", "shard")
-
-    def __init__(self, shard: int, fields: dict[str, bytes], future: asyncio.Future[Reply]) -> None:
-        self.shard = shard
-        self.fields = fields
-        self.future = future
+class _Pending(NamedTuple):
+    shard: int
+    bot_id: int
+    body: bytes
+    future: asyncio.Future[Reply]
 
 
 class WebhookIngress:
@@ -259,13 +271,12 @@ class WebhookIngress:
     def _append(self, shard: int, bot_id: int, body: bytes) -> asyncio.Future[Reply]:
         """Answered by the appender: 200 once in the stream, else 503."""
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        fields = {"b": b"%d" % bot_id, "t": b"%.6f" % time.time(), "u": body}
-        self._pending.append(_Pending(shard, fields, fut))
+        self._pending.append(_Pending(shard, bot_id, body, fut))
         self._wake.set()
         return fut
 
     async def run(self) -> None:
-        """The appender: everything queued meanwhile goes in one pipelined round trip."""
+        """The appender: everything queued meanwhile goes in one script call."""
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -274,25 +285,21 @@ class WebhookIngress:
                 await self._write(batch)
 
     async def _write(self, batch: list[_Pending]) -> None:
-        # a shard's length is read (XLEN) at most every BACKLOG_RECHECK_S; in between its
-        # figure grows by what we append (an upper bound: the workers' acks lower it)
-        started = time.monotonic()
-        appended: dict[int, int] = {}
+        # one EVAL: a pipeline of XADDs cost a reply each to parse (redis-py's parser is
+        # pure Python), and the lengths come back with it, fresh at every append
+        index: dict[int, int] = {}
+        args: list[Any] = [b"%.6f" % time.time()]
         for p in batch:
-            appended[p.shard] = appended.get(p.shard, 0) + 1
-        shards = [
-            s
-            for s in sorted(appended)
-            if started - self.backlog.get(s, (0, 0.0))[1] >= BACKLOG_RECHECK_S
-        ]
+            at = index.get(p.shard)
+            if at is None:
+                at = index[p.shard] = len(index) + 1
+            args += (at, p.bot_id, p.body)
+        streams = [self._keys[shard] for shard in index]
         try:
             async with asyncio.timeout(self._timeout_s):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for p in batch:
-                        pipe.xadd(self._keys[p.shard], p.fields)  # type: ignore[arg-type]
-                    for shard in shards:
-                        pipe.xlen(self._keys[shard])
-                    replies: list[Any] = await pipe.execute()
+                lengths: list[Any] = await self._redis.eval(  # type: ignore[misc]
+                    APPEND, len(streams), *streams, *args
+                )
         except Exception as exc:  # noqa: BLE001 - any failure answers 503: Telegram retries
             self.round_trips += 1
             if not isinstance(exc, REDIS_ERRORS):
@@ -309,10 +316,7 @@ class WebhookIngress:
             log.info("webhook.queue_available")
             self._down_logged = False
         now = time.monotonic()
-        for shard, n in appended.items():
-            length, at = self.backlog.get(shard, (0, 0.0))
-            self.backlog[shard] = (length + n, at)
-        for shard, length in zip(shards, replies[len(batch) :], strict=True):
+        for shard, length in zip(index, lengths, strict=True):
             self.backlog[shard] = (int(length), now)
         for p in batch:
             if not p.future.done():
