@@ -9,6 +9,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bots.telegram import webhook_http, webhook_server
 from bots.telegram.webhook_reply import Reply
@@ -264,3 +266,66 @@ async def test_close_answers_what_was_read_then_closes() -> None:
         await asyncio.open_connection("127.0.0.1", port)
     busy_w.close()
     idle_w.close()
+
+
+class _Transport:
+    """Enough of a transport for a Connection fed by hand."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.sampled_from(
+                [
+                    post(1),
+                    post(2)[:40],
+                    b"\r\n",
+                    b"Content-Length: 99999999999999999999\r\n",
+                    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+                    b"POST /tg/1 HTTP/1.1\r\n",
+                    b"X-Telegram-Bot-Api-Secret-Token: \xff\x00\r\n",
+                ]
+            ),
+        ),
+        max_size=12,
+    )
+)
+def test_nothing_a_peer_sends_escapes_and_every_answer_is_http(chunks: list[bytes]) -> None:
+    async def feed() -> None:
+        answers = Answers()
+        server = IngressServer(answers)
+        conn = webhook_http.Connection(server)
+        transport = _Transport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        for chunk in chunks:
+            conn.data_received(chunk)
+        conn.connection_lost(None)
+        written = bytes(transport.out)
+        assert not written or written.startswith(b"HTTP/1.1 ")
+        assert written.count(b"HTTP/1.1 ") >= len(answers.seen)  # each request answered
+
+    asyncio.run(feed())
