@@ -98,7 +98,7 @@ class WebhookIngress:
         self._secrets = secrets
         self._backlog_max = backlog_max
         self._retry_after = str(retry_after_s)
-        self._timeout_s = timeout_s
+        self._timeout_s = self.timeout_s = timeout_s
         self.max_body = max_body
         self._on_result = on_result
         self._refusals: dict[tuple[int, str], Reply] = {}

@@ -169,7 +169,9 @@ class RunningIngress:
     port: int
 
     async def close(self) -> None:
-        await self.server.close()  # stops taking requests, answers those in flight
+        # stops taking requests, answers those in flight: an append waits at most the
+        # Redis timeout
+        await self.server.close(self.ingress.timeout_s + 1.0)
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
