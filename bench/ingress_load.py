@@ -167,6 +167,7 @@ async def _run_one(tree: str, args: argparse.Namespace) -> dict[str, float]:
         "updates_per_s": round(accepted / (t1 - t0), 1),
         "cpu_pct": round(100 * cpu / (t1 - t0), 1),
         "cpu_ms_per_update": round(1000 * cpu / max(1, accepted), 4),
+        "of_which_system": round((cpu1.system - cpu0.system) / max(cpu, 1e-9), 2),
         # the server's whole CPU: others' use of a shared Redis counts too
         "redis_cpu_ms_per_update": round(1000 * (redis1 - redis0) / max(1, accepted), 4),
         "unsent": backlog,
