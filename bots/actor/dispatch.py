@@ -188,6 +188,28 @@ class ChatDispatcher:
     def floor(self) -> int | None:
         return self._floor
 
+    def _answer(self, update_id: int) -> None:
+        """Keep `update_id` as answered, or, when it is the floor's own, move the floor up
+        over it and every answered id above it with no gap (answered for good): the sets,
+        and each progress record written, stay as small as the ids above a gap. Moved
+        only every half window, they grew with all the traffic of minutes in webhook
+        mode, and every record write encoded them all."""
+        if update_id != self._floor:
+            if self._answered is not None:
+                self._answered.add(update_id)
+            return
+        floor = update_id + 1
+        answered, old = self._answered, self._answered_old
+        while True:
+            if answered and floor in answered:
+                answered.discard(floor)
+            elif old and floor in old:
+                old.discard(floor)
+            else:
+                break
+            floor += 1
+        self._floor = floor
+
     def _queue(self, update: Incoming) -> None:
         queue = self._chats.get(update.chat_id)
         if queue is not None:
@@ -302,7 +324,7 @@ class ChatDispatcher:
                 self._done.add(update.update_id)
                 if self._answered is not None:
                     if self._floor is not None:
-                        self._answered.add(update.update_id)
+                        self._answer(update.update_id)
                     callbacks = self._on_done.pop(update.update_id, ()) if self._on_done else ()
                     for callback in callbacks:
                         callback()

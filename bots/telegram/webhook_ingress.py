@@ -6,10 +6,10 @@ could not queue. A missing or wrong `X-Telegram-Bot-Api-Secret-Token` is a 401 (
 in constant time, counted, never logged with its value). Redis unavailable: 503; the
 shard's backlog over `webhook.backlog_max`: 429; both with Retry-After.
 
-Appends are batched: every request of one loop turn joins one pipelined XADD round trip
-(plus an XLEN per touched shard not read for BACKLOG_RECHECK_S, which keeps the backlog
-figure fresh), and the body goes into the stream as received — no re-encoding of the
-update's JSON.
+Appends are batched: every request of one loop turn joins one script call (`APPEND`:
+the XADDs, then the length of each stream touched, which keeps the backlog figure
+fresh), and the body goes into the stream as received — no re-encoding of the update's
+JSON.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import asyncio
 import hmac
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 import redis.asyncio as aioredis
 import structlog
-from aiohttp import web
 
+from bots.telegram.webhook_reply import Reply
 from ipc import keys
 from ipc.inbox import REDIS_ERRORS
 
@@ -39,11 +39,28 @@ RELOOKUP_S: Final = 1.0
 CACHE_S: Final = 60.0
 #: a full shard's backlog figure is read again (XLEN) at most this often
 BACKLOG_RECHECK_S: Final = 0.5
-#: appends per pipelined round trip at most
+#: appends per script call at most
 BATCH_MAX: Final = 2000
+#: KEYS: the shards' streams of a batch; ARGV[1]: the wall time received, then per update
+#: its stream (an index into KEYS), bot id and body (as received). Returns the length of
+#: each stream after the appends (the backlog figure). Fields as ipc/inbox.py's.
+APPEND: Final = """
+local t = ARGV[1]
+for i = 2, #ARGV, 3 do
+    redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 'b', ARGV[i + 1], 't', t, 'u', ARGV[i + 2])
+end
+local lengths = {}
+for i = 1, #KEYS do
+    lengths[i] = redis.call('XLEN', KEYS[i])
+end
+return lengths
+"""
 
 #: results counted per request (`on_result`)
 RESULTS: Final = ("accepted", "unauthorized", "bad_request", "backlog_full", "unavailable")
+#: what a refusal's status counts as (every other status: bad_request)
+_RESULT_OF: Final = {401: "unauthorized", 429: "backlog_full", 503: "unavailable"}
+OK: Final = Reply(200)
 
 
 class SecretSource(Protocol):
@@ -52,13 +69,11 @@ class SecretSource(Protocol):
     async def webhook_secrets(self, bot_ids: Sequence[int]) -> dict[int, str]: ...
 
 
-class _Pending:
-    __slots__ = ("fields", "future", "shard")
-
-    def __init__(self, shard: int, fields: dict[str, bytes], future: asyncio.Future[None]) -> None:
-        self.shard = shard
-        self.fields = fields
-        self.future = future
+class _Pending(NamedTuple):
+    shard: int
+    bot_id: int
+    body: bytes
+    future: asyncio.Future[Reply]
 
 
 class WebhookIngress:
@@ -83,11 +98,14 @@ class WebhookIngress:
         self._secrets = secrets
         self._backlog_max = backlog_max
         self._retry_after = str(retry_after_s)
-        self._timeout_s = timeout_s
-        self._max_body = max_body
+        self._timeout_s = self.timeout_s = timeout_s
+        self.max_body = max_body
         self._on_result = on_result
+        self._refusals: dict[tuple[int, str], Reply] = {}
+        not_post = orjson.dumps({"error": {"code": "bad_request", "message": "use POST"}})
+        self._not_post = Reply(405, not_post, (("Allow", "POST"),))
         #: bot id -> (secret or None, when looked up)
-        self._cache: dict[int, tuple[str | None, float]] = {}
+        self._cache: dict[int, tuple[bytes | None, float]] = {}
         self._lookups: dict[int, asyncio.Future[str | None]] = {}
         self._lookup_task: asyncio.Task[None] | None = None
         #: per shard: unhandled entries (the last XLEN plus what we appended since), and
@@ -100,77 +118,79 @@ class WebhookIngress:
         self.round_trips = 0
         self._down_logged = False
 
-    # -- HTTP -----------------------------------------------------------------------------
+    # -- requests -------------------------------------------------------------------------
 
-    def server(self) -> web.Server:
-        """aiohttp's low-level server with `handle` as its only handler: an Application's
-        router and middleware chain cost ~17% of the master's CPU per update (py-spy,
-        bench/webhook.py) for a single path checked here in two string operations."""
-        max_body = self._max_body
+    def answer(
+        self, path: bytes, method: bytes, secret: bytes | None, body: bytes
+    ) -> Reply | asyncio.Future[Reply]:
+        """A parsed request's answer (bots/telegram/webhook_http.py): at once when the
+        bot's secret is cached, else a future — the append's own in the common case."""
+        raw_id = path[4:] if path.startswith(b"/tg/") else b""
+        # bytes.isdigit is ASCII digits only
+        if not raw_id.isdigit() or len(raw_id) > 20:
+            return self.refused(404, "no such webhook")
+        if method != b"POST":
+            self._count("bad_request")
+            return self._not_post
+        bot_id = int(raw_id)
+        if secret is None:
+            return self._unauthorized(bot_id, given=False)
+        known = self._known_secret(bot_id, secret)
+        if known is None:
+            return asyncio.ensure_future(self._answer_after_lookup(bot_id, secret, body))
+        if not known:
+            return self._unauthorized(bot_id, given=True)
+        return self._accept(bot_id, body)
 
-        def request(
-            message: Any, payload: Any, protocol: Any, writer: Any, task: Any
-        ) -> web.BaseRequest:
-            return web.BaseRequest(
-                message,
-                payload,
-                protocol,
-                writer,
-                task,
-                asyncio.get_running_loop(),
-                client_max_size=max_body,
-            )
+    async def _answer_after_lookup(self, bot_id: int, secret: bytes, body: bytes) -> Reply:
+        if not await self._authentic(bot_id, secret):
+            return self._unauthorized(bot_id, given=True)
+        answer = self._accept(bot_id, body)
+        return answer if isinstance(answer, Reply) else await answer
 
-        # access_log=None here: a ServerRunner does not pass its own kwargs to the server,
-        # and an access line per update cost the master ~28% of its CPU
-        return web.Server(self.handle, request_factory=request, access_log=None)
+    def _accept(self, bot_id: int, body: bytes) -> Reply | asyncio.Future[Reply]:
+        try:
+            update = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self.refused(400, "body: not JSON")
+        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            return self.refused(400, "body: an Update object with an update_id")
+        shard = bot_id % self._shards_total
+        length, at = self.backlog.get(shard, (0, 0.0))
+        if length >= self._backlog_max:
+            if time.monotonic() - at >= BACKLOG_RECHECK_S:
+                return asyncio.ensure_future(self._accept_if_room(shard, bot_id, body))
+            return self._busy()
+        return self._append(shard, bot_id, body)
+
+    async def _accept_if_room(self, shard: int, bot_id: int, body: bytes) -> Reply:
+        if await self._full(shard):
+            return self._busy()
+        return await self._append(shard, bot_id, body)
+
+    def _unauthorized(self, bot_id: int, *, given: bool) -> Reply:
+        # the value given is never logged: it may be a near miss of the real one
+        log.debug("webhook.unauthorized", bot_id=bot_id, header=given)
+        return self.refused(401, f"missing or wrong {SECRET_HEADER}")
+
+    def _busy(self) -> Reply:
+        return self.refused(429, "this bot's shard is busy; retry later")
+
+    def refused(self, status: int, message: str) -> Reply:
+        """A counted refusal, JSON like the Bot API's errors; 429/503 with Retry-After."""
+        result = _RESULT_OF.get(status, "bad_request")
+        self._count(result)
+        reply = self._refusals.get((status, message))
+        if reply is None:
+            headers = (("Retry-After", self._retry_after),) if status in (429, 503) else ()
+            body = orjson.dumps({"error": {"code": result, "message": message}})
+            reply = self._refusals[(status, message)] = Reply(status, body, headers)
+        return reply
 
     def _count(self, result: str) -> None:
         self.counts[result] += 1
         if self._on_result is not None:
             self._on_result(result)
-
-    def _refuse(self, status: int, result: str, message: str) -> web.Response:
-        self._count(result)
-        headers = {"Retry-After": self._retry_after} if status in (429, 503) else None
-        return web.json_response(
-            {"error": {"code": result, "message": message}}, status=status, headers=headers
-        )
-
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        path = request.path
-        raw_id = path[4:] if path.startswith("/tg/") else ""
-        if not raw_id.isdigit() or len(raw_id) > 20 or not raw_id.isascii():
-            return self._refuse(404, "bad_request", "no such webhook")
-        if request.method != "POST":
-            self._count("bad_request")
-            return web.json_response(
-                {"error": {"code": "bad_request", "message": "use POST"}},
-                status=405,
-                headers={"Allow": "POST"},
-            )
-        bot_id = int(raw_id)
-        given = request.headers.get(SECRET_HEADER)
-        if given is None or not await self._authentic(bot_id, given):
-            # the value given is never logged: it may be a near miss of the real one
-            log.debug("webhook.unauthorized", bot_id=bot_id, header=given is not None)
-            return self._refuse(401, "unauthorized", f"missing or wrong {SECRET_HEADER}")
-        body = await request.read()
-        try:
-            update = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return self._refuse(400, "bad_request", "body: not JSON")
-        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
-            return self._refuse(400, "bad_request", "body: an Update object with an update_id")
-        shard = bot_id % self._shards_total
-        if await self._full(shard):
-            return self._refuse(429, "backlog_full", "this bot's shard is busy; retry later")
-        try:
-            await self._append(shard, bot_id, body)
-        except Exception:  # noqa: BLE001 - not queued: 503, Telegram retries it
-            return self._refuse(503, "unavailable", "queue unavailable; retry later")
-        self._count("accepted")
-        return web.Response(status=200)
 
     async def _full(self, shard: int) -> bool:
         length, at = self.backlog.get(shard, (0, 0.0))
@@ -190,30 +210,32 @@ class WebhookIngress:
 
     # -- secrets --------------------------------------------------------------------------
 
-    async def _authentic(self, bot_id: int, given: str) -> bool:
-        now = time.monotonic()
+    def _known_secret(self, bot_id: int, given: bytes) -> bool | None:
+        """From the cache: True (it matches), False (refused) or None (look it up)."""
         cached = self._cache.get(bot_id)
-        if cached is not None:
-            secret, at = cached
-            fresh = now - at < CACHE_S
-            if (
-                fresh
-                and secret is not None
-                and hmac.compare_digest(given.encode(), secret.encode())
-            ):
-                return True
-            if now - at < RELOOKUP_S:
-                return False
+        if cached is None:
+            return None
+        secret, at = cached
+        age = time.monotonic() - at
+        if age < CACHE_S and secret is not None and hmac.compare_digest(given, secret):
+            return True
+        return False if age < RELOOKUP_S else None
+
+    async def _authentic(self, bot_id: int, given: bytes) -> bool:
+        known = self._known_secret(bot_id, given)
+        if known is not None:
+            return known
         try:
-            secret = await self._lookup(bot_id)
+            found = await self._lookup(bot_id)
         except (OSError, TimeoutError) as exc:
             log.warning("webhook.secret_lookup_failed", error=type(exc).__name__)
             return False
         except Exception as exc:  # noqa: BLE001 - a database error answers 401: Telegram retries
             log.warning("webhook.secret_lookup_failed", error=type(exc).__name__)
             return False
+        secret = None if found is None else found.encode()
         self._cache[bot_id] = (secret, time.monotonic())
-        return secret is not None and hmac.compare_digest(given.encode(), secret.encode())
+        return secret is not None and hmac.compare_digest(given, secret)
 
     def _lookup(self, bot_id: int) -> asyncio.Future[str | None]:
         """Coalesced: every bot looked up in one loop turn shares one query."""
@@ -246,15 +268,15 @@ class WebhookIngress:
 
     # -- appends --------------------------------------------------------------------------
 
-    def _append(self, shard: int, bot_id: int, body: bytes) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fields = {"b": b"%d" % bot_id, "t": b"%.6f" % time.time(), "u": body}
-        self._pending.append(_Pending(shard, fields, fut))
+    def _append(self, shard: int, bot_id: int, body: bytes) -> asyncio.Future[Reply]:
+        """Answered by the appender: 200 once in the stream, else 503."""
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(shard, bot_id, body, fut))
         self._wake.set()
         return fut
 
     async def run(self) -> None:
-        """The appender: everything queued meanwhile goes in one pipelined round trip."""
+        """The appender: everything queued meanwhile goes in one script call."""
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -263,25 +285,21 @@ class WebhookIngress:
                 await self._write(batch)
 
     async def _write(self, batch: list[_Pending]) -> None:
-        # a shard's length is read (XLEN) at most every BACKLOG_RECHECK_S; in between its
-        # figure grows by what we append (an upper bound: the workers' acks lower it)
-        started = time.monotonic()
-        appended: dict[int, int] = {}
+        # one EVAL: a pipeline of XADDs cost a reply each to parse (redis-py's parser is
+        # pure Python), and the lengths come back with it, fresh at every append
+        index: dict[int, int] = {}
+        args: list[Any] = [b"%.6f" % time.time()]
         for p in batch:
-            appended[p.shard] = appended.get(p.shard, 0) + 1
-        shards = [
-            s
-            for s in sorted(appended)
-            if started - self.backlog.get(s, (0, 0.0))[1] >= BACKLOG_RECHECK_S
-        ]
+            at = index.get(p.shard)
+            if at is None:
+                at = index[p.shard] = len(index) + 1
+            args += (at, p.bot_id, p.body)
+        streams = [self._keys[shard] for shard in index]
         try:
             async with asyncio.timeout(self._timeout_s):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for p in batch:
-                        pipe.xadd(self._keys[p.shard], p.fields)  # type: ignore[arg-type]
-                    for shard in shards:
-                        pipe.xlen(self._keys[shard])
-                    replies: list[Any] = await pipe.execute()
+                lengths: list[Any] = await self._redis.eval(  # type: ignore[misc]
+                    APPEND, len(streams), *streams, *args
+                )
         except Exception as exc:  # noqa: BLE001 - any failure answers 503: Telegram retries
             self.round_trips += 1
             if not isinstance(exc, REDIS_ERRORS):
@@ -291,18 +309,16 @@ class WebhookIngress:
                 self._down_logged = True
             for p in batch:
                 if not p.future.done():
-                    p.future.set_exception(exc)
+                    p.future.set_result(self.refused(503, "queue unavailable; retry later"))
             return
         self.round_trips += 1
         if self._down_logged:
             log.info("webhook.queue_available")
             self._down_logged = False
         now = time.monotonic()
-        for shard, n in appended.items():
-            length, at = self.backlog.get(shard, (0, 0.0))
-            self.backlog[shard] = (length + n, at)
-        for shard, length in zip(shards, replies[len(batch) :], strict=True):
+        for shard, length in zip(index, lengths, strict=True):
             self.backlog[shard] = (int(length), now)
         for p in batch:
             if not p.future.done():
-                p.future.set_result(None)
+                self._count("accepted")
+                p.future.set_result(OK)

@@ -1,6 +1,7 @@
 """Webhook delivery of the emulator, shaped like the Bot API server's WebhookActor.
 
-While a bot has a webhook, its queued updates are POSTed (JSON, header
+While a bot has a webhook, its queued updates are POSTed over kept-alive connections
+(emulators/telegram/webhook_client.py; JSON, header
 `X-Telegram-Bot-Api-Secret-Token` when a secret is set) to the webhook URL: sequential
 per chat (only the head of a chat's FIFO is in flight), at most `max_connections` at
 once per bot. An update is removed from the queue on a 2xx; any other answer (or no
@@ -19,9 +20,10 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
 import orjson
 import structlog
+
+from emulators.telegram.webhook_client import WebhookClient
 
 if TYPE_CHECKING:
     from emulators.telegram.bots import BotState
@@ -76,6 +78,10 @@ class _BotDelivery:
         self.in_flight: dict[int, asyncio.Task[None]] = {}  # update id -> its POST
         self.last_error: tuple[int, str] | None = None
         self.task: asyncio.Task[None] | None = None
+        self.client = WebhookClient(self.url) if self.url else None
+        #: update id -> its chat, parsed once (the queue is scanned at every wake)
+        self.chats: dict[int, int] = {}
+        self._secret: tuple[str, bytes] = ("", b"")
 
     def active(self) -> bool:
         return self.bot.webhook_url == self.url and bool(self.url)
@@ -93,6 +99,8 @@ class _BotDelivery:
             # posts in flight finish (a 2xx still counts as delivered, as at Telegram)
             if self.in_flight:
                 await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+            if self.client is not None:
+                self.client.close()
 
     def _start_due(self) -> float | None:
         """Start every POST allowed now; returns when the next retry falls due."""
@@ -106,10 +114,12 @@ class _BotDelivery:
             if len(self.in_flight) >= limit:
                 break
             update_id, body = item
+            chat = self.chats.get(update_id)
+            if chat is None:
+                chat = self.chats[update_id] = _chat_of(body)
             if update_id in self.in_flight:
-                seen_chats.add(_chat_of(body))
+                seen_chats.add(chat)
                 continue
-            chat = _chat_of(body)
             if chat in seen_chats or chat in self.busy_chats:
                 continue  # an older update of this chat goes first
             seen_chats.add(chat)
@@ -130,6 +140,7 @@ class _BotDelivery:
             with suppress(ValueError):
                 bot.queue.remove(item)
             self.retries.pop(item[0], None)
+            self.chats.pop(item[0], None)
             stats.dropped += 1
             log.info("emulator.webhook_dropped", bot_id=bot.id, update_id=item[0])
         if dropped:
@@ -137,25 +148,24 @@ class _BotDelivery:
             self.sender.changed.set()
         return next_at
 
+    def _secret_header(self) -> bytes:
+        secret = self.bot.webhook_secret or ""
+        if self._secret[0] != secret:
+            line = f"{SECRET_HEADER}: {secret}\r\n".encode() if secret else b""
+            self._secret = (secret, line)
+        return self._secret[1]
+
     async def _post(self, update_id: int, chat: int, body: bytes) -> None:
         sender, stats = self.sender, self.sender.stats
-        headers = {"Content-Type": "application/json"}
-        if self.bot.webhook_secret:
-            headers[SECRET_HEADER] = self.bot.webhook_secret
         status, retry_after = 0, None
         stats.posts += 1
         try:
-            session = sender.session()
-            async with session.post(
-                self.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(POST_TIMEOUT_S)
-            ) as resp:
-                status = resp.status
-                await resp.read()
-                raw = resp.headers.get("Retry-After")
-                if raw is not None:
-                    with suppress(ValueError):
-                        retry_after = min(RETRY_AFTER_MAX_S, max(0.0, float(raw)))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            assert self.client is not None  # a delivery runs only for a URL
+            status, raw = await self.client.post(body, self._secret_header(), POST_TIMEOUT_S)
+            if raw is not None:
+                with suppress(ValueError):
+                    retry_after = min(RETRY_AFTER_MAX_S, max(0.0, float(raw)))
+        except (TimeoutError, OSError) as exc:
             self.last_error = (int(time.time()), f"Connection failed: {type(exc).__name__}")
         finally:
             self.busy_chats.discard(chat)
@@ -164,6 +174,7 @@ class _BotDelivery:
             if 200 <= status < 300:
                 stats.delivered += 1
                 self.retries.pop(update_id, None)
+                self.chats.pop(update_id, None)
                 with suppress(ValueError):
                     self.bot.queue.remove((update_id, body))
             else:
@@ -211,7 +222,6 @@ class WebhookSender:
     def __init__(self, policy: WebhookPolicy | None = None) -> None:
         self.policy = policy or WebhookPolicy()
         self.stats = WebhookStats()
-        self._session: aiohttp.ClientSession | None = None
         self._bots: dict[int, _BotDelivery] = {}
         #: set after every delivery attempt and drop (`wait_until`)
         self.changed = asyncio.Event()
@@ -221,11 +231,6 @@ class WebhookSender:
         while not predicate():
             self.changed.clear()
             await self.changed.wait()
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        return self._session
 
     def notify(self, bot: BotState) -> None:
         """The bot's webhook was set or changed, or it has new updates."""
@@ -268,8 +273,9 @@ class WebhookSender:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*posts, *tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        for delivery in self._bots.values():
+            if delivery.client is not None:
+                delivery.client.close()
 
 
 def policy_of(

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from bots.telegram.sessions import open_bot_api_session
 from bots.telegram.webhook_ingress import RESULTS, WebhookIngress
+from bots.telegram.webhook_server import IngressServer
 from config import Settings, load_settings
 from context import open_context_store
 from ipc.messages import Drain
@@ -143,13 +144,10 @@ async def open_ingress(
         max_body=w.max_body,
         on_result=lambda result: counters[result].inc(),
     )
-    runner: web.BaseRunner = web.ServerRunner(ingress.server(), handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, w.host, w.port)
+    server = IngressServer(ingress)
     try:
-        await site.start()
+        await server.start(w.host, w.port)
     except OSError as exc:
-        await runner.cleanup()
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
         raise OperatorError(
@@ -158,21 +156,22 @@ async def open_ingress(
             ExitCode.ADDRESS_IN_USE,
             "webhook.port",
         ) from None
-    port = runner.addresses[0][1] if runner.addresses else w.port
     task = asyncio.create_task(ingress.run(), name="master:webhook-appender")
-    log.info("master.webhook_ingress", host=w.host, port=port, public_url=w.public_url)
-    return RunningIngress(ingress, runner, task, port)
+    log.info("master.webhook_ingress", host=w.host, port=server.port, public_url=w.public_url)
+    return RunningIngress(ingress, server, task, server.port)
 
 
 @dataclass(slots=True)
 class RunningIngress:
     ingress: WebhookIngress
-    runner: web.BaseRunner
+    server: IngressServer
     task: asyncio.Task[None]
     port: int
 
     async def close(self) -> None:
-        await self.runner.cleanup()  # stops taking requests, finishes those in flight
+        # stops taking requests, answers those in flight: an append waits at most the
+        # Redis timeout
+        await self.server.close(self.ingress.timeout_s + 1.0)
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task

@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp import web
 
 from bots.telegram.webhook_ingress import SECRET_HEADER, WebhookIngress
+from bots.telegram.webhook_server import IngressServer
 from ipc import keys
 from ipc.redis_client import redis_client
 
@@ -36,15 +36,13 @@ class Secrets:
 
 @contextlib.asynccontextmanager
 async def serving(ingress: WebhookIngress) -> AsyncIterator[str]:
-    runner = web.ServerRunner(ingress.server(), shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    server = IngressServer(ingress)
+    await server.start("127.0.0.1", 0)
     task = asyncio.create_task(ingress.run())
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield f"http://127.0.0.1:{server.port}"
     finally:
-        await runner.cleanup()  # requests in flight finish first, with the appender
+        await server.close(2.0)  # requests in flight finish first, with the appender
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -108,8 +106,8 @@ class Lines(logging.Handler):
 
 
 async def test_only_post_to_a_bot_path_reaches_the_ingress(redis_url: str, key_prefix: str) -> None:
-    """The ingress runs on aiohttp's low-level server (no router): it checks the path and
-    the method itself, the body cap still holds, and no access line is logged per update."""
+    """The ingress checks the path and the method itself, the body cap holds (413,
+    counted), and no access line is logged per update."""
     access = logging.getLogger("aiohttp.access")
     lines, level = Lines(), access.level
     access.addHandler(lines)
@@ -141,10 +139,55 @@ async def test_only_post_to_a_bot_path_reaches_the_ingress(redis_url: str, key_p
                 assert r.status == 413
             async with http.post(f"{base}/tg/7001", data=ok, headers=headers) as r:
                 assert r.status == 200
-        assert Counter(seen) == {"bad_request": 8, "accepted": 1}
+        assert Counter(seen) == {"bad_request": 9, "accepted": 1}
         assert lines.records == []
     finally:
         access.removeHandler(lines)
         access.setLevel(level)
         await client.delete(keys.inbox_key(key_prefix, 7001 % SHARDS))
+        await client.aclose()
+
+
+async def test_one_batch_over_several_shards_lands_in_each_stream(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Requests of one loop turn share a script call: each update in its bot's shard
+    stream, in arrival order, and the backlog figure per shard from the call's reply."""
+    client = redis_client(redis_url, 2.0)
+    bots = [8001, 8002, 8003, 8005]  # shards 1, 2, 3, 1
+    ingress = WebhookIngress(
+        client,
+        key_prefix,
+        SHARDS,
+        Secrets(dict.fromkeys(bots, SECRET)),
+        backlog_max=100,
+        retry_after_s=7,
+        timeout_s=2.0,
+    )
+    headers = {SECRET_HEADER: SECRET}
+    try:
+        async with serving(ingress) as base, aiohttp.ClientSession() as http:
+
+            async def post(bot: int, n: int) -> int:
+                body = b'{"update_id":%d}' % n
+                async with http.post(f"{base}/tg/{bot}", data=body, headers=headers) as r:
+                    return r.status
+
+            assert await asyncio.gather(*(post(b, 0) for b in bots)) == [200] * 4  # cached
+            rounds = ingress.round_trips
+            for n in (1, 2):  # a bot's next update once its last one is answered
+                assert await asyncio.gather(*(post(b, n) for b in bots)) == [200] * 4
+            assert ingress.round_trips - rounds < 8  # shared calls
+        for shard, members in ((1, [8001, 8005]), (2, [8002]), (3, [8003])):
+            entries: Any = await client.xrange(keys.inbox_key(key_prefix, shard))
+            got = [(int(f[b"b"]), f[b"u"]) for _, f in entries]
+            for bot in members:
+                assert [u for b, u in got if b == bot] == [
+                    b'{"update_id":%d}' % n for n in (0, 1, 2)
+                ]
+            assert ingress.backlog[shard][0] == 3 * len(members)
+            assert all(float(f[b"t"]) > 0 for _, f in entries)
+    finally:
+        for shard in range(SHARDS):
+            await client.delete(keys.inbox_key(key_prefix, shard))
         await client.aclose()
