@@ -32,6 +32,12 @@ per message, not `--model-s` (the emulator's sleep overshoots by up to ~1 ms: it
 the daemon's). The figures before this change are therefore ~1-2 ms higher for the same
 daemon. Same output format.
 
+Then (unless `--no-baseline`) the same phases against bench/llm_baseline_bot.py: a bare
+bot (long poll, the same `openai` SDK call with the user's text alone, sendMessage; no
+botvisor) through the same emulators, in a process of its own: the floor of the
+emulators + SDK on this machine, printed as bots.inbox "baseline". botvisor's own share
+of "added" is its figure minus the baseline's.
+
     .venv/bin/python bench/llm_latency.py                # inbox on, then off
     .venv/bin/python bench/llm_latency.py --modes true   # the default set-up only
 
@@ -218,6 +224,7 @@ class Rig:
     llm: Emulator
     session: aiohttp.ClientSession
     bot_ids: list[int]
+    tokens: list[str]
     args: argparse.Namespace
 
     async def books(self) -> Books:
@@ -289,14 +296,15 @@ async def warmup(rig: Rig, run: int) -> None:
         raise RuntimeError(f"warm-up: {books.replied()} of {len(bot_ids)} answered in 60 s")
 
 
-async def uncontended(rig: Rig, daemon: Daemon, run: int, ongoing: bool = False) -> dict[str, Any]:
+async def uncontended(
+    rig: Rig, procs: list[psutil.Process], run: int, ongoing: bool = False
+) -> dict[str, Any]:
     """One message at a time; the next is injected once the last is answered. Each
     message opens a new chat (its context is looked up in Redis and PostgreSQL and found
     empty), or with `ongoing` goes to the bot's warm-up chat (a conversation in
     progress: its context is in the worker's cache)."""
     bot_ids, args = rig.bot_ids, rig.args
     books = await rig.books()
-    procs = _daemon_procs(daemon)
     cpu0, w0 = _cpu(procs), time.perf_counter()
     for i in range(args.sequential):
         bot = bot_ids[i % len(bot_ids)]
@@ -316,12 +324,11 @@ async def uncontended(rig: Rig, daemon: Daemon, run: int, ongoing: bool = False)
     }
 
 
-async def loaded(rig: Rig, daemon: Daemon, run: int) -> dict[str, Any]:
+async def loaded(rig: Rig, procs: list[psutil.Process], run: int) -> dict[str, Any]:
     """`rate` msg/s, open loop, round-robin over bots, then chats."""
     bot_ids, args = rig.bot_ids, rig.args
     count = round(args.rate * args.seconds)
     books = await rig.books()
-    procs = _daemon_procs(daemon)
     me, emus = psutil.Process(), rig.procs()
     cpu0, own0, busy0, w0 = _cpu_each(procs), _cpu([me]), machine_busy(), time.perf_counter()
     emu0 = _cpu_each(emus)
@@ -361,7 +368,7 @@ async def loaded(rig: Rig, daemon: Daemon, run: int) -> dict[str, Any]:
 async def one_mode(
     rig: Rig, inbox: bool, run: int, base: dict[str, Any], tmp: Path
 ) -> dict[str, Any]:
-    tg, bot_ids, args = rig.tg, rig.bot_ids, rig.args
+    tg, bot_ids = rig.tg, rig.bot_ids
     settings = Settings.model_validate(base | {"bots": {"inbox": inbox}})
     say(f"== bots.inbox = {str(inbox).lower()}: starting the daemon")
     t_emu = time.monotonic()  # CLOCK_MONOTONIC: the emulators' clock too
@@ -374,28 +381,61 @@ async def one_mode(
                 if books["polling_since"] >= len(bot_ids):
                     break
                 await asyncio.sleep(0.05)  # another process's books: polled
-        await warmup(rig, run)
-        say(f"  uncontended: {args.sequential} messages one at a time")
-        seq = await uncontended(rig, daemon, run)
-        say(f"    {seq}")
-        say(f"  ongoing: {args.sequential} messages one at a time, in chats with a history")
-        ongoing = await uncontended(rig, daemon, run, ongoing=True)
-        say(f"    {ongoing}")
-        say(
-            f"  loaded: {args.rate:g} msg/s for {args.seconds:g} s over {len(bot_ids)} bots "
-            f"x {args.chats} chats"
-        )
-        load = await loaded(rig, daemon, run)
-        say(f"    {load}")
+        phases = await the_phases(rig, _daemon_procs(daemon), run)
         warnings = daemon.unexpected_warnings(())
     return {
         "inbox": inbox,
-        "uncontended": seq,
-        "ongoing": ongoing,
-        "loaded": load,
+        **phases,
         "daemon_warnings": len(warnings),
         "daemon_warning_events": sorted({w.split()[1] for w in warnings}),
     }
+
+
+async def the_phases(rig: Rig, procs: list[psutil.Process], run: int) -> dict[str, Any]:
+    """warm-up, uncontended, ongoing, loaded; `procs`: the system under test's processes."""
+    args = rig.args
+    await warmup(rig, run)
+    say(f"  uncontended: {args.sequential} messages one at a time")
+    seq = await uncontended(rig, procs, run)
+    say(f"    {seq}")
+    say(f"  ongoing: {args.sequential} messages one at a time, in chats with a history")
+    ongoing = await uncontended(rig, procs, run, ongoing=True)
+    say(f"    {ongoing}")
+    say(
+        f"  loaded: {args.rate:g} msg/s for {args.seconds:g} s over {len(rig.bot_ids)} bots "
+        f"x {args.chats} chats"
+    )
+    load = await loaded(rig, procs, run)
+    say(f"    {load}")
+    return {"uncontended": seq, "ongoing": ongoing, "loaded": load}
+
+
+async def baseline_mode(rig: Rig, children: Children, run: int) -> dict[str, Any]:
+    """The same phases against bench/llm_baseline_bot.py (no botvisor): the floor."""
+    say("== baseline: a bare long-poll + openai SDK + sendMessage bot, no botvisor")
+    proc = await children.start(
+        sys.executable,
+        str(Path(__file__).resolve().parent / "llm_baseline_bot.py"),
+        "--api",
+        rig.tg.url,
+        "--llm",
+        rig.llm.url,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write("".join(f"{t}\n" for t in rig.tokens).encode())
+        await proc.stdin.drain()
+        proc.stdin.close()
+        async with asyncio.timeout(60):
+            line = await proc.stdout.readline()
+        if not line.startswith(b'{"event":"baseline.ready"'):
+            raise RuntimeError(f"the baseline bot did not start: {line!r}")
+        phases = await the_phases(rig, [psutil.Process(proc.pid)], run)
+    finally:
+        await children.stop(proc, grace_s=10)
+    return {"inbox": "baseline", **phases, "daemon_warnings": 0, "daemon_warning_events": []}
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -424,15 +464,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "workers": {"count": args.workers},
                 "openai": {"base_url": llm.url, "api_key": "sk-bench", "model": "emu-1"},
             }
-            rig = Rig(tg, llm, session, [], args)
+            rig = Rig(tg, llm, session, [], [], args)
             bots = await rig.post(tg, "bots", {"count": args.bots})
             async with open_registry(Settings.model_validate(base)) as registry:
                 await registry.add_many(
                     [(BotToken(b["token"]), f"llm{b['id']}") for b in bots], handler="openai"
                 )
             rig.bot_ids = [b["id"] for b in bots]
+            rig.tokens = [b["token"] for b in bots]
             for run, inbox in enumerate(modes):
                 runs.append(await one_mode(rig, inbox, run, base, tmp))
+            if args.baseline:
+                runs.append(await baseline_mode(rig, children, len(modes)))
     finally:
         await children.stop_all()
         for drain in drains:
@@ -440,7 +483,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*drains, return_exceptions=True)
         await drop_redis_prefix(args.redis_url, prefix)
         shutil.rmtree(tmp, ignore_errors=True)
-    default = next((r for r in runs if r["inbox"]), None)
+    default = next((r for r in runs if r["inbox"] is True), None)
     met = None
     if default is not None:
         p99 = default["loaded"]["added_p99_ms"]
@@ -453,6 +496,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "nothing_lost_or_twice": all(
                 r[ph]["lost"] == 0 and r[ph]["duplicates"] == 0
                 for r in runs
+                if r["inbox"] != "baseline"
                 for ph in ("uncontended", "ongoing", "loaded")
             ),
         }
@@ -489,6 +533,12 @@ def table(result: dict[str, Any]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--modes", default="true,false", help="bots.inbox values, in order")
+    p.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then the same phases against bench/llm_baseline_bot.py (no botvisor)",
+    )
     p.add_argument("--bots", type=int, default=20)
     p.add_argument("--chats", type=int, default=5, help="chats per bot")
     p.add_argument("--rate", type=float, default=50.0, help="messages/s in the loaded phase")
