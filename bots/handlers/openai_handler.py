@@ -101,25 +101,27 @@ class OpenAIHandler:
                 store.save(bot_id, chat_id, turn), name=f"bot:{bot_id}:chat:{chat_id}:record"
             )
             state = apply_changes(state, turn, store.config.max_messages)
+        typing: list[asyncio.Task[None]] = []  # cancelled by `_ask`, awaited after the reply
         try:
-            usage = self._usage
-            if usage is not None and not await usage.llm_allowed(bot_id):
-                # the owner's LLM tokens for today are used up: no model call
-                if saving is not None and handed_off(await saving):
+            try:
+                usage = self._usage
+                if usage is not None and not await usage.llm_allowed(bot_id):
+                    # the owner's LLM tokens for today are used up: no model call
+                    if saving is not None and handed_off(await saving):
+                        return
+                    log.debug("openai.over_quota", bot_id=bot_id)
+                    await self._reply(ctx, update, usage.fallback_text)
                     return
-                log.debug("openai.over_quota", bot_id=bot_id)
-                await self._reply(ctx, update, usage.fallback_text)
-                return
-            answer = await self._ask(ctx, update, settings, state)
-            if saving is not None and handed_off(await saving):
-                return  # a human has this chat now: the model's answer is not sent
+                answer = await self._ask(ctx, update, settings, state, typing)
+                if saving is not None and handed_off(await saving):
+                    return  # a human has this chat now: the model's answer is not sent
+            finally:
+                await _settle(saving)
+            await self._reply(ctx, update, settings.fallback_text if answer is None else answer)
         finally:
-            await _settle(saving)
-        if answer is None:
-            await self._reply(ctx, update, settings.fallback_text)
-            return
-        await self._reply(ctx, update, answer)
-        await store.save(bot_id, chat_id, Changes(append=(Message("assistant", answer),)))
+            await asyncio.gather(*typing, return_exceptions=True)
+        if answer is not None:
+            await store.save(bot_id, chat_id, Changes(append=(Message("assistant", answer),)))
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -158,16 +160,26 @@ class OpenAIHandler:
         await self._reply(ctx, update, HANDOFF_TEXT)
 
     async def _ask(
-        self, ctx: BotContext, update: Incoming, settings: LLMBotSettings, state: Context
+        self,
+        ctx: BotContext,
+        update: Incoming,
+        settings: LLMBotSettings,
+        state: Context,
+        typing: list[asyncio.Task[None]],
     ) -> str | None:
-        """The model's answer, or None when it is unavailable (the caller sends a fallback)."""
+        """The model's answer, or None when it is unavailable (the caller sends a fallback).
+        Its "typing" task is cancelled on return and left in `typing` for the caller to
+        await after the reply (a loop turn less between the answer and the reply)."""
         llm = self._llm
         if llm is None:
             log.error("openai.not_configured", bot_id=ctx.bot_id)
             return None
         prompt = build_prompt(settings, state, llm.context_window_tokens)
-        typing = asyncio.create_task(
-            _keep_typing(ctx, update.chat_id), name=f"bot:{ctx.bot_id}:chat:{update.chat_id}:typing"
+        typing.append(
+            asyncio.create_task(
+                _keep_typing(ctx, update.chat_id),
+                name=f"bot:{ctx.bot_id}:chat:{update.chat_id}:typing",
+            )
         )
         try:
             try:
@@ -185,8 +197,7 @@ class OpenAIHandler:
             log.info("openai.fallback", bot_id=ctx.bot_id, reason=exc.reason)
             return None
         finally:
-            typing.cancel()
-            await asyncio.gather(typing, return_exceptions=True)
+            typing[-1].cancel()  # before the reply: no "typing" after it
         return text if text.strip() else None
 
     async def _complete(
