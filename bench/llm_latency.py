@@ -29,8 +29,8 @@ Changed 2026-12-03 (issue 9, latency): the emulators used to run in this process
 their HTTP handling shared one event loop with the injector and counted in "added";
 they now run in processes of their own, and "added" subtracts the model's measured time
 per message, not `--model-s` (the emulator's sleep overshoots by up to ~1 ms: its, not
-the daemon's). The figures before this change are therefore ~1-2 ms higher for the same
-daemon. Same output format.
+the daemon's). Figures from before this change read higher for the same daemon and
+are not comparable with later ones. Same output format.
 
 Then (unless `--no-baseline`) the same phases against bench/llm_baseline_bot.py: a bare
 bot (long poll, the same `openai` SDK call with the user's text alone, sendMessage; no
