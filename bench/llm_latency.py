@@ -2,8 +2,8 @@
 """The real daemon's added latency with the `openai` handler and a model answering in 1 s.
 
 Issue 9's figure, end to end: the Bot API emulator (Telegram's flood limits on) and the
-local OpenAI-compatible emulator (`latency_s` = `--model-s`, default 1 s) run in this
-process; the daemon (tests/daemon.py's harness: master + `--workers` workers, system
+local OpenAI-compatible emulator (`latency_s` = `--model-s`, default 1 s) run in a
+process each (bench/llm_emulator_child.py); the daemon (tests/daemon.py's harness: master + `--workers` workers, system
 PostgreSQL in a scratch database, system Redis under a fresh prefix) serves `--bots`
 bots registered with handler "openai". For each `bots.inbox` value in `--modes` the
 daemon is started afresh and runs, in order:
@@ -16,12 +16,27 @@ daemon is started afresh and runs, in order:
                `--chats` chats per bot (one chat's next message comes `bots x chats / rate`
                s after its last: 2 s at the defaults, so per-chat order adds nothing)
 
-Added latency = the emulator's inject -> reply time minus the model's `--model-s`. Per
-phase: p50/p99/max added ms and its two legs (inject -> the model's request, "in"; the
-model's answer -> the reply, "out"), lost (unanswered `--settle` s after the last
-message), answered twice, 429s, completions the model served; in the loaded phase also
-the CPU % of the daemon (master + workers), of this process (both emulators) and of the
-machine. Each phase has chats of its own: their contexts start empty.
+Added latency = inject -> reply minus the model's time for that message (its request's
+arrival -> its answer, as the emulator saw them: `--model-s` plus the emulator's own
+timer lag). Per phase: p50/p99/max added ms and its two legs (inject -> the model's
+request, "in"; the model's answer -> the reply, "out"), lost (unanswered `--settle` s
+after the last message), answered twice, 429s, completions the model served; in the
+loaded phase also the CPU % of the daemon (master + workers), of this process, of the
+two emulators and of the machine. Each phase has chats of its own: their contexts start
+empty.
+
+Changed 2026-12-03 (issue 9, latency): the emulators used to run in this process, so
+their HTTP handling shared one event loop with the injector and counted in "added";
+they now run in processes of their own, and "added" subtracts the model's measured time
+per message, not `--model-s` (the emulator's sleep overshoots by up to ~1 ms: its, not
+the daemon's). Figures from before this change read higher for the same daemon and
+are not comparable with later ones. Same output format.
+
+Then (unless `--no-baseline`) the same phases against bench/llm_baseline_bot.py: a bare
+bot (long poll, the same `openai` SDK call with the user's text alone, sendMessage; no
+botvisor) through the same emulators, in a process of its own: the floor of the
+emulators + SDK on this machine, printed as bots.inbox "baseline". botvisor's own share
+of "added" is its figure minus the baseline's.
 
     .venv/bin/python bench/llm_latency.py                # inbox on, then off
     .venv/bin/python bench/llm_latency.py --modes true   # the default set-up only
@@ -35,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
@@ -46,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import psutil
 
@@ -53,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (  # noqa: E402
     ROOT,
+    Children,
     drop_redis_prefix,
     machine,
     machine_busy,
@@ -67,8 +83,6 @@ sys.path.insert(0, str(ROOT))
 
 from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
-from emulators.openai import RunningLLMEmulator, open_llm_emulator  # noqa: E402
-from emulators.telegram.server import RunningEmulator, open_emulator  # noqa: E402
 from supervisor.services import open_registry  # noqa: E402
 from tests.daemon import Daemon, start_daemon  # noqa: E402
 
@@ -86,55 +100,78 @@ def _pct(ordered: list[float], q: float) -> float | None:
     return round(ordered[int(q * (len(ordered) - 1))], 1) if ordered else None
 
 
+@dataclass
+class Emulator:
+    """One emulator process: its API (`url`, for the daemon) and its bench routes."""
+
+    proc: asyncio.subprocess.Process
+    url: str
+    bench: str
+    drain: asyncio.Task[None]
+
+
 class Books:
     """Deltas of the emulators' counters over one phase, and where each message's time
     went: inject -> the model's request ("in") and the model's answer -> the reply ("out")."""
 
-    def __init__(self, emu: RunningEmulator, llm: RunningLLMEmulator, model_s: float) -> None:
-        self.emu, self.llm, self.model_s = emu, llm, model_s
-        totals = emu.state.stats(False)["totals"]
-        self.before = dict(totals)
-        self.lat_from = len(emu.state.latencies_ms)
-        self.llm_started = llm.state.started
-        self.llm_from = len(llm.state.requests)
-        #: text -> injected at (the emulators' clock: time.monotonic); texts are unique
+    def __init__(self, rig: Rig, tg: dict[str, Any], llm_from: int, llm_started: int) -> None:
+        self.rig, self.model_s = rig, rig.args.model_s
+        self.before = dict(tg["totals"])
+        self.replied_before = int(tg["replied"])
+        self.llm_started, self.llm_from = llm_started, llm_from
+        #: text -> injected at (the emulator's clock: time.monotonic); texts are unique
         self.injected_at: dict[str, float] = {}
+        self.injected = 0
+        self.replied_now = self.replied_before
 
-    def inject(self, bot_id: int, chat_id: int, text: str) -> None:
-        self.injected_at[text] = self.emu.state.clock()
-        self.emu.state.inject([{"bot_id": bot_id, "chat_id": chat_id, "text": text}])
+    @classmethod
+    async def open(cls, rig: Rig) -> Books:
+        tg = await rig.get(rig.tg, "books")
+        llm = await rig.get(rig.llm, "requests", {"from": "0"})
+        return cls(rig, tg, int(llm["count"]), int(llm["started"]))
 
-    def legs(self) -> tuple[list[float], list[float]]:
-        """ms from inject to the model's request, and from its answer to our reply."""
-        asked: dict[str, float] = {}  # text -> the model answered at
-        for seen in self.llm.state.requests[self.llm_from :]:
-            users = [m for m in seen.messages if m.get("role") == "user"]
-            if seen.status == 200 and users:
-                asked[str(users[-1]["content"])] = seen.at
-        in_ms, out_ms = [], []
-        for bot in self.emu.state.bots.values():
-            for _chat_id, text, _reply_to, at in bot.sent_log:
-                said = text.removeprefix("you said ").split("; earlier", 1)[0]
-                if said in self.injected_at and said in asked:
-                    answered = asked[said]
-                    in_ms.append((answered - self.model_s - self.injected_at[said]) * 1000)
-                    out_ms.append((at - answered) * 1000)
-        return sorted(in_ms), sorted(out_ms)
+    async def inject(self, bot_id: int, chat_id: int, text: str) -> None:
+        got = await self.rig.post(
+            self.rig.tg, "inject", {"bot_id": bot_id, "chat_id": chat_id, "text": text}
+        )
+        self.injected_at[text] = float(got["at"])
+        self.injected += 1
 
     def replied(self) -> int:
-        return int(self.emu.state.replied - self.before["replied"])
+        return self.replied_now - self.replied_before
 
     async def settle(self, injected: int, within_s: float) -> None:
-        state = self.emu.state
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within_s):
-                await state.wait_until(lambda: self.replied() >= injected)
+        goal = self.replied_before + injected
+        got = await self.rig.get(
+            self.rig.tg, "wait", {"replied": str(goal), "timeout": f"{within_s:g}"}, within_s + 10
+        )
+        self.replied_now = int(got["replied"])
 
-    def result(self, injected: int) -> dict[str, Any]:
-        after = self.emu.state.stats(False)["totals"]
-        model_ms = self.model_s * 1000
-        added = sorted(v - model_ms for v in self.emu.state.latencies_ms[self.lat_from :])
-        in_ms, out_ms = self.legs()
+    async def result(self, injected: int) -> dict[str, Any]:
+        tg = await self.rig.get(self.rig.tg, "books")
+        llm = await self.rig.get(self.rig.llm, "requests", {"from": str(self.llm_from)})
+        self.replied_now = int(tg["replied"])
+        after = tg["totals"]
+        asked: dict[str, tuple[float, float]] = {}  # text -> (request arrived, answered)
+        for started, at, status, said in llm["requests"]:
+            if status == 200:
+                asked[str(said)] = (started, at)
+        added, in_ms, out_ms = [], [], []
+        for _bot, _chat, text, at in tg["sent"]:
+            said = str(text).removeprefix("you said ").split("; earlier", 1)[0]
+            injected_at = self.injected_at.get(said)
+            if injected_at is None:
+                continue
+            if said in asked:
+                started, answered = asked[said]
+                in_ms.append((started - injected_at) * 1000)
+                out_ms.append((at - answered) * 1000)
+                added.append(in_ms[-1] + out_ms[-1])
+            else:  # answered without the model (a fallback): its whole time
+                added.append((at - injected_at - self.model_s) * 1000)
+        added.sort()
+        in_ms.sort()
+        out_ms.sort()
         delta = {
             k: after[k] - self.before[k] for k in ("duplicates", "telegram_429", "get_updates")
         }
@@ -144,7 +181,7 @@ class Books:
             "lost": injected - self.replied(),
             "duplicates": delta["duplicates"],
             "telegram_429": delta["telegram_429"],
-            "completions": self.llm.state.started - self.llm_started,
+            "completions": int(llm["started"]) - self.llm_started,
             # long polls answered per message (inbox on confirms each batch at once)
             "get_updates_per_message": round(delta["get_updates"] / injected, 2)
             if injected
@@ -183,32 +220,91 @@ def _daemon_procs(daemon: Daemon) -> list[psutil.Process]:
 
 @dataclass
 class Rig:
-    emu: RunningEmulator
-    llm: RunningLLMEmulator
+    tg: Emulator
+    llm: Emulator
+    session: aiohttp.ClientSession
     bot_ids: list[int]
+    tokens: list[str]
     args: argparse.Namespace
 
-    def books(self) -> Books:
-        return Books(self.emu, self.llm, self.args.model_s)
+    async def books(self) -> Books:
+        return await Books.open(self)
+
+    async def get(
+        self, emu: Emulator, name: str, query: dict[str, str] | None = None, timeout: float = 30
+    ) -> Any:
+        async with self.session.get(
+            f"{emu.bench}/bench/{name}", params=query, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            resp.raise_for_status()
+            return orjson.loads(await resp.read())
+
+    async def post(self, emu: Emulator, name: str, body: Any) -> Any:
+        async with self.session.post(
+            f"{emu.bench}/bench/{name}",
+            data=orjson.dumps(body),
+            timeout=aiohttp.ClientTimeout(total=30),
+        ) as resp:
+            resp.raise_for_status()
+            return orjson.loads(await resp.read())
+
+    def procs(self) -> list[psutil.Process]:
+        return [psutil.Process(e.proc.pid) for e in (self.tg, self.llm)]
+
+
+async def start_emulator(children: Children, kind: str, args: argparse.Namespace) -> Emulator:
+    """bench/llm_emulator_child.py in a process of its own; returns once it listens."""
+    proc = await children.start(
+        sys.executable,
+        str(Path(__file__).resolve().parent / "llm_emulator_child.py"),
+        kind,
+        "--latency-s",
+        f"{args.model_s:g}",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                line = await stdout.readline()
+                if not line:
+                    raise RuntimeError(f"the {kind} emulator exited before it was ready")
+                if line.startswith(b'{"event":"emulator.ready"'):
+                    ready = orjson.loads(line)
+                    break
+    except BaseException:
+        await children.stop(proc)
+        raise
+
+    async def drain() -> None:  # keep its stdout from filling up
+        while await stdout.read(65536):
+            pass
+
+    api = f"http://127.0.0.1:{ready['port']}" + ("/v1" if kind == "openai" else "")
+    return Emulator(
+        proc, api, f"http://127.0.0.1:{ready['bench_port']}", asyncio.create_task(drain())
+    )
 
 
 async def warmup(rig: Rig, run: int) -> None:
-    books, bot_ids = rig.books(), rig.bot_ids
+    books, bot_ids = await rig.books(), rig.bot_ids
     for b in bot_ids:
-        books.inject(b, _chat(run, "warmup", 0), f"r{run} hi {b}")
+        await books.inject(b, _chat(run, "warmup", 0), f"r{run} hi {b}")
     await books.settle(len(bot_ids), 60)
     if books.replied() < len(bot_ids):
         raise RuntimeError(f"warm-up: {books.replied()} of {len(bot_ids)} answered in 60 s")
 
 
-async def uncontended(rig: Rig, daemon: Daemon, run: int, ongoing: bool = False) -> dict[str, Any]:
+async def uncontended(
+    rig: Rig, procs: list[psutil.Process], run: int, ongoing: bool = False
+) -> dict[str, Any]:
     """One message at a time; the next is injected once the last is answered. Each
     message opens a new chat (its context is looked up in Redis and PostgreSQL and found
     empty), or with `ongoing` goes to the bot's warm-up chat (a conversation in
     progress: its context is in the worker's cache)."""
     bot_ids, args = rig.bot_ids, rig.args
-    books = rig.books()
-    procs = _daemon_procs(daemon)
+    books = await rig.books()
     cpu0, w0 = _cpu(procs), time.perf_counter()
     for i in range(args.sequential):
         bot = bot_ids[i % len(bot_ids)]
@@ -216,40 +312,41 @@ async def uncontended(rig: Rig, daemon: Daemon, run: int, ongoing: bool = False)
             chat = _chat(run, "warmup", 0)
         else:
             chat = _chat(run, "uncontended", (i // len(bot_ids)) % args.chats)
-        books.inject(bot, chat, f"r{run} {'two' if ongoing else 'one'} {i}")  # unique texts
+        await books.inject(bot, chat, f"r{run} {'two' if ongoing else 'one'} {i}")  # unique texts
         await books.settle(i + 1, args.model_s + 30)
         if books.replied() < i + 1:
             break  # a lost message: counted, not waited for again
         await asyncio.sleep(0.1)  # the answered message's context save, off the next one's way
     cpu1, w1 = _cpu(procs), time.perf_counter()
     # ~1 message/s: mostly what the daemon spends idle
-    return books.result(args.sequential) | {
+    return await books.result(args.sequential) | {
         "daemon_cpu_pct": round(100 * (cpu1 - cpu0) / (w1 - w0), 1)
     }
 
 
-async def loaded(rig: Rig, daemon: Daemon, run: int) -> dict[str, Any]:
+async def loaded(rig: Rig, procs: list[psutil.Process], run: int) -> dict[str, Any]:
     """`rate` msg/s, open loop, round-robin over bots, then chats."""
     bot_ids, args = rig.bot_ids, rig.args
     count = round(args.rate * args.seconds)
-    books = rig.books()
-    procs = _daemon_procs(daemon)
-    me = psutil.Process()
+    books = await rig.books()
+    me, emus = psutil.Process(), rig.procs()
     cpu0, own0, busy0, w0 = _cpu_each(procs), _cpu([me]), machine_busy(), time.perf_counter()
+    emu0 = _cpu_each(emus)
     t0 = time.monotonic()
     for i in range(count):
         bot = bot_ids[i % len(bot_ids)]
         chat = _chat(run, "loaded", (i // len(bot_ids)) % args.chats)
-        books.inject(bot, chat, f"r{run} msg {i}")
+        await books.inject(bot, chat, f"r{run} msg {i}")
         delay = t0 + (i + 1) / args.rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)  # the open loop's own pace
     sent_s = time.monotonic() - t0
     await books.settle(count, args.settle)
     cpu1, own1, busy1, w1 = _cpu_each(procs), _cpu([me]), machine_busy(), time.perf_counter()
+    emu1 = _cpu_each(emus)
     wall = w1 - w0
     used = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
-    out = books.result(count)
+    out = await books.result(count)
     out |= {
         "rate": args.rate,
         "sent_in_s": round(sent_s, 2),
@@ -258,6 +355,10 @@ async def loaded(rig: Rig, daemon: Daemon, run: int) -> dict[str, Any]:
         "daemon_cpu_pct_by_process": [round(100 * u / wall, 1) for u in used],
         "daemon_cpu_ms_per_message": round(1000 * sum(used) / count, 2),
         "bench_cpu_pct": round(100 * (own1 - own0) / wall, 1),
+        # the Bot API emulator, then the model's
+        "emulators_cpu_pct": [
+            round(100 * (b - a) / wall, 1) for a, b in zip(emu0, emu1, strict=True)
+        ],
         "machine_busy_pct": round(100 * (busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1]), 1),
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
     }
@@ -267,38 +368,74 @@ async def loaded(rig: Rig, daemon: Daemon, run: int) -> dict[str, Any]:
 async def one_mode(
     rig: Rig, inbox: bool, run: int, base: dict[str, Any], tmp: Path
 ) -> dict[str, Any]:
-    emu, bot_ids, args = rig.emu, rig.bot_ids, rig.args
+    tg, bot_ids = rig.tg, rig.bot_ids
     settings = Settings.model_validate(base | {"bots": {"inbox": inbox}})
     say(f"== bots.inbox = {str(inbox).lower()}: starting the daemon")
-    t_emu = emu.state.clock()
+    t_emu = time.monotonic()  # CLOCK_MONOTONIC: the emulators' clock too
     async with start_daemon(
-        settings, emu.base_url, tmp, ready_timeout=120, expect_warnings=("*",)
+        settings, tg.url, tmp, ready_timeout=120, expect_warnings=("*",)
     ) as daemon:
         async with asyncio.timeout(60):
-            while emu.state.polling_since(t_emu) < len(bot_ids):  # noqa: ASYNC110 - its books
-                await asyncio.sleep(0.05)
-        await warmup(rig, run)
-        say(f"  uncontended: {args.sequential} messages one at a time")
-        seq = await uncontended(rig, daemon, run)
-        say(f"    {seq}")
-        say(f"  ongoing: {args.sequential} messages one at a time, in chats with a history")
-        ongoing = await uncontended(rig, daemon, run, ongoing=True)
-        say(f"    {ongoing}")
-        say(
-            f"  loaded: {args.rate:g} msg/s for {args.seconds:g} s over {len(bot_ids)} bots "
-            f"x {args.chats} chats"
-        )
-        load = await loaded(rig, daemon, run)
-        say(f"    {load}")
+            while True:
+                books = await rig.get(tg, "books", {"polling_since": f"{t_emu}"})
+                if books["polling_since"] >= len(bot_ids):
+                    break
+                await asyncio.sleep(0.05)  # another process's books: polled
+        phases = await the_phases(rig, _daemon_procs(daemon), run)
         warnings = daemon.unexpected_warnings(())
     return {
         "inbox": inbox,
-        "uncontended": seq,
-        "ongoing": ongoing,
-        "loaded": load,
+        **phases,
         "daemon_warnings": len(warnings),
         "daemon_warning_events": sorted({w.split()[1] for w in warnings}),
     }
+
+
+async def the_phases(rig: Rig, procs: list[psutil.Process], run: int) -> dict[str, Any]:
+    """warm-up, uncontended, ongoing, loaded; `procs`: the system under test's processes."""
+    args = rig.args
+    await warmup(rig, run)
+    say(f"  uncontended: {args.sequential} messages one at a time")
+    seq = await uncontended(rig, procs, run)
+    say(f"    {seq}")
+    say(f"  ongoing: {args.sequential} messages one at a time, in chats with a history")
+    ongoing = await uncontended(rig, procs, run, ongoing=True)
+    say(f"    {ongoing}")
+    say(
+        f"  loaded: {args.rate:g} msg/s for {args.seconds:g} s over {len(rig.bot_ids)} bots "
+        f"x {args.chats} chats"
+    )
+    load = await loaded(rig, procs, run)
+    say(f"    {load}")
+    return {"uncontended": seq, "ongoing": ongoing, "loaded": load}
+
+
+async def baseline_mode(rig: Rig, children: Children, run: int) -> dict[str, Any]:
+    """The same phases against bench/llm_baseline_bot.py (no botvisor): the floor."""
+    say("== baseline: a bare long-poll + openai SDK + sendMessage bot, no botvisor")
+    proc = await children.start(
+        sys.executable,
+        str(Path(__file__).resolve().parent / "llm_baseline_bot.py"),
+        "--api",
+        rig.tg.url,
+        "--llm",
+        rig.llm.url,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write("".join(f"{t}\n" for t in rig.tokens).encode())
+        await proc.stdin.drain()
+        proc.stdin.close()
+        async with asyncio.timeout(60):
+            line = await proc.stdout.readline()
+        if not line.startswith(b'{"event":"baseline.ready"'):
+            raise RuntimeError(f"the baseline bot did not start: {line!r}")
+        phases = await the_phases(rig, [psutil.Process(proc.pid)], run)
+    finally:
+        await children.stop(proc, grace_s=10)
+    return {"inbox": "baseline", **phases, "daemon_warnings": 0, "daemon_warning_events": []}
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -309,32 +446,44 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     modes = [m.strip().lower() in ("true", "on", "1") for m in args.modes.split(",") if m]
     runs: list[dict[str, Any]] = []
     started = time.time()
+    children = Children()
+    drains: list[asyncio.Task[None]] = []
     try:
         async with (
             scratch_database(args.pg_admin_dsn) as dsn,
-            open_emulator() as emu,
-            open_llm_emulator() as llm,
+            aiohttp.ClientSession() as session,
         ):
-            llm.state.latency_s = args.model_s
+            tg = await start_emulator(children, "telegram", args)
+            drains.append(tg.drain)
+            llm = await start_emulator(children, "openai", args)
+            drains.append(llm.drain)
             base: dict[str, Any] = {
                 "database": {"url": dsn},
                 "redis": {"url": args.redis_url, "prefix": prefix},
                 "state": {"dir": str(tmp / "state")},
                 "workers": {"count": args.workers},
-                "openai": {"base_url": llm.base_url, "api_key": "sk-bench", "model": "emu-1"},
+                "openai": {"base_url": llm.url, "api_key": "sk-bench", "model": "emu-1"},
             }
-            bots = emu.state.create_bots(args.bots)
+            rig = Rig(tg, llm, session, [], [], args)
+            bots = await rig.post(tg, "bots", {"count": args.bots})
             async with open_registry(Settings.model_validate(base)) as registry:
                 await registry.add_many(
-                    [(BotToken(b.token), f"llm{b.id}") for b in bots], handler="openai"
+                    [(BotToken(b["token"]), f"llm{b['id']}") for b in bots], handler="openai"
                 )
-            rig = Rig(emu, llm, [b.id for b in bots], args)
+            rig.bot_ids = [b["id"] for b in bots]
+            rig.tokens = [b["token"] for b in bots]
             for run, inbox in enumerate(modes):
                 runs.append(await one_mode(rig, inbox, run, base, tmp))
+            if args.baseline:
+                runs.append(await baseline_mode(rig, children, len(modes)))
     finally:
+        await children.stop_all()
+        for drain in drains:
+            drain.cancel()
+        await asyncio.gather(*drains, return_exceptions=True)
         await drop_redis_prefix(args.redis_url, prefix)
         shutil.rmtree(tmp, ignore_errors=True)
-    default = next((r for r in runs if r["inbox"]), None)
+    default = next((r for r in runs if r["inbox"] is True), None)
     met = None
     if default is not None:
         p99 = default["loaded"]["added_p99_ms"]
@@ -347,6 +496,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "nothing_lost_or_twice": all(
                 r[ph]["lost"] == 0 and r[ph]["duplicates"] == 0
                 for r in runs
+                if r["inbox"] != "baseline"
                 for ph in ("uncontended", "ongoing", "loaded")
             ),
         }
@@ -383,6 +533,12 @@ def table(result: dict[str, Any]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--modes", default="true,false", help="bots.inbox values, in order")
+    p.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then the same phases against bench/llm_baseline_bot.py (no botvisor)",
+    )
     p.add_argument("--bots", type=int, default=20)
     p.add_argument("--chats", type=int, default=5, help="chats per bot")
     p.add_argument("--rate", type=float, default=50.0, help="messages/s in the loaded phase")

@@ -182,6 +182,11 @@ class DurableLog:
             rows = await self._pool.fetch(_HANDED_OFF, bot_id, float(max_age_s), limit)
         return [(r["chat_id"], _mapping(r["handoff"]), r["stamp"]) for r in rows]
 
+    def has_pending(self, bot_id: int, chat_id: int) -> bool:
+        """Whether rows or a state of the chat are not yet known to be committed."""
+        key = (bot_id, chat_id)
+        return key in self._by_chat or key in self._states or key in self._inflight
+
     def pending_for(self, bot_id: int, chat_id: int) -> list[Message]:
         """Rows of one chat not yet known to be committed (including a batch in flight)."""
         return list(self._by_chat.get((bot_id, chat_id), ()))

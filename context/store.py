@@ -41,7 +41,7 @@ log = structlog.get_logger(__name__)
 
 #: A save that loses this many compare-and-set races in a row gives up.
 SAVE_ATTEMPTS: Final = 100
-#: How long a load waits for PostgreSQL to say whether Redis is stale before trusting it.
+#: How long a load waits for the chat's `chat_state` row (is Redis stale? any history?).
 STALE_CHECK_TIMEOUT_S: Final = 2.0
 
 
@@ -185,23 +185,44 @@ class ContextStore(RedisRecovery):
     # -- reading --------------------------------------------------------------------------
 
     async def _fetch(self, bot_id: int, chat_id: int) -> Context:
-        """The freshest context this store can get without raising."""
+        """The freshest context this store can get without raising.
+
+        Redis and PostgreSQL's `chat_state` row are read at once (one round trip, not
+        two in a row): the row says whether Redis is stale and, for a chat with no row
+        and nothing queued, that PostgreSQL holds nothing for it (a new chat: no history
+        query either; migration 0010 gave every chat with history its row)."""
+        durable = self._durable
+        check = not (durable.degraded or self._rebuild_failing)
+        queued = durable.has_pending(bot_id, chat_id)  # before the query: see `_new_chat`
+        row = (
+            asyncio.create_task(self._state_or_error(bot_id, chat_id), name="context:state")
+            if check
+            else None
+        )
+        try:
+            ctx: Context | None = None
+            if not self._redis_down:
+                try:
+                    async with asyncio.timeout(self.config.redis_timeout_s):
+                        ctx = await self._redis.fetch(bot_id, chat_id)
+                except REDIS_DOWN as exc:
+                    self._mark_redis_down(exc)
+            state = await row if row is not None else None
+        finally:
+            if row is not None and not row.done():
+                row.cancel()  # we were cancelled: the query is nobody's any more
         stale = ""
-        if not self._redis_down:
-            try:
-                async with asyncio.timeout(self.config.redis_timeout_s):
-                    ctx = await self._redis.fetch(bot_id, chat_id)
-            except REDIS_DOWN as exc:
-                self._mark_redis_down(exc)
-            else:
-                if ctx.version and not await self._older_than_durable(ctx):
-                    self._c.redis_hits += 1
-                    return ctx
-                if ctx.version:
-                    stale = ctx.version
-                else:
-                    self._c.redis_misses += 1
-        rebuilt = await self._rebuild(bot_id, chat_id, None)
+        if ctx is not None and ctx.version:
+            if not self._older_than_durable(ctx, state):
+                self._c.redis_hits += 1
+                return ctx
+            stale = ctx.version
+        elif ctx is not None:
+            self._c.redis_misses += 1
+        if not stale and self._new_chat(bot_id, chat_id, state, queued):
+            self._c.postgres_misses += 1
+            return Context(bot_id, chat_id)
+        rebuilt = await self._rebuild(bot_id, chat_id, None, state)
         if (rebuilt.empty and not stale) or self._redis_down:
             return rebuilt
         # put it back, so other readers (a restarted actor, another worker) find it there
@@ -213,14 +234,31 @@ class ContextStore(RedisRecovery):
             return rebuilt
         return stored  # ours, or what a writer stored meanwhile
 
-    async def _older_than_durable(self, ctx: Context) -> bool:
-        """Whether PostgreSQL holds a change of the chat newer than Redis's copy. With
-        PostgreSQL away Redis is trusted (the best there is)."""
-        if self._durable.degraded or self._rebuild_failing:
-            return False
+    async def _state_or_error(self, bot_id: int, chat_id: int) -> ChatState | BaseException:
         try:
-            state = await self._durable.state(ctx.bot_id, ctx.chat_id, STALE_CHECK_TIMEOUT_S)
-        except PG_DOWN:
+            return await self._durable.state(bot_id, chat_id, STALE_CHECK_TIMEOUT_S)
+        except PG_DOWN as exc:
+            return exc
+
+    def _new_chat(
+        self, bot_id: int, chat_id: int, state: ChatState | BaseException | None, queued: bool
+    ) -> bool:
+        """PostgreSQL has no row for the chat and nothing of it was queued before or
+        after the query (a batch committing meanwhile was queued before it, or its row
+        is in the answer): there is no history to read."""
+        return (
+            isinstance(state, ChatState)
+            and state.stamp == 0
+            and not queued
+            and not self._durable.has_pending(bot_id, chat_id)
+        )
+
+    def _older_than_durable(self, ctx: Context, state: ChatState | BaseException | None) -> bool:
+        """Whether PostgreSQL holds a change of the chat newer than Redis's copy. With
+        PostgreSQL away (or not asked: degraded) Redis is trusted (the best there is)."""
+        if state is None:
+            return False
+        if isinstance(state, BaseException):
             self._c.rebuild_errors += 1
             return False
         if state.stamp <= version_stamp(ctx.version):
@@ -229,17 +267,28 @@ class ContextStore(RedisRecovery):
         log.info("context.redis_stale", bot_id=ctx.bot_id, chat_id=ctx.chat_id)
         return True
 
-    async def _rebuild(self, bot_id: int, chat_id: int, fallback: Context | None) -> Context:
+    async def _rebuild(
+        self,
+        bot_id: int,
+        chat_id: int,
+        fallback: Context | None,
+        state: ChatState | BaseException | None = None,
+    ) -> Context:
         """The chat from PostgreSQL plus what is still queued for it; version "" (not in
         Redis). Dialog and prefs: `chat_state` (lapsed by their TTLs since the chat's
-        last change), else what memory had (`fallback`).
+        last change; `state` if the caller read it already, or how reading it failed),
+        else what memory had (`fallback`).
 
         With PostgreSQL down too: `fallback` (what memory had) or an empty context.
         """
         c = self.config
+        queued = self._durable.pending_state(bot_id, chat_id)
         try:
+            if isinstance(state, BaseException):
+                raise state  # the caller's read of the row failed: PostgreSQL is away
             messages = await self._durable.recent(bot_id, chat_id, c.max_messages, c.messages_ttl_s)
-            state = await self._durable.state(bot_id, chat_id)
+            if state is None:
+                state = await self._durable.state(bot_id, chat_id)
         except PG_DOWN as exc:
             self._c.rebuild_errors += 1
             if not self._rebuild_failing:
@@ -258,7 +307,7 @@ class ContextStore(RedisRecovery):
             self._c.postgres_hits += 1
         else:
             self._c.postgres_misses += 1
-        state = state.newer(self._durable.pending_state(bot_id, chat_id))
+        state = state.newer(queued).newer(self._durable.pending_state(bot_id, chat_id))
         dialog, prefs = (
             (fallback.dialog, fallback.prefs) if fallback is not None else (EMPTY, EMPTY)
         )

@@ -40,10 +40,11 @@ class Fault:
 
 @dataclass(slots=True)
 class Seen:
-    at: float  # monotonic
+    at: float  # monotonic: answered (after `latency_s`)
     status: int
     model: str
     messages: list[dict[str, Any]]
+    started: float = 0.0  # monotonic: the request arrived
 
 
 @dataclass(slots=True)
@@ -182,12 +183,13 @@ async def chat_completions(request: web.Request) -> web.Response:
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         return _error(400, "invalid_request_error", f"bad request: {exc}")
     state.note_started()
+    started = time.monotonic()
     if state.latency_s > 0:
         await asyncio.sleep(state.latency_s)
     now = time.monotonic()
     window = state.context_window
     if window is not None and prompt_tokens(messages) > window:
-        state.record(Seen(now, 400, model, messages))
+        state.record(Seen(now, 400, model, messages, started))
         return _error(
             400,
             "invalid_request_error",
@@ -196,17 +198,17 @@ async def chat_completions(request: web.Request) -> web.Response:
         )
     fault = state.take_fault()
     if fault is None:
-        state.record(Seen(now, 200, model, messages))
+        state.record(Seen(now, 200, model, messages, started))
         return _json(completion_body(model, messages, len(state.requests)))
     if fault.kind == "429":
-        state.record(Seen(now, 429, model, messages))
+        state.record(Seen(now, 429, model, messages, started))
         return _error(
             429, "rate_limit_error", "slow down", {"Retry-After": f"{fault.retry_after:g}"}
         )
     if fault.kind == "500":
-        state.record(Seen(now, 500, model, messages))
+        state.record(Seen(now, 500, model, messages, started))
         return _error(500, "server_error", "the emulator was told to fail")
-    state.record(Seen(now, 0, model, messages))  # hang: until the server closes
+    state.record(Seen(now, 0, model, messages, started))  # hang: until the server closes
     await state.hangs.wait()
     return _error(503, "server_error", "shutting down")
 

@@ -1,9 +1,10 @@
 """`openai`: answer with an LLM, remembering the conversation in the chat's context.
 
 Per update (one chat's updates never overlap): record the user's message (in groups
-prefixed with the speaker's name), build the prompt from the chat's recent messages
-that fit the model's context window (`bots/handlers/prompt.py`), show "typing" while
-the model thinks, send the answer (split past 4,096 characters), record it.
+prefixed with the speaker's name) while the model is asked — the prompt is built from
+the chat's recent messages that fit the model's context window
+(`bots/handlers/prompt.py`), "typing" shows while the model thinks — then, once the
+message is recorded, send the answer (split past 4,096 characters) and record it.
 Commands: /start greets, /reset forgets the chat, /operator (or the bot's
 `handoff_keyword`) hands the chat to a human: the bot records but no longer answers it
 until `context.release_chat`. Commands during a handoff stay commands (never recorded
@@ -30,6 +31,7 @@ from bots.llm.client import LLMClient, LLMUnavailable
 from bots.telegram.errors import TRANSIENT, TelegramError
 from bots.telegram.update import Incoming
 from context import HANDOFF_KEY, Changes, Context, Message, handed_off, handoff_changes
+from context.model import apply_changes
 
 log = structlog.get_logger(__name__)
 
@@ -89,22 +91,37 @@ class OpenAIHandler:
         if settings.wants_handoff(text):
             await self._hand_off(ctx, update, user if not recorded else None, "keyword")
             return
+        saving: asyncio.Task[Context] | None = None
         if not recorded:
-            state = await store.save(bot_id, chat_id, self._record(user, update))
-            if handed_off(state):
-                return
-        usage = self._usage
-        if usage is not None and not await usage.llm_allowed(bot_id):
-            # the owner's LLM tokens for today are used up: no model call
-            log.debug("openai.over_quota", bot_id=bot_id)
-            await self._reply(ctx, update, usage.fallback_text)
-            return
-        answer = await self._ask(ctx, update, settings, state)
-        if answer is None:
-            await self._reply(ctx, update, settings.fallback_text)
-            return
-        await self._reply(ctx, update, answer)
-        await store.save(bot_id, chat_id, Changes(append=(Message("assistant", answer),)))
+            # the model is asked while the turn is written (its round trip is off the
+            # reply's path); the reply waits for the write, so a turn is recorded before
+            # it is answered, and a chat a human took meanwhile gets no answer
+            turn = self._record(user, update)
+            saving = asyncio.create_task(
+                store.save(bot_id, chat_id, turn), name=f"bot:{bot_id}:chat:{chat_id}:record"
+            )
+            state = apply_changes(state, turn, store.config.max_messages)
+        typing: list[asyncio.Task[None]] = []  # cancelled by `_ask`, awaited after the reply
+        try:
+            try:
+                usage = self._usage
+                if usage is not None and not await usage.llm_allowed(bot_id):
+                    # the owner's LLM tokens for today are used up: no model call
+                    if saving is not None and handed_off(await saving):
+                        return
+                    log.debug("openai.over_quota", bot_id=bot_id)
+                    await self._reply(ctx, update, usage.fallback_text)
+                    return
+                answer = await self._ask(ctx, update, settings, state, typing)
+                if saving is not None and handed_off(await saving):
+                    return  # a human has this chat now: the model's answer is not sent
+            finally:
+                await _settle(saving)
+            await self._reply(ctx, update, settings.fallback_text if answer is None else answer)
+        finally:
+            await asyncio.gather(*typing, return_exceptions=True)
+        if answer is not None:
+            await store.save(bot_id, chat_id, Changes(append=(Message("assistant", answer),)))
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -143,16 +160,26 @@ class OpenAIHandler:
         await self._reply(ctx, update, HANDOFF_TEXT)
 
     async def _ask(
-        self, ctx: BotContext, update: Incoming, settings: LLMBotSettings, state: Context
+        self,
+        ctx: BotContext,
+        update: Incoming,
+        settings: LLMBotSettings,
+        state: Context,
+        typing: list[asyncio.Task[None]],
     ) -> str | None:
-        """The model's answer, or None when it is unavailable (the caller sends a fallback)."""
+        """The model's answer, or None when it is unavailable (the caller sends a fallback).
+        Its "typing" task is cancelled on return and left in `typing` for the caller to
+        await after the reply (a loop turn less between the answer and the reply)."""
         llm = self._llm
         if llm is None:
             log.error("openai.not_configured", bot_id=ctx.bot_id)
             return None
         prompt = build_prompt(settings, state, llm.context_window_tokens)
-        typing = asyncio.create_task(
-            _keep_typing(ctx, update.chat_id), name=f"bot:{ctx.bot_id}:chat:{update.chat_id}:typing"
+        typing.append(
+            asyncio.create_task(
+                _keep_typing(ctx, update.chat_id),
+                name=f"bot:{ctx.bot_id}:chat:{update.chat_id}:typing",
+            )
         )
         try:
             try:
@@ -170,8 +197,7 @@ class OpenAIHandler:
             log.info("openai.fallback", bot_id=ctx.bot_id, reason=exc.reason)
             return None
         finally:
-            typing.cancel()
-            await asyncio.gather(typing, return_exceptions=True)
+            typing[-1].cancel()  # before the reply: no "typing" after it
         return text if text.strip() else None
 
     async def _complete(
@@ -222,6 +248,18 @@ def _command(text: str, username: str) -> str | None:
     if target and target.casefold() != username.casefold():
         return ""
     return name.casefold()
+
+
+async def _settle(saving: asyncio.Task[Context] | None) -> None:
+    """Leaving early (an error, a cancel): a write still running is cancelled, as it
+    would have been awaited here before; a failed one's error is the caller's already."""
+    if saving is None:
+        return
+    if not saving.done():
+        saving.cancel()
+        await asyncio.gather(saving, return_exceptions=True)
+    elif not saving.cancelled():
+        saving.exception()  # retrieved: raised by `await saving` or superseded
 
 
 async def _keep_typing(ctx: BotContext, chat_id: int) -> None:

@@ -145,7 +145,13 @@ class LLMClient:
         from openai.types.chat import ChatCompletion
 
         if self._client is None:
-            self._client = openai.AsyncOpenAI(**self._options)
+            # the SDK's own aiohttp transport (`DefaultAioHttpClient`, same defaults as its
+            # httpx one): the worker already runs aiohttp, and after an idle second a
+            # request through httpx + anyio took ~1-2 ms longer to reach the model
+            # (bench/llm_latency.py's uncontended phase)
+            self._client = openai.AsyncOpenAI(
+                **self._options, http_client=openai.DefaultAioHttpClient()
+            )
         deadline = time.monotonic() + self._deadline_s
         attempt = 0
         while True:

@@ -6,7 +6,9 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given
@@ -19,6 +21,7 @@ from context.model import RESET_ROLE, apply_changes, recent_history
 from context.pending import ALL, PendingChat, replay
 from context.redis_io import RedisContexts, Ttls
 from ipc import keys
+from supervisor.registry import migrations as migrations_package
 from tests.context_helpers import (
     TcpProxy,
     delete_prefix,
@@ -39,6 +42,9 @@ async def settings(settings_factory: Callable[..., Settings], database_url: str)
 async def store(settings: Settings) -> AsyncIterator[ContextStore]:
     async with open_context_store(settings) as s:
         yield s
+
+
+MIGRATIONS = Path(migrations_package.__file__).parent
 
 
 def new_bot() -> int:
@@ -229,6 +235,43 @@ async def test_a_chat_lost_by_redis_is_rebuilt_from_postgres_after_its_last_rese
     assert texts(ctx) == ["c", "d"]
     assert [m.role for m in ctx.messages] == ["user", "assistant"]
     assert (stats.redis_misses, stats.postgres_hits) == (1, 1)
+
+
+async def test_a_new_chat_needs_no_history_query_but_queued_or_old_history_is_found(
+    settings: Settings, redis_url: str, database_url: str
+) -> None:
+    """A chat in neither Redis nor `chat_state` is new (no history query); rows still
+    queued for PostgreSQL, and history older than `chat_state` (migration 0010 gives it
+    its row), are not taken for nothing."""
+    bot = new_bot()
+    async with open_context_store(settings) as store:
+        assert (await store.load(bot, 1)).empty
+        stats = store.statistics()
+        assert (stats.redis_misses, stats.postgres_misses, stats.postgres_hits) == (1, 1, 0)
+        # rows queued, not yet committed: the writer is held by a lock on the table
+        conn = await asyncpg.connect(database_url, timeout=10)
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
+                await store.save(bot, 2, say("queued"))
+                await delete_prefix(redis_url, settings.redis.prefix)
+                store.forget_bot(bot)  # a cold cache
+                assert texts(await store.load(bot, 2)) == ["queued"]
+        finally:
+            await conn.close(timeout=10)
+        assert await store.wait_durable(10)
+    # history written before chat_state existed: no row until the backfill
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        await conn.execute(
+            "INSERT INTO messages (bot_id, chat_id, role, content) VALUES ($1, 3, 'user', 'old')",
+            bot,
+        )
+        await conn.execute((MIGRATIONS / "0010_chat_state_backfill.sql").read_text())
+    finally:
+        await conn.close(timeout=10)
+    async with open_context_store(settings) as fresh:
+        assert texts(await fresh.load(bot, 3)) == ["old"]
 
 
 async def test_a_flush_under_a_warm_cache_rebuilds_and_keeps_dialog_from_memory(

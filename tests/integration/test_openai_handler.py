@@ -27,7 +27,13 @@ from bots.telegram.api import BotApi
 from bots.telegram.token import BotToken
 from bots.telegram.update import Incoming
 from config import Settings
-from context import ContextStore, open_context_store, release_chat
+from context import (
+    ContextStore,
+    handed_off,
+    handoff_changes,
+    open_context_store,
+    release_chat,
+)
 from emulators.openai import RunningLLMEmulator, open_llm_emulator
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ratelimit import BotLimiter, Limits, Rate
@@ -235,6 +241,22 @@ async def test_commands_during_a_handoff_are_commands_not_text_for_the_model(
     assert await rig.say("back?") == ["you said back?; earlier you said hello?"]
     said = [m["content"] for r in rig.llm_emu.state.requests for m in r.messages]
     assert not [t for t in said if t.startswith("/")]  # no command ever reached the model
+
+
+async def test_a_handoff_by_another_process_is_kept_though_this_worker_cached_the_chat(
+    rig: Rig,
+) -> None:
+    """The model is asked while the turn is written: the write finds the handoff another
+    process made (this worker's cache did not know it), and the answer is not sent."""
+    await rig.start_bot()
+    assert await rig.say("hi") == ["you said hi"]  # the chat is in this worker's cache
+    async with open_context_store(rig.settings) as admin:
+        await admin.save(rig.bot.id, rig.chat, handoff_changes("admin", None))
+    assert await rig.say("anyone?") == []
+    assert rig.store is not None
+    ctx = await rig.store.load(rig.bot.id, rig.chat)
+    assert handed_off(ctx)
+    assert [m.content for m in ctx.messages][-1] == "anyone?"  # recorded, for the human
 
 
 async def test_a_handoff_survives_a_redis_wipe_with_a_cold_cache(rig: Rig, redis_url: str) -> None:
