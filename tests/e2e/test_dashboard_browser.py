@@ -125,11 +125,25 @@ class Steps:
     def navigation(self) -> Iterator[None]:
         """Return only once the page the action leads to has replaced this one: a click
         or submit may return before the browser has navigated."""
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
         old = self.d.find_element(self.by.TAG_NAME, "html")
+
+        def replaced(_: Any) -> bool:
+            try:
+                old.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as exc:
+                # ChromeDriver 156 may say this instead of "stale element" for a node of
+                # the page just replaced (seen in a full-suite run)
+                if "does not belong to the document" in str(exc):
+                    return True
+                raise
+            return False
+
         yield
-        self.wait.until(expected_conditions.staleness_of(old))
+        self.wait.until(replaced)
         self.wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
