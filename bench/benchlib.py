@@ -205,26 +205,37 @@ async def start_emulator(
             stderr=log_file,
             env=env,
         )
+    ready, drain = await read_ready(
+        children, proc, ready_within_s, f"emulator exited before it was ready; see {log_path}"
+    )
+    return Emulator(proc, f"http://127.0.0.1:{int(ready['port'])}", drain)
+
+
+async def read_ready(
+    children: Children, proc: asyncio.subprocess.Process, within_s: float, failure: str
+) -> tuple[dict[str, Any], asyncio.Task[None]]:
+    """An emulator child's `emulator.ready` line (its ports), and a task that drains the rest
+    of its stdout so it never fills up. Stops the child if it is not ready in time."""
     assert proc.stdout is not None
     stdout = proc.stdout
     try:
-        async with asyncio.timeout(ready_within_s):
+        async with asyncio.timeout(within_s):
             while True:
                 line = await stdout.readline()
                 if not line:
-                    raise RuntimeError(f"emulator exited before it was ready; see {log_path}")
+                    raise RuntimeError(failure)
                 if line.startswith(b'{"event":"emulator.ready"'):
-                    port = int(orjson.loads(line)["port"])
+                    ready: dict[str, Any] = orjson.loads(line)
                     break
     except BaseException:
         await children.stop(proc)
         raise
 
-    async def drain() -> None:  # keep its stdout from filling up
+    async def drain() -> None:
         while await stdout.read(65536):
             pass
 
-    return Emulator(proc, f"http://127.0.0.1:{port}", asyncio.create_task(drain()))
+    return ready, asyncio.create_task(drain())
 
 
 async def stop_emulator(children: Children, emu: Emulator) -> None:

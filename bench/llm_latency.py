@@ -73,6 +73,7 @@ from benchlib import (  # noqa: E402
     machine,
     machine_busy,
     raise_nofile,
+    read_ready,
     run_main,
     say,
     scratch_database,
@@ -262,29 +263,11 @@ async def start_emulator(children: Children, kind: str, args: argparse.Namespace
         f"{args.model_s:g}",
         stdout=asyncio.subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                line = await stdout.readline()
-                if not line:
-                    raise RuntimeError(f"the {kind} emulator exited before it was ready")
-                if line.startswith(b'{"event":"emulator.ready"'):
-                    ready = orjson.loads(line)
-                    break
-    except BaseException:
-        await children.stop(proc)
-        raise
-
-    async def drain() -> None:  # keep its stdout from filling up
-        while await stdout.read(65536):
-            pass
-
-    api = f"http://127.0.0.1:{ready['port']}" + ("/v1" if kind == "openai" else "")
-    return Emulator(
-        proc, api, f"http://127.0.0.1:{ready['bench_port']}", asyncio.create_task(drain())
+    ready, drain = await read_ready(
+        children, proc, 30, f"the {kind} emulator exited before it was ready"
     )
+    api = f"http://127.0.0.1:{ready['port']}" + ("/v1" if kind == "openai" else "")
+    return Emulator(proc, api, f"http://127.0.0.1:{ready['bench_port']}", drain)
 
 
 async def warmup(rig: Rig, run: int) -> None:

@@ -11,12 +11,48 @@ Runs in the loop of the worker (or CLI) that opened it.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, cast
+from urllib.parse import urlsplit
 
 from bots.telegram.net import TunnelProtocol
 
 _MAX_HEAD: Final = 64 * 1024
 _MAX_BODY: Final = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ApiServer:
+    """A Bot API server as `telegram.api_base` names it; one instance per URL per process
+    (`api_server`), shared by every bot's long poll and the send pools."""
+
+    tls: bool
+    host: str
+    port: int
+    #: the URL's path (a local server may sit under one), without a trailing slash
+    path: str
+    #: what follows a request's path in its head, up to the Content-Length value
+    tail: bytes
+
+    def bot_path(self, token_secret: str) -> bytes:
+        """The start of every request line of one bot; the method name follows it."""
+        return f"POST {self.path}/bot{token_secret}/".encode()
+
+
+@lru_cache(maxsize=64)
+def api_server(api_base: str) -> ApiServer:
+    """Raises ValueError for anything but an http(s) URL with a host."""
+    url = urlsplit(api_base.rstrip("/"))
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError("telegram.api_base must be an http(s) URL")
+    tls = url.scheme == "https"
+    host_header = url.netloc.rsplit("@", 1)[-1]
+    tail = (
+        f" HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n"
+        "Connection: keep-alive\r\nContent-Length: "
+    ).encode()
+    return ApiServer(tls, url.hostname, url.port or (443 if tls else 80), url.path, tail)
 
 
 class HttpProtocolError(Exception):

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Final
-from urllib.parse import urlsplit
 
-from bots.telegram.http1 import HttpConnection, HttpProtocolError
+from bots.telegram.http1 import HttpConnection, HttpProtocolError, api_server
 from bots.telegram.net import NetOptions, open_transport
 
 #: direct, verified TLS, default timeouts (tests and one-off clients)
@@ -23,22 +22,12 @@ DIRECT: Final = NetOptions()
 class LongPoll:
     """A bot's getUpdates connection. Runs in the actor's task."""
 
-    __slots__ = ("_conn", "_head", "_host", "_net", "_port", "_tls")
+    __slots__ = ("_conn", "_head", "_net", "_server")
 
     def __init__(self, api_base: str, token_secret: str, net: NetOptions = DIRECT) -> None:
-        url = urlsplit(api_base.rstrip("/"))
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError("telegram.api_base must be an http(s) URL")
-        self._tls = url.scheme == "https"
-        self._host = url.hostname
-        self._port = url.port or (443 if self._tls else 80)
+        self._server = api_server(api_base)
         self._net = net
-        host_header = url.netloc.rsplit("@", 1)[-1]
-        self._head = (
-            f"POST {url.path}/bot{token_secret}/getUpdates HTTP/1.1\r\n"
-            f"Host: {host_header}\r\nContent-Type: application/json\r\n"
-            "Connection: keep-alive\r\nContent-Length: "
-        ).encode()
+        self._head = self._server.bot_path(token_secret) + b"getUpdates" + self._server.tail
         self._conn: HttpConnection | None = None
 
     @property
@@ -76,7 +65,8 @@ class LongPoll:
                 await self._connect()
 
     async def _connect(self) -> HttpConnection:
-        _, conn = await open_transport(HttpConnection, self._host, self._port, self._tls, self._net)
+        srv = self._server
+        _, conn = await open_transport(HttpConnection, srv.host, srv.port, srv.tls, self._net)
         self._conn = conn
         return conn
 

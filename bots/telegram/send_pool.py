@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from urllib.parse import urlsplit
 
-from bots.telegram.http1 import HttpConnection
+from bots.telegram.http1 import HttpConnection, api_server
 from bots.telegram.net import NetOptions, ProxyFailed, open_transport
 
 
@@ -34,34 +33,18 @@ class SendPool:
 
     __slots__ = (
         "_closed",
-        "_host",
         "_idle",
         "_keepalive_s",
         "_limit",
         "_open",
-        "_port",
-        "_tail",
-        "_tls",
+        "_server",
         "_waiters",
         "net",
-        "path",
     )
 
     def __init__(self, api_base: str, net: NetOptions, limit: int, keepalive_s: float) -> None:
-        url = urlsplit(api_base.rstrip("/"))
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError("telegram.api_base must be an http(s) URL")
-        self._tls = url.scheme == "https"
-        self._host = url.hostname
-        self._port = url.port or (443 if self._tls else 80)
-        self.path = url.path
+        self._server = api_server(api_base)  # ValueError for anything but an http(s) URL
         self.net = net
-        host_header = url.netloc.rsplit("@", 1)[-1]
-        #: what follows the method name in every request line and head
-        self._tail = (
-            f" HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n"
-            "Connection: keep-alive\r\nContent-Length: "
-        ).encode()
         self._limit = limit if limit > 0 else 1 << 30  # 0: unbounded, as the setting says
         self._keepalive_s = keepalive_s
         #: (idle since, connection), the most recently used last
@@ -73,7 +56,7 @@ class SendPool:
 
     def head(self, token_secret: str) -> bytes:
         """The start of every request line of one bot; the method name follows it."""
-        return f"POST {self.path}/bot{token_secret}/".encode()
+        return self._server.bot_path(token_secret)
 
     @property
     def connections(self) -> int:
@@ -87,7 +70,8 @@ class SendPool:
         Raises ConnectFailed (nothing sent), ProxyFailed, HttpProtocolError, OSError or
         TimeoutError (the answer did not come within `timeout`: it may have been sent).
         """
-        data = b"".join((head, method.encode(), self._tail, b"%d\r\n\r\n" % len(body), body))
+        tail = self._server.tail
+        data = b"".join((head, method.encode(), tail, b"%d\r\n\r\n" % len(body), body))
         conn = await self._acquire(timeout)
         loop = asyncio.get_running_loop()
         fut = conn.request(data)
@@ -143,8 +127,9 @@ class SendPool:
     async def _connect(self, timeout: float) -> HttpConnection:
         try:
             async with asyncio.timeout(timeout):
+                srv = self._server
                 _, conn = await open_transport(
-                    HttpConnection, self._host, self._port, self._tls, self.net
+                    HttpConnection, srv.host, srv.port, srv.tls, self.net
                 )
         except ProxyFailed:
             raise

@@ -3,60 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from bots.telegram.http1 import HttpProtocolError
 from bots.telegram.longpoll import LongPoll
-
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], "asyncio.Future[None] | None"]
-
-
-class RawServer:
-    """Answers each request on a connection with `answers[request number]` bytes."""
-
-    def __init__(self) -> None:
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.answers: list[bytes | None] = []  # None: close the connection instead
-        self.port = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-                self.requests.append(head + await reader.readexactly(length))
-                answer = self.answers.pop(0) if self.answers else None
-                if answer is None:
-                    break
-                if answer == b"hang":
-                    await asyncio.sleep(3600)
-                close = answer.endswith(b"<close>")
-                writer.write(answer.removesuffix(b"<close>"))
-                await writer.drain()
-                if close:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[RawServer]:
-    raw = RawServer()
-    srv = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
-    raw.port = srv.sockets[0].getsockname()[1]
-    async with srv:
-        yield raw
-        srv.close()
-
-
-def ok(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+from tests.rawhttp import RawServer, ok
 
 
 async def test_content_length_answers_reuse_one_connection(server: RawServer) -> None:
@@ -124,7 +76,7 @@ async def test_garbage_is_a_protocol_error_not_a_hang(server: RawServer) -> None
 def test_only_http_urls_are_accepted() -> None:
     with pytest.raises(ValueError):
         LongPoll("ftp://example.org", "1:S")
-    assert LongPoll("https://api.telegram.org", "1:S")._port == 443
+    assert LongPoll("https://api.telegram.org", "1:S")._server.port == 443
 
 
 async def test_connections_to_one_host_reuse_its_cached_addresses(server: RawServer) -> None:

@@ -19,19 +19,9 @@ from bots.telegram.send_pool import ConnectFailed, SendPool
 from bots.telegram.token import BotToken
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ratelimit import BotLimiter, Limits
-from tests.unit.test_longpoll import RawServer, ok
+from tests.rawhttp import RawServer, ok
 
 HEAD = b"POST /bot123:SECRET/"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[RawServer]:
-    raw = RawServer()
-    srv = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
-    raw.port = srv.sockets[0].getsockname()[1]
-    async with srv:
-        yield raw
-        srv.close()
 
 
 def pool_for(port: int, *, limit: int = 8, keepalive_s: float = 30.0) -> SendPool:
