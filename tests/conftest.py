@@ -30,9 +30,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from bots.telegram.sessions import SessionPool
 from config import Settings, load_settings
 from supervisor.embedded.base import EmbeddedServices
 from supervisor.embedded.servers import open_embedded
+from tests.botapi import open_pools
 
 SYSTEM_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 SYSTEM_REDIS = ("127.0.0.1", 6379)
@@ -311,3 +313,11 @@ def no_secret_in_logs(_secret_grep_tap: None) -> Iterator[None]:
     access.setLevel(logging.NOTSET)
     reset_logging()
     assert not leaks, "secrets in log lines:\n" + "\n".join(leaks)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[SessionPool]:
+    """A worker's Bot API pools (tests/botapi.py: `worker_api` builds a BotApi on them
+    that makes its calls the way a worker's bots do)."""
+    async with open_pools() as pools:
+        yield pools

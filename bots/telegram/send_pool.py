@@ -62,6 +62,11 @@ class SendPool:
     def connections(self) -> int:
         return self._open
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a connection (a burst past the bound)."""
+        return len(self._waiters)  # a woken waiter leaves it, a cancelled one removes itself
+
     async def post(
         self, head: bytes, method: str, body: bytes, timeout: float
     ) -> tuple[int, bytes]:
@@ -132,7 +137,7 @@ class SendPool:
                     HttpConnection, srv.host, srv.port, srv.tls, self.net
                 )
         except ProxyFailed:
-            raise
+            raise  # an OSError too, but its message names the proxy: keep it
         except (OSError, TimeoutError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ""
             raise ConnectFailed(reason or type(exc).__name__) from None

@@ -233,7 +233,7 @@ class Connection(asyncio.Protocol):
             if isinstance(head, asyncio.Future):
                 if not head.done():
                     break
-                reply = Reply(500) if head.cancelled() or head.exception() else head.result()
+                reply = head.result() if _answered(head) else Reply(500)
             else:
                 reply = head
             out.popleft()
@@ -302,3 +302,15 @@ class Connection(asyncio.Protocol):
         self.closing = True
         if not self.out:
             self._close()
+
+
+def _answered(answer: asyncio.Future[Reply]) -> bool:
+    """Whether a done answer holds a reply; a cancelled or failed one is a 500, logged."""
+    if answer.cancelled():
+        log.error("webhook.answer_error", error="CancelledError")
+        return False
+    exc = answer.exception()
+    if exc is not None:
+        log.error("webhook.answer_error", error=type(exc).__name__, detail=str(exc)[:200])
+        return False
+    return True

@@ -93,12 +93,14 @@ class WebhookIngress:
         on_result: Callable[[str], None] | None = None,
     ) -> None:
         self._redis = redis
+        # EVALSHA: the script's text is not sent with every batch
+        self._append_script = redis.register_script(APPEND)
         self._prefix = prefix
         self._shards_total = shards_total
         self._secrets = secrets
         self._backlog_max = backlog_max
         self._retry_after = str(retry_after_s)
-        self._timeout_s = self.timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self.max_body = max_body
         self._on_result = on_result
         self._refusals: dict[tuple[int, str], Reply] = {}
@@ -201,7 +203,7 @@ class WebhookIngress:
             # no append reads it while the shard is full: read it here, once per interval
             self.backlog[shard] = (length, now)
             try:
-                async with asyncio.timeout(self._timeout_s):
+                async with asyncio.timeout(self.timeout_s):
                     length = int(await self._redis.xlen(self._keys[shard]))
             except REDIS_ERRORS:
                 return True
@@ -251,7 +253,7 @@ class WebhookIngress:
         while self._lookups:  # those asked while a query ran go in the next one
             asked, self._lookups = self._lookups, {}
             try:
-                async with asyncio.timeout(self._timeout_s):
+                async with asyncio.timeout(self.timeout_s):
                     found = await self._secrets.webhook_secrets(list(asked))
             except Exception as exc:  # noqa: BLE001 - handed to every waiter
                 for fut in asked.values():
@@ -296,10 +298,8 @@ class WebhookIngress:
             args += (at, p.bot_id, p.body)
         streams = [self._keys[shard] for shard in index]
         try:
-            async with asyncio.timeout(self._timeout_s):
-                lengths: list[Any] = await self._redis.eval(  # type: ignore[misc]
-                    APPEND, len(streams), *streams, *args
-                )
+            async with asyncio.timeout(self.timeout_s):
+                lengths: list[Any] = await self._append_script(keys=streams, args=args)
         except Exception as exc:  # noqa: BLE001 - any failure answers 503: Telegram retries
             self.round_trips += 1
             if not isinstance(exc, REDIS_ERRORS):

@@ -3,7 +3,9 @@ API server's WebhookActor keeps (at most the bot's `max_connections`, which the 
 loop already bounds by its POSTs in flight). An asyncio Protocol with `httptools`
 parsing the answer, in place of an aiohttp client request per update: on a 2-core
 machine the emulator shares the cores with the daemon under test, and aiohttp's request
-and response objects made webhook delivery cost it ~1.8× what long polling did.
+and response objects made webhook delivery cost it ~1.8× what long polling did. Not the
+daemon's own client connection (bots/telegram/http1.py): the emulator stands in for
+Telegram and shares no code with the daemon it tests.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -23,15 +22,15 @@ from bots.actor.progress_store import MemoryProgress
 from bots.actor.spec import BotSpec, PollConfig
 from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext
-from bots.telegram.api import BotApi
+from bots.telegram.sessions import SessionPool
 from bots.telegram.token import BotToken
 from bots.telegram.update import Incoming
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ipc import keys
 from ipc.inbox import APPEND_CHUNK, Inbox
 from ipc.redis_client import redis_client
-from ratelimit import BotLimiter, Limits
 from supervisor.worker.inbox_reader import InboxReader
+from tests.botapi import worker_api
 from tests.context_helpers import RedisProcess
 
 SHARDS = 4
@@ -41,12 +40,6 @@ SHARDS = 4
 async def emu() -> AsyncIterator[RunningEmulator]:
     async with open_emulator(rate_limits=False) as e:
         yield e
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture
@@ -104,20 +97,13 @@ class Worker:
     async def add(
         self,
         emu: RunningEmulator,
-        session: aiohttp.ClientSession,
+        session: SessionPool,
         token: str,
         handler: Any,
         progress: MemoryProgress,
     ) -> BotHandle:
         t = BotToken(token)
-        api = BotApi(
-            session,
-            emu.base_url,
-            t,
-            BotLimiter(Limits.telegram_defaults()),
-            request_timeout=5,
-            max_retries=2,
-        )
+        api = worker_api(session, emu.base_url, t, retries=2)
         poll = PollConfig(1, 100, 0.2, poll_backoff_max_s=0.3)
         actor = BotActor(
             BotSpec(t.bot_id, t, "x", {}, 1), api, handler, poll, progress, inbox=self.inbox
@@ -150,7 +136,7 @@ async def _wait_empty(client: aioredis.Redis, prefix: str, bot_id: int, worker: 
 
 
 async def test_a_slow_chat_does_not_hold_up_another_chat_of_the_same_bot(
-    emu: RunningEmulator, session: aiohttp.ClientSession, client: aioredis.Redis, key_prefix: str
+    emu: RunningEmulator, session: SessionPool, client: aioredis.Redis, key_prefix: str
 ) -> None:
     (bot,) = emu.state.create_bots(1)
     worker = Worker(client, key_prefix, "w1", 30.0)
@@ -184,7 +170,7 @@ async def test_a_slow_chat_does_not_hold_up_another_chat_of_the_same_bot(
 
 
 async def test_a_dead_readers_entries_are_handled_by_its_successor_once(
-    emu: RunningEmulator, session: aiohttp.ClientSession, client: aioredis.Redis, key_prefix: str
+    emu: RunningEmulator, session: SessionPool, client: aioredis.Redis, key_prefix: str
 ) -> None:
     """Worker 1 reads four updates from the inbox, answers one (its XACK never leaves:
     killed first), holds three and dies with all four pending. Worker 2 claims them,
@@ -235,7 +221,7 @@ async def test_a_dead_readers_entries_are_handled_by_its_successor_once(
 
 
 async def test_entries_of_a_read_whose_reply_was_lost_come_first_and_once(
-    emu: RunningEmulator, session: aiohttp.ClientSession, client: aioredis.Redis, key_prefix: str
+    emu: RunningEmulator, session: SessionPool, client: aioredis.Redis, key_prefix: str
 ) -> None:
     """A connection cut while XREADGROUP's reply is on its way: Redis counts the entries
     as delivered (pending for this consumer), the reader never saw them. It reads its own
@@ -288,7 +274,7 @@ async def redis_proc() -> AsyncIterator[RedisProcess]:
 
 
 async def test_with_redis_down_updates_are_handled_the_old_way_and_none_is_lost(
-    emu: RunningEmulator, session: aiohttp.ClientSession, redis_proc: RedisProcess
+    emu: RunningEmulator, session: SessionPool, redis_proc: RedisProcess
 ) -> None:
     prefix = f"t{secrets.token_hex(4)}:"
     client = redis_client(redis_proc.url, 0.5)

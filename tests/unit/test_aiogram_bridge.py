@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import pytest
 
 from bots.actor.actor import BotActor
@@ -19,11 +18,12 @@ from bots.actor.spec import BotSpec, PollConfig
 from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext, HandlerDeps
 from bots.handlers.registry import make_handler
-from bots.telegram.api import BotApi
+from bots.telegram.sessions import SessionPool
 from bots.telegram.token import BotToken
 from config.sections.messaging import RateLimitSection
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ratelimit import BotLimiter, Limits
+from tests.botapi import worker_api
 
 REF = "examples.support_bot:router"
 
@@ -34,19 +34,13 @@ async def emu() -> AsyncIterator[RunningEmulator]:
         yield e
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def _never_disabled(bot_id: int, reason: str) -> None:
     raise AssertionError(f"bot {bot_id} disabled: {reason}")
 
 
 async def _run(
     emu: RunningEmulator,
-    session: aiohttp.ClientSession,
+    session: SessionPool,
     token: str,
     settings: Mapping[str, Any] | None = None,
     ref: str = REF,
@@ -54,13 +48,8 @@ async def _run(
     t = BotToken(token)
     # a quick conversation: the form sends faster than Telegram's 1 message/s per chat
     fast = RateLimitSection.model_validate({"per_chat": {"limit": 100, "period_s": 1}})
-    api = BotApi(
-        session,
-        emu.base_url,
-        t,
-        BotLimiter(Limits.from_settings(fast)),
-        request_timeout=5,
-        max_retries=2,
+    api = worker_api(
+        session, emu.base_url, t, retries=2, limiter=BotLimiter(Limits.from_settings(fast))
     )
     spec = BotSpec(t.bot_id, t, ref, settings or {}, 1)
     handler = make_handler(ref, HandlerDeps())
@@ -94,7 +83,7 @@ async def _call(emu: RunningEmulator, bot_id: int, method: str, n: int = 1) -> d
 
 
 async def test_commands_keyboard_callbacks_form_and_error_handler(
-    emu: RunningEmulator, session: aiohttp.ClientSession
+    emu: RunningEmulator, session: SessionPool
 ) -> None:
     (bot,) = emu.state.create_bots(1)
     handle = await _run(emu, session, bot.token, {"greeting": "Howdy!", "team": "Team X"})
@@ -144,18 +133,11 @@ async def test_commands_keyboard_callbacks_form_and_error_handler(
 
 
 async def test_handlers_get_no_limiter_free_call(
-    emu: RunningEmulator, session: aiohttp.ClientSession
+    emu: RunningEmulator, session: SessionPool
 ) -> None:
     (bot,) = emu.state.create_bots(1)
     t = BotToken(bot.token)
-    api = BotApi(
-        session,
-        emu.base_url,
-        t,
-        BotLimiter(Limits.telegram_defaults()),
-        request_timeout=5,
-        max_retries=0,
-    )
+    api = worker_api(session, emu.base_url, t, retries=0)
     ctx = BotContext(bot.id, bot.username, api, {})
     assert not hasattr(ctx.api, "call")
     assert not hasattr(ctx.api, "_call")

@@ -7,10 +7,10 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from bots.handlers import plugins
+from bots.telegram.sessions import SessionPool
 from emulators.telegram.server import RunningEmulator, open_emulator
 from tests.unit.test_aiogram_bridge import _run, _sent_text
 
@@ -65,14 +65,8 @@ async def emu() -> AsyncIterator[RunningEmulator]:
         yield e
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def test_a_failing_handler_fails_one_update_and_refusals_are_aiogram_errors(
-    emu: RunningEmulator, session: aiohttp.ClientSession, plugin: str
+    emu: RunningEmulator, session: SessionPool, plugin: str
 ) -> None:
     (bot,) = emu.state.create_bots(1)
     handle = await _run(emu, session, bot.token, ref=f"{plugin}:router")
@@ -86,7 +80,7 @@ async def test_a_failing_handler_fails_one_update_and_refusals_are_aiogram_error
 
 
 async def test_a_429_is_waited_out_and_retried_through_the_limiter(
-    session: aiohttp.ClientSession, plugin: str
+    session: SessionPool, plugin: str
 ) -> None:
     # Telegram allows 1 message/s per chat; this bot's limiter is told 100/s, so Telegram
     # answers 429 and BotApi.send under the bridge waits retry_after and sends again
@@ -103,7 +97,7 @@ async def test_a_429_is_waited_out_and_retried_through_the_limiter(
 
 
 async def test_a_dispatcher_reference_runs_its_own_handlers(
-    emu: RunningEmulator, session: aiohttp.ClientSession, plugin: str
+    emu: RunningEmulator, session: SessionPool, plugin: str
 ) -> None:
     (bot,) = emu.state.create_bots(1)
     handle = await _run(emu, session, bot.token, ref=f"{plugin}:dp")

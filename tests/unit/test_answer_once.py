@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from bots.actor.actor import BotActor
@@ -20,13 +19,13 @@ from bots.actor.stats import ActorStats
 from bots.actor.supervise import BotHandle, spawn
 from bots.handlers.base import BotContext
 from bots.handlers.registry import make_handler
-from bots.telegram.api import BotApi
 from bots.telegram.errors import BotNetworkError
+from bots.telegram.sessions import SessionPool
 from bots.telegram.token import BotToken
 from bots.telegram.update import Incoming
 from emulators.telegram.server import RunningEmulator, open_emulator
 from ipc.offsets import BotProgress
-from ratelimit import BotLimiter, Limits
+from tests.botapi import worker_api
 
 
 @pytest.fixture
@@ -35,33 +34,20 @@ async def emu() -> AsyncIterator[RunningEmulator]:
         yield e
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def _never_disabled(bot_id: int, reason: str) -> None:
     raise AssertionError(f"bot {bot_id} disabled: {reason}")
 
 
 def _handle(
     emu: RunningEmulator,
-    session: aiohttp.ClientSession,
+    session: SessionPool,
     token: str,
     handler: Any,
     progress: MemoryProgress | None = None,
     grace_s: float = 5.0,
 ) -> BotHandle:
     t = BotToken(token)
-    api = BotApi(
-        session,
-        emu.base_url,
-        t,
-        BotLimiter(Limits.telegram_defaults()),
-        request_timeout=5,
-        max_retries=2,
-    )
+    api = worker_api(session, emu.base_url, t, retries=2)
     poll = PollConfig(1, 100, grace_s, poll_backoff_max_s=0.5)
     return BotHandle(BotActor(BotSpec(t.bot_id, t, "x", {}, 1), api, handler, poll, progress))
 
@@ -110,7 +96,7 @@ class Gate:
 
 
 async def test_an_update_answered_above_the_watermark_is_not_answered_again(
-    emu: RunningEmulator, session: aiohttp.ClientSession
+    emu: RunningEmulator, session: SessionPool
 ) -> None:
     """Chat 2's handler holds the watermark back while chat 1's update is answered; the
     actor stops (its chat-2 handler cancelled at the grace). Telegram hands out both again:
@@ -158,7 +144,7 @@ class SendsThenFails:
 
 @pytest.mark.parametrize(("fail_before_send", "calls"), [(True, 2), (False, 1)])
 async def test_a_handler_is_run_again_only_while_it_has_sent_nothing(
-    emu: RunningEmulator, session: aiohttp.ClientSession, fail_before_send: bool, calls: int
+    emu: RunningEmulator, session: SessionPool, fail_before_send: bool, calls: int
 ) -> None:
     (bot,) = emu.state.create_bots(1)
     handler = SendsThenFails(fail_before_send)
@@ -174,7 +160,7 @@ async def test_a_handler_is_run_again_only_while_it_has_sent_nothing(
 
 @pytest.mark.parametrize(("code", "retry_after"), [(502, None), (429, 1)])
 async def test_telegram_errors_on_the_poll_wait_in_the_loop_without_a_restart(
-    emu: RunningEmulator, session: aiohttp.ClientSession, code: int, retry_after: int | None
+    emu: RunningEmulator, session: SessionPool, code: int, retry_after: int | None
 ) -> None:
     (bot,) = emu.state.create_bots(1)
     h = _handle(emu, session, bot.token, make_handler("echo"))
@@ -203,7 +189,7 @@ async def test_telegram_errors_on_the_poll_wait_in_the_loop_without_a_restart(
 
 
 async def test_a_bot_with_a_known_username_starts_with_a_poll_not_a_getme(
-    emu: RunningEmulator, session: aiohttp.ClientSession
+    emu: RunningEmulator, session: SessionPool
 ) -> None:
     """5,000 bots starting in a worker make 5,000 requests fewer; a dead token is still
     disabled (401 to its first long poll) and a message that waited is answered."""

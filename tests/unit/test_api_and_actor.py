@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from bots.actor.actor import BotActor
@@ -15,34 +14,17 @@ from bots.actor.spec import BotSpec, PollConfig
 from bots.actor.state import ActorState
 from bots.actor.supervise import BotHandle, SpawnRejected, spawn
 from bots.handlers.registry import make_handler
-from bots.telegram.api import BotApi
 from bots.telegram.errors import BotNetworkError, Conflict, RetryAfter, TokenRejected
+from bots.telegram.sessions import SessionPool
 from bots.telegram.token import BadToken, BotToken
 from emulators.telegram.server import RunningEmulator, open_emulator
-from ratelimit import BotLimiter, Limits
+from tests.botapi import worker_api
 
 
 @pytest.fixture
 async def emu() -> AsyncIterator[RunningEmulator]:
     async with open_emulator() as e:
         yield e
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-def make_api(session: aiohttp.ClientSession, base: str, token: str, retries: int = 3) -> BotApi:
-    return BotApi(
-        session,
-        base,
-        BotToken(token),
-        BotLimiter(Limits.telegram_defaults()),
-        request_timeout=5,
-        max_retries=retries,
-    )
 
 
 def test_token_never_prints_its_secret() -> None:
@@ -55,27 +37,28 @@ def test_token_never_prints_its_secret() -> None:
 
 
 async def test_errors_are_mapped_once_and_carry_no_token(
-    emu: RunningEmulator, session: aiohttp.ClientSession
+    emu: RunningEmulator, session: SessionPool
 ) -> None:
     (bot,) = emu.state.create_bots(1)
     token = bot.token
-    api = make_api(session, emu.base_url, token)
+    api = worker_api(session, emu.base_url, token)
     assert (await api.call("getMe"))["id"] == bot.id
     emu.state.revoke(bot.id)
     with pytest.raises(TokenRejected) as err:
         await api.call("getMe")
     assert token.split(":")[1] not in str(err.value)
-    dead = make_api(session, "http://127.0.0.1:9", token)  # nothing listens on port 9
+    dead = worker_api(session, "http://127.0.0.1:9", token)  # nothing listens on port 9
     with pytest.raises(BotNetworkError) as net:
         await dead.call("getMe")
     assert token.split(":")[1] not in str(net.value) and net.value.__cause__ is None
 
 
-async def test_second_poller_gets_conflict(
-    emu: RunningEmulator, session: aiohttp.ClientSession
-) -> None:
+async def test_second_poller_gets_conflict(emu: RunningEmulator, session: SessionPool) -> None:
     (bot,) = emu.state.create_bots(1)
-    a, b = make_api(session, emu.base_url, bot.token), make_api(session, emu.base_url, bot.token)
+    a, b = (
+        worker_api(session, emu.base_url, bot.token),
+        worker_api(session, emu.base_url, bot.token),
+    )
     first = asyncio.ensure_future(a.call("getUpdates", {"timeout": 5}, timeout=10))
     await emu.state.wait_polling(bot.id)
     second = asyncio.ensure_future(b.call("getUpdates", {"timeout": 0}, timeout=10))
@@ -85,32 +68,25 @@ async def test_second_poller_gets_conflict(
 
 
 async def test_429_sets_a_deadline_and_is_retried(
-    emu: RunningEmulator, session: aiohttp.ClientSession
+    emu: RunningEmulator, session: SessionPool
 ) -> None:
     (bot,) = emu.state.create_bots(1)
-    unlimited = BotApi(
-        session,
-        emu.base_url,
-        BotToken(bot.token),
-        BotLimiter(Limits.telegram_defaults()),
-        request_timeout=5,
-        max_retries=0,
-    )
+    unlimited = worker_api(session, emu.base_url, bot.token, retries=0)
     await unlimited.call("sendMessage", {"chat_id": 5, "text": "a"})  # fills chat 5's window
     with pytest.raises(RetryAfter) as err:
         await unlimited.send("sendMessage", {"chat_id": 5, "text": "b"}, 5)
     assert err.value.retry_after >= 1
-    retrying = make_api(session, emu.base_url, bot.token)
+    retrying = worker_api(session, emu.base_url, bot.token)
     started = time.monotonic()
     await retrying.send("sendMessage", {"chat_id": 6, "text": "c"}, 6)
     assert time.monotonic() - started < 1  # another chat: not blocked
 
 
 async def test_one_bot_offered_ten_times_its_limit_gets_no_429_and_near_full_rate(
-    emu: RunningEmulator, session: aiohttp.ClientSession
+    emu: RunningEmulator, session: SessionPool
 ) -> None:
     (bot,) = emu.state.create_bots(1)
-    api = make_api(session, emu.base_url, bot.token)
+    api = worker_api(session, emu.base_url, bot.token)
     n = 150  # offered at once: far beyond 30/s for the ~5 s it takes
     chats = range(100_000, 100_000 + n)  # distinct private chats: only the bot limit binds
     await asyncio.gather(*(api.send_message(c, "hi") for c in chats))
@@ -127,7 +103,7 @@ async def test_one_bot_offered_ten_times_its_limit_gets_no_429_and_near_full_rat
 
 
 async def test_actor_spawn_is_a_handshake_and_a_revoked_token_is_rejected(
-    emu: RunningEmulator, session: aiohttp.ClientSession
+    emu: RunningEmulator, session: SessionPool
 ) -> None:
     good, bad = emu.state.create_bots(2)
     emu.state.revoke(bad.id)
@@ -142,7 +118,7 @@ async def test_actor_spawn_is_a_handshake_and_a_revoked_token_is_rejected(
         return BotHandle(
             BotActor(
                 spec,
-                make_api(session, emu.base_url, token.reveal()),
+                worker_api(session, emu.base_url, token.reveal()),
                 make_handler("echo"),
                 PollConfig(2, 100, 5),
             )
@@ -161,7 +137,7 @@ async def test_actor_spawn_is_a_handshake_and_a_revoked_token_is_rejected(
 
 
 async def test_a_conflicting_poller_is_reported_and_backed_off_not_spun(
-    emu: RunningEmulator, session: aiohttp.ClientSession
+    emu: RunningEmulator, session: SessionPool
 ) -> None:
     (bot,) = emu.state.create_bots(1)
     token = BotToken(bot.token)
@@ -169,7 +145,7 @@ async def test_a_conflicting_poller_is_reported_and_backed_off_not_spun(
     handle = BotHandle(
         BotActor(
             spec,
-            make_api(session, emu.base_url, bot.token),
+            worker_api(session, emu.base_url, bot.token),
             make_handler("echo"),
             PollConfig(5, 100, 5),
         )
@@ -181,7 +157,7 @@ async def test_a_conflicting_poller_is_reported_and_backed_off_not_spun(
     await spawn(handle, BackoffConfig(0.5, 2), on_disabled)
     await emu.state.wait_polling(bot.id)
     polls_before = emu.state.bots[bot.id].get_updates
-    intruder = make_api(session, emu.base_url, bot.token)
+    intruder = worker_api(session, emu.base_url, bot.token)
     # the intruder's poll terminates the actor's (409), then holds the bot for 1 s
     seen: list[ActorState] = []
     waiter = handle.actor.changed

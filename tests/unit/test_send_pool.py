@@ -8,17 +8,15 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
-from bots.telegram.api import BotApi
 from bots.telegram.errors import NOT_SENT, BotNetworkError, RetryAfter
 from bots.telegram.http1 import HttpProtocolError
 from bots.telegram.longpoll import DIRECT
 from bots.telegram.send_pool import ConnectFailed, SendPool
-from bots.telegram.token import BotToken
+from bots.telegram.sessions import SessionPool
 from emulators.telegram.server import RunningEmulator, open_emulator
-from ratelimit import BotLimiter, Limits
+from tests.botapi import worker_api
 from tests.rawhttp import RawServer, ok
 
 HEAD = b"POST /bot123:SECRET/"
@@ -58,6 +56,7 @@ class HoldingServer:
         self.open_now = 0
         self.most_open = 0
         self.requests = 0
+        self.port = 0
         self.release = asyncio.Event()
         self._arrived = asyncio.Event()
 
@@ -87,21 +86,29 @@ class HoldingServer:
             writer.close()
 
 
-async def test_a_burst_waits_for_the_bounded_connections_instead_of_opening_more() -> None:
-    holding = HoldingServer()
-    srv = await asyncio.start_server(holding.handle, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
+@pytest.fixture
+async def holding() -> AsyncIterator[HoldingServer]:
+    held = HoldingServer()
+    srv = await asyncio.start_server(held.handle, "127.0.0.1", 0)
+    held.port = srv.sockets[0].getsockname()[1]
     async with srv:
-        pool = pool_for(port, limit=3)
-        calls = [asyncio.create_task(pool.post(HEAD, "sendMessage", b"{}", 5)) for _ in range(20)]
-        await holding.until(3)  # the three connections' first requests
-        assert pool.connections == 3 and not any(c.done() for c in calls)
-        holding.release.set()
-        answers = await asyncio.gather(*calls)
-        assert answers == [(200, b'{"ok":true,"result":true}')] * 20
-        assert holding.most_open == 3 and holding.requests == 20
-        pool.close()
+        yield held
+        held.release.set()
         srv.close()
+
+
+async def test_a_burst_waits_for_the_bounded_connections_instead_of_opening_more(
+    holding: HoldingServer,
+) -> None:
+    pool = pool_for(holding.port, limit=3)
+    calls = [asyncio.create_task(pool.post(HEAD, "sendMessage", b"{}", 5)) for _ in range(20)]
+    await holding.until(3)  # the three connections' first requests
+    assert pool.connections == 3 and not any(c.done() for c in calls)
+    holding.release.set()
+    answers = await asyncio.gather(*calls)
+    assert answers == [(200, b'{"ok":true,"result":true}')] * 20
+    assert holding.most_open == 3 and holding.requests == 20
+    pool.close()
 
 
 async def test_an_answer_that_does_not_come_times_out_and_frees_the_connection(
@@ -156,24 +163,20 @@ async def test_connections_idle_past_the_keepalive_are_closed_not_reused(
     pool.close()
 
 
-async def test_a_cancelled_waiter_gives_its_turn_to_the_next() -> None:
-    holding = HoldingServer()
-    srv = await asyncio.start_server(holding.handle, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    async with srv:
-        pool = pool_for(port, limit=1)
-        first = asyncio.create_task(pool.post(HEAD, "a", b"{}", 5))
-        await holding.until(1)
-        waiting = asyncio.create_task(pool.post(HEAD, "b", b"{}", 5))
-        third = asyncio.create_task(pool.post(HEAD, "c", b"{}", 5))
-        await asyncio.sleep(0)  # both queue for the one connection
-        waiting.cancel()
-        holding.release.set()
-        assert (await first)[0] == 200 and (await third)[0] == 200
-        assert waiting.cancelled() and holding.requests == 2
-        assert pool.connections == 1
-        pool.close()
-        srv.close()
+async def test_a_cancelled_waiter_gives_its_turn_to_the_next(holding: HoldingServer) -> None:
+    pool = pool_for(holding.port, limit=1)
+    first = asyncio.create_task(pool.post(HEAD, "a", b"{}", 5))
+    await holding.until(1)
+    waiting = asyncio.create_task(pool.post(HEAD, "b", b"{}", 5))
+    third = asyncio.create_task(pool.post(HEAD, "c", b"{}", 5))
+    await asyncio.wait({waiting, third}, timeout=0)  # one loop turn: both start and queue
+    assert pool.waiting == 2
+    waiting.cancel()
+    holding.release.set()
+    assert (await first)[0] == 200 and (await third)[0] == 200
+    assert waiting.cancelled() and holding.requests == 2
+    assert pool.connections == 1 and pool.waiting == 0
+    pool.close()
 
 
 def _free_port() -> int:
@@ -187,18 +190,12 @@ async def test_a_refused_connection_is_named_as_not_sent() -> None:
     with pytest.raises(ConnectFailed):
         await pool.post(HEAD, "sendMessage", b"{}", 2)
     assert pool.connections == 0
-    async with aiohttp.ClientSession() as session:
-        api = BotApi(
-            session,  # unused for JSON calls when a sender is given
-            "http://127.0.0.1:1",
-            BotToken("123:SECRETabcdefghijklmnopqrst"),
-            BotLimiter(Limits.telegram_defaults()),
-            request_timeout=5,
-            max_retries=0,
-            sender=pool,
-        )
-        with pytest.raises(BotNetworkError) as err:
-            await api.call("sendMessage", {"chat_id": 1, "text": "x"})
+
+
+async def test_bot_api_names_a_refused_connection_as_not_sent(session: SessionPool) -> None:
+    api = worker_api(session, f"http://127.0.0.1:{_free_port()}", "123:SECRETabcdefghijklmnopqrst")
+    with pytest.raises(BotNetworkError) as err:
+        await api.call("sendMessage", {"chat_id": 1, "text": "x"})
     assert err.value.cause in NOT_SENT
     assert "SECRET" not in str(err.value)
 
@@ -220,26 +217,15 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
 
 
 async def test_bot_api_calls_through_the_pool_map_answers_and_errors(
-    emulator: RunningEmulator,
+    emulator: RunningEmulator, session: SessionPool
 ) -> None:
     bot = emulator.state.create_bots(1)[0]
-    pool = SendPool(emulator.base_url, DIRECT, 4, 30)
-    async with aiohttp.ClientSession() as session:
-        api = BotApi(
-            session,
-            emulator.base_url,
-            BotToken(bot.token),
-            BotLimiter(Limits.telegram_defaults()),
-            request_timeout=5,
-            max_retries=0,
-            sender=pool,
-        )
-        me = await api.call("getMe")
-        assert me["id"] == bot.id
-        # two sends to one chat within a second: the emulator's flood limit answers 429
-        await api.call("sendMessage", {"chat_id": 7, "text": "one"})
-        with pytest.raises(RetryAfter):
-            await api.call("sendMessage", {"chat_id": 7, "text": "two"})
+    api = worker_api(session, emulator.base_url, bot.token, retries=0)
+    me = await api.call("getMe")
+    assert me["id"] == bot.id
+    # two sends to one chat within a second: the emulator's flood limit answers 429
+    await api.call("sendMessage", {"chat_id": 7, "text": "one"})
+    with pytest.raises(RetryAfter):
+        await api.call("sendMessage", {"chat_id": 7, "text": "two"})
     assert [m["text"] for m in emulator.state.sent_log(bot.id) or []] == ["one"]
-    assert pool.connections == 1
-    pool.close()
+    assert session.sender(emulator.base_url, DIRECT).connections == 1
