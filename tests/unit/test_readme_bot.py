@@ -7,11 +7,11 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from bots.handlers import plugins
 from bots.handlers.registry import check_settings
+from bots.telegram.sessions import SessionPool
 from emulators.telegram.server import RunningEmulator, open_emulator
 from tests.unit.test_aiogram_bridge import _call, _run, _sent_text
 
@@ -43,21 +43,20 @@ async def emu() -> AsyncIterator[RunningEmulator]:
 
 
 async def test_the_readme_router_answers_commands_buttons_and_text(
-    emu: RunningEmulator, readme_bot: str
+    emu: RunningEmulator, readme_bot: str, session: SessionPool
 ) -> None:
     assert check_settings(readme_bot, {"greeting": "Hi there"}) == []
     assert check_settings(readme_bot, {"greting": "typo"})[0].startswith("greting: unknown")
     (bot,) = emu.state.create_bots(1)
-    async with aiohttp.ClientSession() as session:
-        handle = await _run(emu, session, bot.token, {"greeting": "Hi there"}, ref=readme_bot)
-        emu.state.inject([{"bot_id": bot.id, "chat_id": 42, "text": "/start"}])
-        menu = await _call(emu, bot.id, "sendMessage")
-        assert menu["text"] == "Hi there"
-        async with emu.control() as ctl:
-            await ctl.press(bot.id, 42, menu["message_id"], "ping")
-        answer = await _call(emu, bot.id, "answerCallbackQuery")
-        assert answer["text"] == "pong"
-        emu.state.inject([{"bot_id": bot.id, "chat_id": 42, "text": "echo me"}])
-        reply = await _sent_text(emu, bot.id, "echo me")
-        assert reply["reply_to"] is not None
-        await handle.stop()
+    handle = await _run(emu, session, bot.token, {"greeting": "Hi there"}, ref=readme_bot)
+    emu.state.inject([{"bot_id": bot.id, "chat_id": 42, "text": "/start"}])
+    menu = await _call(emu, bot.id, "sendMessage")
+    assert menu["text"] == "Hi there"
+    async with emu.control() as ctl:
+        await ctl.press(bot.id, 42, menu["message_id"], "ping")
+    answer = await _call(emu, bot.id, "answerCallbackQuery")
+    assert answer["text"] == "pong"
+    emu.state.inject([{"bot_id": bot.id, "chat_id": 42, "text": "echo me"}])
+    reply = await _sent_text(emu, bot.id, "echo me")
+    assert reply["reply_to"] is not None
+    await handle.stop()
