@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a worker's idle memory per bot goes: the real `supervisor.worker.fleet.Fleet`, in process.
 
-Builds what a worker builds (the same aiohttp connector settings, uvloop, Fleet,
+Builds what a worker builds (its Bot API pools on the same settings, uvloop, Fleet,
 BotActor, BotApi, BotLimiter, ChatDispatcher) for N bots against an emulator
 process, with a warm-up fleet of --warm bots first so imports and caches are
 paid before measuring. Once all N + warm bots poll: RSS delta per bot,
@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import psutil
 
@@ -43,6 +42,7 @@ from benchlib import (  # noqa: E402
 )
 
 from bots.actor.spec import BotSpec  # noqa: E402
+from bots.telegram.sessions import open_session_pool  # noqa: E402
 from bots.telegram.token import BotToken  # noqa: E402
 from config import Settings  # noqa: E402
 from emulators.telegram.control import EmulatorBot, EmulatorControl  # noqa: E402
@@ -104,15 +104,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         async with EmulatorControl(emu.base_url, timeout=60) as ctl:
             bots = await ctl.create_bots(args.warm + args.bots)
             settings = Settings.model_validate({"telegram": {"api_base": emu.base_url}})
-            s = settings
-            connector = aiohttp.TCPConnector(
-                limit=s.telegram.connections_per_worker,
-                limit_per_host=0,
-                ttl_dns_cache=300,
-                keepalive_timeout=max(30.0, s.telegram.poll_timeout_s + 5.0),
-            )
-            async with aiohttp.ClientSession(connector=connector) as session:
-                fleet = Fleet(settings, session, _disabled)
+            async with open_session_pool(settings) as pools:
+                fleet = Fleet(settings, pools, _disabled)
 
                 def specs(group: list[EmulatorBot]) -> list[BotSpec]:
                     return [BotSpec(b.id, BotToken(b.token), "echo", {}, 1) for b in group]

@@ -73,7 +73,7 @@ class Fleet:
     def __init__(
         self,
         settings: Settings,
-        session: aiohttp.ClientSession,
+        sessions: SessionPool,
         on_disabled: OnDisabled,
         progress: ProgressStore | None = None,
         handler_deps: HandlerDeps | None = None,
@@ -88,9 +88,8 @@ class Fleet:
         self.inbox = inbox
         #: webhook mode's settings and inbox, when `webhook.public_url` was set at the start
         self.webhook = webhook
-        self.session = session
-        #: pools by way out (set by the worker); a bot with its own proxy uses its pool
-        self.sessions: SessionPool | None = None
+        #: the worker's pools by way out; a bot with its own proxy uses its own
+        self.sessions = sessions
         self._nets: dict[NetOptions, NetOptions] = {}  # one shared instance per value
         self.progress: ProgressStore = progress or MemoryProgress()
         self.handler_deps = handler_deps or HandlerDeps()
@@ -108,8 +107,6 @@ class Fleet:
         """The bot's way out: its (shared) NetOptions and the aiohttp pool that goes that way."""
         net = NetOptions.from_settings(self.settings, way.proxy)
         net = self._nets.setdefault(net, net)
-        if self.sessions is None or net == self.sessions.default_net:
-            return net, self.session
         return net, self.sessions.for_net(net)
 
     def running_specs(self) -> dict[int, BotSpec]:
@@ -214,7 +211,7 @@ class Fleet:
             send_deadline_s=tg.send_deadline_s,
             gate=self.bounds.queue,
             net=net,
-            sender=None if self.sessions is None else self.sessions.sender(way.api_base, net),
+            sender=self.sessions.sender(way.api_base, net),
         )
         poll = PollConfig(
             poll_timeout_s=tg.poll_timeout_s,

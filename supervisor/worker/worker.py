@@ -149,7 +149,7 @@ class Worker(WorkerCommands):
                 self.chats = ChatRecorder(pool, lambda: self.settings)
                 self.fleet = Fleet(
                     s,
-                    session,
+                    sessions,
                     self._on_disabled,
                     self.progress,
                     deps,
@@ -159,7 +159,6 @@ class Worker(WorkerCommands):
                 )
                 store = BroadcastStore(pool, s.database.timeout_s)
                 self.broadcaster = Broadcaster(store, self.fleet.handles, lambda: self.settings)
-                self.fleet.sessions = sessions  # per-bot proxies get pools of their own
                 self.redis = redis
                 await self._serve()
         finally:

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import aiohttp
 import asyncpg
 
 from bots.actor.spec import BotSpec
@@ -25,6 +24,7 @@ from supervisor.worker.broadcaster import Broadcaster
 from supervisor.worker.chat_recorder import ChatRecorder, chat_of
 from supervisor.worker.fleet import Fleet
 from supervisor.worker.plan import Plan
+from tests.botapi import open_pools
 from tests.context_helpers import TcpProxy, postgres_address, via_proxy
 
 #: the test bot's own limit (and the emulator's), so a few hundred chats take a second
@@ -73,7 +73,7 @@ async def open_rig(settings: Settings, per_bot: str = "300/1") -> AsyncIterator[
     async with (
         open_emulator(per_bot=per_bot) as emu,
         open_registry(settings) as registry,
-        aiohttp.ClientSession() as session,
+        open_pools() as session,
     ):
         settings = settings.model_copy(
             update={"telegram": settings.telegram.model_copy(update={"api_base": emu.base_url})}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import aiohttp
 import pytest
 
 from bots.actor.spec import BotSpec
@@ -14,6 +13,7 @@ from config import Settings
 from emulators.telegram.server import open_emulator
 from supervisor.worker.fleet import BadBotSettings, Fleet, limits_for
 from supervisor.worker.plan import Plan
+from tests.botapi import open_pools
 
 
 def test_a_bot_may_raise_its_own_limits_and_keeps_the_rest(
@@ -50,7 +50,7 @@ async def test_a_bot_with_bad_settings_is_disabled_and_the_others_start(
     async def on_disabled(bot_id: int, reason: str) -> None:
         disabled[bot_id] = reason
 
-    async with open_emulator() as emu, aiohttp.ClientSession() as session:
+    async with open_emulator() as emu, open_pools() as session:
         good, bad = emu.state.create_bots(2)
         settings = settings_factory(telegram={"api_base": emu.base_url, "poll_timeout_s": 1})
         fleet = Fleet(settings, session, on_disabled)

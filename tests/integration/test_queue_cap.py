@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import aiohttp
-
 from bots.actor.dispatch import ChatDispatcher
 from bots.actor.queue_budget import QueueBudget
 from bots.actor.spec import BotSpec
@@ -16,6 +14,7 @@ from config import Settings
 from emulators.telegram.server import open_emulator
 from supervisor.worker.fleet import Fleet
 from supervisor.worker.plan import Plan
+from tests.botapi import open_pools
 
 
 class WatchedBudget(QueueBudget):
@@ -44,7 +43,7 @@ async def test_a_full_worker_pauses_every_poll_then_answers_everything(
     async def on_disabled(bot_id: int, reason: str) -> None:
         raise AssertionError(f"bot {bot_id} disabled: {reason}")
 
-    async with open_emulator() as emu, aiohttp.ClientSession() as session:
+    async with open_emulator() as emu, open_pools() as session:
         bots = emu.state.create_bots(4)
         settings = settings_factory(
             telegram={"api_base": emu.base_url, "poll_timeout_s": 1},

@@ -226,8 +226,7 @@ async def test_bots_sharing_a_proxy_share_one_pool(make_settings: Callable[..., 
 
     settings = make_settings()
     async with open_session_pool(settings) as pool:
-        fleet = Fleet(settings, pool.default, never)
-        fleet.sessions = pool
+        fleet = Fleet(settings, pool, never)
         direct = fleet._net_for(telegram_for(settings, {}))
         a = fleet._net_for(telegram_for(settings, {"telegram": {"proxy": "socks5://h:1"}}))
         b = fleet._net_for(telegram_for(settings, {"telegram": {"proxy": "socks5://h:1"}}))
